@@ -1,0 +1,42 @@
+# One-command set-up for a fresh clone: `make run` and `make test` (see README).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HPSTUDY := $(VENV)/bin/hpstudy
+
+.PHONY: setup data run test lint format bench clean
+
+setup: $(STAMP) data
+
+# The CPU build of torch is pinned and installed first: a bare `torch` requirement would
+# otherwise pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data: $(STAMP)
+	bash scripts/ensure-system-deps
+	$(HPSTUDY) data verify
+
+run: setup
+	$(HPSTUDY) eda --out runs/eda
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(HPSTUDY) bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,16 @@
+"""hpstudy: reproducible, statistically honest hyperparameter studies of PyTorch networks."""
+
+from hpstudy.errors import DataError, UserError
+from hpstudy.space import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES, Config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "OPTIMIZERS",
+    "TOPOLOGIES",
+    "Config",
+    "DataError",
+    "UserError",
+    "__version__",
+]

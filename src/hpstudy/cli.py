@@ -1,0 +1,57 @@
+"""The `hpstudy` command line: a thin layer over the library.
+
+Each command lives in `hpstudy.commands.<name>` as a pair: `add_arguments(parser)` and
+`run(args) -> int`. Command modules import heavy libraries (torch, matplotlib) inside `run`, so
+`hpstudy --help` stays fast. A `UserError` is printed as one line on stderr with its exit code;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hpstudy import __version__
+from hpstudy.errors import UserError
+
+# Command name -> (module, one-line help). Order is the order `--help` lists them in.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("hpstudy.commands.data", "locate, verify or download the FashionMNIST files"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpstudy",
+        description="Reproducible, statistically honest hyperparameter studies of PyTorch MLPs.",
+    )
+    parser.add_argument("--version", action="version", version=f"hpstudy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=module.__doc__)
+        command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                    help="show tracebacks for errors")
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"hpstudy {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"hpstudy {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Locate, verify or download the FashionMNIST files.
+
+    hpstudy data verify [--data-dir DIR]   # find the files (downloading if needed) and check them
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """The `--data-dir` option shared by every command that reads the dataset."""
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder with the four FashionMNIST files (default: $HPSTUDY_DATA_DIR, the user "
+        "cache, /usr/share/datasets/fashion-mnist, else download)",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["verify"], help="verify: locate and check the files")
+    add_data_dir(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from hpstudy import data
+
+    start = time.perf_counter()
+    ds = data.load(args.data_dir)
+    elapsed = time.perf_counter() - start
+    print(f"FashionMNIST verified in {ds.source} ({elapsed:.2f} s to read, check and decode)")
+    for name, digest in ds.digests.items():
+        print(f"  {name:<26} sha256 {digest}")
+    return 0
