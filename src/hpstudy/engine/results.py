@@ -1,0 +1,49 @@
+"""What the engine returns for each configuration it trains."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from hpstudy.space import Config
+
+
+class Outcome(enum.Enum):
+    """How a trial ended."""
+
+    COMPLETE = "complete"  # trained until max_epochs or early stopping
+    DIVERGED = "diverged"  # training loss became NaN or inf; stopped, the others unaffected
+    PRUNED = "pruned"  # stopped early by a search protocol's pruner
+    FAILED = "failed"  # an error outside the member's own maths (recorded by the protocol)
+
+    @property
+    def is_usable(self) -> bool:
+        """Whether the trial's best accuracy is a fair number to rank and tabulate."""
+        return self in (Outcome.COMPLETE, Outcome.PRUNED)
+
+
+@dataclass
+class TrialResult:
+    """One configuration's training record. Epochs are 1-based in `best_epoch`."""
+
+    config: Config
+    outcome: Outcome
+    train_loss: list[float]  # mean training loss of each epoch run
+    eval_loss: list[float]  # evaluation-split loss after each epoch
+    eval_accuracy: list[float]  # evaluation-split accuracy in [0, 1] after each epoch
+    best_epoch: int  # epoch with the highest eval accuracy (first such), 0 if none finished
+    wall_s: float  # this member's share of its population's training wall time
+    device: str  # e.g. "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+    dtype: str  # "float32" or "float64"
+    # Best-epoch weights as `build_mlp(config).state_dict()` (CPU tensors); None if none finished.
+    state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.train_loss)
+
+    @property
+    def best_accuracy(self) -> float:
+        return self.eval_accuracy[self.best_epoch - 1] if self.best_epoch else float("nan")
