@@ -10,6 +10,8 @@ same state_dict keys for saved models.
 
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 
 from hpstudy.space import LEAKY_RELU_SLOPE, Config
@@ -31,7 +33,7 @@ def build_mlp(config: Config) -> nn.Sequential:
     """Linear, activation, Linear, ..., Linear: the paper's MLP for `config` (uses torch's RNG)."""
     sizes = config.layer_sizes
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(activation_module(config.activation))

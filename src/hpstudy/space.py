@@ -64,7 +64,9 @@ def parse_topology(value: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     sizes = tuple(value)
     if len(sizes) >= 2 and sizes[0] == N_INPUTS and sizes[-1] == N_CLASSES:
         sizes = sizes[1:-1]
-    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+    if not sizes or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+    ):
         raise UserError(
             f"a topology needs at least one positive integer hidden width, got {list(value)!r}"
         )

@@ -1,0 +1,58 @@
+"""The FLOP floor: how fast training could possibly go on this device.
+
+    >>> floor = flop_floor_s(model_epoch_flops(Config(topology="T4"), 60_000), device="cpu")
+
+A model-epoch costs about 6 x parameters x examples FLOPs (2 forward, 4 backward per weight and
+example); dividing by the matmul throughput measured here gives a lower bound on its time.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+
+import torch
+
+from hpstudy.space import Config
+
+
+def n_parameters(config: Config) -> int:
+    sizes = config.layer_sizes
+    return sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
+
+
+def model_epoch_flops(config: Config, n_train: int) -> float:
+    """FLOPs of one training epoch of `config` over `n_train` examples (matmuls only)."""
+    return 6.0 * n_parameters(config) * n_train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@functools.cache
+def measure_matmul_flops(
+    device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048
+) -> float:
+    """Sustained FLOP/s of a large square matmul on `device` (best of a few timed repeats)."""
+    dev = torch.device(device)
+    a = torch.randn(size, size, device=dev, dtype=dtype)
+    b = torch.randn(size, size, device=dev, dtype=dtype)
+    n_inner = 2 if dev.type == "cpu" else 50
+    torch.matmul(a, b)  # warm-up: thread pools, kernels, clocks
+    _sync(dev)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(n_inner):
+            torch.matmul(a, b)
+        _sync(dev)
+        best = min(best, (time.perf_counter() - start) / n_inner)
+    return 2.0 * size**3 / best
+
+
+def flop_floor_s(flops: float, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """Seconds that `flops` of matmul take at the measured throughput of `device`."""
+    return flops / measure_matmul_flops(device, dtype)

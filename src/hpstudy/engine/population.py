@@ -1,0 +1,175 @@
+"""A population: MLPs of one shape stacked along a leading member axis, trained as one.
+
+    >>> pop = Population.from_configs(configs)          # same layer sizes, any activations
+    >>> loss = pop.loss_and_grads(x, y)                 # x (M, B, 784), y (M, B) -> (M,)
+    >>> pop.params[0].shape                             # first layer's weights
+    torch.Size([M, 256, 784])
+
+Each layer is one batched matmul over all members. Forward and backward are written out by hand
+(they are short for an MLP) so that no autograd graph is built per step and gradients land in
+stacked tensors that the stacked optimizers update in place. Members are kept sorted by
+(activation, optimizer, lr) so that each activation and each optimizer rule applies to a
+contiguous range of members: slices along the member axis are views, never copies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from hpstudy.model import build_mlp
+from hpstudy.space import LEAKY_RELU_SLOPE, Config
+
+# activation name -> (f(z), backward(grad wrt a, z, a) -> grad wrt z). The backward functions
+# are the kernels autograd itself runs for these modules, so gradients match nn bit for bit.
+_aten = torch.ops.aten
+_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "relu": (torch.relu, lambda g, z, a: _aten.threshold_backward(g, a, 0)),
+    "sigmoid": (torch.sigmoid, lambda g, z, a: _aten.sigmoid_backward(g, a)),
+    "tanh": (torch.tanh, lambda g, z, a: _aten.tanh_backward(g, a)),
+    "leaky_relu": (
+        lambda z: F.leaky_relu(z, LEAKY_RELU_SLOPE),
+        lambda g, z, a: _aten.leaky_relu_backward(g, z, LEAKY_RELU_SLOPE, False),
+    ),
+    "elu": (F.elu, lambda g, z, a: _aten.elu_backward(g, 1.0, 1, 1, False, z)),
+}
+
+
+def member_order_key(config: Config) -> tuple:
+    """Sort key that makes activation and (optimizer, lr) runs contiguous."""
+    return (config.activation, config.optimizer, config.lr, config.seed)
+
+
+def runs(values: Sequence) -> list[tuple[object, slice]]:
+    """[(value, slice)] for each maximal run of equal consecutive values."""
+    out, start = [], 0
+    for value, group in itertools.groupby(values):
+        n = len(list(group))
+        out.append((value, slice(start, start + n)))
+        start += n
+    return out
+
+
+def initial_parameters(config: Config) -> list[torch.Tensor]:
+    """[W1, b1, W2, b2, ...] exactly as `torch.manual_seed(seed)` + `build_mlp` makes them."""
+    # fork_rng leaves the caller's global RNG state untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        net = build_mlp(config)
+    return [t.detach() for t in net.state_dict().values()]
+
+
+class Population:
+    """Stacked parameters of M same-shape MLPs, with hand-written forward and backward."""
+
+    def __init__(self, configs: Sequence[Config], params: list[torch.Tensor]):
+        self.configs = list(configs)  # member i's configuration, sorted by member_order_key
+        self.params = params  # [W1 (M, out, in), b1 (M, out), W2, b2, ...]
+        self.grads: list[torch.Tensor] = [torch.zeros_like(p) for p in params]
+        self.activation_runs = runs([c.activation for c in self.configs])
+
+    @classmethod
+    def from_configs(
+        cls, configs: Sequence[Config], *, device: torch.device, dtype: torch.dtype
+    ) -> Population:
+        if list(configs) != sorted(configs, key=member_order_key):
+            raise ValueError("sort a population's configurations by member_order_key first")
+        if len({c.layer_sizes for c in configs}) != 1:
+            raise ValueError("a population needs configurations of one shape")
+        cache: dict[tuple, list[torch.Tensor]] = {}  # init depends on (seed, shape) only
+        per_member = []
+        for config in configs:
+            key = (config.seed, config.layer_sizes)
+            if key not in cache:
+                cache[key] = initial_parameters(config)
+            per_member.append(cache[key])
+        params = [
+            torch.stack([member[i] for member in per_member]).to(device=device, dtype=dtype)
+            for i in range(len(per_member[0]))
+        ]
+        return cls(configs, params)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.configs)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.params) // 2
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at positions `keep` (a sorted index tensor)."""
+        keep_list = keep.tolist()
+        self.configs = [self.configs[i] for i in keep_list]
+        self.params = [p[keep] for p in self.params]
+        self.grads = [g[keep] for g in self.grads]
+        self.activation_runs = runs([c.activation for c in self.configs])
+
+    def _activate(self, z: torch.Tensor) -> torch.Tensor:
+        if len(self.activation_runs) == 1:
+            return _ACTIVATIONS[self.activation_runs[0][0]][0](z)
+        return torch.cat([_ACTIVATIONS[name][0](z[s]) for name, s in self.activation_runs])
+
+    def _activation_backward(self, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor):
+        if len(self.activation_runs) == 1:
+            return _ACTIVATIONS[self.activation_runs[0][0]][1](grad, z, a)
+        return torch.cat([_ACTIVATIONS[n][1](grad[s], z[s], a[s]) for n, s in self.activation_runs])
+
+    def forward(self, x: torch.Tensor, *, keep: bool = False):
+        """Logits (M, B, 10) for inputs x (M, B, 784), or x (B, 784) shared by all members.
+
+        With keep=True also returns [(z, a)] per hidden layer, for the backward pass.
+        """
+        saved = []
+        a = x
+        for layer in range(self.n_layers):
+            weight, bias = self.params[2 * layer], self.params[2 * layer + 1]
+            # (M, B, in) @ (M, in, out) + (M, 1, out); a shared (B, in) input broadcasts.
+            if a.dim() == 2:
+                z = torch.matmul(a, weight.transpose(1, 2)) + bias.unsqueeze(1)
+            else:
+                z = torch.baddbmm(bias.unsqueeze(1), a, weight.transpose(1, 2))
+            if layer == self.n_layers - 1:
+                return (z, saved) if keep else z
+            a_next = self._activate(z)
+            if keep:
+                saved.append((z, a_next))
+            a = a_next
+        raise AssertionError("unreachable: a population has at least one layer")
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member mean cross-entropy (M,) for x (M, B, 784), y (M, B); fills self.grads.
+
+        The gradient of each member is exactly that of its own `CrossEntropyLoss()` (mean over
+        the batch) backpropagated through its own `nn.Sequential`.
+        """
+        logits, saved = self.forward(x, keep=True)
+        log_probs = torch.log_softmax(logits, dim=-1)  # (M, B, 10)
+        loss = -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (M,)
+        n_batch = y.shape[1]
+        dz = log_probs.exp()
+        dz.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(dz[..., :1], -1.0))
+        dz.div_(n_batch)  # d(mean loss)/d(logits): (softmax - onehot) / B
+        inputs = [x] + [a for _, a in saved]
+        for layer in reversed(range(self.n_layers)):
+            a_prev = inputs[layer]
+            # A shared (B, in) input: one (M*out, B) @ (B, in) matmul for all members.
+            matmul = torch.bmm if a_prev.dim() == 3 else torch.matmul
+            matmul(dz.transpose(1, 2), a_prev, out=self.grads[2 * layer])
+            torch.sum(dz, dim=1, out=self.grads[2 * layer + 1])
+            if layer == 0:
+                break
+            z, a = saved[layer - 1]
+            dz = self._activation_backward(torch.bmm(dz, self.params[2 * layer]), z, a)
+        return loss
+
+    def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's weights as `build_mlp(config).state_dict()`, on the CPU."""
+        out = {}
+        for layer in range(self.n_layers):
+            out[f"{2 * layer}.weight"] = self.params[2 * layer][i].detach().cpu().clone()
+            out[f"{2 * layer}.bias"] = self.params[2 * layer + 1][i].detach().cpu().clone()
+        return out

@@ -1,0 +1,277 @@
+"""Train many configurations at once: group them into populations, run, stop each on its own.
+
+    >>> results = train(configs, train_split, eval_split, device="cpu")
+    >>> results[0].best_accuracy, results[0].best_epoch, results[0].outcome
+    (0.861, 7, <Outcome.COMPLETE: 'complete'>)
+
+Configurations that share layer sizes and batch size form one population. Every epoch each member
+trains on the batches of `batch_order(seed, epoch)`, is evaluated on the evaluation split, and
+stops on its own when its early-stopping patience runs out, its max_epochs is reached, its loss
+diverges, or the `on_epoch` callback prunes it. Stopped members are dropped from the stacked
+tensors, so they stop costing compute. The engine is pure: no printing, no files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hpstudy.engine.optimizers import StackedOptimizer
+from hpstudy.engine.population import Population, member_order_key
+from hpstudy.engine.results import Outcome, TrialResult
+from hpstudy.engine.splits import Split, batch_order
+from hpstudy.space import Config
+
+_EVAL_CHUNK_ELEMENTS = 2**25  # activations per evaluation chunk (128 MiB of float32)
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """Progress after one epoch of one population; `on_epoch` receives it."""
+
+    population: int  # 0-based index of the population in this train() call
+    n_populations: int
+    epoch: int  # 1-based
+    config_indices: list[int]  # indices into train()'s configs of members that ran this epoch
+    eval_accuracy: list[float]  # their evaluation accuracy, parallel to config_indices
+    n_members: int
+    elapsed_s: float  # since train() began
+
+
+EpochCallback = Callable[[EpochEvent], Iterable[int] | None]
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+@dataclass
+class _MemberRecord:
+    """Running record of one member while it trains."""
+
+    index: int  # position in train()'s configs
+    train_loss: list[float] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    eval_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    epochs_since_best: int = 0
+    outcome: Outcome | None = None  # set when the member stops
+
+    def record_epoch(self, train_loss: float, eval_loss: float, accuracy: float) -> bool:
+        """Append one epoch; True when it is a new best (strictly higher accuracy)."""
+        self.train_loss.append(train_loss)
+        self.eval_loss.append(eval_loss)
+        self.eval_accuracy.append(accuracy)
+        best = self.eval_accuracy[self.best_epoch - 1] if self.best_epoch else -math.inf
+        if accuracy > best:
+            self.best_epoch, self.epochs_since_best = len(self.eval_accuracy), 0
+            return True
+        self.epochs_since_best += 1
+        return False
+
+
+def train(
+    configs: Sequence[Config],
+    train: Split,
+    evaluation: Split,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    on_epoch: EpochCallback | None = None,
+) -> list[TrialResult]:
+    """Train every configuration; results come back in the order of `configs`."""
+    device = torch.device(device)
+    train, evaluation = train.to(device, dtype), evaluation.to(device, dtype)
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault((config.layer_sizes, config.batch_size), []).append(i)
+    results: list[TrialResult | None] = [None] * len(configs)
+    started = time.perf_counter()
+    for p, indices in enumerate(groups.values()):
+        context = _RunContext(p, len(groups), started, on_epoch, describe_device(device), dtype)
+        for result_index, result in _train_population(configs, indices, train, evaluation, context):
+            results[result_index] = result
+    return results
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    population: int
+    n_populations: int
+    started: float
+    on_epoch: EpochCallback | None
+    device_name: str
+    dtype: torch.dtype
+
+
+def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
+    order = sorted(indices, key=lambda i: member_order_key(configs[i]))
+    pop = Population.from_configs(
+        [configs[i] for i in order], device=train.x.device, dtype=train.x.dtype
+    )
+    optimizer = StackedOptimizer(pop)
+    records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
+    best_params = [p.clone() for p in pop.params]
+    finished: list[tuple[_MemberRecord, dict]] = []
+    started = time.perf_counter()
+    epoch = 0
+    while pop.n_members:
+        epoch += 1
+        train_loss = _train_epoch(pop, optimizer, train, epoch)
+        eval_loss, eval_correct = _evaluate_population(pop, evaluation)
+        # One host sync per epoch: every per-step quantity above stayed on the device.
+        stats = torch.stack([train_loss, eval_loss, eval_correct / len(evaluation)]).tolist()
+        improved = [
+            rec.record_epoch(*member_stats)
+            for rec, member_stats in zip(records, zip(*stats, strict=False), strict=False)
+        ]
+        _snapshot(best_params, pop.params, improved)
+        pruned = _ask_callback(ctx, epoch, records)
+        keep = []
+        for m, (rec, config) in enumerate(zip(records, pop.configs, strict=True)):
+            rec.outcome = _stop_reason(rec, config, epoch, pruned)
+            if rec.outcome is None:
+                keep.append(m)
+            else:
+                state = _member_state(best_params, m) if rec.best_epoch else None
+                finished.append((rec, state))
+        if len(keep) < pop.n_members:
+            keep_t = torch.tensor(keep, dtype=torch.long, device=train.x.device)
+            pop.select(keep_t)
+            optimizer.select(keep_t)
+            best_params = [b[keep_t] for b in best_params]
+            records = [records[m] for m in keep]
+    wall = time.perf_counter() - started
+    total_epochs = sum(len(rec.train_loss) for rec, _ in finished)
+    for rec, state in finished:
+        yield (
+            rec.index,
+            TrialResult(
+                config=configs[rec.index],
+                outcome=rec.outcome,
+                train_loss=rec.train_loss,
+                eval_loss=rec.eval_loss,
+                eval_accuracy=rec.eval_accuracy,
+                best_epoch=rec.best_epoch,
+                wall_s=wall * len(rec.train_loss) / total_epochs,
+                device=ctx.device_name,
+                dtype=str(ctx.dtype).removeprefix("torch."),
+                state_dict=state,
+            ),
+        )
+
+
+def _train_epoch(pop: Population, optimizer: StackedOptimizer, train: Split, epoch: int):
+    """One epoch for every member; returns the mean batch loss per member (M,), on device."""
+    n, batch_size = len(train), pop.configs[0].batch_size
+    seeds = [c.seed for c in pop.configs]
+    unique = sorted(set(seeds))
+    orders = {s: batch_order(s, epoch, n).to(train.x.device) for s in unique}
+    shared = len(unique) == 1
+    if not shared:  # (M, n): row m is member m's order
+        order_matrix = torch.stack([orders[s] for s in seeds])
+    loss_sum = torch.zeros(pop.n_members, dtype=train.x.dtype, device=train.x.device)
+    n_steps = 0
+    for start in range(0, n, batch_size):
+        if shared:  # one (B, 784) batch broadcast to every member
+            idx = orders[unique[0]][start : start + batch_size]
+            x, y = train.x[idx], train.y[idx].expand(pop.n_members, -1)
+        else:  # (M, B, 784)
+            idx = order_matrix[:, start : start + batch_size]
+            x, y = train.x[idx], train.y[idx]
+        loss_sum += pop.loss_and_grads(x, y)
+        optimizer.step()
+        n_steps += 1
+    return loss_sum / n_steps
+
+
+@torch.no_grad()
+def _evaluate_population(pop: Population, split: Split):
+    """(mean loss (M,), number correct (M,)) of every member on `split`, in chunks."""
+    widest = max(pop.configs[0].layer_sizes)
+    chunk = max(256, _EVAL_CHUNK_ELEMENTS // (pop.n_members * widest))
+    loss = torch.zeros(pop.n_members, dtype=split.x.dtype, device=split.x.device)
+    correct = torch.zeros_like(loss)
+    for start in range(0, len(split), chunk):
+        x, y = split.x[start : start + chunk], split.y[start : start + chunk]
+        logits = pop.forward(x)  # (M, C, 10)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        target = y.expand(pop.n_members, -1).unsqueeze(-1)
+        loss -= log_probs.gather(-1, target).squeeze(-1).sum(dim=1)
+        correct += (logits.argmax(dim=-1) == y).sum(dim=1)
+    return loss / len(split), correct
+
+
+def _snapshot(best_params, params, improved: list[bool]) -> None:
+    """Copy the weights of members whose accuracy improved into the best-epoch store."""
+    if not any(improved):
+        return
+    rows = torch.tensor([m for m, flag in enumerate(improved) if flag], device=params[0].device)
+    for best, current in zip(best_params, params, strict=True):
+        best[rows] = current[rows]
+
+
+def _member_state(best_params, m: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, tensor in enumerate(best_params):
+        kind = "weight" if i % 2 == 0 else "bias"
+        out[f"{i // 2 * 2}.{kind}"] = tensor[m].detach().cpu().clone()
+    return out
+
+
+def _ask_callback(ctx: _RunContext, epoch: int, records) -> set[int]:
+    if ctx.on_epoch is None:
+        return set()
+    event = EpochEvent(
+        population=ctx.population,
+        n_populations=ctx.n_populations,
+        epoch=epoch,
+        config_indices=[rec.index for rec in records],
+        eval_accuracy=[rec.eval_accuracy[-1] for rec in records],
+        n_members=len(records),
+        elapsed_s=time.perf_counter() - ctx.started,
+    )
+    return set(ctx.on_epoch(event) or ())
+
+
+def _stop_reason(rec: _MemberRecord, config: Config, epoch: int, pruned: set[int]):
+    """The outcome if this member stops after `epoch`, else None."""
+    if not math.isfinite(rec.train_loss[-1]):
+        return Outcome.DIVERGED
+    if rec.index in pruned:
+        return Outcome.PRUNED
+    if rec.epochs_since_best >= config.patience or epoch >= config.max_epochs:
+        return Outcome.COMPLETE
+    return None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float  # mean cross-entropy
+    accuracy: float  # in [0, 1]
+    predictions: np.ndarray  # (N,) predicted class indices
+
+
+@torch.no_grad()
+def evaluate(
+    config: Config, state_dict: dict[str, torch.Tensor], split: Split, *, device="cpu"
+) -> Evaluation:
+    """Evaluate one saved configuration on `split` (e.g. the test set, once)."""
+    from hpstudy.model import build_mlp
+
+    net = build_mlp(config)
+    net.load_state_dict(state_dict)
+    net.to(device=device, dtype=split.x.dtype).eval()
+    split = split.to(device, split.x.dtype)
+    logits = torch.cat([net(x) for x in split.x.split(8192)])
+    loss = torch.nn.functional.cross_entropy(logits, split.y).item()
+    predictions = logits.argmax(dim=1)
+    accuracy = (predictions == split.y).double().mean().item()
+    return Evaluation(loss=loss, accuracy=accuracy, predictions=predictions.cpu().numpy())
