@@ -124,10 +124,11 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
     epoch = 0
     while pop.n_members:
         epoch += 1
-        train_loss = _train_epoch(pop, optimizer, train, epoch)
+        train_loss = run_epoch(pop, optimizer, train, epoch)
         eval_loss, eval_correct = _evaluate_population(pop, evaluation)
         # One host sync per epoch: every per-step quantity above stayed on the device.
-        stats = torch.stack([train_loss, eval_loss, eval_correct / len(evaluation)]).tolist()
+        accuracy = eval_correct.double() / len(evaluation)  # exact counts, float64 ratio
+        stats = torch.stack([train_loss.double(), eval_loss.double(), accuracy]).tolist()
         improved = [
             rec.record_epoch(*member_stats)
             for rec, member_stats in zip(records, zip(*stats, strict=False), strict=False)
@@ -168,8 +169,18 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         )
 
 
-def _train_epoch(pop: Population, optimizer: StackedOptimizer, train: Split, epoch: int):
-    """One epoch for every member; returns the mean batch loss per member (M,), on device."""
+def run_epoch(
+    pop: Population,
+    optimizer: StackedOptimizer,
+    train: Split,
+    epoch: int,
+    *,
+    max_steps: int | None = None,
+) -> torch.Tensor:
+    """One epoch (or its first `max_steps` steps) for every member.
+
+    Returns the mean batch loss per member (M,), on the device; nothing here syncs with the host.
+    """
     n, batch_size = len(train), pop.configs[0].batch_size
     seeds = [c.seed for c in pop.configs]
     unique = sorted(set(seeds))
@@ -179,7 +190,7 @@ def _train_epoch(pop: Population, optimizer: StackedOptimizer, train: Split, epo
         order_matrix = torch.stack([orders[s] for s in seeds])
     loss_sum = torch.zeros(pop.n_members, dtype=train.x.dtype, device=train.x.device)
     n_steps = 0
-    for start in range(0, n, batch_size):
+    for start in range(0, n, batch_size)[:max_steps]:
         if shared:  # one (B, 784) batch broadcast to every member
             idx = orders[unique[0]][start : start + batch_size]
             x, y = train.x[idx], train.y[idx].expand(pop.n_members, -1)
@@ -198,7 +209,7 @@ def _evaluate_population(pop: Population, split: Split):
     widest = max(pop.configs[0].layer_sizes)
     chunk = max(256, _EVAL_CHUNK_ELEMENTS // (pop.n_members * widest))
     loss = torch.zeros(pop.n_members, dtype=split.x.dtype, device=split.x.device)
-    correct = torch.zeros_like(loss)
+    correct = torch.zeros(pop.n_members, dtype=torch.long, device=split.x.device)
     for start in range(0, len(split), chunk):
         x, y = split.x[start : start + chunk], split.y[start : start + chunk]
         logits = pop.forward(x)  # (M, C, 10)

@@ -1,0 +1,82 @@
+"""Time the paper's training loop, the population engine and the FLOP floor side by side.
+
+    hpstudy bench                      # full epochs, T4 + Adam, 60,000 images
+    hpstudy bench --steps 100 --json   # quick: 100 steps per variant, scaled to an epoch
+
+Seconds are per model-epoch; `speedup_15` is paper loop / engine with 15 members and
+`floor_ratio_15` is engine with 15 members / FLOP floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hpstudy.commands.data import add_data_dir
+from hpstudy.errors import UserError
+
+
+def _members(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,15,75, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, metavar="N", help="time N steps per variant")
+    parser.add_argument(
+        "--members",
+        type=_members,
+        default=[1, 15, 75],
+        metavar="LIST",
+        help="population sizes to time (default: 1,15,75)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_data_dir(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from hpstudy import data
+    from hpstudy.bench import run_benchmark
+    from hpstudy.devices import resolve_device
+    from hpstudy.engine import make_split
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got --steps {args.steps}")
+    device = resolve_device(args.device)
+    ds = data.load(args.data_dir)
+    train = make_split(ds.train_images, ds.train_labels, mean=data.PIXEL_MEAN, std=data.PIXEL_STD)
+    report = run_benchmark(
+        train,
+        device=device,
+        members=args.members,
+        steps=args.steps,
+        progress=lambda msg: print(f"bench: {msg} ...", file=sys.stderr, flush=True),
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(
+        f"device {report['device']}, torch {report['torch']}, {report['threads']} threads, "
+        f"matmul {report['matmul_tflops'] * 1e3:.0f} GFLOP/s"
+    )
+    print(f"{'variant':<12} {'s/model-epoch':>14} {'x paper loop':>13} {'x floor':>9}")
+    paper = report["per_model_epoch_s"]["paper_loop"]
+    for name, seconds in report["per_model_epoch_s"].items():
+        print(
+            f"{name:<12} {seconds:>14.3f} {paper / seconds:>13.2f} "
+            f"{seconds / report['floor_s']:>9.2f}"
+        )
+    print(f"{'floor':<12} {report['floor_s']:>14.3f}")
+    if "speedup_15" in report:
+        print(
+            f"speedup_15 {report['speedup_15']:.2f}  floor_ratio_15 {report['floor_ratio_15']:.2f}"
+        )
+    return 0

@@ -1,0 +1,182 @@
+"""The engine's contract: each member trains exactly as torch.nn + torch.optim would alone."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from hpstudy import Config
+from hpstudy.engine import Outcome, batch_order, evaluate, make_split, train
+from hpstudy.engine.population import initial_parameters
+from hpstudy.engine.reference import train_reference
+from hpstudy.model import build_mlp
+from hpstudy.space import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
+
+N_TRAIN, N_EVAL = 2000, 1000
+LR = {"sgd": 0.05, "adam": 0.002, "rmsprop": 0.001}
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _splits(fashion, dtype, device="cpu"):
+    kwargs = dict(mean=0.5, std=0.5, dtype=dtype, device=device)
+    train_split = make_split(
+        fashion.train_images[:N_TRAIN], fashion.train_labels[:N_TRAIN], **kwargs
+    )
+    eval_split = make_split(fashion.test_images[:N_EVAL], fashion.test_labels[:N_EVAL], **kwargs)
+    return train_split, eval_split
+
+
+def _max_weight_error(reference_model, state_dict) -> float:
+    expected = reference_model.state_dict()
+    assert list(expected) == list(state_dict)
+    return max((expected[k].cpu() - state_dict[k]).abs().max().item() for k in expected)
+
+
+@pytest.mark.parametrize("topology", list(TOPOLOGIES))
+def test_initial_weights_are_those_of_manual_seed_and_nn_sequential(topology):
+    config = Config(topology=topology, seed=123)
+    torch.manual_seed(123)
+    expected = list(build_mlp(config).state_dict().values())
+    state_before = torch.random.get_rng_state()
+    got = initial_parameters(config)
+    assert torch.equal(torch.random.get_rng_state(), state_before), "global RNG must be untouched"
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_batch_order_is_a_function_of_seed_and_epoch():
+    first = batch_order(seed=42, epoch=1, n=1000)
+    assert torch.equal(torch.sort(first).values, torch.arange(1000))
+    assert torch.equal(first, batch_order(seed=42, epoch=1, n=1000))
+    assert not torch.equal(first, batch_order(seed=42, epoch=2, n=1000))
+    assert not torch.equal(first, batch_order(seed=43, epoch=1, n=1000))
+
+
+@pytest.fixture(scope="module")
+def float64_mixed(fashion):
+    """All 15 optimizer x activation cases, T4, trained as ONE mixed population in float64."""
+    train_split, eval_split = _splits(fashion, torch.float64)
+    configs = [
+        Config(topology="T4", optimizer=o, activation=a, lr=LR[o], seed=7, max_epochs=1)
+        for o, a in itertools.product(OPTIMIZERS, ACTIVATIONS)
+    ]
+    return (
+        configs,
+        train(configs, train_split, eval_split, dtype=torch.float64),
+        _splits(fashion, torch.float64),
+    )
+
+
+@pytest.mark.parametrize("optimizer,activation", list(itertools.product(OPTIMIZERS, ACTIVATIONS)))
+def test_member_matches_plain_pytorch_in_float64(float64_mixed, optimizer, activation):
+    configs, results, (train_split, eval_split) = float64_mixed
+    (i,) = [
+        k for k, c in enumerate(configs) if (c.optimizer, c.activation) == (optimizer, activation)
+    ]
+    result = results[i]
+    assert result.config == configs[i]
+    ref = train_reference(configs[i], train_split, eval_split)
+    assert result.epochs_run == 1 and result.best_epoch == 1
+    # After one epoch (32 steps) the best-epoch weights are the final weights.
+    assert _max_weight_error(ref.model, result.state_dict) < 1e-9
+    assert result.train_loss[0] == pytest.approx(ref.train_loss[0], rel=1e-10)
+    assert result.eval_loss[0] == pytest.approx(ref.eval_loss[0], rel=1e-10)
+    assert result.eval_accuracy == ref.eval_accuracy
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_curves_and_early_stopping_match_plain_pytorch(fashion, device):
+    """In float32 compare curves, not raw weights (batched and plain matmuls round differently)."""
+    train_split, eval_split = _splits(fashion, torch.float32, device)
+    configs = [
+        Config(topology="T2", optimizer=o, activation=a, lr=LR[o], seed=s, max_epochs=6, patience=2)
+        for o, a, s in [("sgd", "relu", 1), ("adam", "tanh", 2), ("rmsprop", "elu", 3)]
+    ]
+    results = train(configs, train_split, eval_split, device=device)
+    for config, result in zip(configs, results, strict=True):
+        ref = train_reference(config, train_split, eval_split)
+        # Stated tolerance: losses within 1e-3 relative, accuracy within 0.5 points per epoch.
+        assert result.epochs_run == len(ref.train_loss)
+        assert result.best_epoch == ref.best_epoch
+        assert result.train_loss == pytest.approx(ref.train_loss, rel=1e-3)
+        assert result.eval_loss == pytest.approx(ref.eval_loss, rel=1e-3)
+        assert result.eval_accuracy == pytest.approx(ref.eval_accuracy, abs=0.005)
+
+
+def test_early_stopping_ends_at_the_same_epoch_as_the_reference(fashion):
+    train_split, eval_split = _splits(fashion, torch.float64)
+    # A large SGD step makes accuracy wobble, so patience 1 stops it early.
+    config = Config(topology="T1", optimizer="sgd", lr=0.3, seed=3, max_epochs=12, patience=1)
+    (result,) = train([config], train_split, eval_split, dtype=torch.float64)
+    ref = train_reference(config, train_split, eval_split)
+    assert result.epochs_run == len(ref.eval_accuracy) < config.max_epochs
+    assert result.best_epoch == ref.best_epoch
+    assert result.eval_accuracy == ref.eval_accuracy
+    assert result.outcome is Outcome.COMPLETE
+
+
+def test_mixing_members_does_not_change_a_members_result(fashion):
+    train_split, eval_split = _splits(fashion, torch.float32)
+    target = Config(
+        topology="T3", optimizer="adam", activation="relu", lr=0.001, seed=5, max_epochs=2
+    )
+    others = [
+        target.replace(optimizer="sgd", lr=0.1, seed=9),
+        target.replace(activation="sigmoid", optimizer="rmsprop"),
+        target.replace(activation="elu", lr=0.01, seed=11),
+    ]
+    (alone,) = train([target], train_split, eval_split)
+    mixed = train([*others, target], train_split, eval_split)[-1]
+    assert mixed.config == target
+    assert mixed.eval_accuracy == pytest.approx(alone.eval_accuracy, abs=1e-6)
+    assert mixed.train_loss == pytest.approx(alone.train_loss, rel=1e-5)
+    for key, tensor in alone.state_dict.items():
+        assert torch.allclose(mixed.state_dict[key], tensor, rtol=1e-4, atol=1e-5), key
+
+
+def test_divergence_is_an_outcome_and_spares_the_others(fashion):
+    train_split, eval_split = _splits(fashion, torch.float32)
+    stable = Config(topology="T4", optimizer="sgd", lr=0.01, seed=1, max_epochs=2)
+    wild = stable.replace(lr=10.0)
+    (alone,) = train([stable], train_split, eval_split)
+    results = train([wild, stable], train_split, eval_split)
+    assert results[0].outcome is Outcome.DIVERGED
+    assert results[0].epochs_run == 1
+    assert results[1].outcome is Outcome.COMPLETE
+    assert results[1].eval_accuracy == alone.eval_accuracy
+    assert results[1].train_loss == alone.train_loss
+
+
+def test_pruned_members_stop_and_others_continue(fashion):
+    train_split, eval_split = _splits(fashion, torch.float32)
+    configs = [Config(topology="T1", optimizer="adam", lr=lr, max_epochs=3) for lr in (1e-3, 1e-2)]
+    events = []
+
+    def prune_first(event):
+        events.append(event)
+        return [0] if event.epoch == 1 else []
+
+    results = train(configs, train_split, eval_split, on_epoch=prune_first)
+    assert results[0].outcome is Outcome.PRUNED and results[0].epochs_run == 1
+    assert results[1].outcome is Outcome.COMPLETE and results[1].epochs_run == 3
+    assert [e.n_members for e in events] == [2, 1, 1]
+    assert sorted(events[0].config_indices) == [0, 1]
+
+
+def test_results_keep_input_order_and_best_weights_reproduce_best_accuracy(fashion):
+    train_split, eval_split = _splits(fashion, torch.float32)
+    configs = [
+        Config(topology="T2", optimizer="adam", lr=0.001, max_epochs=2),
+        Config(topology="T1", optimizer="sgd", lr=0.05, max_epochs=3, batch_size=32),
+        Config(topology="T2", optimizer="sgd", activation="tanh", lr=0.05, max_epochs=2),
+    ]
+    results = train(configs, train_split, eval_split)
+    assert [r.config for r in results] == configs
+    for result in results:
+        again = evaluate(result.config, result.state_dict, eval_split)
+        assert again.accuracy == pytest.approx(result.best_accuracy, abs=1e-9)
+        assert result.wall_s > 0 and result.device == "cpu" and result.dtype == "float32"
