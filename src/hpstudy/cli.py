@@ -18,6 +18,8 @@ from hpstudy.errors import UserError
 # Command name -> (module, one-line help). Order is the order `--help` lists them in.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("hpstudy.commands.data", "locate, verify or download the FashionMNIST files"),
+    "bench": ("hpstudy.commands.bench", "time the paper loop, the engine and the FLOP floor"),
+    "eda": ("hpstudy.commands.eda", "class balance, pixel statistics and sample images"),
 }
 
 
@@ -31,9 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        command_parser = sub.add_parser(name, help=help_text, description=module.__doc__)
-        command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                                    help="show tracebacks for errors")
+        command_parser = sub.add_parser(
+            name,
+            help=help_text,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command_parser.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks for errors",
+        )
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser

@@ -10,6 +10,10 @@ the user cache (`<XDG cache>/hpstudy/fashion-mnist`); Debian's `/usr/share/datas
 (package `dataset-fashion-mnist`); otherwise a download from the official mirrors into the cache
 (`hpstudy.download`). Each file may be gzip-compressed (`.gz`) or not; the SHA-256 of the
 decompressed bytes must match the canonical digest.
+
+Every way a file can be wrong (unreadable, truncated, a damaged gzip stream, a wrong magic number,
+images and labels of different counts, a wrong digest) raises `DataError` with one line that names
+the file, what is wrong and how to fix it where the file lives.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import gzip
 import hashlib
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +60,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "Ankle boot",
 )
 
-# Training-set pixel statistics on [0, 1].
+# Training-set pixel statistics on [0, 1] (population std, ddof=0).
 PIXEL_MEAN = 0.2860405969887955
 PIXEL_STD = 0.35302424451492237
 
@@ -66,7 +71,7 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def cache_dir() -> Path:
-    """The user cache folder that downloads go to."""
+    """The user cache folder that downloads go to (honours `$XDG_CACHE_HOME`)."""
     return Path(platformdirs.user_cache_dir("hpstudy")) / "fashion-mnist"
 
 
@@ -86,8 +91,22 @@ def how_to_provide() -> str:
     return (
         "provide the data in one of three ways: (1) pass --data-dir DIR or set "
         f"{ENV_VAR}=DIR to a folder holding the four files; (2) on Debian, "
-        "`apt-get install dataset-fashion-mnist`; (3) allow network access so hpstudy can "
-        f"download them into {cache_dir()}"
+        "`apt-get install dataset-fashion-mnist`; (3) allow network access to the official "
+        "mirrors (or set HPSTUDY_MIRRORS to your own) so hpstudy can download them into "
+        f"{cache_dir()}"
+    )
+
+
+def _fix(path: Path, what: str = "it") -> str:
+    """What to do about a bad file (`what` names it in the sentence), by where it lives."""
+    folder = path.parent
+    if folder == cache_dir():
+        return f"delete {path} and rerun: hpstudy downloads a verified copy"
+    if folder == DEBIAN_DIR:
+        return f"reinstall {what}: `apt-get install --reinstall dataset-fashion-mnist`"
+    return (
+        f"replace {what} with the canonical file, or drop --data-dir/{ENV_VAR} to use the cache "
+        "or Debian's copy"
     )
 
 
@@ -111,104 +130,165 @@ def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     return [cache_dir(), DEBIAN_DIR]
 
 
-def locate(data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """The folder holding all four files; downloads into the cache when none has them."""
+def locate(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """The folder holding all four files; downloads into the cache when none has them.
+
+    `progress`, if given, receives one line per download step (the library never prints).
+    """
     folders = candidate_dirs(data_dir)
     for folder in folders:
         if _has_all(folder):
             return folder
     if data_dir is not None or os.environ.get(ENV_VAR):
+        # An explicit folder is a promise: never fall back silently to another copy.
+        origin = "--data-dir" if data_dir is not None else ENV_VAR
+        if not folders[0].is_dir():
+            raise DataError(
+                f"{origin} {folders[0]} is not a folder; point it at the folder holding the four "
+                f"FashionMNIST files, or drop {origin} to use the cache or Debian's copy"
+            )
         missing = [n for n in FILES.values() if find_file(folders[0], n) is None]
         raise DataError(
-            f"{folders[0]} lacks {', '.join(missing)} (or their .gz); put the four FashionMNIST "
-            f"files there, or drop --data-dir/{ENV_VAR} to use the cache or Debian's copy"
+            f"{folders[0]} (from {origin}) lacks {', '.join(missing)} (or their .gz); put the "
+            f"four FashionMNIST files there, or drop {origin} to use the cache or Debian's copy"
         )
     if not download:
-        raise DataError(f"FashionMNIST not found in {', '.join(map(str, folders))}; " + how_to_provide())
-    from hpstudy import download as _download  # noqa: PLC0415 - only needed on a cold machine
+        raise DataError(
+            f"FashionMNIST not found in {' or '.join(map(str, folders))}; {how_to_provide()}"
+        )
+    from hpstudy import download as _download  # only needed on a cold machine
 
-    return _download.fetch_all(cache_dir())
+    return _download.fetch_all(cache_dir(), progress=progress)
+
+
+def gunzip(raw: bytes) -> bytes:
+    """`raw` decompressed if it is gzip (detected by its magic bytes), else `raw` itself.
+
+    Raises EOFError for a truncated stream and OSError/zlib.error for a damaged one.
+    """
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    return gzip.decompress(raw)
 
 
 def read_bytes(path: Path) -> bytes:
-    """The decompressed content of `path` (gzip is detected by its magic bytes)."""
+    """The decompressed content of `path`."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+        raise DataError(f"cannot read {path}: {exc.strerror}; {_fix(path)}") from exc
     try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
+        return gunzip(raw)
+    except EOFError as exc:
         raise DataError(
-            f"{path} is a damaged gzip file ({exc}); delete it and let hpstudy fetch a fresh "
-            "copy, or reinstall dataset-fashion-mnist"
+            f"{path} is truncated: its gzip stream ends early ({len(raw):,} bytes on disk); "
+            f"{_fix(path)}"
         ) from exc
+    except (OSError, zlib.error) as exc:
+        raise DataError(f"{path} is a damaged gzip file ({exc}); {_fix(path)}") from exc
 
 
 def verify_digest(name: str, content: bytes, path: Path) -> str:
+    """The SHA-256 of `content`, which must be the canonical digest of `name`."""
     actual = hashlib.sha256(content).hexdigest()
     expected = SHA256[name]
     if actual != expected:
         raise DataError(
             f"{path} is not the canonical {name}: SHA-256 {actual}, expected {expected}; "
-            "delete it and let hpstudy fetch a fresh copy, or reinstall dataset-fashion-mnist"
+            f"{_fix(path)}"
         )
     return actual
 
 
-def decode_idx(content: bytes, path: Path, *, magic: int, count: int) -> np.ndarray:
-    """Decode an IDX file of unsigned bytes after checking its magic number, count and shape."""
+def decode_idx(content: bytes, path: Path, *, magic: int, count: int | None = None) -> np.ndarray:
+    """Decode an IDX file of unsigned bytes after checking its magic number, shape and length.
+
+    `count`, if given, is the number of items the file must hold; `load` leaves it out so that it
+    can first compare images with labels and name that mismatch as such.
+    """
+    kind = "images" if magic == _IMAGES_MAGIC else "labels"
     if len(content) < 8:
-        raise DataError(f"{path} is truncated: {len(content)} bytes, too short for an IDX header")
+        raise DataError(
+            f"{path} is truncated: {len(content)} bytes, too short for an IDX header; {_fix(path)}"
+        )
     found_magic = int.from_bytes(content[:4], "big")
     if found_magic != magic:
         raise DataError(
-            f"{path} has IDX magic number 0x{found_magic:08x}, expected 0x{magic:08x}: "
-            "it is not the expected FashionMNIST file"
+            f"{path} has IDX magic number 0x{found_magic:08x}, expected 0x{magic:08x} "
+            f"({kind}): it is not a FashionMNIST {kind} file; {_fix(path)}"
         )
     n_dims = magic & 0xFF
     header_len = 4 + 4 * n_dims
     if len(content) < header_len:
-        raise DataError(f"{path} is truncated inside its IDX header")
+        raise DataError(f"{path} is truncated inside its IDX header; {_fix(path)}")
     dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims)]
-    expected_dims = [count] + ([N_ROWS, N_COLS] if n_dims == 3 else [])
-    if dims != expected_dims:
-        raise DataError(f"{path} has shape {dims}, expected {expected_dims}")
-    n_values = int(np.prod(dims))
-    if len(content) - header_len != n_values:
+    if n_dims == 3 and dims[1:] != [N_ROWS, N_COLS]:
         raise DataError(
-            f"{path} is truncated or padded: {len(content) - header_len} data bytes, "
-            f"expected {n_values}"
+            f"{path} holds {dims[1]}x{dims[2]} images, expected {N_ROWS}x{N_COLS}; {_fix(path)}"
+        )
+    if count is not None and dims[0] != count:
+        raise DataError(f"{path} holds {dims[0]:,} {kind}, expected {count:,}; {_fix(path)}")
+    n_values = int(np.prod(dims))
+    n_data = len(content) - header_len
+    if n_data < n_values:
+        shape = f" ({' x '.join(f'{d:,}' for d in dims)})" if n_dims > 1 else ""
+        raise DataError(
+            f"{path} is truncated: {n_data:,} data bytes after its IDX header, expected "
+            f"{n_values:,}{shape}; {_fix(path)}"
+        )
+    if n_data > n_values:
+        raise DataError(
+            f"{path} has {n_data - n_values:,} bytes of trailing garbage after its "
+            f"{n_values:,} data bytes; {_fix(path)}"
         )
     return np.frombuffer(content, dtype=np.uint8, offset=header_len).reshape(dims)
 
 
-def load(data_dir: str | os.PathLike | None = None, *, download: bool = True) -> FashionMNIST:
+def load(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> FashionMNIST:
     """Locate, verify (SHA-256) and decode the four files."""
-    folder = locate(data_dir, download=download)
-    arrays, digests = {}, {}
+    folder = locate(data_dir, download=download, progress=progress)
+    paths, contents, arrays = {}, {}, {}
     for role, name in FILES.items():
         path = find_file(folder, name)
-        content = read_bytes(path)
-        is_images = role.endswith("images")
-        count = N_TRAIN if role.startswith("train") else N_TEST
-        # Structure first, so a wrong magic number or count is named as such, then the digest.
-        arrays[role] = decode_idx(
-            content, path, magic=_IMAGES_MAGIC if is_images else _LABELS_MAGIC, count=count
-        )
-        digests[name] = verify_digest(name, content, path)
-    for split in ("train", "test"):
-        n_images, n_labels = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        if path is None:  # deleted between locate and now
+            raise DataError(f"{folder / name} disappeared while loading; rerun")
+        paths[role] = path
+        contents[role] = read_bytes(path)
+        magic = _IMAGES_MAGIC if role.endswith("images") else _LABELS_MAGIC
+        arrays[role] = decode_idx(contents[role], path, magic=magic)
+    # Structure first, so that a mismatch or a wrong count is named as such, then the digests.
+    for split, expected in (("train", N_TRAIN), ("test", N_TEST)):
+        images, labels = f"{split}_images", f"{split}_labels"
+        n_images, n_labels = len(arrays[images]), len(arrays[labels])
         if n_images != n_labels:
-            raise DataError(f"{split} set has {n_images} images but {n_labels} labels")
-    labels = {k: arrays[k].astype(np.int64) for k in ("train_labels", "test_labels")}
+            raise DataError(
+                f"{split} set has {n_images:,} images ({paths[images]}) but {n_labels:,} labels "
+                f"({paths[labels]}): they must match one to one; "
+                f"{_fix(paths[labels], 'the damaged one')}"
+            )
+        if n_images != expected:
+            raise DataError(
+                f"{split} set has {n_images:,} images and labels, expected {expected:,} "
+                f"({paths[images]}, {paths[labels]}); {_fix(paths[images], 'both')}"
+            )
+    digests = {
+        name: verify_digest(name, contents[role], paths[role]) for role, name in FILES.items()
+    }
     return FashionMNIST(
         train_images=arrays["train_images"],
-        train_labels=labels["train_labels"],
+        train_labels=arrays["train_labels"].astype(np.int64),
         test_images=arrays["test_images"],
-        test_labels=labels["test_labels"],
+        test_labels=arrays["test_labels"].astype(np.int64),
         digests=digests,
         source=folder,
     )
@@ -224,7 +304,10 @@ def stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndar
     exact = counts * n_val / len(labels)
     quota = np.floor(exact).astype(int)
     quota[np.argsort(quota - exact)[: n_val - quota.sum()]] += 1
-    val = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota, strict=True)]
+    val = [
+        rng.permutation(np.flatnonzero(labels == c))[:q]
+        for c, q in zip(classes, quota, strict=True)
+    ]
     val_idx = np.sort(np.concatenate(val))
     train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
     return train_idx, val_idx

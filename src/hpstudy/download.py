@@ -1,0 +1,283 @@
+"""Download the four FashionMNIST files from the official mirrors into the cache, verified.
+
+    >>> from pathlib import Path
+    >>> from hpstudy import download
+    >>> download.fetch_all(Path("/tmp/fashion-mnist"))  # official mirrors, first that works
+    PosixPath('/tmp/fashion-mnist')
+    >>> download.fetch_all(Path("/tmp/fm"), mirrors=["http://127.0.0.1:8000/"], retries=0)
+    PosixPath('/tmp/fm')
+
+Mirrors are tried in order: `mirrors` if given, else `$HPSTUDY_MIRRORS` (comma-separated base
+URLs), else `DEFAULT_MIRRORS`. Each file is `<base><name>.gz`. A file is kept only once the SHA-256
+of its decompressed bytes matches `data.SHA256`; it is stored decompressed (so `sha256sum` on the
+cache shows the published digests and loading skips gunzip), written to a temporary name in the
+same folder and renamed, so a reader never sees a partial file. An exclusive `flock` on
+`<dest>/.lock` serialises processes that download at once: the second one re-checks the cache
+after the first has finished and finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hpstudy import data
+from hpstudy.errors import DataError
+
+DEFAULT_MIRRORS: tuple[str, ...] = (
+    # Zalando's S3 website bucket, the address the dataset's README gives first.
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    # The files committed in the dataset's GitHub repository.
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+MIRRORS_ENV = "HPSTUDY_MIRRORS"
+# The largest file (train images) is 26 MB compressed; a larger response is not FashionMNIST and
+# must not fill the memory.
+_MAX_BYTES = 64 * 2**20
+_CHUNK = 2**20
+_LOCK_NAME = ".lock"
+_PART_SUFFIX = ".part"
+
+
+class _MirrorFailure(Exception):
+    """One mirror could not deliver one file; `retry` says whether asking again may help."""
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+def resolve_mirrors(mirrors: Sequence[str] | None = None) -> list[str]:
+    """The base URLs to try, in order, each ending in '/'."""
+    if mirrors is not None:
+        raw, origin = list(mirrors), "the mirrors argument"
+    elif os.environ.get(MIRRORS_ENV, "").strip():
+        raw, origin = os.environ[MIRRORS_ENV].split(","), MIRRORS_ENV
+    else:
+        raw, origin = list(DEFAULT_MIRRORS), "DEFAULT_MIRRORS"
+    bases = []
+    for entry in (m.strip() for m in raw):
+        if not entry:
+            continue
+        parts = urlsplit(entry)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise DataError(
+                f"{origin} holds {entry!r}, which is not an http(s) URL; give base URLs such as "
+                f"{DEFAULT_MIRRORS[0]} separated by commas"
+            )
+        bases.append(entry if entry.endswith("/") else entry + "/")
+    if not bases:
+        raise DataError(f"{origin} names no mirror; give at least one http(s) base URL")
+    return bases
+
+
+def fetch_all(
+    dest: Path,
+    *,
+    mirrors: Sequence[str] | None = None,
+    timeout: float = 30.0,
+    retries: int = 2,
+    backoff: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Make `dest` hold the four canonical files, downloading those missing or bad; return `dest`.
+
+    `timeout` bounds each connect and each read (seconds); `retries` is how many times one mirror
+    is asked again for one file after a transient failure (a broken connection, a timeout, HTTP
+    5xx, a cut-off response; not a refused connection, an unknown host or bad content), waiting
+    `backoff`, then twice that, and so on. A mirror that fails is not asked for the remaining
+    files. Raises `DataError` naming every mirror tried and why it failed.
+    """
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0 seconds, got timeout={timeout}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got retries={retries}")
+    bases = resolve_mirrors(mirrors)
+    say = progress or (lambda _line: None)
+    dest = Path(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"cannot create the cache folder {dest}: {exc.strerror}; {data.how_to_provide()}"
+        ) from exc
+    with _locked(dest):
+        _remove_stale_parts(dest)
+        failures: dict[str, str] = {}  # base URL -> why it failed (it is skipped from then on)
+        for name in data.FILES.values():
+            # Checked under the lock: another process may have fetched it while we waited.
+            if _is_cached(dest, name):
+                continue
+            content = _fetch_one(name, bases, failures, timeout, retries, backoff, say)
+            _write_atomic(dest / name, content)
+            say(f"saved {dest / name} (sha256 verified)")
+    return dest
+
+
+def _fetch_one(
+    name: str,
+    bases: list[str],
+    failures: dict[str, str],
+    timeout: float,
+    retries: int,
+    backoff: float,
+    say: Callable[[str], None],
+) -> bytes:
+    """The verified, decompressed content of `name` from the first mirror that delivers it."""
+    for base in bases:
+        if base in failures:
+            continue
+        url = f"{base}{name}.gz"
+        say(f"downloading {url}")
+        try:
+            return _download_verified(url, name, timeout, retries, backoff)
+        except _MirrorFailure as exc:
+            failures[base] = f"{name}.gz: {exc}"
+            say(f"  failed: {exc}")
+    tried = "; ".join(f"{base} ({why})" for base, why in failures.items())
+    raise DataError(f"could not download FashionMNIST: {tried}; {data.how_to_provide()}")
+
+
+def _download_verified(url: str, name: str, timeout: float, retries: int, backoff: float) -> bytes:
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            return _verify(name, _get(url, timeout))
+        except _MirrorFailure as exc:
+            if not exc.retry:
+                raise
+            if attempt == retries:
+                suffix = f" ({attempt + 1} attempts)" if attempt else ""
+                raise _MirrorFailure(f"{exc}{suffix}", retry=False) from exc
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _get(url: str, timeout: float) -> bytes:
+    """The body of `url`, read in chunks with a size cap and a completeness check."""
+    request = urllib.request.Request(url, headers={"User-Agent": "hpstudy"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length")
+            expected = int(declared) if declared and declared.isdigit() else None
+            if expected is not None and expected > _MAX_BYTES:
+                raise _MirrorFailure(f"response of {expected:,} bytes is too large", retry=False)
+            chunks, n_read = [], 0
+            while chunk := response.read(_CHUNK):
+                chunks.append(chunk)
+                n_read += len(chunk)
+                if n_read > _MAX_BYTES:
+                    raise _MirrorFailure(f"response exceeds {_MAX_BYTES:,} bytes", retry=False)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        # 5xx and 429 are the server's passing trouble; other codes (404...) will not change.
+        raise _MirrorFailure(
+            f"HTTP {exc.code} {exc.reason}", retry=exc.code >= 500 or exc.code == 429
+        ) from exc
+    except urllib.error.URLError as exc:  # refused, DNS, TLS, connect timeout
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            raise _MirrorFailure(f"timed out after {timeout:g} s", retry=True) from exc
+        # Nothing listening, or no such host: asking again a second later will not change that,
+        # and without a network it would only delay the message that says what to do.
+        final = isinstance(reason, ConnectionRefusedError | socket.gaierror)
+        text = getattr(reason, "strerror", None) or str(reason)
+        raise _MirrorFailure(text, retry=not final) from exc
+    except TimeoutError as exc:
+        raise _MirrorFailure(f"timed out after {timeout:g} s", retry=True) from exc
+    except (http.client.HTTPException, OSError) as exc:
+        raise _MirrorFailure(f"connection broke: {exc!r}", retry=True) from exc
+    if expected is not None and n_read != expected:
+        raise _MirrorFailure(f"response cut off at {n_read:,} of {expected:,} bytes", retry=True)
+    return b"".join(chunks)
+
+
+def _verify(name: str, raw: bytes) -> bytes:
+    """`raw` decompressed, if its SHA-256 is the canonical digest of `name`."""
+    try:
+        content = data.gunzip(raw)
+    except EOFError as exc:  # a cut-off stream may be a broken transfer: worth another try
+        raise _MirrorFailure(f"gzip stream truncated at {len(raw):,} bytes", retry=True) from exc
+    except (OSError, zlib.error) as exc:
+        raise _MirrorFailure(f"damaged gzip stream ({exc})", retry=False) from exc
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != data.SHA256[name]:
+        raise _MirrorFailure(
+            f"SHA-256 {actual} of the decompressed bytes, expected {data.SHA256[name]}",
+            retry=False,
+        )
+    return content
+
+
+def _is_cached(folder: Path, name: str) -> bool:
+    """Whether `folder` holds a verified `name`; a bad copy is removed (the cache is ours)."""
+    path = data.find_file(folder, name)
+    if path is None:
+        return False
+    try:
+        data.verify_digest(name, data.read_bytes(path), path)
+    except DataError:
+        path.unlink(missing_ok=True)
+        return _is_cached(folder, name)  # name.gz may sit beside a bad name
+    return True
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    """Write `content` to a temporary file beside `path`, then rename it over `path`."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PART_SUFFIX)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename must never expose a file whose bytes are not on disk
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise DataError(
+                f"cannot write {path}: {exc.strerror}; free some space or {data.how_to_provide()}"
+            ) from exc
+        raise
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """Temporary files left by a process that was killed (only called under the lock)."""
+    for stale in folder.glob(f".*{_PART_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` across processes (POSIX `flock`; a no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename still keeps every file whole
+        yield
+        return
+    try:
+        fh = open(folder / _LOCK_NAME, "a+b")  # noqa: SIM115 - "a" so that opening never truncates
+    except OSError as exc:
+        raise DataError(
+            f"cannot create the lock file {folder / _LOCK_NAME}: {exc.strerror}; "
+            f"{data.how_to_provide()}"
+        ) from exc
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,199 @@
+"""Exploratory analysis of FashionMNIST: class balance, pixel statistics and sample images.
+
+    >>> from pathlib import Path
+    >>> from hpstudy import data, eda
+    >>> ds = data.load()
+    >>> summary = eda.summarize(ds)
+    >>> summary.train_counts.tolist()[:3], round(summary.pixel_mean, 4)
+    ([6000, 6000, 6000], 0.286)
+    >>> eda.plot_class_distribution(summary.train_counts, summary.test_counts, Path("dist.png"))
+    PosixPath('dist.png')
+
+No printing here: the functions return values and write figures; `hpstudy eda` prints. Figures
+are drawn on a bare `matplotlib.figure.Figure` (the Agg renderer, no pyplot), so importing this
+module changes no global matplotlib state, and are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hpstudy import data
+from hpstudy.errors import UserError
+
+CLASS_DISTRIBUTION_PNG = "eda_class_distribution.png"
+SAMPLES_PNG = "eda_samples.png"
+_DPI = 100
+# Pixel sizes follow from inches x dpi, and no tight bbox, so every run writes the same size.
+_CLASS_DISTRIBUTION_INCHES = (10.0, 5.0)  # 1000 x 500 px
+_SAMPLE_CELL_INCHES = 0.8  # one image; the grid adds a column of class names on the left
+_NAME_COLUMN_INCHES = 1.2
+
+
+@dataclass(frozen=True)
+class EdaSummary:
+    """What `hpstudy eda` reports about the dataset."""
+
+    class_names: tuple[str, ...]
+    train_counts: np.ndarray  # (10,) images per class in the training set
+    test_counts: np.ndarray  # (10,) images per class in the test set
+    pixel_mean: float  # training pixels on [0, 1]
+    pixel_std: float  # population std (ddof=0) of the same
+
+
+@dataclass(frozen=True)
+class EdaResult:
+    summary: EdaSummary
+    figures: tuple[Path, ...]  # the files written, in the order written
+
+
+def class_counts(labels: np.ndarray, n_classes: int = len(data.CLASS_NAMES)) -> np.ndarray:
+    """Images per class, (n_classes,) int64."""
+    return np.bincount(labels, minlength=n_classes).astype(np.int64)
+
+
+def pixel_stats(images: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of uint8 images scaled to [0, 1], exact in float64.
+
+    A 256-bin histogram gives both without a float copy of the 47 M pixels.
+    """
+    hist = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    n = hist.sum()
+    mean = float(hist @ values / n)
+    std = float(np.sqrt(hist @ (values - mean) ** 2 / n))
+    return mean, std
+
+
+def summarize(ds: data.FashionMNIST) -> EdaSummary:
+    mean, std = pixel_stats(ds.train_images)
+    return EdaSummary(
+        class_names=data.CLASS_NAMES,
+        train_counts=class_counts(ds.train_labels),
+        test_counts=class_counts(ds.test_labels),
+        pixel_mean=mean,
+        pixel_std=std,
+    )
+
+
+def plot_class_distribution(
+    train_counts: Sequence[int] | np.ndarray,
+    test_counts: Sequence[int] | np.ndarray,
+    path: Path,
+    *,
+    class_names: Sequence[str] = data.CLASS_NAMES,
+) -> Path:
+    """Bars per class, train and test side by side, written atomically as a PNG at `path`."""
+    from matplotlib.figure import Figure
+
+    train, test = np.asarray(train_counts), np.asarray(test_counts)
+    if not len(train) == len(test) == len(class_names):
+        raise UserError(
+            f"need one count per class: got {len(train)} train counts, {len(test)} test counts "
+            f"and {len(class_names)} class names"
+        )
+    fig = Figure(figsize=_CLASS_DISTRIBUTION_INCHES, dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(class_names))
+    width = 0.4
+    for offset, counts, label in ((-width / 2, train, "train"), (width / 2, test, "test")):
+        bars = ax.bar(x + offset, counts, width, label=f"{label} ({int(counts.sum()):,})")
+        ax.bar_label(bars, labels=[f"{int(c):,}" for c in counts], fontsize=7, padding=2)
+    ax.set_xticks(x, class_names, rotation=30, ha="right")
+    ax.set_ylabel("images")
+    ax.set_ylim(0, max(int(train.max()), int(test.max())) * 1.12)  # room for the bar labels
+    ax.set_title("FashionMNIST: images per class")
+    ax.legend()
+    return _save_atomic(fig, path)
+
+
+def plot_samples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    *,
+    n_per_class: int = 10,
+    seed: int = 0,
+    class_names: Sequence[str] = data.CLASS_NAMES,
+) -> Path:
+    """A grid with one row per class of `n_per_class` images drawn with `seed`, as a PNG."""
+    from matplotlib.figure import Figure
+
+    if n_per_class < 1:
+        raise UserError(f"need at least one sample per class, got n_per_class={n_per_class}")
+    rng = np.random.default_rng(seed)
+    n_classes = len(class_names)
+    width = _NAME_COLUMN_INCHES + n_per_class * _SAMPLE_CELL_INCHES
+    fig = Figure(figsize=(width, n_classes * _SAMPLE_CELL_INCHES), dpi=_DPI)
+    left = _NAME_COLUMN_INCHES / width
+    grid = fig.add_gridspec(n_classes, n_per_class, left=left, right=1, bottom=0, top=1)
+    for row, name in enumerate(class_names):
+        members = np.flatnonzero(labels == row)
+        if len(members) < n_per_class:
+            raise UserError(
+                f"class {row} ({name}) has {len(members)} images, fewer than "
+                f"n_per_class={n_per_class}"
+            )
+        chosen = np.sort(rng.choice(members, size=n_per_class, replace=False))
+        for col, index in enumerate(chosen):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_axis_off()
+        # The class name sits in the left margin, vertically centred on its row.
+        fig.text(left - 0.01, 1 - (row + 0.5) / n_classes, name, ha="right", va="center")
+    return _save_atomic(fig, path)
+
+
+def ensure_out_dir(out: Path) -> Path:
+    """`out` as a folder that exists (parents created), or a UserError saying why not."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the EDA figures")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create --out {out}: {exc.strerror}; choose another folder"
+        ) from exc
+    return out
+
+
+def run_eda(ds: data.FashionMNIST, out: Path, *, seed: int = 0) -> EdaResult:
+    """Summarize `ds` and write both figures into `out` (created if missing)."""
+    out = ensure_out_dir(out)
+    summary = summarize(ds)
+    figures = (
+        plot_class_distribution(
+            summary.train_counts, summary.test_counts, out / CLASS_DISTRIBUTION_PNG
+        ),
+        plot_samples(ds.train_images, ds.train_labels, out / SAMPLES_PNG, seed=seed),
+    )
+    return EdaResult(summary=summary, figures=figures)
+
+
+def _save_atomic(fig, path: Path) -> Path:
+    """Save `fig` as PNG to a temporary name beside `path`, then rename it to `path`."""
+    path = Path(path)
+    tmp = None
+    try:
+        # A fresh name opened exclusively, so the file gets the umask's usual permissions
+        # (mkstemp would make it private) and no concurrent writer can share it.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        with open(tmp, "xb") as fh:
+            fig.savefig(fh, format="png", dpi=_DPI)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {exc.strerror}; choose another --out") from exc
+        raise
+    return path
