@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("hpstudy.commands.data", "locate, verify or download the FashionMNIST files"),
     "bench": ("hpstudy.commands.bench", "time the paper loop, the engine and the FLOP floor"),
     "eda": ("hpstudy.commands.eda", "class balance, pixel statistics and sample images"),
+    "predict": ("hpstudy.commands.predict", "classify images with a saved model"),
 }
 
 

@@ -1,0 +1,361 @@
+"""The saved-model file: a state_dict plus the metadata that rebuilds and explains it.
+
+    >>> norm = {"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD}
+    >>> path = save_model("runs/paper/final_best_model.pth", state_dict=net.state_dict(),
+    ...                   config=cfg, normalization=norm, metrics={"test_accuracy": 0.8812},
+    ...                   data_digests=ds.digests)
+    >>> loaded = load_model(path)
+    >>> loaded.model(x).argmax(1)            # an nn.Sequential in eval mode, built from the file
+    >>> loaded.config, loaded.metadata["metrics"]
+
+On disk (schema version 1) the file is `torch.save` of one dict:
+
+    {"format": "hpstudy-model", "schema_version": 1,
+     "state_dict": {"0.weight": Tensor, ...},               # CPU tensors, keys of build_mlp(config)
+     "metadata": {"config": Config.to_dict(), "normalization": {"mean": float, "std": float},
+                  "class_names": [...], "metrics": {...}, "data_digests": {...},
+                  "versions": {"hpstudy", "torch", "python"}, "created": ISO 8601, **extra}}
+
+Everything in it is a tensor, dict, list, str, int, float, bool or None, so it loads with
+`torch.load(path, weights_only=True)`. `load_model` loads it that way only: a file never gets to
+run code, and each way a file can be wrong has its own `ModelFileError`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import pickletools
+import platform
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hpstudy import __version__, data
+from hpstudy.errors import UserError
+from hpstudy.model import build_mlp
+from hpstudy.space import N_CLASSES, Config
+
+FORMAT = "hpstudy-model"
+SCHEMA_VERSION = 1
+# Keys `save_model` writes into the metadata; `extra` may not overwrite them.
+_CORE_METADATA = (
+    "config",
+    "normalization",
+    "class_names",
+    "metrics",
+    "data_digests",
+    "versions",
+    "created",
+)
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+_PICKLE_PROTO = 0x80  # first byte of a protocol >= 2 pickle: torch's legacy format, or raw pickle
+
+
+class ModelFileError(UserError):
+    """A model file that is missing, damaged, unsafe or not an hpstudy model."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from its file: ready to call, with the metadata it was saved with."""
+
+    model: nn.Sequential  # build_mlp(config) with the saved weights, in eval mode
+    config: Config
+    metadata: dict
+
+    @property
+    def normalization(self) -> tuple[float, float]:
+        """(mean, std): the model's input is (pixel / 255 - mean) / std."""
+        norm = self.metadata["normalization"]
+        return norm["mean"], norm["std"]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.metadata["class_names"])
+
+
+def save_model(
+    path: str | os.PathLike,
+    *,
+    state_dict: dict[str, torch.Tensor],
+    config: Config,
+    normalization: dict[str, float],
+    metrics: dict[str, float],
+    data_digests: dict[str, str],
+    extra: dict | None = None,
+) -> Path:
+    """Write a model file atomically (temp file in the same folder, then rename); returns its path.
+
+    The state_dict must match `build_mlp(config)`; it is checked before anything is written, so
+    a file at `path` is always a complete, loadable model.
+    """
+    path = Path(path)
+    tensors = {str(k): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    check_state_dict(tensors, config, where="the state_dict given to save_model")
+    metadata = {
+        "config": config.to_dict(),
+        "normalization": _checked_normalization(
+            normalization, where="save_model", error=ValueError
+        ),
+        "class_names": list(data.CLASS_NAMES),
+        "metrics": {str(k): float(v) for k, v in metrics.items()},
+        "data_digests": {str(k): str(v) for k, v in data_digests.items()},
+        "versions": {
+            "hpstudy": __version__,
+            "torch": str(torch.__version__),  # a str subclass that weights_only refuses
+            "python": platform.python_version(),
+        },
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if extra:
+        clash = sorted(set(extra) & set(_CORE_METADATA))
+        if clash:
+            raise ValueError(f"extra metadata may not replace {clash}; use other key names")
+        _check_plain(extra, "extra")
+        metadata.update(extra)
+    payload = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "state_dict": tensors,
+        "metadata": metadata,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target, so os.replace is an atomic rename on one file system.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        # Prove the promise before the rename: the file loads with weights_only=True.
+        torch.load(tmp_name, map_location="cpu", weights_only=True)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model file safely (`weights_only=True`, nothing in the file runs) and rebuild it."""
+    path = Path(path)
+    payload = _read_payload(path, device)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelFileError(
+            f"{path} is a PyTorch file but not an hpstudy model (format={found!r}, expected "
+            f"{FORMAT!r}); pass a model saved by hpstudy, such as runs/<study>/final_best_model.pth"
+        )
+    version = payload.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ModelFileError(
+            f"{path} has schema_version={version!r}, but this hpstudy reads version "
+            f"{SCHEMA_VERSION}; use the hpstudy release that wrote it, or upgrade hpstudy"
+        )
+    state_dict, metadata = payload.get("state_dict"), payload.get("metadata")
+    if not isinstance(state_dict, dict) or not isinstance(metadata, dict):
+        raise ModelFileError(
+            f"{path} lacks its 'state_dict' or 'metadata' dict; the file is damaged, save it again"
+        )
+    config = _config_from(metadata, path)
+    _checked_normalization(metadata.get("normalization"), where=str(path), error=ModelFileError)
+    names = metadata.get("class_names")
+    if not (
+        isinstance(names, list)
+        and len(names) == N_CLASSES
+        and all(isinstance(n, str) for n in names)
+    ):
+        raise ModelFileError(
+            f"{path}: metadata 'class_names' must be a list of {N_CLASSES} names, got {names!r}"
+        )
+    check_state_dict(state_dict, config, where=str(path))
+    # build_mlp draws initial weights from torch's global RNG; fork it so loading a model does not
+    # change the random stream of whoever calls us.
+    with torch.random.fork_rng(devices=[]):
+        model = build_mlp(config)
+    model.load_state_dict(state_dict, strict=True)
+    return LoadedModel(model=model.to(device).eval(), config=config, metadata=metadata)
+
+
+def check_state_dict(state_dict: dict, config: Config, *, where: str) -> None:
+    """Raise ModelFileError unless `state_dict` has exactly the keys and shapes of the config."""
+    with torch.device("meta"):  # shapes only: no memory, no RNG
+        expected = build_mlp(config).state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{where}: state_dict keys do not match the configuration {config}: missing "
+            f"{missing or 'none'}, unexpected {unexpected or 'none'}"
+        )
+    for key, want in expected.items():
+        got = state_dict[key]
+        if not isinstance(got, torch.Tensor):
+            raise ModelFileError(
+                f"{where}: state_dict[{key!r}] is a {type(got).__name__}, not a tensor"
+            )
+        if tuple(got.shape) != tuple(want.shape):
+            raise ModelFileError(
+                f"{where}: state_dict[{key!r}] has shape {tuple(got.shape)}, but the configuration "
+                f"{config} expects {tuple(want.shape)}; the weights and metadata do not belong "
+                "together"
+            )
+        if not got.is_floating_point():
+            raise ModelFileError(f"{where}: state_dict[{key!r}] has dtype {got.dtype}, not float")
+
+
+def _read_payload(path: Path, device: str | torch.device) -> object:
+    """torch.load with weights_only=True, each failure turned into one clear ModelFileError."""
+    if not path.exists():
+        raise ModelFileError(f"no model file at {path}; check the path (e.g. runs/<study>/...)")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is not a file; pass the .pth model file itself")
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror}") from exc
+    if not head:
+        raise ModelFileError(f"{path} is empty (0 bytes): truncated, or not a model; save it again")
+    # Anything neither a torch zip nor a pickle is not a model at all; say so rather than relay
+    # whatever the unpickler trips over first.
+    if not (head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTO):
+        raise ModelFileError(
+            f"{path} is not a PyTorch model file (it starts with {head!r}); pass a .pth file "
+            "saved by hpstudy"
+        )
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; the error below says it all.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        callables = _foreign_globals(path)
+        if callables:
+            raise ModelFileError(
+                f"{path} contains executable pickle content (it would call "
+                f"{', '.join(callables[:3])}) and was not loaded; only models saved by hpstudy "
+                "are accepted. Never load it with weights_only=False unless you trust its author"
+            ) from exc
+        raise ModelFileError(
+            f"{path} contains pickle content that safe loading refuses ({_refusal_reason(exc)}) "
+            "and was not loaded; pass a model saved by hpstudy with torch.save"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        # torch's messages run to a paragraph; its first sentence names the problem.
+        text = str(exc).strip()
+        first_line = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+        raise ModelFileError(
+            f"{path} is truncated or damaged, or not a model file ({first_line}); save or copy "
+            "it again"
+        ) from exc
+
+
+def _refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """The unpickler's own reason, e.g. 'Unsupported operand 149'."""
+    for line in str(exc).splitlines():
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
+            if reason:
+                return reason.split(". Please use", 1)[0]
+    return "objects other than tensors and plain data"
+
+
+def _foreign_globals(path: Path) -> list[str]:
+    """Names of non-torch callables that the file's pickles import, found by reading opcodes.
+
+    Only for the error message: `pickletools.genops` parses the opcode stream without executing
+    any of it. Torch's own files import torch.* and collections.OrderedDict; anything else
+    (posix.system, pathlib.Path.touch, builtins.getattr) is code the file wants to run.
+    """
+    try:
+        raw = path.read_bytes()
+        if raw.startswith(_ZIP_MAGIC):
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                raw = archive.read(member)
+    except (OSError, zipfile.BadZipFile, StopIteration, KeyError):
+        return []
+    found: list[str] = []
+    stream = io.BytesIO(raw)
+    # torch's legacy format is several pickles in a row; a raw pickle is one.
+    while stream.tell() < len(raw) and len(found) < 10:
+        strings: list[str] = []  # string pushes so far: STACK_GLOBAL takes the last two
+        memo: dict[int, str | None] = {}
+        last: str | None = None  # the string on top of the stack, if the top is one
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                pushed: str | None = None
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and ("STRING" in op.name or "UNICODE" in op.name):
+                    pushed = str(arg)
+                    strings.append(pushed)
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)], pushed = last, last
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    memo[int(arg)], pushed = last, last
+                elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                    pushed = memo.get(int(arg))
+                    if pushed is not None:
+                        strings.append(pushed)
+                last = pushed
+        except (ValueError, EOFError, KeyError):
+            break
+    allowed = ("torch.", "collections.OrderedDict")
+    return list(dict.fromkeys(name for name in found if not name.startswith(allowed)))
+
+
+def _config_from(metadata: dict, path: Path) -> Config:
+    raw = metadata.get("config")
+    if not isinstance(raw, dict):
+        raise ModelFileError(f"{path}: metadata has no 'config' dict; the file is not usable")
+    try:
+        return Config.from_dict(raw)
+    except (UserError, TypeError) as exc:
+        raise ModelFileError(f"{path}: invalid configuration in metadata: {exc}") from exc
+
+
+def _checked_normalization(norm: object, *, where: str, error: type[Exception]) -> dict:
+    """{'mean': float, 'std': float > 0}, or `error` naming `where` and the bad value."""
+    ok = isinstance(norm, dict) and all(
+        isinstance(norm.get(k), int | float) and not isinstance(norm.get(k), bool)
+        for k in ("mean", "std")
+    )
+    if ok:
+        mean, std = float(norm["mean"]), float(norm["std"])
+        if math.isfinite(mean) and math.isfinite(std) and std > 0:
+            return {"mean": mean, "std": std}
+    raise error(f"{where}: normalization must be {{'mean': float, 'std': float > 0}}, got {norm!r}")
+
+
+def _check_plain(value: object, where: str) -> None:
+    """Only what weights_only loading accepts: dicts, lists, tuples, str, numbers, bool, None."""
+    # Exact types: subclasses (numpy floats, TorchVersion) are globals to the unpickler.
+    if value is None or type(value) in (str, int, float, bool) or isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if type(k) not in (str, int):
+                raise TypeError(f"{where}: key {k!r} must be a str or int")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__name__}; a model file holds only tensors, dicts, lists, "
+        "str, int, float, bool and None (so it loads with weights_only=True)"
+    )
