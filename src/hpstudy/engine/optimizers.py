@@ -31,11 +31,13 @@ class StackedOptimizer:
         # Moments exist for every member (zeros where unused) so member slices line up.
         self.exp_avg = [torch.zeros_like(p) for p in population.params] if needs_first else None
         self.exp_avg_sq = [torch.zeros_like(p) for p in population.params] if needs_second else None
+        self.rule_runs = runs([(c.optimizer, c.lr) for c in population.configs])
         # Every member of a population has taken the same number of steps.
         self.step_count = torch.zeros((), dtype=torch.float32, device=population.params[0].device)
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep the state of members at `keep`; call with the same index as Population.select."""
+        """Keep the state of members at `keep`; call right after Population.select(keep)."""
+        self.rule_runs = runs([(c.optimizer, c.lr) for c in self.population.configs])
         if self.exp_avg is not None:
             self.exp_avg = [t[keep] for t in self.exp_avg]
         if self.exp_avg_sq is not None:
@@ -44,7 +46,7 @@ class StackedOptimizer:
     def step(self) -> None:
         pop = self.population
         self.step_count += 1
-        for (name, lr), s in runs([(c.optimizer, c.lr) for c in pop.configs]):
+        for (name, lr), s in self.rule_runs:
             params = [p[s] for p in pop.params]
             grads = [g[s] for g in pop.grads]
             if name == "sgd":

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hpstudy.engine.optimizers import StackedOptimizer
+from hpstudy.engine.planning import max_members, split_group
 from hpstudy.engine.population import Population, member_order_key
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.engine.splits import Split, batch_order
@@ -85,20 +86,43 @@ def train(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     on_epoch: EpochCallback | None = None,
+    max_population: int | None = None,
 ) -> list[TrialResult]:
-    """Train every configuration; results come back in the order of `configs`."""
+    """Train every configuration; results come back in the order of `configs`.
+
+    `max_population` caps the members of one population (default: what fits in memory).
+    """
     device = torch.device(device)
     train, evaluation = train.to(device, dtype), evaluation.to(device, dtype)
-    groups: dict[tuple, list[int]] = {}
-    for i, config in enumerate(configs):
-        groups.setdefault((config.layer_sizes, config.batch_size), []).append(i)
+    populations = plan_populations(configs, device=device, dtype=dtype, max_size=max_population)
     results: list[TrialResult | None] = [None] * len(configs)
     started = time.perf_counter()
-    for p, indices in enumerate(groups.values()):
-        context = _RunContext(p, len(groups), started, on_epoch, describe_device(device), dtype)
+    for p, indices in enumerate(populations):
+        context = _RunContext(
+            p, len(populations), started, on_epoch, describe_device(device), dtype
+        )
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
     return results
+
+
+def plan_populations(
+    configs: Sequence[Config],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_size: int | None = None,
+) -> list[list[int]]:
+    """Indices of `configs` grouped into populations: one shape and batch size each, and no
+    more members than fit in memory (or `max_size`)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault((config.layer_sizes, config.batch_size), []).append(i)
+    populations = []
+    for indices in groups.values():
+        limit = max_members(configs[indices[0]], device=device, dtype=dtype)
+        populations += split_group(indices, min(limit, max_size or limit))
+    return populations
 
 
 @dataclass(frozen=True)

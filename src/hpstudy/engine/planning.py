@@ -1,0 +1,52 @@
+"""How many members fit in one population on a device.
+
+    >>> max_members(config, device=torch.device("cuda"), dtype=torch.float32)
+    6120
+
+A population holds five copies of its parameters (weights, gradients, two optimizer moments and
+the best-epoch snapshot) plus one step's activations. The budget is a fraction of the device's
+free memory (CUDA) or of the machine's available memory (CPU); larger groups are split into
+several populations that run one after another.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from hpstudy.engine.flops import n_parameters
+from hpstudy.space import N_INPUTS, Config
+
+_PARAMETER_COPIES = 5  # params, grads, exp_avg, exp_avg_sq, best-epoch snapshot
+_ACTIVATION_COPIES = 4  # pre-activation, activation, its gradient, a temporary
+_BUDGET_FRACTION = 0.6  # of free memory: leaves room for evaluation chunks and the data
+
+
+def bytes_per_member(config: Config, dtype: torch.dtype) -> int:
+    element = torch.empty((), dtype=dtype).element_size()
+    activations = config.batch_size * (N_INPUTS + _ACTIVATION_COPIES * sum(config.layer_sizes[1:]))
+    return element * (_PARAMETER_COPIES * n_parameters(config) + activations)
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not POSIX: assume a modest machine
+        return 8 * 2**30
+
+
+def max_members(config: Config, *, device: torch.device, dtype: torch.dtype) -> int:
+    """The largest population of `config`'s shape that fits the memory budget (at least 1)."""
+    budget = _BUDGET_FRACTION * free_bytes(device)
+    return max(1, int(budget // bytes_per_member(config, dtype)))
+
+
+def split_group(indices: list[int], limit: int) -> list[list[int]]:
+    """`indices` in consecutive chunks of at most `limit`, as even as possible."""
+    n_chunks = -(-len(indices) // limit)
+    size = -(-len(indices) // n_chunks)
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
