@@ -17,7 +17,16 @@ from hpstudy.space import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
 N_TRAIN, N_EVAL = 2000, 1000
 LR = {"sgd": 0.05, "adam": 0.002, "rmsprop": 0.001}
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ],
+    ),
+]
 
 
 def _splits(fashion, dtype, device="cpu"):
@@ -180,3 +189,32 @@ def test_results_keep_input_order_and_best_weights_reproduce_best_accuracy(fashi
         again = evaluate(result.config, result.state_dict, eval_split)
         assert again.accuracy == pytest.approx(result.best_accuracy, abs=1e-9)
         assert result.wall_s > 0 and result.device == "cpu" and result.dtype == "float32"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_float64_members_match_plain_pytorch_and_steps_never_sync(fashion):
+    """On CUDA: the float64 contract holds (tolerance 1e-9), and a training epoch runs without
+    one host synchronisation (CUDA's sync debug mode turns any sync into an error)."""
+    train_split, eval_split = _splits(fashion, torch.float64, "cuda")
+    configs = [
+        Config(topology="T4", optimizer=o, activation=a, lr=LR[o], seed=7, max_epochs=1)
+        for o, a in [("sgd", "relu"), ("adam", "elu"), ("rmsprop", "leaky_relu")]
+    ]
+    results = train(configs, train_split, eval_split, device="cuda", dtype=torch.float64)
+    for config, result in zip(configs, results, strict=True):
+        ref = train_reference(config, train_split, eval_split)
+        assert _max_weight_error(ref.model, result.state_dict) < 1e-9
+
+    from hpstudy.engine.optimizers import StackedOptimizer
+    from hpstudy.engine.population import Population, member_order_key
+    from hpstudy.engine.trainer import run_epoch
+
+    members = sorted(configs, key=member_order_key)
+    pop = Population.from_configs(members, device=train_split.x.device, dtype=torch.float64)
+    optimizer = StackedOptimizer(pop)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run_epoch(pop, optimizer, train_split, epoch=1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -208,7 +208,7 @@ def run_epoch(
     n, batch_size = len(train), pop.configs[0].batch_size
     seeds = [c.seed for c in pop.configs]
     unique = sorted(set(seeds))
-    orders = {s: batch_order(s, epoch, n).to(train.x.device) for s in unique}
+    orders = {s: _to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
     shared = len(unique) == 1
     if not shared:  # (M, n): row m is member m's order
         order_matrix = torch.stack([orders[s] for s in seeds])
@@ -225,6 +225,13 @@ def run_epoch(
         optimizer.step()
         n_steps += 1
     return loss_sum / n_steps
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host-to-device copy that does not make the host wait (pinned memory on CUDA)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @torch.no_grad()
