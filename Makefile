@@ -21,8 +21,10 @@ data: $(STAMP)
 	bash scripts/ensure-system-deps
 	$(HPSTUDY) data verify
 
+# The paper study, one seed as in the paper (resumes if interrupted; see `hpstudy run --help`).
 run: setup
 	$(HPSTUDY) eda --out runs/eda
+	$(HPSTUDY) run paper
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

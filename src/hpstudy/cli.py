@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("hpstudy.commands.bench", "time the paper loop, the engine and the FLOP floor"),
     "eda": ("hpstudy.commands.eda", "class balance, pixel statistics and sample images"),
     "predict": ("hpstudy.commands.predict", "classify images with a saved model"),
+    "run": ("hpstudy.commands.run", "run or resume a study (default: the paper's)"),
+    "worker": ("hpstudy.commands.worker", "train a share of a grid study in a shared storage"),
+    "status": ("hpstudy.commands.status", "counts, best configuration and costs of a run"),
+    "dashboard": ("hpstudy.commands.dashboard", "browse a run in optuna-dashboard (extra)"),
 }
 
 

@@ -1,0 +1,39 @@
+"""Browse a run's trials in optuna-dashboard (optional extra: pip install 'hpstudy[dashboard]').
+
+hpstudy dashboard runs/paper [--port 8080]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+from hpstudy.errors import UserError
+
+INSTALL_HINT = (
+    "optuna-dashboard is not installed; install it with "
+    "`pip install 'hpstudy[dashboard]'` (or `pip install optuna-dashboard`)"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, such as runs/paper")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hpstudy.store import default_url, read_run_info
+
+    info = read_run_info(args.run_dir)
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise UserError(INSTALL_HINT)
+    import optuna_dashboard
+
+    url = info.get("storage") or default_url(args.run_dir)
+    print(
+        f"optuna-dashboard on http://{args.host}:{args.port} (study {info['study']}); "
+        "Ctrl-C stops it"
+    )
+    optuna_dashboard.run_server(url, host=args.host, port=args.port)
+    return 0

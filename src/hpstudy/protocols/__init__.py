@@ -1,0 +1,35 @@
+"""Protocols decide which configurations to train next; each implements `Protocol`.
+
+>>> protocol = make_protocol(study, trainer)     # StagedProtocol, GridProtocol, SearchProtocol
+>>> tables = protocol.run()
+"""
+
+from __future__ import annotations
+
+from hpstudy.protocols.base import Data, Protocol, Trainer
+from hpstudy.protocols.grid import GridProtocol
+from hpstudy.protocols.search import SearchProtocol
+from hpstudy.protocols.staged import StagedProtocol
+from hpstudy.study import ProtocolKind, Study
+
+PROTOCOLS: dict[ProtocolKind, type[Protocol]] = {
+    ProtocolKind.STAGED: StagedProtocol,
+    ProtocolKind.GRID: GridProtocol,
+    ProtocolKind.SEARCH: SearchProtocol,
+}
+
+
+def make_protocol(study: Study, trainer: Trainer | None = None) -> Protocol:
+    return PROTOCOLS[study.protocol](study, trainer)
+
+
+__all__ = [
+    "PROTOCOLS",
+    "Data",
+    "GridProtocol",
+    "Protocol",
+    "SearchProtocol",
+    "StagedProtocol",
+    "Trainer",
+    "make_protocol",
+]

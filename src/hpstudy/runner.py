@@ -1,0 +1,292 @@
+"""Run a study end to end: data, run folder, store, protocol, tables, final model.
+
+    >>> study = load_study("paper")
+    >>> summary = run_study(study, RunOptions(out="runs/paper"), on_event=print)
+    >>> summary.tables, summary.model_path, summary.model_epochs, summary.floor_s
+
+The run folder holds `run.json` (study, storage URL, options, split), `study.db` (the default
+SQLite store), `tables/` (CSV and JSON per stage), `weights/` (staged runs: cached best-epoch
+weights of stage winners) and `final_best_model.pth`. One `hpstudy run` at a time per folder
+(a lock file); a rerun continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hpstudy import __version__
+from hpstudy.errors import UserError
+from hpstudy.protocols import Data, Trainer, make_protocol
+from hpstudy.protocols.staged import TEST_META
+from hpstudy.store import GRACE_S, RUN_FILE, Store, TrialRecord, default_url, read_run_info
+from hpstudy.study import ProtocolKind, Study, parse_study
+from hpstudy.tables import StageTable, write_tables
+
+MODEL_FILE = "final_best_model.pth"
+LOCK_FILE = ".run.lock"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices that are not part of the study file."""
+
+    out: str | None = None  # run folder (default runs/<study>)
+    storage: str | None = None  # storage URL (default: SQLite in the run folder)
+    fresh: bool = False  # delete the study's trials and outputs first
+    device: str = "cpu"
+    dtype: str = "float32"
+    limit_train: int | None = None  # train on a stratified subset of this many images
+    limit_eval: int | None = None  # evaluate on a stratified subset of this many images
+    data_dir: str | None = None
+    batch: int | None = None  # most trials per engine call (default: the study's)
+    grace_s: int = GRACE_S  # heartbeat age after which another process counts as dead
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    tables: list[StageTable]
+    model_path: Path | None
+    n_trained: int  # trials this invocation trained
+    model_epochs: int  # epochs trained, summed over all finished trials of the study
+    wall_s: float  # training wall time of those trials
+    floor_s: float  # FLOP floor of those model-epochs on the device
+    elapsed_s: float  # this invocation, end to end
+    records: list[TrialRecord] = field(default_factory=list)
+
+
+def run_dir_for(study: Study, options: RunOptions) -> Path:
+    return Path(options.out) if options.out else Path("runs") / study.name
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock: one `hpstudy run` per folder at a time."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another `hpstudy run` is using {run_dir}; wait for it to end, "
+                "or give this one its own --out folder"
+            ) from None
+        yield
+
+
+def prepare_data(study: Study, options: RunOptions) -> Data:
+    """Load, verify and split the data as the study says (and the limits allow)."""
+    from hpstudy import data as datamod
+    from hpstudy import engine
+
+    ds = datamod.load(options.data_dir)
+    train_x, train_y = ds.train_images, ds.train_labels
+    split: dict = {"selection": study.selection.value, "normalization": study.normalization}
+    if study.selection.is_leaky:
+        eval_x, eval_y = ds.test_images, ds.test_labels
+    else:
+        train_idx, val_idx = datamod.stratified_split(train_y, study.validation_size,
+                                                      study.validation_seed)  # fmt: skip
+        eval_x, eval_y = train_x[val_idx], train_y[val_idx]
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+        split |= {
+            "validation_size": study.validation_size,
+            "validation_seed": study.validation_seed,
+        }
+    test_x, test_y = ds.test_images, ds.test_labels
+    if options.limit_train:
+        train_x, train_y = _subset(train_x, train_y, options.limit_train)
+    if options.limit_eval:
+        eval_x, eval_y = _subset(eval_x, eval_y, options.limit_eval)
+        test_x, test_y = _subset(test_x, test_y, options.limit_eval)
+    split |= {"n_train": len(train_y), "n_eval": len(eval_y), "n_test": len(test_y)}
+    dtype = {"float32": torch.float32, "float64": torch.float64}[options.dtype]
+    norm = study.normalization
+
+    def make(x: np.ndarray, y: np.ndarray):
+        return engine.make_split(x, y, mean=norm["mean"], std=norm["std"], device=options.device,
+                                 dtype=dtype)  # fmt: skip
+
+    train, evaluation = make(train_x, train_y), make(eval_x, eval_y)
+    test = evaluation if study.selection.is_leaky else make(test_x, test_y)
+    return Data(train, evaluation, test, split, dict(ds.digests), options.device, dtype)
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, stratified subset of n examples (all of them when n >= len)."""
+    from hpstudy import data as datamod
+
+    if n >= len(y):
+        return x, y
+    _, idx = datamod.stratified_split(y, n, seed=0)
+    return x[idx], y[idx]
+
+
+def open_store(study: Study, options: RunOptions, run_dir: Path) -> Store:
+    url = options.storage or default_url(run_dir)
+    return Store(url, study.name, grace_s=options.grace_s)
+
+
+def write_run_info(run_dir: Path, study: Study, options: RunOptions, data: Data) -> None:
+    info = {
+        "schema_version": 1,
+        "study": study.name,
+        "study_file": str(study.path),
+        "study_toml": study.path.read_text(encoding="utf-8"),
+        "protocol": study.protocol.value,
+        "storage": options.storage,
+        "overrides": {"n_seeds": study.n_seeds, "max_epochs": study.max_epochs},
+        "options": asdict(options),
+        "split": data.split,
+        "device": options.device,
+        "command": sys.argv,
+        "versions": {"hpstudy": __version__, "torch": torch.__version__},
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".run.json.", dir=run_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    os.replace(tmp, run_dir / RUN_FILE)
+
+
+def run_study(
+    study: Study, options: RunOptions, *, on_event: Callable[[object], None] = lambda e: None
+) -> RunSummary:
+    """Run (or resume) a study; returns its tables, final model and costs."""
+    start = time.perf_counter()
+    run_dir = run_dir_for(study, options)
+    with exclusive(run_dir):
+        store = open_store(study, options, run_dir)
+        if options.fresh:
+            store.delete()
+            for name in ("tables", "weights", MODEL_FILE):
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        data = prepare_data(study, options)
+        created = store.create_or_load()
+        if options.storage is None:
+            store.fail_stale(all_running=True)  # our lock: nobody else writes this SQLite file
+        write_run_info(run_dir, study, options, data)
+        trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
+                          on_event=on_event, batch=options.batch or study.batch,
+                          weights_dir=run_dir / "weights"
+                          if study.protocol is ProtocolKind.STAGED else None)  # fmt: skip
+        protocol = make_protocol(study, trainer)
+        if study.protocol is ProtocolKind.GRID:
+            tables = protocol.run(created=created)
+        else:
+            tables = protocol.run()
+        write_tables(run_dir, tables)
+        model_path = save_final_model(study, trainer, tables, run_dir)
+    records = store.records()
+    costs = cost_summary(records, options.device)
+    return RunSummary(run_dir, tables, model_path, len(trainer.trained), **costs,
+                      elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
+
+
+def run_worker(
+    study: Study, options: RunOptions, *, on_event: Callable[[object], None] = lambda e: None
+) -> int:
+    """Train a share of a grid study held in a shared storage; returns trials trained here."""
+    if study.protocol is not ProtocolKind.GRID:
+        raise UserError(
+            f"workers share grid studies; {study.path} has protocol = "
+            f"{study.protocol.value!r}; use `hpstudy run` for it"
+        )
+    if not options.storage:
+        raise UserError(
+            "a worker needs --storage URL (e.g. postgresql://user@host/db) that "
+            "every worker and the final `hpstudy run` share"
+        )
+    store = open_store(study, options, Path("."))
+    data = prepare_data(study, options)
+    created = store.create_or_load()
+    trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
+                      on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
+    make_protocol(study, trainer).run(created=created)
+    return len(trainer.trained)
+
+
+def save_final_model(
+    study: Study, trainer: Trainer, tables: list[StageTable], run_dir: Path
+) -> Path | None:
+    """final_best_model.pth: the last table's winner, its best seed on the selection split."""
+    from hpstudy import engine
+    from hpstudy.modelfile import save_model
+
+    winner = tables[-1].winner if tables else None
+    if winner is None:
+        return None
+    finished = trainer.store.finished()
+    records = [r for r in finished.values() if r.number in winner.trial_numbers and r.is_usable]
+    best = max(records, key=lambda r: (r.best_accuracy, -r.seed))
+    state_dict, retrained = trainer.weights_of(best)
+    tests = trainer.store.study.user_attrs
+    if study.selection.is_leaky:
+        test_accuracy = best.best_accuracy
+    elif TEST_META + best.key in tests:
+        test_accuracy = tests[TEST_META + best.key]
+    else:
+        evaluation = engine.evaluate(best.config, state_dict, trainer.data.test,
+                                     device=trainer.data.device)  # fmt: skip
+        test_accuracy = evaluation.accuracy
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        f"{study.selection.value}_accuracy": float(best.best_accuracy),
+        "best_epoch": float(best.best_epoch),
+    }
+    extra = {
+        "study": study.name,
+        "protocol": study.protocol.value,
+        "selection": study.selection.value,
+        "trial_number": best.number,
+        "split": trainer.data.split,
+        "retrained": retrained,
+        "device": trainer.data.device,
+    }
+    return save_model(run_dir / MODEL_FILE, state_dict=state_dict, config=best.config,
+                      normalization=dict(study.normalization), metrics=metrics,
+                      data_digests=trainer.data.digests, extra=extra)  # fmt: skip
+
+
+def cost_summary(records: list[TrialRecord], device: str) -> dict[str, float]:
+    """model_epochs, wall_s and floor_s over the finished trials."""
+    from hpstudy.engine.flops import flop_floor_s, model_epoch_flops
+
+    done = [r for r in records if r.status.is_finished]
+    flops = sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in done)
+    return {
+        "model_epochs": sum(r.epochs for r in done),
+        "wall_s": sum(r.wall_s for r in done),
+        "floor_s": flop_floor_s(flops, device) if flops else 0.0,
+    }
+
+
+def recompute_tables(run_dir: str | Path) -> list[StageTable]:
+    """A run's tables recomputed from its store alone (what the report checks against)."""
+    info = read_run_info(run_dir)
+    study = load_study_from_info(info, run_dir)
+    store = Store(info.get("storage") or default_url(run_dir), info["study"])
+    meta = store.study.user_attrs
+    tests = {k.removeprefix(TEST_META): v for k, v in meta.items() if k.startswith(TEST_META)}
+    return make_protocol(study).tables(store.records(), tests, split=info["split"])
+
+
+def load_study_from_info(info: dict, run_dir: str | Path) -> Study:
+    """The study a run used, with the overrides it ran with (from the copy in run.json)."""
+    study = parse_study(info["study_toml"], info.get("study_file") or Path(run_dir) / RUN_FILE)
+    return study.with_overrides(**info["overrides"])

@@ -1,0 +1,392 @@
+"""Study files: one TOML file names the space, the protocol, seeds, budget and selection split.
+
+    >>> study = load_study("paper")                 # or a path: load_study("studies/grid.toml")
+    >>> study.protocol, study.selection, study.seeds
+    (<ProtocolKind.STAGED: 'staged'>, <Selection.TEST: 'test'>, (42,))
+    >>> study = study.with_overrides(n_seeds=5, max_epochs=3)
+
+A bare name (`paper`, `clean`, `grid`, `search`) is looked up in the `studies/` folder of the
+checkout, else in `$HPSTUDY_STUDIES_DIR`. Every mistake (unknown key, wrong type, impossible
+value) is a `UserError` naming the key and the file, so the CLI exits with code 2.
+See `studies/paper.toml` for a commented example of every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpstudy.errors import UserError
+from hpstudy.space import ACTIVATIONS, OPTIMIZERS, Config, parse_topology, topology_name
+
+SCHEMA_VERSION = 1
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
+FACTORS = ("topology", "optimizer", "lr", "activation")  # the searched hyperparameters
+
+
+class ProtocolKind(enum.Enum):
+    STAGED = "staged"  # one factor per stage, each stage's winner carried forward
+    GRID = "grid"  # the full factorial space
+    SEARCH = "search"  # Optuna's TPE with a pruner, in batches
+
+
+class Selection(enum.Enum):
+    TEST = "test"  # early stopping and selection on the test set: the paper's leak, on purpose
+    VALIDATION = "validation"  # on a seeded, stratified split carved from the training set
+
+    @property
+    def is_leaky(self) -> bool:
+        return self is Selection.TEST
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One round of a staged study: vary `factor` over `values`, everything else from the base."""
+
+    name: str  # e.g. "topology"
+    factor: str  # one of FACTORS
+    values: tuple  # canonical values (topology as a hidden-width tuple)
+    title: str = ""  # e.g. "Table I: accuracy of different topologies"
+    published: tuple[float, ...] | None = None  # the paper's accuracy (%) per value, if any
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file. Accuracies are fractions in [0, 1]; `published` ones are %."""
+
+    name: str  # run folder and Optuna study name
+    path: Path  # the file it came from
+    protocol: ProtocolKind
+    selection: Selection
+    description: str = ""
+    seed: int = 42  # first seed; seeds are seed, seed + 1, ...
+    n_seeds: int = 1
+    batch_size: int = 64
+    max_epochs: int = 20
+    patience: int = 3
+    normalization: dict[str, float] = field(default_factory=lambda: {"mean": 0.5, "std": 0.5})
+    validation_size: int = 6000  # used when selection = validation
+    validation_seed: int = 0  # seed of the stratified validation split
+    space: dict[str, tuple] = field(default_factory=dict)  # factor -> canonical choices
+    start: dict[str, Any] = field(default_factory=dict)  # staged: the configuration stage 1 uses
+    stages: tuple[Stage, ...] = ()
+    batch: int = 375  # grid/search: members per engine call (and per worker claim)
+    n_trials: int = 100  # search: trial budget
+    pruner: str = "median"  # search: "median" or "none"
+    sampler_seed: int = 0  # search: TPE seed
+    published_final: float | None = None  # the paper's final test accuracy (%)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(self.seed + i for i in range(self.n_seeds))
+
+    def config(self, *, seed: int, **factors: Any) -> Config:
+        """The Config for these factor values and seed, with the study's fixed settings."""
+        return Config(
+            **factors,
+            seed=seed,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+        )
+
+    def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None) -> Study:
+        """The study with command-line overrides (`--seeds`, `--max-epochs`) applied."""
+        changes: dict[str, Any] = {}
+        for key, option, value in (
+            ("n_seeds", "--seeds", n_seeds),
+            ("max_epochs", "--max-epochs", max_epochs),
+        ):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise UserError(f"{option} must be an integer >= 1, got {value!r}")
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+
+def resolve_path(name_or_path: str | os.PathLike) -> Path:
+    """A study file path from a path or a bare name such as 'paper'."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(
+                f"study file {str(path)!r} not found; give a path to a .toml file "
+                "or one of the names in studies/ (paper, clean, grid, search)"
+            )
+        return path
+    folders = [Path(d) for d in [os.environ.get("HPSTUDY_STUDIES_DIR")] if d] + [STUDIES_DIR]
+    for folder in folders:
+        if (folder / f"{path.name}.toml").is_file():
+            return folder / f"{path.name}.toml"
+    known = sorted(p.stem for f in folders if f.is_dir() for p in f.glob("*.toml"))
+    raise UserError(
+        f"no study named {str(name_or_path)!r}; known studies: "
+        f"{', '.join(known) or '(none)'}; or give a path to a .toml file"
+    )
+
+
+def load_study(name_or_path: str | os.PathLike) -> Study:
+    """Read and validate a study file (see the module docstring)."""
+    path = resolve_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read study file {path}: {exc}") from exc
+    return parse_study(text, path)
+
+
+def parse_study(text: str, path: str | os.PathLike) -> Study:
+    """Validate a study file's text; `path` is named in errors (and becomes `Study.path`)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from exc
+    return _Parser(path).study(raw)
+
+
+_TOP_KEYS = {
+    "schema_version", "name", "description", "protocol", "selection", "seed", "n_seeds",
+    "batch_size", "max_epochs", "patience", "normalization", "validation", "space", "start",
+    "stages", "grid", "search", "published",
+}  # fmt: skip
+
+
+class _Parser:
+    """Checks one file's raw TOML dict; every error names the key and the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str) -> UserError:
+        return UserError(f"{self.path}: {key}: {message}")
+
+    def table(self, raw: dict, key: str, allowed: set[str]) -> dict:
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, got {value!r}")
+        self.no_unknown(value, allowed, key)
+        return value
+
+    def no_unknown(self, raw: dict, allowed: set[str], where: str = "") -> None:
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            prefix = f"{where}." if where else ""
+            raise self.fail(
+                f"{prefix}{unknown[0]}",
+                f"unknown key; allowed keys here: {', '.join(sorted(allowed))}",
+            )
+
+    def integer(self, raw: dict, key: str, default: int, *, low: int, where: str = "") -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            name = f"{where}.{key}" if where else key
+            raise self.fail(name, f"must be an integer >= {low}, got {value!r}")
+        return value
+
+    def number(self, raw: dict, key: str, where: str, *, positive: bool = False) -> float:
+        value = raw.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or (positive and value <= 0):
+            need = "a positive number" if positive else "a finite number"
+            raise self.fail(f"{where}.{key}", f"must be {need}, got {value!r}")
+        return float(value)
+
+    def string(self, raw: dict, key: str, default: str | None = None) -> str:
+        value = raw.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def choice(self, raw: dict, key: str, enum_type: type[enum.Enum], default: str | None = None):
+        value = raw.get(key, default)
+        try:
+            return enum_type(value)
+        except ValueError:
+            options = ", ".join(repr(m.value) for m in enum_type)
+            raise self.fail(key, f"must be one of {options}, got {value!r}") from None
+
+    def factor_value(self, factor: str, value: Any, where: str) -> Any:
+        """Canonical value of one factor (checked with the same rules as Config)."""
+        try:
+            if factor == "topology":
+                if isinstance(value, int | float | bool):
+                    raise UserError(f"expected 'T1'..'T5' or a list of widths, got {value!r}")
+                return parse_topology(value)
+            config = Config(**{factor: value})
+            return getattr(config, factor)
+        except UserError as exc:
+            raise self.fail(where, str(exc)) from None
+
+    def space(self, raw: dict) -> dict[str, tuple]:
+        table = self.table(raw, "space", set(FACTORS))
+        defaults = {
+            "topology": ("T1", "T2", "T3", "T4", "T5"),
+            "optimizer": tuple(OPTIMIZERS),
+            "lr": (0.001, 0.005, 0.01, 0.05, 0.1),
+            "activation": tuple(ACTIVATIONS),
+        }
+        space = {}
+        for factor in FACTORS:
+            values = table.get(factor, defaults[factor])
+            if not isinstance(values, list | tuple) or not values:
+                raise self.fail(f"space.{factor}", f"must be a non-empty list, got {values!r}")
+            canon = tuple(
+                self.factor_value(factor, v, f"space.{factor}[{i}]") for i, v in enumerate(values)
+            )
+            if len(set(canon)) != len(canon):
+                raise self.fail(f"space.{factor}", f"lists a value twice: {values!r}")
+            space[factor] = canon
+        return space
+
+    def stages(self, raw: dict, space: dict[str, tuple]) -> tuple[Stage, ...]:
+        items = raw.get("stages", [])
+        if not isinstance(items, list) or not items:
+            raise self.fail("stages", "a staged study needs at least one [[stages]] table")
+        stages = []
+        for i, item in enumerate(items):
+            where = f"stages[{i}]"
+            if not isinstance(item, dict):
+                raise self.fail(where, f"must be a table, got {item!r}")
+            self.no_unknown(item, {"name", "factor", "values", "title", "published"}, where)
+            factor = item.get("factor")
+            if factor not in FACTORS:
+                raise self.fail(f"{where}.factor", f"must be one of {FACTORS}, got {factor!r}")
+            values = item.get("values", list(space[factor]))
+            if not isinstance(values, list) or not values:
+                raise self.fail(f"{where}.values", f"must be a non-empty list, got {values!r}")
+            canon = tuple(
+                self.factor_value(factor, v, f"{where}.values[{j}]") for j, v in enumerate(values)
+            )
+            outside = [v for v in canon if v not in space[factor]]
+            if outside:
+                raise self.fail(
+                    f"{where}.values",
+                    f"{outside[0]!r} is not in space.{factor}; "
+                    "add it to [space] or remove it from the stage",
+                )
+            published = item.get("published")
+            if published is not None:
+                ok = isinstance(published, list) and len(published) == len(canon)
+                if not ok or not all(
+                    isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 100
+                    for p in published
+                ):
+                    raise self.fail(
+                        f"{where}.published",
+                        "must list one accuracy in % "
+                        f"(0..100) per value ({len(canon)}), got {published!r}",
+                    )
+                published = tuple(float(p) for p in published)
+            name = item.get("name", factor)
+            title = item.get("title", "")
+            for key, value in (("name", name), ("title", title)):
+                if not isinstance(value, str):
+                    raise self.fail(f"{where}.{key}", f"must be a string, got {value!r}")
+            stages.append(Stage(name, factor, canon, title, published))
+        return tuple(stages)
+
+    def start(self, raw: dict, space: dict[str, tuple], stages: tuple[Stage, ...]) -> dict:
+        table = self.table(raw, "start", set(FACTORS))
+        start = {}
+        for factor in FACTORS:
+            if factor in table:
+                start[factor] = self.factor_value(factor, table[factor], f"start.{factor}")
+            elif factor == stages[0].factor:
+                start[factor] = stages[0].values[0]
+            else:
+                raise self.fail(
+                    f"start.{factor}",
+                    "missing: the first stage needs a value for every factor it does not vary",
+                )
+        return start
+
+    def study(self, raw: dict) -> Study:
+        self.no_unknown(raw, _TOP_KEYS)
+        version = raw.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise self.fail(
+                "schema_version",
+                f"this hpstudy reads version {SCHEMA_VERSION}, "
+                f"got {version!r}; upgrade hpstudy or rewrite the file",
+            )
+        name = self.string(raw, "name", self.path.stem)
+        if not all(c.isalnum() or c in "-_." for c in name):
+            raise self.fail("name", f"use only letters, digits, '-', '_' and '.', got {name!r}")
+        description = raw.get("description", "")
+        if not isinstance(description, str):
+            raise self.fail("description", f"must be a string, got {description!r}")
+        protocol = self.choice(raw, "protocol", ProtocolKind)
+        selection = self.choice(raw, "selection", Selection)
+        norm = self.table(raw, "normalization", {"mean", "std"})
+        normalization = {
+            "mean": self.number(norm, "mean", "normalization"),
+            "std": self.number(norm, "std", "normalization", positive=True),
+        }
+        val = self.table(raw, "validation", {"size", "seed"})
+        validation_size = self.integer(val, "size", 6000, low=1, where="validation")
+        if validation_size >= 60_000:
+            raise self.fail("validation.size", f"must be below 60000, got {validation_size}")
+        space = self.space(raw)
+        kwargs: dict[str, Any] = {}
+        if protocol is ProtocolKind.STAGED:
+            kwargs["stages"] = self.stages(raw, space)
+            kwargs["start"] = self.start(raw, space, kwargs["stages"])
+        else:
+            for key in ("stages", "start"):
+                if key in raw:
+                    raise self.fail(
+                        key,
+                        f"only staged studies have {key}; this one is "
+                        f"protocol = {protocol.value!r}",
+                    )
+        grid = self.table(raw, "grid", {"batch"})
+        search = self.table(raw, "search", {"n_trials", "batch", "pruner", "sampler_seed"})
+        batch_from = search if protocol is ProtocolKind.SEARCH else grid
+        where = "search" if protocol is ProtocolKind.SEARCH else "grid"
+        pruner = search.get("pruner", "median")
+        if pruner not in ("median", "none"):
+            raise self.fail("search.pruner", f"must be 'median' or 'none', got {pruner!r}")
+        published = self.table(raw, "published", {"final_accuracy"})
+        final = published.get("final_accuracy")
+        if final is not None:
+            final = self.number(published, "final_accuracy", "published")
+        return Study(
+            name=name,
+            path=self.path,
+            protocol=protocol,
+            selection=selection,
+            description=description,
+            seed=self.integer(raw, "seed", 42, low=0),
+            n_seeds=self.integer(raw, "n_seeds", 1, low=1),
+            batch_size=self.integer(raw, "batch_size", 64, low=1),
+            max_epochs=self.integer(raw, "max_epochs", 20, low=1),
+            patience=self.integer(raw, "patience", 3, low=1),
+            normalization=normalization,
+            validation_size=validation_size,
+            validation_seed=self.integer(val, "seed", 0, low=0, where="validation"),
+            space=space,
+            batch=self.integer(batch_from, "batch", 375, low=1, where=where),
+            n_trials=self.integer(search, "n_trials", 100, low=1, where="search"),
+            pruner=pruner,
+            sampler_seed=self.integer(search, "sampler_seed", 0, low=0, where="search"),
+            published_final=final,
+            **kwargs,
+        )
+
+
+def factor_label(factor: str, value: Any) -> str:
+    """How a factor value is printed in tables: 'T4', 'Adam', '0.005', 'LeakyReLU'."""
+    if factor == "topology":
+        return topology_name(tuple(value)) or "-".join(map(str, value))
+    if factor == "optimizer":
+        return OPTIMIZERS[value]
+    if factor == "activation":
+        return ACTIVATIONS[value]
+    return f"{value:g}"

@@ -1,0 +1,213 @@
+"""Result tables as data: one row per configuration, mean ± 95% t-interval over seeds.
+
+    >>> cell = mean_ci([0.881, 0.884, 0.879])
+    >>> f"{cell}"                      # '88.13 ± 0.63 (n=3)'
+    >>> table.to_dict(); table.to_csv(); print(format_table(table))
+    >>> tables = read_tables("runs/paper")   # the StageTables a run wrote, in stage order
+
+Protocols build the tables from the store (`Protocol.tables(records)`); the run writes each as
+`tables/<index>_<name>.json` and `.csv`. Accuracies are fractions in [0, 1] in the data and % in
+print; `published` numbers are the paper's, in %.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scipy import stats
+
+SCHEMA_VERSION = 1
+TABLES_DIR = "tables"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A statistic over seeds: mean, half-width of the 95% t-interval (nan for n < 2), n."""
+
+    mean: float
+    ci95: float
+    n: int
+    values: tuple[float, ...] = ()  # one per seed, in seed order
+
+    def __str__(self) -> str:
+        if self.n == 0:
+            return "-"
+        if self.n == 1:
+            return f"{100 * self.mean:.2f}"
+        return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f} (n={self.n})"
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Cell:
+    """Mean and t-interval half-width of `values` (nan values are dropped)."""
+    kept = tuple(float(v) for v in values if not math.isnan(v))
+    n = len(kept)
+    if n == 0:
+        return Cell(float("nan"), float("nan"), 0, ())
+    mean = sum(kept) / n
+    if n < 2:
+        return Cell(mean, float("nan"), 1, kept)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (n - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Cell(mean, half, n, kept)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration of a table (all its seeds)."""
+
+    label: str  # the varied factor's value as printed: 'T4', 'Adam', '0.005', 'ReLU'
+    config: dict  # Config.to_dict() of the first seed
+    seeds: tuple[int, ...]
+    selection: Cell  # best accuracy on the selection split (test for the paper protocol)
+    test: Cell | None = None  # test accuracy: paper = selection; clean = stage winner only
+    best_epochs: tuple[int, ...] = ()
+    epochs: tuple[int, ...] = ()  # epochs run per seed
+    outcomes: tuple[str, ...] = ()  # Outcome value per seed
+    trial_numbers: tuple[int, ...] = ()
+    published: float | None = None  # the paper's number, in %
+    is_winner: bool = False
+
+
+@dataclass(frozen=True)
+class StageTable:
+    """A stage's table (or a grid's or search's ranking)."""
+
+    study: str
+    protocol: str
+    index: int  # 1-based stage number
+    name: str  # 'topology', 'grid', ...
+    title: str
+    factor: str  # the varied factor, or '' for grid/search
+    selection: str  # 'test' or 'validation'
+    rule: str  # the selection rule in one sentence, printed under the table
+    rows: tuple[Row, ...] = field(default_factory=tuple)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def winner(self) -> Row | None:
+        return next((r for r in self.rows if r.is_winner), None)
+
+    def to_dict(self) -> dict:
+        return _nan_to_none(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageTable:
+        def cell(c: dict | None) -> Cell | None:
+            if c is None:
+                return None
+            nan = float("nan")
+            return Cell(
+                nan if c["mean"] is None else c["mean"],
+                nan if c["ci95"] is None else c["ci95"],
+                c["n"],
+                tuple(c["values"]),
+            )
+
+        rows = []
+        for r in d["rows"]:
+            r = dict(r)
+            r["selection"], r["test"] = cell(r["selection"]), cell(r["test"])
+            for key in ("seeds", "best_epochs", "epochs", "outcomes", "trial_numbers"):
+                r[key] = tuple(r[key])
+            rows.append(Row(**r))
+        return cls(**{**d, "rows": tuple(rows)})
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow([
+            "stage", "label", "selection_mean", "selection_ci95", "n", "test_mean", "test_ci95",
+            "test_n", "published", "winner", "seeds", "best_epochs", "outcomes", "config",
+        ])  # fmt: skip
+        for r in self.rows:
+            test = r.test or Cell(float("nan"), float("nan"), 0)
+            writer.writerow([
+                self.name, r.label, _num(r.selection.mean), _num(r.selection.ci95),
+                r.selection.n, _num(test.mean), _num(test.ci95), test.n,
+                "" if r.published is None else r.published, int(r.is_winner),
+                " ".join(map(str, r.seeds)), " ".join(map(str, r.best_epochs)),
+                " ".join(r.outcomes), json.dumps(r.config, sort_keys=True),
+            ])  # fmt: skip
+        return out.getvalue()
+
+
+def _num(x: float) -> str:
+    return "" if math.isnan(x) else f"{x:.6f}"
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def format_table(table: StageTable, limit: int | None = None) -> str:
+    """The table as aligned plain text (the first `limit` rows), the selection rule underneath."""
+    show_test = table.selection != "test" and any(r.test for r in table.rows)
+    show_paper = any(r.published is not None for r in table.rows)
+    header = ["", table.factor or "configuration", f"{table.selection} acc (%)"]
+    header += ["test acc (%)"] if show_test else []
+    header += ["paper (%)"] if show_paper else []
+    header += ["best epoch"]
+    lines = [header]
+    for r in table.rows[:limit]:
+        line = ["*" if r.is_winner else "", r.label, str(r.selection)]
+        line += [str(r.test) if r.test else ""] if show_test else []
+        line += ["" if r.published is None else f"{r.published:.1f}"] if show_paper else []
+        line += [",".join(map(str, r.best_epochs))]
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [f"{table.title or table.name}"]
+    text += [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    ]
+    if limit is not None and len(table.rows) > limit:
+        text.append(f"  ... {len(table.rows) - limit} more rows in the CSV and JSON tables")
+    text.append(f"  ({table.rule})")
+    return "\n".join(text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tables(run_dir: str | Path, tables: Sequence[StageTable]) -> list[Path]:
+    """`tables/<index>_<name>.json` and `.csv` for each table (atomic writes)."""
+    folder = Path(run_dir) / TABLES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for table in tables:
+        stem = folder / f"{table.index}_{table.name}"
+        for path, text in (
+            (stem.with_suffix(".json"), json.dumps(table.to_dict(), indent=1) + "\n"),
+            (stem.with_suffix(".csv"), table.to_csv()),
+        ):
+            _write_atomic(path, text)
+            paths.append(path)
+    return paths
+
+
+def read_tables(run_dir: str | Path) -> list[StageTable]:
+    """The tables a run wrote, in stage order."""
+    folder = Path(run_dir) / TABLES_DIR
+    files = sorted(folder.glob("*.json"), key=lambda p: int(p.stem.split("_")[0]))
+    return [StageTable.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in files]

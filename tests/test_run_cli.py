@@ -1,0 +1,152 @@
+"""`hpstudy run`, `status` and `dashboard` as a user runs them, including `kill -9` mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpstudy import cli
+from hpstudy.store import TrialStatus, load_trials
+from hpstudy.tables import read_tables
+from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
+
+STATUS_KEYS = {"study", "protocol", "counts", "best", "trials", "model_epochs", "wall_s",
+               "floor_s"}  # fmt: skip
+TRIAL_KEYS = {"number", "config", "seed", "outcome", "status", "best_accuracy", "best_epoch",
+              "epochs"}  # fmt: skip
+
+
+def _states(db: Path) -> dict[str, int]:
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return dict(con.execute("SELECT state, count(*) FROM trials GROUP BY state"))
+    except sqlite3.Error:  # tables not created yet, or locked for a moment
+        return {}
+
+
+def _comparable(run_dir: Path) -> list[dict]:
+    """The tables without trial numbers (an interrupted run uses up some numbers)."""
+    tables = [t.to_dict() for t in read_tables(run_dir)]
+    for table in tables:
+        for row in table["rows"]:
+            row.pop("trial_numbers")
+    return tables
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """One uninterrupted run, and one killed with SIGKILL mid-training and then rerun."""
+    tmp = tmp_path_factory.mktemp("cli")
+    study = write_study(tmp, n_seeds=2, max_epochs=3)
+    env = subprocess_env()
+    whole, killed = tmp / "whole", tmp / "killed"
+    args = ["run", str(study), *QUICK]
+    uninterrupted = subprocess.Popen(hpstudy_cmd(*args, "--out", str(whole)), env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    victim = subprocess.Popen(hpstudy_cmd(*args, "--out", str(killed)), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline, at_kill = time.monotonic() + 180, {}
+    while time.monotonic() < deadline and victim.poll() is None:
+        at_kill = _states(killed / "study.db")
+        if at_kill.get("COMPLETE", 0) >= 1 and at_kill.get("RUNNING", 0) >= 1:
+            os.kill(victim.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, f"never caught mid-training: {at_kill}"
+    at_kill = _states(killed / "study.db")  # what the kill left (a trial may finish meanwhile)
+    assert at_kill.get("RUNNING", 0) >= 1, at_kill
+    out, err = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, err.decode()
+    rerun = subprocess.run(hpstudy_cmd(*args, "--out", str(killed)), env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    return {"whole": whole, "killed": killed, "stdout": out.decode(), "stderr": err.decode(),
+            "rerun_stdout": rerun.stdout, "at_kill": at_kill}  # fmt: skip
+
+
+def test_kill_9_then_rerun_completes_exactly_once(runs):
+    records = load_trials(runs["killed"])
+    finished = [r for r in records if r.status is TrialStatus.FINISHED]
+    assert len({r.key for r in finished}) == len(finished) == (2 + 1 + 1) * 2
+    # the trials the kill left RUNNING were taken as dead and trained again
+    interrupted = [r for r in records if r.status is TrialStatus.INTERRUPTED]
+    assert len(interrupted) == runs["at_kill"]["RUNNING"]
+    assert {r.key for r in interrupted} <= {r.key for r in finished}
+    assert not [r for r in records if r.status in (TrialStatus.RUNNING, TrialStatus.WAITING)]
+
+
+def test_resumed_run_gives_the_same_tables(runs):
+    assert _comparable(runs["killed"]) == _comparable(runs["whole"])
+    a = torch.load(runs["whole"] / "final_best_model.pth", weights_only=True)
+    b = torch.load(runs["killed"] / "final_best_model.pth", weights_only=True)
+    assert a["metadata"]["config"] == b["metadata"]["config"]
+    assert a["metadata"]["metrics"] == b["metadata"]["metrics"]
+
+
+def test_run_prints_tables_progress_and_costs(runs):
+    out, err = runs["stdout"], runs["stderr"]
+    assert "Table" not in err and "topology" in out and "* " in out  # winner marked
+    assert "stage 1/3 topology: 4 trials, 0 already in the store" in err
+    assert "stage 2/3 optimizer: 4 trials, 2 already in the store" in err
+    assert "population" in err and "epoch" in err and "ETA" in err
+    assert "model-epochs" in out and "wall time" in out and "FLOP floor" in out
+    for name in ("1_topology", "2_optimizer", "3_lr"):
+        assert (runs["whole"] / "tables" / f"{name}.csv").is_file()
+        assert (runs["whole"] / "tables" / f"{name}.json").is_file()
+    assert "trained 0 trials now" in subprocess.run(
+        hpstudy_cmd("run", str(next(runs["whole"].parent.glob("*.toml"))), *QUICK,
+                    "--out", str(runs["whole"])),
+        capture_output=True, text=True, env=subprocess_env(), timeout=300,
+    ).stdout  # fmt: skip
+
+
+def test_status_json(runs, capsys):
+    assert cli.main(["status", str(runs["whole"]), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert set(status) == STATUS_KEYS
+    assert status["counts"]["complete"] == len(status["trials"]) == 8
+    assert all(set(t) == TRIAL_KEYS for t in status["trials"])
+    assert status["model_epochs"] == sum(t["epochs"] for t in status["trials"]) > 0
+    assert status["wall_s"] > 0 and status["floor_s"] > 0
+    winner = read_tables(runs["whole"])[-1].winner
+    assert status["best"]["config"] == winner.config
+    assert cli.main(["status", str(runs["whole"])]) == 0
+    assert "8 complete" in capsys.readouterr().out
+
+
+def test_status_of_a_non_run_folder_exits_2(tmp_path, capsys):
+    assert cli.main(["status", str(tmp_path)]) == 2
+    assert "not an hpstudy run folder" in capsys.readouterr().err
+
+
+def test_dashboard_without_the_extra_says_how_to_install(runs, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "optuna_dashboard" else real(name, *a),
+    )
+    assert cli.main(["dashboard", str(runs["whole"])]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'hpstudy[dashboard]'" in err
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
+    from hpstudy.runner import exclusive
+
+    with exclusive(tmp_path):
+        code = cli.main(["run", "paper", "--out", str(tmp_path), *QUICK])
+    assert code == 2 and "another `hpstudy run` is using" in capsys.readouterr().err

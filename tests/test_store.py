@@ -1,0 +1,110 @@
+"""The store on Optuna's SQLite storage: identity, atomic claims, records, stale trials."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from hpstudy.engine.results import Outcome, TrialResult
+from hpstudy.errors import UserError
+from hpstudy.space import Config
+from hpstudy.store import (
+    RUN_FILE,
+    Store,
+    TrialStatus,
+    default_url,
+    load_trials,
+    trial_key,
+)
+from hpstudy.study import load_study
+
+SPLIT = {"selection": "test", "n_train": 600}
+SPACE = load_study("paper").space
+
+
+def make_result(config: Config, accuracies=(0.5, 0.7, 0.6), outcome=Outcome.COMPLETE):
+    n = len(accuracies)
+    return TrialResult(
+        config=config, outcome=outcome, train_loss=[1.0] * n, eval_loss=[0.9] * n,
+        eval_accuracy=list(accuracies), best_epoch=max(range(n), key=lambda i: accuracies[i]) + 1,
+        wall_s=0.25, device="cpu", dtype="float32",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    st = Store(default_url(tmp_path), "unit", grace_s=1, heartbeat_s=1)
+    assert st.create_or_load() is True
+    assert Store(default_url(tmp_path), "unit").create_or_load() is False  # exactly one creator
+    return st
+
+
+def test_identity_is_config_seed_and_split():
+    a = Config(topology="T4", seed=1)
+    assert trial_key(a, SPLIT) == trial_key(Config(topology=[256, 128, 64], seed=1), SPLIT)
+    assert trial_key(a, SPLIT) != trial_key(a.replace(seed=2), SPLIT)
+    assert trial_key(a, SPLIT) != trial_key(a, {**SPLIT, "n_train": 601})
+
+
+def test_enqueue_claim_finish_roundtrip(store: Store):
+    config = Config(topology="T2", optimizer="adam", lr=0.005, seed=7)
+    (tid,) = store.enqueue([config], protocol="staged", split=SPLIT, space=SPACE)
+    (record,) = store.records()
+    assert record.status is TrialStatus.WAITING and record.config == config
+    assert store.claim(tid) is True
+    assert store.claim(tid) is False  # a second claim of the same trial fails
+    store.finish(tid, make_result(config), n_train=600, digests={"f": "abc"})
+    (record,) = store.records()
+    assert record.status is TrialStatus.FINISHED and record.outcome is Outcome.COMPLETE
+    assert (record.seed, record.best_epoch, record.best_accuracy) == (7, 2, 0.7)
+    assert record.eval_accuracy == (0.5, 0.7, 0.6) and record.epochs == 3
+    assert record.versions["torch"] == torch.__version__ and record.data_digests == {"f": "abc"}
+    assert record.protocol == "staged" and record.split == SPLIT and record.n_train == 600
+    trial = store.study.trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.7
+    assert trial.params == {"topology": "T2", "optimizer": "adam", "lr": 0.005,
+                            "activation": "relu"}  # fmt: skip
+    assert list(store.finished()) == [record.key]
+
+
+def test_diverged_losses_are_stored_as_nan(store: Store):
+    config = Config(lr=0.1)
+    (tid,) = store.enqueue([config], protocol="grid", split=SPLIT, space=SPACE)
+    store.claim(tid)
+    result = make_result(config, (0.3, 0.1), outcome=Outcome.DIVERGED)
+    result.train_loss[1] = float("nan")
+    store.finish(tid, result, n_train=600, digests={})
+    (record,) = store.records()
+    assert record.outcome is Outcome.DIVERGED and not record.is_usable
+    assert math.isnan(record.train_loss[1]) and record.best_accuracy == 0.3
+
+
+def test_stale_running_trials_are_interrupted(store: Store):
+    ids = store.enqueue([Config(seed=s) for s in range(3)], protocol="grid", split=SPLIT,
+                        space=SPACE)  # fmt: skip
+    for tid in ids[:2]:
+        assert store.claim(tid)
+    with store.heartbeat([ids[0]]):
+        time.sleep(3.5)  # grace is 1 s: trial 1's heartbeat went stale, trial 0 kept beating
+        assert store.fail_stale() == 1
+    statuses = [r.status for r in store.records()]
+    assert statuses == [TrialStatus.RUNNING, TrialStatus.INTERRUPTED, TrialStatus.WAITING]
+    assert store.fail_stale(all_running=True) == 1
+    assert store.records()[0].status is TrialStatus.INTERRUPTED
+
+
+def test_load_trials_from_run_folder_and_url(store: Store, tmp_path: Path):
+    store.enqueue([Config()], protocol="staged", split=SPLIT, space=SPACE)
+    (tmp_path / RUN_FILE).write_text(json.dumps({"schema_version": 1, "study": "unit"}))
+    assert [r.config for r in load_trials(tmp_path)] == [Config()]
+    assert len(load_trials(default_url(tmp_path), "unit")) == 1
+    with pytest.raises(UserError, match="not an hpstudy run folder"):
+        load_trials(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="give the study name"):
+        load_trials(default_url(tmp_path))
