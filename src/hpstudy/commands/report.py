@@ -1,0 +1,49 @@
+"""Write a run's report: report.html (self-contained), report.md and figures, in the run folder.
+
+    hpstudy report runs/paper                       # compares with sibling runs (runs/clean, ...)
+    hpstudy report runs/paper --compare runs/clean --compare runs/grid
+
+The report reads only the run's store and final_best_model.pth (and the test images the model is
+evaluated on): the paper's Tables I-IV with mean ± 95% CI beside the published numbers, the final
+model's confusion matrix and per-class scores, curves, and, when a grid or clean run lies beside
+it, where the staged winner ranks in the grid and how large the leakage gap is.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hpstudy.commands.data import add_data_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, such as runs/paper")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="another run folder to compare with (repeatable; default: every run folder "
+        "beside RUN_DIR)",
+    )
+    add_data_dir(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    from hpstudy.report import build_report
+
+    start = time.perf_counter()
+    words = ["hpstudy", "report", args.run_dir]
+    words += [w for d in args.compare for w in ("--compare", d)]
+    words += ["--data-dir", args.data_dir] if args.data_dir else []
+    paths = build_report(args.run_dir, compare=args.compare, data_dir=args.data_dir,
+                         command=shlex.join(words))  # fmt: skip
+    print(f"report: {paths.html}")
+    print(f"        {paths.markdown} (figures in {paths.markdown.parent / 'figures'})")
+    if paths.related:
+        print(f"compared with: {', '.join(map(str, paths.related))}")
+    print(f"written in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,112 @@
+"""The report: a run's store and saved model turned into report.html, report.md and report.json.
+
+    >>> from hpstudy.report import build_report
+    >>> paths = build_report("runs/paper")              # compares with sibling runs it finds
+    >>> paths.html, paths.markdown, paths.json, paths.figures
+    >>> build_report("runs/paper", compare=["runs/clean", "runs/grid"])   # or name them
+
+What it shows: the paper's Tables I-IV (ours as mean ± 95% CI over seeds, the paper's number, the
+difference, the winner, the selection rule and split), the final model (configuration, test
+accuracy, confusion matrix, per-class precision/recall/F1, most confused pairs, misclassified
+images), accuracy curves per stage, the class distribution; for grid and search runs the best
+configurations, main effects, optimizer x learning-rate heatmaps and fANOVA importances; where a
+staged winner ranks in a grid run, the leakage gap between paper and clean runs; provenance.
+
+Every number is recomputed from the trial records (`hpstudy.report.loader`), never copied from
+the tables `hpstudy run` printed. Figures go to `RUN_DIR/figures/`; report.md links them there,
+report.html embeds them. Every file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpstudy.report.loader import RunView, evaluate_final_model, find_related, load_run
+
+SCHEMA_VERSION = 1
+FIGURES_DIR = "figures"
+
+__all__ = ["ReportPaths", "RunView", "build_report", "find_related", "load_run"]
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    markdown: Path
+    json: Path
+    figures: tuple[Path, ...]
+    related: tuple[Path, ...]  # sibling runs the comparisons used
+
+
+def build_report(
+    run_dir: str | Path,
+    *,
+    compare: list[str | Path] | tuple = (),
+    data_dir: str | None = None,
+    command: str | None = None,
+) -> ReportPaths:
+    """Write report.html, report.md, report.json and figures/*.png into the run folder.
+
+    `compare`: other run folders for the comparisons (default: the run's siblings).
+    `command`: the command line to record under provenance (the CLI passes its own).
+    """
+    from hpstudy.report import sections
+    from hpstudy.report.render import Figure, to_html, to_markdown, write_text_atomic
+    from hpstudy.report.tables import Table
+
+    view = load_run(run_dir)
+    related = find_related(view, compare)
+    final = evaluate_final_model(view, data_dir)
+    figdir = view.run_dir / FIGURES_DIR
+    figdir.mkdir(exist_ok=True)
+    command = command or "hpstudy.report.build_report (from Python)"
+    blocks = [
+        *sections.title(view, final),
+        *sections.stage_section(view),
+        *sections.final_model_section(view, final, figdir),
+        *sections.curves_section(view, final, figdir),
+        *sections.space_section(view, figdir),
+        *sections.comparison_section(view, related),
+        *sections.provenance_section(view, final, command),
+    ]
+    title = f"hpstudy report: {view.study.name}"
+    html = write_text_atomic(view.run_dir / "report.html", to_html(blocks, title=title))
+    md = write_text_atomic(
+        view.run_dir / "report.md", to_markdown(blocks, relative_to=view.run_dir)
+    )
+    tables = [b for b in blocks if isinstance(b, Table)]
+    figure_paths = tuple(Path(b.path) for b in blocks if isinstance(b, Figure))
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "study": view.study.name,
+        "run_dir": str(view.run_dir),
+        "related": [str(r.run_dir) for r in related],
+        "tables": {
+            tb.key: {
+                "title": tb.title,
+                "columns": list(tb.columns),
+                "rows": [list(r) for r in tb.rows],
+                "notes": list(tb.notes),
+                "data": list(tb.data),
+            }
+            for tb in tables
+        },
+        "figures": [p.relative_to(view.run_dir).as_posix() for p in figure_paths],
+    }
+    text = json.dumps(_json_safe(payload), indent=1, default=str) + "\n"
+    js = write_text_atomic(view.run_dir / "report.json", text)
+    return ReportPaths(html, md, js, figure_paths, tuple(r.run_dir for r in related))
+
+
+def _json_safe(obj):
+    """JSON has no NaN: write null."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj

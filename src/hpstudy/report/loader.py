@@ -1,0 +1,264 @@
+"""Read a run folder for the report: the study, its trials and tables, the final model.
+
+    >>> view = load_run("runs/paper")
+    >>> view.study.name, len(view.finished), [t.title for t in view.tables]
+    >>> final = evaluate_final_model(view)      # final_best_model.pth on the run's test split
+    >>> final.accuracy, final.predictions[:5]
+    >>> related = find_related(view)             # sibling runs (clean, grid) for the comparisons
+
+This module is the report's only door into the store: it reads what `hpstudy run` wrote through
+`hpstudy.store` and recomputes the tables with the study's own protocol
+(`Protocol.tables(records)`), so every number the report prints comes from the trial records,
+never from the CSV and JSON tables a run also writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hpstudy.errors import UserError
+from hpstudy.store import RUN_FILE, TrialRecord
+from hpstudy.study import Study, factor_label
+from hpstudy.tables import StageTable
+
+FACTOR_KEYS = ("topology", "optimizer", "lr", "activation")
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything the report reads from one run folder, read once."""
+
+    run_dir: Path
+    info: dict  # run.json: command line, options, split, versions
+    study: Study  # as the run used it (overrides applied)
+    records: tuple[TrialRecord, ...]  # every stored trial, by trial number
+    tests: dict[str, float]  # trial key -> test accuracy measured once (clean stage winners)
+    tables: tuple[StageTable, ...]  # recomputed from `records` by the study's protocol
+    optuna_study: object  # the optuna.Study (for fANOVA importances)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def split(self) -> dict:
+        return self.info.get("split", {})
+
+    @property
+    def protocol(self) -> str:
+        return self.study.protocol.value
+
+    @property
+    def is_leaky(self) -> bool:
+        return self.study.selection.is_leaky
+
+    @property
+    def finished(self) -> tuple[TrialRecord, ...]:
+        return tuple(r for r in self.records if r.status.is_finished)
+
+    @property
+    def by_number(self) -> dict[int, TrialRecord]:
+        return {r.number: r for r in self.records}
+
+    @property
+    def winner(self):
+        """The last table's winning row (the run's final configuration), or None."""
+        return self.tables[-1].winner if self.tables else None
+
+    @property
+    def limits(self) -> dict:
+        """Quick-try limits this run used (`--limit-train`, `--max-epochs`, ...); {} if none."""
+        options = self.info.get("options", {})
+        found = {k: options[k] for k in ("limit_train", "limit_eval") if options.get(k)}
+        overrides = self.info.get("overrides", {})
+        if overrides.get("max_epochs") not in (None, 20):
+            found["max_epochs"] = overrides["max_epochs"]
+        return found
+
+
+def load_run(run_dir: str | Path) -> RunView:
+    """Read a run folder; a UserError if it is missing, not a run, or holds no finished trial."""
+    from hpstudy.protocols import make_protocol
+    from hpstudy.protocols.staged import TEST_META
+    from hpstudy.runner import load_study_from_info
+    from hpstudy.store import open_run, read_run_info
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(
+            f"run folder {str(run_dir)!r} does not exist; give the folder `hpstudy run` "
+            "wrote, such as runs/paper"
+        )
+    info = read_run_info(run_dir)
+    study = load_study_from_info(info, run_dir)
+    store = open_run(run_dir)
+    records = tuple(store.records())
+    if not any(r.status.is_finished for r in records):
+        raise UserError(
+            f"{run_dir} holds no finished trial yet ({len(records)} stored, none finished); "
+            f"run `hpstudy run {info.get('study_file') or study.name} --out {run_dir}` first"
+        )
+    meta = store.study.user_attrs
+    tests = {
+        k.removeprefix(TEST_META): float(v) for k, v in meta.items() if k.startswith(TEST_META)
+    }
+    tables = make_protocol(study).tables(records, tests, split=info.get("split", {}))
+    return RunView(run_dir, info, study, records, tests, tuple(tables), store.study)
+
+
+def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[RunView]:
+    """Other runs to compare with: the given folders, else the run's siblings holding a run.json.
+
+    A sibling that cannot be read (another process is writing it, or it holds no finished trial
+    yet) is skipped: comparisons are extras, never a reason for the report to fail.
+    """
+    if extra:
+        return [load_run(path) for path in extra]
+    parent = view.run_dir.resolve().parent
+    found = []
+    for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
+        if folder.resolve() == view.run_dir.resolve() or not (folder / RUN_FILE).is_file():
+            continue
+        try:
+            found.append(load_run(folder))
+        except Exception:  # a broken sibling must not break this report
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class Published:
+    """One of the paper's numbers and the configuration it was measured on."""
+
+    accuracy: float  # %
+    factors: tuple  # (topology, optimizer, lr, activation), as `factors_of` gives them
+
+
+def published_numbers(view: RunView) -> dict[str, dict[str, Published]]:
+    """Stage name -> {row label -> the paper's number} for a staged run.
+
+    A study file's own `published` lists come first; a staged study without them (clean.toml)
+    borrows paper.toml's for stages that vary the same factor, since both search the same space.
+    Each number keeps the configuration the paper measured it on: the paper carried its own
+    winners forward (T4, then Adam, then 0.005), so where this run's earlier stages chose
+    differently, its row and the paper's differ in more than the stage's factor.
+    """
+    study = view.study
+    if study.protocol.value != "staged":
+        return {}
+    paper = None
+    if any(stage.published is None for stage in study.stages):
+        from hpstudy.study import load_study
+
+        try:
+            paper = load_study("paper")
+        except UserError:
+            paper = None
+    paths = {id(study): _paper_path(study)}
+    numbers: dict[str, dict[str, Published]] = {}
+    for stage in study.stages:
+        source, owner = stage, study
+        if stage.published is None and paper is not None:
+            found = next((s for s in paper.stages if s.factor == stage.factor), None)
+            source, owner = (found, paper) if found else (stage, study)
+        if not source.published:
+            continue
+        path = paths.setdefault(id(owner), _paper_path(owner))
+        numbers[stage.name] = {
+            factor_label(source.factor, v): Published(p, _factors({**path[source.name],
+                                                                    source.factor: v}))
+            for v, p in zip(source.values, source.published, strict=True)
+        }  # fmt: skip
+    return numbers
+
+
+def _paper_path(study: Study) -> dict[str, dict]:
+    """Stage name -> the factors the published study held fixed in that stage (its winners)."""
+    base, path = dict(study.start), {}
+    for stage in study.stages:
+        path[stage.name] = dict(base)
+        if stage.published:
+            best = max(range(len(stage.values)), key=lambda i: stage.published[i])
+            base[stage.factor] = stage.values[best]
+    return path
+
+
+def _factors(values: dict) -> tuple:
+    return tuple(tuple(values[f]) if f == "topology" else values[f] for f in FACTOR_KEYS)
+
+
+def published_final(view: RunView) -> float | None:
+    """The paper's final test accuracy (%), from the study file or else paper.toml."""
+    if view.study.published_final is not None:
+        return view.study.published_final
+    from hpstudy.study import load_study
+
+    try:
+        return load_study("paper").published_final
+    except UserError:
+        return None
+
+
+def factors_of(config) -> tuple:
+    """(topology, optimizer, lr, activation) of a Config: a configuration without its seed."""
+    return tuple(
+        tuple(getattr(config, f)) if f == "topology" else getattr(config, f) for f in FACTOR_KEYS
+    )
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """final_best_model.pth evaluated on the run's test split."""
+
+    path: Path
+    config: object  # hpstudy.space.Config
+    metadata: dict
+    class_names: tuple[str, ...]
+    labels: np.ndarray  # (N,) true classes of the test split
+    predictions: np.ndarray  # (N,) the model's classes
+    images: np.ndarray  # (N, 28, 28) uint8, the test images as the model saw them
+    train_labels: np.ndarray  # (M,) classes of the training split (class distribution plot)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.labels == self.predictions).mean())
+
+
+def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalModel | None:
+    """The run's final model on its test split (rebuilt as the run built it); None if no model."""
+    import torch
+
+    from hpstudy import engine
+    from hpstudy.modelfile import load_model
+    from hpstudy.runner import MODEL_FILE, RunOptions, prepare_data
+
+    path = view.run_dir / MODEL_FILE
+    if not path.is_file():
+        return None
+    loaded = load_model(path)
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    options = {k: v for k, v in view.info.get("options", {}).items() if k in known}
+    # Evaluate on the CPU whatever the run trained on: 10,000 images take well under a second,
+    # and the report must work on a laptop that has no GPU.
+    options |= {"device": "cpu", "data_dir": data_dir or options.get("data_dir")}
+    data = prepare_data(view.study, RunOptions(**options))
+    state_dict = {k: v.detach() for k, v in loaded.model.state_dict().items()}
+    evaluation = engine.evaluate(loaded.config, state_dict, data.test, device="cpu")
+    mean, std = loaded.normalization
+    # Undo the normalisation to show the images: x = (pixel / 255 - mean) / std.
+    pixels = (data.test.x.double() * std + mean) * 255
+    images = pixels.round().clamp(0, 255).to(torch.uint8).numpy()
+    return FinalModel(
+        path=path,
+        config=loaded.config,
+        metadata=loaded.metadata,
+        class_names=loaded.class_names,
+        labels=data.test.y.cpu().numpy(),
+        predictions=np.asarray(evaluation.predictions),
+        images=images.reshape(-1, 28, 28),
+        train_labels=data.train.y.cpu().numpy(),
+    )

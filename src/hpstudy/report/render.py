@@ -1,0 +1,192 @@
+"""The report as a list of blocks, rendered as self-contained HTML or as Markdown.
+
+    >>> blocks = [Heading(1, "Report"), Text("Selection on `test`."), table, Figure(png, "Fig.")]
+    >>> html = to_html(blocks, title="hpstudy report: paper")    # PNGs embedded as base64
+    >>> md = to_markdown(blocks, relative_to=run_dir)             # PNGs linked beside the file
+    >>> write_text_atomic(run_dir / "report.html", html)
+
+The HTML needs nothing outside itself (no scripts, fonts or stylesheets from anywhere), so it opens
+offline and can be mailed as one file; its width follows the window, so it reads on a laptop.
+Text is plain: `backticks` become code, everything else is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpstudy.report.tables import Table
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int  # 1..3
+    text: str
+    key: str = ""  # anchor; derived from the text when empty
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    kind: str = "p"  # "p", "note" or "warning" (a highlighted box)
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path  # a PNG file
+    caption: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str  # shown verbatim
+    summary: str = ""  # when set, folded under this line (HTML <details>)
+
+
+Block = Heading | Text | Table | Figure | Code
+
+_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
+       margin: 0; background: #fafafa; }
+main { max-width: 1180px; margin: 0 auto; padding: 1.5rem 1.25rem 4rem; background: #fff; }
+h1 { font-size: 1.7rem; margin-top: 0; } h2 { border-bottom: 1px solid #ddd; padding-top: .6rem; }
+nav ol { columns: 2; font-size: .92rem; }
+.table-wrap { overflow-x: auto; margin: .6rem 0; }
+table { border-collapse: collapse; font-size: .88rem; font-variant-numeric: tabular-nums; }
+caption { text-align: left; font-weight: 600; padding: .3rem 0; }
+th, td { border: 1px solid #d0d0d0; padding: .25rem .55rem; text-align: left; vertical-align: top; }
+th { background: #f0f2f5; } tr.marked td { background: #fff6d6; font-weight: 600; }
+p.table-note { font-size: .83rem; color: #555; margin: .15rem 0; max-width: 70rem; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .85rem; color: #444; }
+.warning { background: #fff1f0; border-left: 4px solid #d4380d; padding: .5rem .8rem; }
+.note { background: #f0f5ff; border-left: 4px solid #2f54eb; padding: .5rem .8rem; }
+pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; }
+code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; }
+"""
+
+
+def anchor(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def _inline(text: str) -> str:
+    """Escape, then turn `code` spans into <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = []
+    for i, row in enumerate(table.rows):
+        cls = ' class="marked"' if i in table.marked else ""
+        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    notes = "".join(f'<p class="table-note">{_inline(n)}</p>' for n in table.notes)
+    return (
+        f'<div class="table-wrap"><table id="{table.key}" data-table="{table.key}">'
+        f"<caption>{html.escape(table.title)}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>{notes}"
+    )
+
+
+def _html_figure(figure: Figure) -> str:
+    data = base64.b64encode(Path(figure.path).read_bytes()).decode("ascii")
+    key = figure.key or Path(figure.path).stem
+    alt = html.escape(figure.caption, quote=True)
+    return (
+        f'<figure id="fig-{key}"><img src="data:image/png;base64,{data}" alt="{alt}">'
+        f"<figcaption>{_inline(figure.caption)}</figcaption></figure>"
+    )
+
+
+def to_html(blocks: list[Block], *, title: str) -> str:
+    """One self-contained HTML page; level-2 headings make the table of contents."""
+    parts, toc = [], []
+    for block in blocks:
+        if isinstance(block, Heading):
+            key = block.key or anchor(block.text)
+            if block.level == 2:
+                toc.append(f'<li><a href="#{key}">{html.escape(block.text)}</a></li>')
+            parts.append(f'<h{block.level} id="{key}">{_inline(block.text)}</h{block.level}>')
+        elif isinstance(block, Text):
+            cls = "" if block.kind == "p" else f' class="{block.kind}"'
+            parts.append(f"<p{cls}>{_inline(block.text)}</p>")
+        elif isinstance(block, Table):
+            parts.append(_html_table(block))
+        elif isinstance(block, Figure):
+            parts.append(_html_figure(block))
+        elif isinstance(block, Code):
+            pre = f"<pre>{html.escape(block.text)}</pre>"
+            if block.summary:
+                pre = f"<details><summary>{_inline(block.summary)}</summary>{pre}</details>"
+            parts.append(pre)
+    nav = f"<nav><strong>Contents</strong><ol>{''.join(toc)}</ol></nav>" if toc else ""
+    # The contents go after the title and its opening paragraphs, before the first section.
+    first_h2 = next((i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.level == 2),
+                    len(parts))  # fmt: skip
+    parts.insert(first_h2, nav)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+        f"<body>\n<main>\n{chr(10).join(parts)}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(table: Table) -> str:
+    lines = [f"**{table.title}**", ""]
+    lines.append("| " + " | ".join(_md_cell(c) or " " for c in table.columns) + " |")
+    lines.append("|" + "|".join(" --- " for _ in table.columns) + "|")
+    for i, row in enumerate(table.rows):
+        cells = [_md_cell(c) for c in row]
+        if i in table.marked:  # bold marks what HTML highlights
+            cells = [f"**{c}**" if c else c for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + [f"*{n}*  " for n in table.notes]
+    return "\n".join(lines).rstrip()
+
+
+def to_markdown(blocks: list[Block], *, relative_to: Path) -> str:
+    """Markdown with each figure linked relative to `relative_to` (the report's folder)."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Text):
+            prefix = {"warning": "> **Warning:** ", "note": "> "}.get(block.kind, "")
+            parts.append(prefix + block.text)
+        elif isinstance(block, Table):
+            parts.append(_md_table(block))
+        elif isinstance(block, Figure):
+            rel = os.path.relpath(Path(block.path), relative_to)
+            parts.append(f"![{block.caption}]({Path(rel).as_posix()})\n\n*{block.caption}*")
+        elif isinstance(block, Code):
+            fence = f"```\n{block.text}\n```"
+            parts.append(f"{block.summary}\n\n{fence}" if block.summary else fence)
+    return "\n\n".join(parts) + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; a report is meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

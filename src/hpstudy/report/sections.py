@@ -1,0 +1,279 @@
+"""The report's sections, in reading order: each returns blocks (and writes its figures).
+
+    >>> blocks = summary(view, final) + stage_section(view) + final_model_section(view, final, figs)
+
+Every section reads a `RunView` (and, for the comparisons, the views of sibling runs); what a run
+lacks (no final model yet, no grid to compare with) becomes a sentence, not a failure.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import Counter
+from pathlib import Path
+
+from hpstudy.report import figures, metrics, model_card
+from hpstudy.report import tables as t
+from hpstudy.report.loader import FinalModel, RunView, published_final, published_numbers
+from hpstudy.report.render import Block, Code, Figure, Heading, Text
+from hpstudy.study import factor_label
+
+
+def title(view: RunView, final: FinalModel | None) -> list[Block]:
+    study, counts = view.study, Counter(r.status.value for r in view.records)
+    outcomes = Counter(r.outcome.value for r in view.finished if r.outcome)
+    blocks: list[Block] = [
+        Heading(1, f"hpstudy report: {study.name}", "top"),
+        Text(
+            (f"{study.description} " if study.description else "")
+            + f"Protocol `{view.protocol}`, selection on the {study.selection.value} split, "
+            f"{study.n_seeds} seed(s) ({', '.join(map(str, study.seeds))}); "
+            f"{counts.get('finished', 0)} finished trials ("
+            + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+            + ")"
+            + "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s != "finished")
+            + f". Run folder: `{view.run_dir}`."
+        ),
+    ]
+    if view.is_leaky:
+        blocks.append(Text(
+            "This run selects on the test set, as the paper did: early stopping and every "
+            "stage's choice read test accuracy, so its test accuracies are optimistic. A clean "
+            "run (`hpstudy run clean`) selects on a validation split instead; the leakage gap "
+            "below compares the two when both exist.", "warning"))  # fmt: skip
+    if view.limits:
+        limits = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in view.limits.items())
+        blocks.append(Text(
+            f"Quick try ({limits}): this run trained on a slice of the data or for fewer "
+            "epochs, so its accuracies are not comparable with the paper's numbers.",
+            "warning"))  # fmt: skip
+    lines = []
+    winner = view.winner
+    if winner is not None:
+        lines.append(f"Final configuration: {_config(winner.config)}.")
+    if final is not None:
+        paper = published_final(view)
+        vs = f" (the paper: {paper:.1f}%)" if paper is not None else ""
+        lines.append(f"Its test accuracy: {t.pct(final.accuracy)}%{vs}.")
+    lines += _reproduction_summary(view)
+    blocks.append(Text(" ".join(lines), "note"))
+    return blocks
+
+
+def _config(config: dict) -> str:
+    from hpstudy.space import Config
+
+    c = Config.from_dict(config)
+    return f"{c.topology_label}, {c.optimizer}, lr {c.lr:g}, {c.activation}"
+
+
+def _reproduction_summary(view: RunView) -> list[str]:
+    """Which of the paper's numbers this run reproduces within its 95% interval."""
+    numbers = published_numbers(view)
+    within, outside, single, other = [], [], 0, 0
+    for table in view.tables:
+        for row in table.rows:
+            cmp = t.compare(row, numbers.get(table.name, {}).get(row.label))
+            if cmp.paper is None:
+                continue
+            verdict = t.verdict(cmp.ours, cmp.paper)
+            if not cmp.same_config:
+                other += 1
+            elif verdict == "yes":
+                within.append(f"{row.label} ({table.name})")
+            elif verdict.startswith("no"):
+                outside.append(f"{row.label} ({table.name})")
+            elif verdict:
+                single += 1
+    text = []
+    if within or outside:
+        text.append(
+            f"Of the paper's numbers, {len(within)} lie within our 95% interval"
+            + (f" ({', '.join(within)})" if within else "")
+            + f" and {len(outside)} do not"
+            + (f" ({', '.join(outside)})" if outside else "")
+            + "."
+        )
+    if single:
+        text.append(f"{single} of the paper's numbers meet a row with one seed, so no interval: "
+                    "rerun with `--seeds 5` to test them.")  # fmt: skip
+    if other:
+        text.append(f"{other} rows (marked †) differ from the paper's configuration because "
+                    "an earlier stage chose another winner.")  # fmt: skip
+    return text
+
+
+def stage_section(view: RunView) -> list[Block]:
+    if view.protocol != "staged":
+        blocks: list[Block] = [Heading(2, "Best configurations")]
+        return [*blocks, t.best_configs(view, view.tables[0])] if view.tables else blocks
+    numbers = published_numbers(view)
+    heading = "Tables I–IV" if numbers else "Stage tables"
+    blocks = [Heading(2, heading, "stage-tables")]
+    blocks.append(Text("One table per stage, in the paper's shape: each stage varies one "
+                       "factor and carries its winner forward."))  # fmt: skip
+    for table in view.tables:
+        blocks.append(t.stage_table(view, table, numbers.get(table.name, {})))
+    if len(view.tables) < len(view.study.stages):
+        blocks.append(
+            Text(
+                f"Only {len(view.tables)} of {len(view.study.stages)} stages have "
+                "finished; rerun `hpstudy run` to complete the study.",
+                "warning",
+            )
+        )
+    return blocks
+
+
+def final_model_section(view: RunView, final: FinalModel | None, figdir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "The final model", "final-model-section")]
+    if final is None:
+        return [*blocks, Text("No final_best_model.pth in the run folder yet: it is written "
+                              "when `hpstudy run` finishes the study.", "warning")]  # fmt: skip
+    names = final.class_names
+    cm = metrics.confusion_matrix(final.labels, final.predictions, len(names))
+    blocks.append(model_card.final_model_table(final, view, published_final(view)))
+    blocks.append(Figure(figures.plot_confusion_matrix(cm, names, figdir / "confusion_matrix.png"),
+                         "Confusion matrix of the final model on the test split (rows: true "
+                         "class, columns: predicted), as the paper's Fig. 1."))  # fmt: skip
+    blocks.append(model_card.per_class_table(metrics.per_class(cm), names))
+    blocks.append(model_card.confused_pairs_table(metrics.confused_pairs(cm), names))
+    path = figures.plot_misclassified(final.images, final.labels, final.predictions, names,
+                                      figdir / "misclassified.png")  # fmt: skip
+    blocks.append(Figure(path, "Misclassified test images (the first 24 in test-set order), "
+                               "with true and predicted class."))  # fmt: skip
+    return blocks
+
+
+def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Curves and data")]
+    by_number = view.by_number
+    if view.protocol == "staged":
+        panels = {
+            f"{tb.index}. {tb.name}": [
+                (row.label, by_number[n]) for row in tb.rows for n in row.trial_numbers
+            ]
+            for tb in view.tables
+        }
+        caption = "Evaluation accuracy per epoch of every trial, one panel per stage"
+    else:
+        panels = {}
+        for r in sorted(view.finished, key=lambda r: r.number):
+            title = factor_label("topology", r.config.topology)
+            panels.setdefault(title, []).append((factor_label("optimizer", r.config.optimizer), r))
+        caption = "Evaluation accuracy per epoch of every trial, one panel per topology"
+    split = "test" if view.is_leaky else "validation"
+    path = figures.plot_curves(panels, figdir / "curves.png", max_epochs=view.study.max_epochs)
+    blocks.append(Figure(path, f"{caption} (on the {split} split); a dot marks the best epoch, a "
+                               "cross where early stopping ended the trial."))  # fmt: skip
+    if final is not None:
+        path = figures.plot_class_distribution(final.train_labels, final.labels,
+                                               figdir / "class_distribution.png")  # fmt: skip
+        blocks.append(
+            Figure(
+                path,
+                f"Images per class in this run's training split "
+                f"({len(final.train_labels):,}) and test split "
+                f"({len(final.labels):,}), as `hpstudy eda` draws it.",
+            )
+        )
+    return blocks
+
+
+def space_section(view: RunView, figdir: Path) -> list[Block]:
+    """Grid and search runs: main effects, optimizer x lr heatmaps, fANOVA importances."""
+    if view.protocol == "staged":
+        return []
+    effects = metrics.main_effects(view)
+    blocks: list[Block] = [Heading(2, "The whole space")]
+    blocks.append(Figure(figures.plot_main_effects(effects, figdir / "main_effects.png"),
+                         "Main effect of each factor: mean accuracy per level with its 95% "
+                         "interval over configurations."))  # fmt: skip
+    blocks.append(t.main_effects_table(effects))
+    path = figures.plot_interaction(metrics.interaction(view), figdir / "optimizer_lr.png")
+    blocks.append(
+        Figure(
+            path,
+            "Optimizer × learning rate, one heatmap per topology (mean "
+            "accuracy over activations and seeds; blank: not tried).",
+        )
+    )
+    found = metrics.importances(view)
+    blocks.append(t.importance_table(found))
+    if found.values:
+        path = figures.plot_importances(found.values, figdir / "importances.png", found.method)
+        blocks.append(Figure(path, f"Parameter importances ({found.method})."))
+    if view.protocol == "search":
+        blocks.append(Text("A search samples the space unevenly (TPE favours good regions), so "
+                           "its main effects and heatmaps describe the trials it chose, not "
+                           "the space uniformly.", "note"))  # fmt: skip
+    return blocks
+
+
+def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
+    """Staged winners ranked in grids, and the leakage gap between paper and clean runs."""
+    blocks: list[Block] = []
+    runs = [view, *related]
+    staged = [r for r in runs if r.protocol == "staged" and r.winner is not None]
+    grids = [r for r in runs if r.protocol == "grid" and r.tables]
+    entries = [(s, g, metrics.rank_in(g.tables[0], s.winner.config))
+               for s in staged for g in grids if view in (s, g)]  # fmt: skip
+    if entries:
+        blocks += [Heading(2, "What the staged search missed"), t.rank_table(entries)]
+    pairs = [(a, b) for a in runs if a.is_leaky for b in runs
+             if not b.is_leaky and view in (a, b)]  # fmt: skip
+    for leaky, clean in pairs:
+        rows = metrics.leakage_gap(leaky, clean)
+        if rows:
+            if not any(isinstance(b, Heading) and b.text == "The leakage gap" for b in blocks):
+                blocks.append(Heading(2, "The leakage gap"))
+            blocks.append(t.leakage_table(rows, leaky, clean))
+    if not blocks and not related:
+        blocks = [
+            Heading(2, "Comparisons"),
+            Text(
+                "No sibling runs found beside this one: run `hpstudy run clean` and `hpstudy run "
+                "grid` into the same parent folder (or pass `--compare DIR`) to see where the "
+                "staged winner ranks in the full grid and how large the leakage gap is."
+            ),
+        ]
+    return blocks
+
+
+def provenance_section(view: RunView, final: FinalModel | None, report_command: str):
+    from hpstudy import data
+
+    info, split = view.info, view.split
+    finished = view.finished
+    distinct = lambda values: ", ".join(sorted({str(v) for v in values if v})) or "–"  # noqa: E731
+    versions = {f"{k} {v}" for r in finished for k, v in r.versions.items()}
+    if final is not None:
+        versions.add(f"python {final.metadata.get('versions', {}).get('python', '?')}")
+    digests = {name: d for r in finished for name, d in r.data_digests.items()}
+    rows = [
+        ("study file", f"{info.get('study_file', '')} (its text is below)"),
+        ("command", shlex.join(map(str, info.get("command", [])))),
+        ("report command", report_command),
+        ("started", info.get("started", "")),
+        ("versions", distinct(versions)),
+        ("device", f"{info.get('device', '')}; trials: {distinct(r.device for r in finished)}"),
+        ("dtype", distinct(r.dtype for r in finished)),
+        ("seeds", ", ".join(map(str, view.study.seeds))),
+        ("split", ", ".join(f"{k} {v}" for k, v in split.items())),
+        ("quick-try limits", ", ".join(f"{k} {v}" for k, v in view.limits.items()) or "none"),
+    ]
+    for name, digest in sorted(digests.items()):
+        ok = "canonical" if data.SHA256.get(name) == digest else "NOT the canonical file"
+        rows.append((f"sha256 {name}", f"{digest} ({ok})"))
+    blocks: list[Block] = [
+        Heading(2, "Provenance"),
+        t.key_value_table("provenance", "How this run was made", rows),
+    ]
+    blocks.append(t.cost_table(metrics.stage_costs(view)))
+    blocks.append(
+        Code(
+            info.get("study_toml", ""),
+            f"The study file as the run read it (`{info.get('study_file', '')}`)",
+        )
+    )
+    return blocks

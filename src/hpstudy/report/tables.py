@@ -1,0 +1,373 @@
+"""The report's tables as data: headers, formatted cells, the notes printed underneath.
+
+    >>> table = stage_table(view, view.tables[0], published_numbers(view)["topology"])
+    >>> table.columns          # ('', 'Topology', 'Layers', 'test acc (%)', 'paper (%)', ...)
+    >>> table.rows[3]          # ('★', 'T4', '[784, 256, 128, 64, 10]', '88.12', '89.0', ...)
+    >>> table.notes            # the selection rule and the split it used
+    >>> table.data[3]          # the raw numbers behind the row (fractions), for report.json
+
+A Table is what both renderers (HTML and Markdown) print; nothing here computes a statistic
+(`hpstudy.report.metrics` and the protocols do) or touches a file. Accuracies are shown in %
+with two decimals; a difference is ours minus the paper's, in percentage points (pp).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hpstudy.report.loader import FACTOR_KEYS, Published, RunView, factors_of
+from hpstudy.report.metrics import GapRow, Importances, StageCost
+from hpstudy.space import Config
+from hpstudy.study import factor_label
+from hpstudy.tables import Cell, Row, StageTable
+
+WINNER = "★"
+FACTOR_TITLES = {
+    "topology": "Topology",
+    "optimizer": "Optimizer",
+    "lr": "Learning rate",
+    "activation": "Activation",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str  # HTML anchor, unique within a report
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    notes: tuple[str, ...] = ()  # sentences printed under the table
+    marked: tuple[int, ...] = ()  # row indices to highlight (winners)
+    data: tuple[dict, ...] = ()  # one dict of raw numbers per row (report.json)
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
+
+
+def cell_text(cell: Cell | None) -> str:
+    """'88.13 ± 0.63 (n=3)', '88.13' for one seed, '–' for none (hpstudy.tables.Cell's format)."""
+    return "–" if cell is None or cell.n == 0 else str(cell)
+
+
+def diff_text(cell: Cell | None, paper: float | None) -> str:
+    if paper is None or cell is None or cell.n == 0:
+        return ""
+    return f"{100 * cell.mean - paper:+.2f}"
+
+
+def verdict(cell: Cell | None, paper: float | None) -> str:
+    """Whether the paper's number lies in our 95% interval."""
+    if paper is None or cell is None or cell.n == 0:
+        return ""
+    if cell.n < 2 or math.isnan(cell.ci95):
+        return "n=1: no interval"
+    low, high = 100 * (cell.mean - cell.ci95), 100 * (cell.mean + cell.ci95)
+    if low <= paper <= high:
+        return "yes"
+    return "no: paper higher" if paper > high else "no: paper lower"
+
+
+def cell_data(cell: Cell | None) -> dict | None:
+    if cell is None:
+        return None
+    nan = math.isnan
+    return {
+        "mean": None if nan(cell.mean) else cell.mean,
+        "ci95": None if nan(cell.ci95) else cell.ci95,
+        "n": cell.n,
+        "values": list(cell.values),
+    }
+
+
+def split_note(view: RunView) -> str:
+    """Which data chose the epochs and the winners, in one sentence."""
+    split = view.split
+    n_test = split.get("n_test", 10_000)
+    subset = ", a stratified subset of the 10,000" if n_test < 10_000 else ""
+    once = "per stage winner and seed" if view.protocol == "staged" else "for the final model"
+    if view.is_leaky:
+        return (
+            f"Split: early stopping and selection read the test set ({n_test:,} images{subset}), "
+            "as the paper did; the test set chose each number's epoch, so these test accuracies "
+            "are optimistic (see the leakage gap)."
+        )
+    return (
+        f"Split: early stopping and selection read a validation split of "
+        f"{split.get('validation_size', view.study.validation_size):,} training images "
+        f"(split seed {split.get('validation_seed', view.study.validation_seed)}); training used "
+        f"{split.get('n_train', 0):,} images; the test set ({n_test:,} images{subset}) was "
+        f"evaluated once {once}, at the epoch the validation split chose."
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A row of ours against the paper's number."""
+
+    ours: Cell | None  # test accuracy where we have it, else the selection accuracy
+    basis: str  # "test" or "val"
+    paper: float | None  # %
+    same_config: bool  # whether the paper measured the same configuration
+
+
+def compare(row: Row, published: Published | None) -> Comparison:
+    # The paper's numbers are test accuracies: compare with ours on the test set where we have
+    # it; a clean run measures test accuracy only for stage winners, so the other rows compare
+    # validation accuracy, and say so.
+    ours, basis = (row.test, "test") if row.test and row.test.n else (row.selection, "val")
+    if published is None:
+        return Comparison(ours, basis, row.published, True)
+    same = published.factors == factors_of(Config.from_dict(row.config))
+    return Comparison(ours, basis, published.accuracy, same)
+
+
+def stage_table(view: RunView, table: StageTable, published: dict[str, Published]) -> Table:
+    """One of Tables I-IV: ours (mean ± CI, n) beside the paper's number and the difference."""
+    clean = not view.is_leaky
+    columns = ["", FACTOR_TITLES.get(table.factor, table.factor)]
+    columns += ["Layers"] if table.factor == "topology" else []
+    columns += ["validation acc (%)", "test acc (%)"] if clean else ["test acc (%)"]
+    columns += ["paper (%)", "difference (pp)", "paper in our 95% CI", "best epoch", "epochs run"]
+    rows, data, marked, other = [], [], [], None
+    for i, row in enumerate(table.rows):
+        cmp = compare(row, published.get(row.label))
+        cells = [WINNER if row.is_winner else "", row.label]
+        if table.factor == "topology":
+            cells.append(str([784, *row.config["topology"], 10]))
+        cells += [cell_text(row.selection), cell_text(row.test)] if clean else [cell_text(cmp.ours)]
+        diff = diff_text(cmp.ours, cmp.paper)
+        if diff and clean and cmp.basis == "val":
+            diff += " (val)"
+        if diff and not cmp.same_config:
+            diff += " †"
+            other = published[row.label]
+        cells += [
+            "" if cmp.paper is None else f"{cmp.paper:.1f}",
+            diff,
+            verdict(cmp.ours, cmp.paper) if cmp.same_config else "other configuration",
+            ",".join(map(str, row.best_epochs)),
+            ",".join(map(str, row.epochs)),
+        ]
+        rows.append(tuple(cells))
+        marked += [i] if row.is_winner else []
+        data.append(_row_data(row, cmp.paper) | {"same_config_as_paper": cmp.same_config})
+    notes = [
+        f"{WINNER} marks the stage winner, carried forward to the next stage. Rule: {table.rule}.",
+        split_note(view),
+        "paper: the published accuracy (%) for the row's value; difference: ours minus the "
+        "paper's, in percentage points.",
+    ]
+    if other is not None:
+        fixed = ", ".join(
+            f"{FACTOR_TITLES[f].lower()} {factor_label(f, v)}"
+            for f, v in zip(FACTOR_KEYS, other.factors, strict=True)
+            if f != table.factor
+        )
+        notes.append(
+            f"† The paper measured these rows with {fixed} (its own earlier winners); this "
+            "run's earlier stages chose differently, so they compare different configurations."
+        )
+    return Table(
+        f"table-{table.index}-{table.name}",
+        table.title or table.name,
+        tuple(columns),
+        tuple(rows),
+        tuple(notes),
+        tuple(marked),
+        tuple(data),
+    )
+
+
+def _row_data(row: Row, paper: float | None) -> dict:
+    return {
+        "label": row.label,
+        "config": row.config,
+        "seeds": list(row.seeds),
+        "selection": cell_data(row.selection),
+        "test": cell_data(row.test),
+        "paper": paper,
+        "winner": row.is_winner,
+        "best_epochs": list(row.best_epochs),
+        "trial_numbers": list(row.trial_numbers),
+    }
+
+
+def best_configs(view: RunView, table: StageTable, k: int = 10) -> Table:
+    """The k best configurations of a grid or search run (its table is sorted best first)."""
+    rows = [r for r in table.rows if r.selection.n][:k]
+    has_test = any(r.test and r.test.n for r in rows) and not view.is_leaky
+    columns = ["rank", "configuration", f"{table.selection} acc (%)"]
+    columns += ["test acc (%)"] if has_test else []
+    columns += ["best epoch", "outcome"]
+    cells = []
+    for i, row in enumerate(rows, 1):
+        line = [str(i), row.label, cell_text(row.selection)]
+        line += [cell_text(row.test)] if has_test else []
+        line += [",".join(map(str, row.best_epochs)), ",".join(row.outcomes)]
+        cells.append(tuple(line))
+    return Table(
+        f"best-{table.name}",
+        f"Best {len(rows)} of {len(table.rows)} configurations ({table.name})",
+        tuple(columns),
+        tuple(cells),
+        (f"Rule: {table.rule}.", split_note(view)),
+        (0,) if rows else (),
+        tuple(_row_data(r, None) for r in rows),
+    )
+
+
+def main_effects_table(effects: dict[str, list[tuple[str, Cell]]]) -> Table:
+    rows, data = [], []
+    for factor, levels in effects.items():
+        best = max((c.mean for _, c in levels if c.n), default=math.nan)
+        for label, cell in levels:
+            mark = WINNER if cell.n and cell.mean == best else ""
+            rows.append((mark, FACTOR_TITLES[factor], label, cell_text(cell)))
+            data.append({"factor": factor, "level": label, "accuracy": cell_data(cell)})
+    return Table(
+        "main-effects",
+        "Main effects: mean accuracy per level",
+        ("", "factor", "level", "mean acc (%) ± 95% CI (n configurations)"),
+        tuple(rows),
+        (
+            "Each configuration counts once (its mean over seeds); n is the number of "
+            f"configurations at that level; {WINNER} marks the best level of each factor.",
+        ),
+        tuple(i for i, r in enumerate(rows) if r[0]),
+        tuple(data),
+    )
+
+
+def importance_table(found: Importances) -> Table:
+    rows = tuple((FACTOR_TITLES.get(k, k), f"{v:.3f}") for k, v in found.values.items())
+    notes = [
+        f"{found.method} (Optuna's importance evaluator): the share of the variance of the "
+        "selection accuracy over the complete trials that each factor explains; they sum to 1."
+    ]
+    if found.reason:
+        notes.append(f"{'Method' if found.values else 'No importances'}: {found.reason}.")
+    return Table(
+        "importances",
+        f"Parameter importances ({found.method})",
+        ("factor", "importance"),
+        rows,
+        tuple(notes),
+        (0,) if rows else (),
+        tuple(
+            {"factor": k, "importance": v, "method": found.method} for k, v in found.values.items()
+        ),
+    )
+
+
+def leakage_table(rows: Sequence[GapRow], leaky: RunView, clean: RunView) -> Table:
+    lines, data = [], []
+    for r in rows:
+        gap = (
+            f"{100 * (r.leaky.mean - r.clean_test.mean):+.2f}"
+            if r.leaky.n and r.clean_test.n
+            else ""
+        )
+        lines.append((_config_label(r.config), cell_text(r.leaky), cell_text(r.clean_selection),
+                      cell_text(r.clean_test), gap))  # fmt: skip
+        data.append({"config": r.config.to_dict(), "leaky": cell_data(r.leaky),
+                     "clean_selection": cell_data(r.clean_selection),
+                     "clean_test": cell_data(r.clean_test)})  # fmt: skip
+    return Table(
+        f"leakage-gap-{clean.name}",
+        f"The leakage gap: {leaky.name} (selection on test) vs {clean.name} (on validation)",
+        (
+            "configuration",
+            f"{leaky.name}: test acc (%), epoch chosen on test",
+            f"{clean.name}: validation acc (%)",
+            f"{clean.name}: test acc (%), measured once",
+            "gap (pp)",
+        ),
+        tuple(lines),
+        (
+            "The same configurations under both protocols. Where the test set picks the epoch, "
+            "the reported test accuracy is the maximum of a noisy curve and so is biased upward; "
+            "the clean run measures test accuracy once, at the epoch its validation split chose, "
+            "so the gap (leaky minus clean test accuracy) estimates that optimism (the clean run "
+            "also trains on fewer images: those it holds out for validation).",
+            f"{budget(leaky)}; {budget(clean)}. Clean test accuracies exist for stage "
+            "winners only.",
+        ),
+        data=tuple(data),
+    )
+
+
+def budget(view: RunView) -> str:
+    """'paper: 60,000 training images, at most 20 epochs, patience 3, batch 64, seeds 42'."""
+    study = view.study
+    return (
+        f"{view.name}: {view.split.get('n_train', 0):,} training images, at most "
+        f"{study.max_epochs} epochs, patience {study.patience}, batch {study.batch_size}, "
+        f"seeds {', '.join(map(str, study.seeds))}"
+    )
+
+
+def rank_table(entries: Sequence[tuple[RunView, RunView, object]]) -> Table:
+    """(staged run, grid run, Rank or None) -> where each staged winner ranks in each grid."""
+    rows, data = [], []
+    for staged, grid, rank in entries:
+        winner = staged.winner
+        label = _config_label(Config.from_dict(winner.config))
+        if rank is None:
+            rows.append((staged.name, label, grid.name, "not in the grid's space", "", ""))
+            data.append({"staged": staged.name, "grid": grid.name, "rank": None})
+            continue
+        rows.append((staged.name, label, grid.name, f"{rank.rank} of {rank.n}",
+                     cell_text(rank.row.selection),
+                     f"{rank.best.label}: {cell_text(rank.best.selection)}"))  # fmt: skip
+        data.append({"staged": staged.name, "grid": grid.name, "rank": rank.rank, "n": rank.n,
+                     "accuracy": cell_data(rank.row.selection),
+                     "best": cell_data(rank.best.selection)})  # fmt: skip
+    return Table(
+        "staged-vs-grid",
+        "What the staged search missed: its winner's rank in the full grid",
+        (
+            "staged run",
+            "its final configuration",
+            "grid run",
+            "rank in the grid",
+            "its grid acc (%)",
+            "grid's best (%)",
+        ),
+        tuple(rows),
+        (
+            "Ranked by the grid run's own selection accuracy (its split, its seeds); rows with "
+            "equal means share a rank. Configurations match on topology, optimizer, learning rate "
+            "and activation; the budgets: "
+            + "; ".join(sorted({budget(v) for e in entries for v in e[:2]}))
+            + ".",
+        ),
+        data=tuple(data),
+    )
+
+
+def cost_table(costs: Sequence[StageCost]) -> Table:
+    rows = tuple((c.stage, str(c.n_trials), str(c.epochs), f"{c.wall_s:.1f}") for c in costs)
+    return Table(
+        "costs",
+        "Wall time per stage",
+        ("stage", "trials trained", "model-epochs", "training wall time (s)"),
+        rows,
+        (
+            "A trial reused by a later stage counts where it was first trained; wall time is each "
+            "trial's share of its population's training time.",
+        ),
+        data=tuple(vars(c) for c in costs),
+    )
+
+
+def key_value_table(key: str, title: str, pairs: Sequence[tuple[str, str]], note: str = ""):
+    return Table(key, title, ("", "value"), tuple(pairs), (note,) if note else ())
+
+
+def _config_label(config: Config) -> str:
+    from hpstudy.protocols.grid import config_label
+
+    return config_label(config)

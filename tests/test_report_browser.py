@@ -1,0 +1,106 @@
+"""report.html in a real browser: headless Chromium loads every image and shows every table.
+
+A copy of the report gets a small script that, once the page has loaded, writes each image's
+natural width and each table's id into the DOM; `chromium --dump-dom` prints that DOM. The report
+itself carries no script. A screenshot is saved as test-artifacts/report.png (git-ignored).
+Skipped, saying why, where Debian's `chromium` is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from test_report import report_runs  # noqa: F401 - the session fixture, shared with this module
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "hpstudy-probe";
+  out.textContent = JSON.stringify({
+    images: [...document.images].map(img => [img.alt, img.complete, img.naturalWidth]),
+    tables: [...document.querySelectorAll("table")].map(t => [t.id, t.rows.length]),
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="needs headless Chromium: apt-get install chromium"
+    ),
+]
+
+
+def chromium(*args: str, timeout: float = 90) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--no-first-run", "--disable-extensions", *args]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def probe(page: Path, tmp_path: Path) -> dict:
+    """What the browser loaded: {'images': [[alt, complete, naturalWidth]], 'tables': [[id, n]]}."""
+    text = page.read_text(encoding="utf-8")
+    probed = tmp_path / f"probe-{page.parent.name}.html"
+    probed.write_text(text.replace("</body>", PROBE + "\n</body>"), encoding="utf-8")
+    # A virtual-time budget lets the load event (and the probe) run before the DOM is dumped.
+    dom = chromium("--virtual-time-budget=10000", "--dump-dom", probed.as_uri())
+    found = re.search(r'<pre id="hpstudy-probe">(.*?)</pre>', dom, re.S)
+    assert found, "the probe did not run: the page never finished loading"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def test_probe_detects_a_broken_image(tmp_path):
+    """The check can fail: an image that does not decode has natural width 0."""
+    page = tmp_path / "broken" / "report.html"
+    page.parent.mkdir()
+    page.write_text('<html><body><img alt="bad" src="data:image/png;base64,AAAA">'
+                    '<table id="t"><tr><td>1</td></tr></table></body></html>')  # fmt: skip
+    seen = probe(page, tmp_path)
+    assert seen["images"] == [["bad", True, 0]]
+    assert seen["tables"] == [["t", 1]]
+
+
+@pytest.mark.parametrize("name", ["paper", "grid"])
+def test_every_image_loads_and_every_table_is_there(report_runs, tmp_path, name):  # noqa: F811
+    run = report_runs[name]
+    page = run / "report.html"
+    seen = probe(page, tmp_path)
+    n_images = len(re.findall(r"<img ", page.read_text(encoding="utf-8")))
+    assert len(seen["images"]) == n_images >= 4
+    broken = [alt for alt, complete, width in seen["images"] if not (complete and width > 0)]
+    assert not broken, f"images that did not load: {broken}"
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    shown = {table_id: n_rows for table_id, n_rows in seen["tables"]}
+    for key, table in report["tables"].items():  # every table, with all its rows
+        assert shown.get(key) == len(table["rows"]) + 1, key
+    expected = {
+        "paper": ["table-1-topology", "table-2-optimizer", "table-3-learning_rate",
+                  "table-4-activation", "final-model", "per-class", "confused-pairs",
+                  "leakage-gap-clean", "staged-vs-grid", "provenance", "costs"],
+        "grid": ["best-grid", "final-model", "main-effects", "importances", "staged-vs-grid",
+                 "provenance"],
+    }[name]  # fmt: skip
+    assert set(expected) <= set(shown)
+
+
+def test_screenshot(report_runs):  # noqa: F811
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    page = report_runs["paper"] / "report.html"
+    chromium("--window-size=1280,5200", f"--screenshot={shot}", page.as_uri())
+    header = shot.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert (width, height) == (1280, 5200)
