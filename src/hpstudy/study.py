@@ -45,6 +45,10 @@ class Selection(enum.Enum):
         return self is Selection.TEST
 
 
+# The paper's Normalize((0.5,), (0.5,)); a study file's [normalization] table overrides it.
+DEFAULT_NORMALIZATION = {"mean": 0.5, "std": 0.5}
+
+
 @dataclass(frozen=True)
 class Stage:
     """One round of a staged study: vary `factor` over `values`, everything else from the base."""
@@ -70,7 +74,7 @@ class Study:
     batch_size: int = 64
     max_epochs: int = 20
     patience: int = 3
-    normalization: dict[str, float] = field(default_factory=lambda: {"mean": 0.5, "std": 0.5})
+    normalization: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     validation_size: int = 6000  # used when selection = validation
     validation_seed: int = 0  # seed of the stratified validation split
     space: dict[str, tuple] = field(default_factory=dict)  # factor -> canonical choices
@@ -190,8 +194,10 @@ class _Parser:
             raise self.fail(name, f"must be an integer >= {low}, got {value!r}")
         return value
 
-    def number(self, raw: dict, key: str, where: str, *, positive: bool = False) -> float:
-        value = raw.get(key)
+    def number(
+        self, raw: dict, key: str, where: str, *, positive: bool = False, default=None
+    ) -> float:
+        value = raw.get(key, default)
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok or not math.isfinite(value) or (positive and value <= 0):
             need = "a positive number" if positive else "a finite number"
@@ -326,8 +332,12 @@ class _Parser:
         selection = self.choice(raw, "selection", Selection)
         norm = self.table(raw, "normalization", {"mean", "std"})
         normalization = {
-            "mean": self.number(norm, "mean", "normalization"),
-            "std": self.number(norm, "std", "normalization", positive=True),
+            "mean": self.number(
+                norm, "mean", "normalization", default=DEFAULT_NORMALIZATION["mean"]
+            ),
+            "std": self.number(
+                norm, "std", "normalization", positive=True, default=DEFAULT_NORMALIZATION["std"]
+            ),
         }
         val = self.table(raw, "validation", {"size", "seed"})
         validation_size = self.integer(val, "size", 6000, low=1, where="validation")

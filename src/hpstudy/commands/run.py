@@ -31,7 +31,9 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
         help="Optuna storage URL, e.g. "
         "postgresql://user@host/db (default: SQLite in the run folder)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
     parser.add_argument(
@@ -76,11 +78,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="delete the study's stored trials and outputs, then start over",
     )
+    parser.add_argument(
+        "--no-report", action="store_true", help="skip writing the report at the end"
+    )
     add_study_options(parser)
 
 
 def options_from(args: argparse.Namespace):
     """(study, RunOptions) from parsed arguments, with every number checked."""
+    from hpstudy.devices import resolve_device
     from hpstudy.errors import UserError
     from hpstudy.runner import RunOptions
     from hpstudy.store import GRACE_S
@@ -95,7 +101,7 @@ def options_from(args: argparse.Namespace):
         out=getattr(args, "out", None),
         storage=args.storage,
         fresh=getattr(args, "fresh", False),
-        device=_check_device(args.device),
+        device=str(resolve_device(args.device)),
         dtype=args.dtype,
         limit_train=args.limit_train,
         limit_eval=args.limit_eval,
@@ -104,22 +110,6 @@ def options_from(args: argparse.Namespace):
         grace_s=args.grace or GRACE_S,
     )
     return study, options
-
-
-def _check_device(device: str) -> str:
-    import torch
-
-    from hpstudy.errors import UserError
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UserError(
-            f"--device {device!r} is not a torch device ({exc}); try cpu or cuda"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device!r}: this torch has no CUDA device; use --device cpu")
-    return device
 
 
 class ProgressPrinter:
@@ -179,4 +169,16 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.floor_s:.1f} s on {options.device} (wall/floor {ratio:.1f}); "
         f"this run took {summary.elapsed_s:.1f} s"
     )
+    if not args.no_report and summary.model_path:
+        _write_report(summary.run_dir, args)
     return 0
+
+
+def _write_report(run_dir, args: argparse.Namespace) -> None:
+    import shlex
+
+    from hpstudy.report import build_report
+
+    command = shlex.join(["hpstudy", *sys.argv[1:]]) if sys.argv[1:] else None
+    paths = build_report(run_dir, data_dir=args.data_dir, command=command)
+    print(f"report: {paths.html}")
