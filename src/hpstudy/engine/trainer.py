@@ -215,12 +215,16 @@ def run_epoch(
     loss_sum = torch.zeros(pop.n_members, dtype=train.x.dtype, device=train.x.device)
     n_steps = 0
     for start in range(0, n, batch_size)[:max_steps]:
+        # index_select on a flat index: several times faster than advanced indexing on CPU.
         if shared:  # one (B, 784) batch broadcast to every member
             idx = orders[unique[0]][start : start + batch_size]
-            x, y = train.x[idx], train.y[idx].expand(pop.n_members, -1)
+            x = train.x.index_select(0, idx)
+            y = train.y.index_select(0, idx).expand(pop.n_members, -1)
         else:  # (M, B, 784)
             idx = order_matrix[:, start : start + batch_size]
-            x, y = train.x[idx], train.y[idx]
+            flat = idx.reshape(-1)
+            x = train.x.index_select(0, flat).view(*idx.shape, -1)
+            y = train.y.index_select(0, flat).view(idx.shape)
         loss_sum += pop.loss_and_grads(x, y)
         optimizer.step()
         n_steps += 1
