@@ -99,21 +99,45 @@ def _write_png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def test_test_set_as_pngs_gives_exactly_the_recorded_accuracy(trained, fashion, tmp_path, capsys):
-    folder = tmp_path / "t10k"
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def test_pngs(fashion, tmp_path_factory) -> Path:
+    """The 10,000 test images as PNG files named <index>_<label>.png."""
+    folder = tmp_path_factory.mktemp("t10k")
     for i, (pixels, label) in enumerate(zip(fashion.test_images, fashion.test_labels, strict=True)):
         _write_png(folder / f"{i:05d}_{label}.png", pixels)
+    return folder
 
+
+def _accuracy(records: list[dict]) -> float:
+    labels = [data.CLASS_NAMES[int(Path(r["input"]).stem.split("_")[1])] for r in records]
+    return sum(r["class"] == label for r, label in zip(records, labels, strict=True)) / len(labels)
+
+
+def test_model_saved_by_a_study_predicts_the_test_pngs_with_its_recorded_accuracy(
+    test_pngs, tmp_path, capsys
+):
+    run_dir = tmp_path / "paper"
+    args = ["run", "paper", "--max-epochs", "1", "--limit-train", "1000", "--no-report"]
+    assert main([*args, "--out", str(run_dir)]) == 0
+    model = run_dir / "final_best_model.pth"
+    recorded = torch.load(model, weights_only=True)["metadata"]["metrics"]["test_accuracy"]
+
+    code, records, err = _predict(capsys, "--model", str(model), str(test_pngs))
+
+    assert code == 0, err
+    assert len(records) == data.N_TEST
+    assert _accuracy(records) == recorded
+
+
+def test_test_set_as_pngs_gives_exactly_the_recorded_accuracy(trained, test_pngs, capsys):
+    folder = test_pngs
     code, records, err = _predict(capsys, "--model", str(trained.path), str(folder))
 
     assert code == 0, err
     assert len(records) == data.N_TEST
     assert [Path(r["input"]).name for r in records] == sorted(p.name for p in folder.iterdir())
-    labels = [data.CLASS_NAMES[int(Path(r["input"]).stem.split("_")[1])] for r in records]
-    n_correct = sum(r["class"] == label for r, label in zip(records, labels, strict=True))
     recorded = torch.load(trained.path, weights_only=True)["metadata"]["metrics"]["test_accuracy"]
-    assert n_correct / data.N_TEST == recorded == trained.accuracy
+    assert _accuracy(records) == recorded == trained.accuracy
     expected = [data.CLASS_NAMES[c] for c in trained.predictions]
     assert [r["class"] for r in records] == expected
     first = records[0]
