@@ -24,11 +24,14 @@ TRIAL_KEYS = {"number", "config", "seed", "outcome", "status", "best_accuracy", 
               "epochs"}  # fmt: skip
 
 
-def _states(db: Path) -> dict[str, int]:
+def _states(db: Path, *, mode: str = "ro") -> dict[str, int]:
+    """Trial counts by state. While a writer lives, read-only; after it is killed, `mode="rw"`
+    lets SQLite roll back a transaction the kill left half-written (a read-only connection
+    cannot, and may then report a state that never committed)."""
     if not db.exists():
         return {}
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+        with sqlite3.connect(f"file:{db}?mode={mode}", uri=True, timeout=1) as con:
             return dict(con.execute("SELECT state, count(*) FROM trials GROUP BY state"))
     except sqlite3.Error:  # tables not created yet, or locked for a moment
         return {}
@@ -64,7 +67,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         time.sleep(0.05)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL, f"never caught mid-training: {at_kill}"
-    at_kill = _states(killed / "study.db")  # what the kill left (a trial may finish meanwhile)
+    at_kill = _states(killed / "study.db", mode="rw")  # what the kill left behind
     assert at_kill.get("RUNNING", 0) >= 1, at_kill
     out, err = uninterrupted.communicate(timeout=300)
     assert uninterrupted.returncode == 0, err.decode()
@@ -81,7 +84,10 @@ def test_kill_9_then_rerun_completes_exactly_once(runs):
     assert len({r.key for r in finished}) == len(finished) == (2 + 1 + 1) * 2
     # the trials the kill left RUNNING were taken as dead and trained again
     interrupted = [r for r in records if r.status is TrialStatus.INTERRUPTED]
-    assert len(interrupted) == runs["at_kill"]["RUNNING"]
+    assert len(interrupted) == runs["at_kill"]["RUNNING"], (
+        runs["at_kill"],
+        [(r.number, r.key, r.status.value) for r in records],
+    )
     assert {r.key for r in interrupted} <= {r.key for r in finished}
     assert not [r for r in records if r.status in (TrialStatus.RUNNING, TrialStatus.WAITING)]
 

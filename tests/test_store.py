@@ -99,6 +99,20 @@ def test_stale_running_trials_are_interrupted(store: Store):
     assert store.records()[0].status is TrialStatus.INTERRUPTED
 
 
+def test_killed_between_result_and_state_is_interrupted_not_finished(store: Store):
+    """finish() writes the result, then the state: a kill between the two leaves a RUNNING
+    trial with a result, which fail_stale must turn into an interrupted one (trained again)."""
+    config = Config(seed=7)
+    (tid,) = store.enqueue([config], protocol="grid", split=SPLIT, space=SPACE)
+    assert store.claim(tid)
+    payload_only = make_result(config)
+    store.storage.set_trial_user_attr(tid, "result", {"outcome": payload_only.outcome.value})
+    assert store.fail_stale(all_running=True) == 1
+    (record,) = store.records()
+    assert record.status is TrialStatus.INTERRUPTED
+    assert store.finished() == {}
+
+
 def test_load_trials_from_run_folder_and_url(store: Store, tmp_path: Path):
     store.enqueue([Config()], protocol="staged", split=SPLIT, space=SPACE)
     (tmp_path / RUN_FILE).write_text(json.dumps({"schema_version": 1, "study": "unit"}))

@@ -82,6 +82,10 @@ class TrialRecord:
         return self.status.is_finished and self.outcome is not None and self.outcome.is_usable
 
 
+# The Optuna state Store.finish() gives each outcome (all others: COMPLETE).
+_FINAL_STATE = {"failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
+
+
 def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
     """A TrialRecord from an Optuna trial; None for trials hpstudy did not write."""
     attrs = trial.user_attrs
@@ -99,7 +103,11 @@ def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
         status = TrialStatus.RUNNING
     elif "discarded" in attrs:
         status = TrialStatus.DISCARDED
-    elif result is not None and trial.state.is_finished():
+    elif result is not None and trial.state == _FINAL_STATE.get(
+        result["outcome"], TrialState.COMPLETE
+    ):
+        # The state finish() sets for this outcome: a result whose trial was then failed by
+        # fail_stale (killed between the two writes) is interrupted, not finished.
         status = TrialStatus.FINISHED
     else:
         status = TrialStatus.INTERRUPTED
