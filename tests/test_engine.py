@@ -218,3 +218,22 @@ def test_cuda_float64_members_match_plain_pytorch_and_steps_never_sync(fashion):
         run_epoch(pop, optimizer, train_split, epoch=1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_tf32_is_opt_in_and_refused_without_cuda(fashion):
+    train_split, eval_split = _splits(fashion, torch.float32)
+    with pytest.raises(ValueError, match="tf32 needs a CUDA device"):
+        train([Config(topology="T1", max_epochs=1)], train_split, eval_split, tf32=True)
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tf32_results_are_recorded_as_such_and_close_to_float32(fashion):
+    train_split, eval_split = _splits(fashion, torch.float32, "cuda")
+    config = Config(topology="T4", optimizer="adam", lr=0.001, max_epochs=2)
+    (plain,) = train([config], train_split, eval_split, device="cuda")
+    (fast,) = train([config], train_split, eval_split, device="cuda", tf32=True)
+    assert plain.dtype == "float32" and fast.dtype == "float32+tf32"
+    assert fast.eval_accuracy == pytest.approx(plain.eval_accuracy, abs=0.02)
+    assert torch.backends.cuda.matmul.allow_tf32 is False

@@ -48,7 +48,7 @@ class RunOptions:
     storage: str | None = None  # storage URL (default: SQLite in the run folder)
     fresh: bool = False  # delete the study's trials and outputs first
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32, float64, or tf32 (float32 with TF32 matmuls, CUDA)
     limit_train: int | None = None  # train on a stratified subset of this many images
     limit_eval: int | None = None  # evaluate on a stratified subset of this many images
     data_dir: str | None = None
@@ -114,7 +114,12 @@ def prepare_data(study: Study, options: RunOptions) -> Data:
         eval_x, eval_y = _subset(eval_x, eval_y, options.limit_eval)
         test_x, test_y = _subset(test_x, test_y, options.limit_eval)
     split |= {"n_train": len(train_y), "n_eval": len(eval_y), "n_test": len(test_y)}
-    dtype = {"float32": torch.float32, "float64": torch.float64}[options.dtype]
+    # "tf32" trains in float32 with TensorFloat-32 matmuls (CUDA only); it is part of the split
+    # so that its trials never stand in for plain float32 ones.
+    dtype = {"float32": torch.float32, "float64": torch.float64, "tf32": torch.float32}[
+        options.dtype
+    ]
+    split["dtype"] = options.dtype
     norm = study.normalization
 
     def make(x: np.ndarray, y: np.ndarray):
@@ -123,7 +128,10 @@ def prepare_data(study: Study, options: RunOptions) -> Data:
 
     train, evaluation = make(train_x, train_y), make(eval_x, eval_y)
     test = evaluation if study.selection.is_leaky else make(test_x, test_y)
-    return Data(train, evaluation, test, split, dict(ds.digests), options.device, dtype)
+    return Data(
+        train, evaluation, test, split, dict(ds.digests), options.device, dtype,
+        tf32=options.dtype == "tf32",
+    )  # fmt: skip
 
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

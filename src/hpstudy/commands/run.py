@@ -34,7 +34,13 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
     )
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64", "tf32"],
+        help="float32 (default), float64, or tf32: float32 with TensorFloat-32 matmuls "
+        "(CUDA only, opt-in, recorded with every trial)",
+    )
     parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
     parser.add_argument(
         "--limit-train",
@@ -86,7 +92,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace):
     """(study, RunOptions) from parsed arguments, with every number checked."""
-    from hpstudy.devices import resolve_device
     from hpstudy.errors import UserError
     from hpstudy.runner import RunOptions
     from hpstudy.store import GRACE_S
@@ -101,7 +106,7 @@ def options_from(args: argparse.Namespace):
         out=getattr(args, "out", None),
         storage=args.storage,
         fresh=getattr(args, "fresh", False),
-        device=str(resolve_device(args.device)),
+        device=_device_for(args),
         dtype=args.dtype,
         limit_train=args.limit_train,
         limit_eval=args.limit_eval,
@@ -110,6 +115,17 @@ def options_from(args: argparse.Namespace):
         grace_s=args.grace or GRACE_S,
     )
     return study, options
+
+
+def _device_for(args: argparse.Namespace) -> str:
+    from hpstudy.devices import resolve_device
+    from hpstudy.errors import UserError
+
+    device = resolve_device(args.device)
+    if args.dtype == "tf32" and device.type != "cuda":
+        raise UserError(f"--dtype tf32 needs a CUDA device, got --device {device}; "
+                        "use --dtype float32 on the CPU")  # fmt: skip
+    return str(device)
 
 
 class ProgressPrinter:

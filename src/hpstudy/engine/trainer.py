@@ -13,6 +13,7 @@ tensors, so they stop costing compute. The engine is pure: no printing, no files
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -87,19 +88,41 @@ def train(
     dtype: torch.dtype = torch.float32,
     on_epoch: EpochCallback | None = None,
     max_population: int | None = None,
+    tf32: bool = False,
 ) -> list[TrialResult]:
     """Train every configuration; results come back in the order of `configs`.
 
     `max_population` caps the members of one population (default: what fits in memory).
+    `tf32=True` (CUDA, float32 only) lets matmuls use TensorFloat-32: faster on Ampere and
+    later, opt-in, and recorded in each result's dtype as "float32+tf32".
     """
     device = torch.device(device)
+    if tf32 and (device.type != "cuda" or dtype != torch.float32):
+        raise ValueError(f"tf32 needs a CUDA device and float32, got {device} and {dtype}")
+    with _matmul_precision(tf32):
+        return _train(configs, train, evaluation, device, dtype, on_epoch, max_population, tf32)
+
+
+@contextlib.contextmanager
+def _matmul_precision(tf32: bool):
+    """Allow TF32 matmuls inside the block only, restoring the global setting after."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _train(configs, train, evaluation, device, dtype, on_epoch, max_population, tf32):
     train, evaluation = train.to(device, dtype), evaluation.to(device, dtype)
     populations = plan_populations(configs, device=device, dtype=dtype, max_size=max_population)
     results: list[TrialResult | None] = [None] * len(configs)
+    precision = str(dtype).removeprefix("torch.") + ("+tf32" if tf32 else "")
     started = time.perf_counter()
     for p, indices in enumerate(populations):
         context = _RunContext(
-            p, len(populations), started, on_epoch, describe_device(device), dtype
+            p, len(populations), started, on_epoch, describe_device(device), precision
         )
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
@@ -132,7 +155,7 @@ class _RunContext:
     started: float
     on_epoch: EpochCallback | None
     device_name: str
-    dtype: torch.dtype
+    precision: str  # "float32", "float64" or "float32+tf32"
 
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
@@ -187,7 +210,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 best_epoch=rec.best_epoch,
                 wall_s=wall * len(rec.train_loss) / total_epochs,
                 device=ctx.device_name,
-                dtype=str(ctx.dtype).removeprefix("torch."),
+                dtype=ctx.precision,
                 state_dict=state,
             ),
         )

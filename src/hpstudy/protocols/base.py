@@ -42,6 +42,7 @@ class Data:
     digests: dict[str, str]  # canonical file name -> SHA-256
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
+    tf32: bool = False  # TensorFloat-32 matmuls (opt-in, CUDA only)
 
 
 # -- progress events (the CLI prints them; the library never does) ------------------------------
@@ -215,7 +216,7 @@ class Trainer:
             with self.store.heartbeat(ids):
                 results = engine.train(configs, self.data.train, self.data.evaluation,
                                        device=self.data.device, dtype=self.data.dtype,
-                                       on_epoch=on_epoch)  # fmt: skip
+                                       on_epoch=on_epoch, tf32=self.data.tf32)  # fmt: skip
         except BaseException:
             self.store.fail_running(ids)
             raise
@@ -254,7 +255,8 @@ class Trainer:
         from hpstudy import engine
 
         (result,) = engine.train([record.config], self.data.train, self.data.evaluation,
-                                 device=self.data.device, dtype=self.data.dtype)  # fmt: skip
+                                 device=self.data.device, dtype=self.data.dtype,
+                                 tf32=self.data.tf32)  # fmt: skip
         return result.state_dict, True
 
 
