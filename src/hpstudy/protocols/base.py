@@ -14,6 +14,7 @@ crash both end with exactly one finished trial per key.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -299,6 +300,27 @@ class Protocol(abc.ABC):
         )
         seeds = f"mean over {self.study.n_seeds} seeds" if self.study.n_seeds > 1 else "one seed"
         return f"early stopping and selection on the {split}; winner by {seeds}"
+
+
+def ranked_table(study: Study, protocol: str, rows: list[Row], *, name: str, title: str,
+                 rule: str) -> StageTable:  # fmt: skip
+    """A one-round table (grid, search): rows best first, the winner marked. `title` may use
+    `{n}`, the number of rows."""
+    rows = sorted(rows, key=lambda r: -r.selection.mean if r.selection.n else 1.0)
+    winner = pick_winner(rows)
+    if winner is not None:
+        rows[winner] = dataclasses.replace(rows[winner], is_winner=True)
+    return StageTable(
+        study=study.name,
+        protocol=protocol,
+        index=1,
+        name=name,
+        title=title.format(n=len(rows)),
+        factor="",
+        selection=study.selection.value,
+        rule=rule,
+        rows=tuple(rows),
+    )
 
 
 def usable_accuracy(record: TrialRecord) -> float:

@@ -20,7 +20,7 @@ from hpstudy.protocols.base import (
     StageStarted,
     Waiting,
     make_row,
-    pick_winner,
+    ranked_table,
 )
 from hpstudy.space import Config
 from hpstudy.store import TrialRecord, trial_key
@@ -88,25 +88,15 @@ class GridProtocol(Protocol):
             if found:
                 rows.append(make_row(config_label(group[0]), found, tests=tests,
                                      leaky=self.study.selection.is_leaky))  # fmt: skip
-        rows.sort(key=lambda r: -r.selection.mean if r.selection.n else 1.0)
-        winner = pick_winner(rows)
-        if winner is not None:
-            import dataclasses
-
-            rows[winner] = dataclasses.replace(rows[winner], is_winner=True)
-        return [
-            StageTable(
-                study=self.study.name,
-                protocol=self.name,
-                index=1,
-                name="grid",
-                title=f"Grid: {len(rows)} configurations, best first",
-                factor="",
-                selection=self.study.selection.value,
-                rule=self.rule(),
-                rows=tuple(rows),
-            )
-        ]
+        table = ranked_table(
+            self.study,
+            self.name,
+            rows,
+            name="grid",
+            title="Grid: {n} configurations, best first",
+            rule=self.rule(),
+        )
+        return [table]  # fmt: skip
 
 
 def config_label(config: Config) -> str:

@@ -102,7 +102,7 @@ class SearchProtocol(Protocol):
     def tables(
         self, records: Sequence[TrialRecord], tests: dict[str, float], split: dict | None = None
     ) -> list[StageTable]:
-        from hpstudy.protocols.base import make_row, pick_winner
+        from hpstudy.protocols.base import make_row, ranked_table
 
         split = self.trainer.data.split if split is None else split
         rows = [
@@ -110,22 +110,13 @@ class SearchProtocol(Protocol):
                      leaky=self.study.selection.is_leaky)
             for r in records if r.status.is_finished and r.split == split
         ]  # fmt: skip
-        rows.sort(key=lambda r: -r.selection.mean if r.selection.n else 1.0)
-        winner = pick_winner(rows)
-        if winner is not None:
-            import dataclasses
-
-            rows[winner] = dataclasses.replace(rows[winner], is_winner=True)
-        return [
-            StageTable(
-                study=self.study.name,
-                protocol=self.name,
-                index=1,
-                name="search",
-                title=f"Search: {len(rows)} trials, best first",
-                factor="",
-                selection=self.study.selection.value,
-                rule=self.rule() + f"; TPE sampler, {self.study.pruner} pruner",
-                rows=tuple(rows),
-            )
-        ]
+        rule = self.rule() + f"; TPE sampler, {self.study.pruner} pruner"
+        table = ranked_table(
+            self.study,
+            self.name,
+            rows,
+            name="search",
+            title="Search: {n} trials, best first",
+            rule=rule,
+        )
+        return [table]  # fmt: skip
