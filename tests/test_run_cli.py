@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hpstudy import cli
+from hpstudy.engine.flops import model_epoch_flops
 from hpstudy.store import TrialStatus, load_trials
 from hpstudy.tables import read_tables
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
@@ -125,6 +126,14 @@ def test_status_json(runs, capsys):
     assert all(set(t) == TRIAL_KEYS for t in status["trials"])
     assert status["model_epochs"] == sum(t["epochs"] for t in status["trials"]) > 0
     assert status["wall_s"] > 0 and status["floor_s"] > 0
+    # The floor divides the trials' FLOPs by the throughput measured when the run started.
+    info = json.loads((runs["whole"] / "run.json").read_text())
+    flops = sum(
+        model_epoch_flops(r.config, r.n_train) * r.epochs
+        for r in load_trials(runs["whole"])
+        if r.status is TrialStatus.FINISHED
+    )
+    assert status["floor_s"] == pytest.approx(flops / info["matmul_flops"])
     winner = read_tables(runs["whole"])[-1].winner
     assert status["best"]["config"] == winner.config
     assert cli.main(["status", str(runs["whole"])]) == 0

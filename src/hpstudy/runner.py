@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from hpstudy import __version__
+from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.protocols import Data, Trainer, make_protocol
 from hpstudy.protocols.staged import TEST_META
@@ -161,6 +162,9 @@ def write_run_info(run_dir: Path, study: Study, options: RunOptions, data: Data)
         "options": asdict(options),
         "split": data.split,
         "device": options.device,
+        # Measured before training, when the device is as busy as training will find it; the
+        # FLOP floor of `run` and `status` uses this number rather than a later measurement.
+        "matmul_flops": measure_matmul_flops(options.device, data.dtype),
         "command": sys.argv,
         "versions": {"hpstudy": __version__, "torch": torch.__version__},
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -201,7 +205,7 @@ def run_study(
         write_tables(run_dir, tables)
         model_path = save_final_model(study, trainer, tables, run_dir)
     records = store.records()
-    costs = cost_summary(records, options.device)
+    costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
     return RunSummary(run_dir, tables, model_path, len(trainer.trained), **costs,
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
 
@@ -271,16 +275,20 @@ def save_final_model(
                       data_digests=trainer.data.digests, extra=extra)  # fmt: skip
 
 
-def cost_summary(records: list[TrialRecord], device: str) -> dict[str, float]:
-    """model_epochs, wall_s and floor_s over the finished trials."""
-    from hpstudy.engine.flops import flop_floor_s, model_epoch_flops
+def cost_summary(
+    records: list[TrialRecord], device: str, matmul_flops: float | None = None
+) -> dict[str, float]:
+    """model_epochs, wall_s and floor_s over the finished trials; the floor divides their FLOPs
+    by `matmul_flops` (the run's recorded throughput), else by a fresh measurement."""
+    from hpstudy.engine.flops import model_epoch_flops
 
     done = [r for r in records if r.status.is_finished]
     flops = sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in done)
+    throughput = matmul_flops or measure_matmul_flops(device)
     return {
         "model_epochs": sum(r.epochs for r in done),
         "wall_s": sum(r.wall_s for r in done),
-        "floor_s": flop_floor_s(flops, device) if flops else 0.0,
+        "floor_s": flops / throughput if flops else 0.0,
     }
 
 

@@ -63,7 +63,7 @@ def status(run_dir: str) -> dict:
         "counts": counts,
         "best": best,
         "trials": trials,
-        **cost_summary(records, device),
+        **cost_summary(records, device, info.get("matmul_flops")),
     }
 
 
