@@ -237,3 +237,15 @@ def test_tf32_results_are_recorded_as_such_and_close_to_float32(fashion):
     assert plain.dtype == "float32" and fast.dtype == "float32+tf32"
     assert fast.eval_accuracy == pytest.approx(plain.eval_accuracy, abs=0.02)
     assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_progress_weighs_populations_by_their_work(fashion):
+    train_split, eval_split = _splits(fashion, torch.float32)
+    small = Config(topology="T1", max_epochs=2, patience=5)  # 101,770 parameters
+    large = Config(topology="T3", max_epochs=2, patience=5)  # 535,818 parameters
+    events = []
+    train([small, large], train_split, eval_split, on_epoch=events.append)
+    progress = [e.progress for e in events]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
+    # After T1's two epochs only T1's share of the work is done, not half of the populations.
+    assert progress[1] == pytest.approx(101_770 / (101_770 + 535_818))

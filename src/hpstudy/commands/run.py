@@ -150,12 +150,14 @@ class ProgressPrinter:
             if now - self.last < self.every_s and not last:
                 return
             self.last = now
-            done = event.population + event.epoch / event.max_epochs
-            eta = event.elapsed_s * (event.n_populations / done - 1) if done else float("nan")
+            # progress counts every population's work as if no member stopped early, so this
+            # ETA is an upper bound.
+            done = event.progress
+            eta = event.elapsed_s * (1 / done - 1) if done else float("nan")
             self.say(
                 f"  {event.stage}: population {event.population + 1}/{event.n_populations} "
                 f"({event.n_members} members), epoch {event.epoch}/{event.max_epochs}, "
-                f"{event.elapsed_s:.0f} s, ETA ~{eta:.0f} s (rough)"
+                f"{event.elapsed_s:.0f} s, ETA <= {eta:.0f} s"
             )
         elif isinstance(event, Waiting):
             now = time.monotonic()

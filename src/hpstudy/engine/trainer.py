@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hpstudy.engine.flops import n_parameters
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.planning import max_members, split_group
 from hpstudy.engine.population import Population, member_order_key
@@ -43,6 +44,9 @@ class EpochEvent:
     eval_accuracy: list[float]  # their evaluation accuracy, parallel to config_indices
     n_members: int
     elapsed_s: float  # since train() began
+    # Share of this call's work done, counting each population as members x parameters x
+    # max_epochs: an upper bound on the work, so an ETA from it errs long (early stopping).
+    progress: float
 
 
 EpochCallback = Callable[[EpochEvent], Iterable[int] | None]
@@ -119,11 +123,13 @@ def _train(configs, train, evaluation, device, dtype, on_epoch, max_population, 
     populations = plan_populations(configs, device=device, dtype=dtype, max_size=max_population)
     results: list[TrialResult | None] = [None] * len(configs)
     precision = str(dtype).removeprefix("torch.") + ("+tf32" if tf32 else "")
+    work = [_population_work([configs[i] for i in indices]) for indices in populations]
     started = time.perf_counter()
     for p, indices in enumerate(populations):
         context = _RunContext(
-            p, len(populations), started, on_epoch, describe_device(device), precision
-        )
+            p, len(populations), started, on_epoch, describe_device(device), precision,
+            work_before=sum(work[:p]) / sum(work), work_share=work[p] / sum(work),
+        )  # fmt: skip
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
     return results
@@ -148,6 +154,11 @@ def plan_populations(
     return populations
 
 
+def _population_work(configs: Sequence[Config]) -> float:
+    """Upper bound on a population's training work: members x parameters x max epochs."""
+    return float(n_parameters(configs[0]) * len(configs) * max(c.max_epochs for c in configs))
+
+
 @dataclass(frozen=True)
 class _RunContext:
     population: int
@@ -156,6 +167,8 @@ class _RunContext:
     on_epoch: EpochCallback | None
     device_name: str
     precision: str  # "float32", "float64" or "float32+tf32"
+    work_before: float  # share of the call's work in earlier populations
+    work_share: float  # share of this population
 
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
@@ -167,6 +180,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
     records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
     best_params = [p.clone() for p in pop.params]
     finished: list[tuple[_MemberRecord, dict]] = []
+    max_epochs = max(c.max_epochs for c in pop.configs)
     started = time.perf_counter()
     epoch = 0
     while pop.n_members:
@@ -176,12 +190,10 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         # One host sync per epoch: every per-step quantity above stayed on the device.
         accuracy = eval_correct.double() / len(evaluation)  # exact counts, float64 ratio
         stats = torch.stack([train_loss.double(), eval_loss.double(), accuracy]).tolist()
-        improved = [
-            rec.record_epoch(*member_stats)
-            for rec, member_stats in zip(records, zip(*stats, strict=False), strict=False)
-        ]
+        per_member = zip(*stats, strict=True)  # (train loss, eval loss, accuracy) per member
+        improved = [rec.record_epoch(*row) for rec, row in zip(records, per_member, strict=True)]
         _snapshot(best_params, pop.params, improved)
-        pruned = _ask_callback(ctx, epoch, records)
+        pruned = _ask_callback(ctx, epoch, max_epochs, records)
         keep = []
         for m, (rec, config) in enumerate(zip(records, pop.configs, strict=True)):
             rec.outcome = _stop_reason(rec, config, epoch, pruned)
@@ -295,7 +307,7 @@ def _member_state(best_params, m: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _ask_callback(ctx: _RunContext, epoch: int, records) -> set[int]:
+def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records) -> set[int]:
     if ctx.on_epoch is None:
         return set()
     event = EpochEvent(
@@ -306,6 +318,7 @@ def _ask_callback(ctx: _RunContext, epoch: int, records) -> set[int]:
         eval_accuracy=[rec.eval_accuracy[-1] for rec in records],
         n_members=len(records),
         elapsed_s=time.perf_counter() - ctx.started,
+        progress=ctx.work_before + ctx.work_share * min(1.0, epoch / max_epochs),
     )
     return set(ctx.on_epoch(event) or ())
 

@@ -68,6 +68,7 @@ class EpochDone:
     n_members: int  # members still training in this population
     n_trials: int  # trials in this engine call
     elapsed_s: float  # since the engine call began
+    progress: float  # share of the call's (upper-bound) work done, see engine.EpochEvent
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class Trainer:
         def on_epoch(event) -> list[int]:
             self.on_event(EpochDone(self.stage, event.population, event.n_populations,
                                     event.epoch, max_epochs, event.n_members, len(configs),
-                                    event.elapsed_s))  # fmt: skip
+                                    event.elapsed_s, event.progress))  # fmt: skip
             if prune is None:
                 return []
             return [
