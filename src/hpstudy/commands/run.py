@@ -131,7 +131,9 @@ def _device_for(args: argparse.Namespace) -> str:
 class ProgressPrinter:
     """Plain progress lines on stderr: stage, population size, epoch, ETA (at most every 2 s)."""
 
-    def __init__(self, stream=sys.stderr, every_s: float = 2.0) -> None:
+    def __init__(self, stream=None, every_s: float = 2.0) -> None:
+        # None: whatever sys.stderr is when a line is printed (a default of sys.stderr would
+        # bind the stream of import time, which test capture may have closed since).
         self.stream, self.every_s, self.last = stream, every_s, 0.0
 
     def __call__(self, event) -> None:
@@ -169,7 +171,7 @@ class ProgressPrinter:
             print(flush=True)
 
     def say(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
+        print(line, file=self.stream or sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
