@@ -125,20 +125,21 @@ class Population:
         """
         saved = []
         a = x
-        for layer in range(self.n_layers):
-            weight, bias = self.params[2 * layer], self.params[2 * layer + 1]
-            # (M, B, in) @ (M, in, out) + (M, 1, out); a shared (B, in) input broadcasts.
-            if a.dim() == 2:
-                z = torch.matmul(a, weight.transpose(1, 2)) + bias.unsqueeze(1)
-            else:
-                z = torch.baddbmm(bias.unsqueeze(1), a, weight.transpose(1, 2))
-            if layer == self.n_layers - 1:
-                return (z, saved) if keep else z
+        for layer in range(self.n_layers - 1):
+            z = self._linear(layer, a)
             a_next = self._activate(z)
             if keep:
                 saved.append((z, a_next))
             a = a_next
-        raise AssertionError("unreachable: a population has at least one layer")
+        logits = self._linear(self.n_layers - 1, a)
+        return (logits, saved) if keep else logits
+
+    def _linear(self, layer: int, a: torch.Tensor) -> torch.Tensor:
+        """(M, B, in) @ (M, in, out) + (M, 1, out); a shared (B, in) input broadcasts."""
+        weight, bias = self.params[2 * layer], self.params[2 * layer + 1]
+        if a.dim() == 2:
+            return torch.matmul(a, weight.transpose(1, 2)) + bias.unsqueeze(1)
+        return torch.baddbmm(bias.unsqueeze(1), a, weight.transpose(1, 2))
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member mean cross-entropy (M,) for x (M, B, 784), y (M, B); fills self.grads.
