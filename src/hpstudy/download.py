@@ -23,7 +23,6 @@ import hashlib
 import http.client
 import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hpstudy import data
+from hpstudy.atomic import PART_SUFFIX, atomic_file
 from hpstudy.errors import DataError
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
@@ -47,7 +47,7 @@ MIRRORS_ENV = "HPSTUDY_MIRRORS"
 _MAX_BYTES = 64 * 2**20
 _CHUNK = 2**20
 _LOCK_NAME = ".lock"
-_PART_SUFFIX = ".part"
+_PART_SUFFIX = PART_SUFFIX  # what the leftovers of a killed download end with
 
 
 class _MirrorFailure(Exception):
@@ -235,23 +235,14 @@ def _is_cached(folder: Path, name: str) -> bool:
 
 def _write_atomic(path: Path, content: bytes) -> None:
     """Write `content` to a temporary file beside `path`, then rename it over `path`."""
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_PART_SUFFIX)
-        with os.fdopen(fd, "wb") as fh:
+        # fsync: the rename must never expose a file whose bytes are not on disk.
+        with atomic_file(path, fsync=True) as fh:
             fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())  # the rename must never expose a file whose bytes are not on disk
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise DataError(
-                f"cannot write {path}: {exc.strerror}; free some space or {data.how_to_provide()}"
-            ) from exc
-        raise
+    except OSError as exc:
+        raise DataError(
+            f"cannot write {path}: {exc.strerror}; free some space or {data.how_to_provide()}"
+        ) from exc
 
 
 def _remove_stale_parts(folder: Path) -> None:

@@ -16,9 +16,6 @@ module changes no global matplotlib state, and are written to a temporary name a
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hpstudy import data
+from hpstudy.atomic import atomic_file
 from hpstudy.errors import UserError
 
 CLASS_DISTRIBUTION_PNG = "eda_class_distribution.png"
@@ -181,19 +179,9 @@ def run_eda(ds: data.FashionMNIST, out: Path, *, seed: int = 0) -> EdaResult:
 def _save_atomic(fig, path: Path) -> Path:
     """Save `fig` as PNG to a temporary name beside `path`, then rename it to `path`."""
     path = Path(path)
-    tmp = None
     try:
-        # A fresh name opened exclusively, so the file gets the umask's usual permissions
-        # (mkstemp would make it private) and no concurrent writer can share it.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-        with open(tmp, "xb") as fh:
+        with atomic_file(path) as fh:
             fig.savefig(fh, format="png", dpi=_DPI)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write {path}: {exc.strerror}; choose another --out") from exc
-        raise
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}; choose another --out") from exc
     return path

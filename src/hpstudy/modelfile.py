@@ -29,7 +29,6 @@ import os
 import pickle
 import pickletools
 import platform
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from hpstudy import __version__, data
+from hpstudy.atomic import atomic_file
 from hpstudy.errors import UserError
 from hpstudy.model import build_mlp
 from hpstudy.space import N_CLASSES, Config
@@ -128,20 +128,11 @@ def save_model(
         "state_dict": tensors,
         "metadata": metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is an atomic rename on one file system.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_file(path, fsync=True) as f:
+        torch.save(payload, f)
+        f.flush()
         # Prove the promise before the rename: the file loads with weights_only=True.
-        torch.load(tmp_name, map_location="cpu", weights_only=True)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        torch.load(f.name, map_location="cpu", weights_only=True)
     return path
 
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from hpstudy import __version__
+from hpstudy.atomic import atomic_file
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.protocols import Data, Trainer, make_protocol
@@ -169,10 +168,8 @@ def write_run_info(run_dir: Path, study: Study, options: RunOptions, data: Data)
         "versions": {"hpstudy": __version__, "torch": torch.__version__},
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".run.json.", dir=run_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_file(run_dir / RUN_FILE, "w") as f:
         json.dump(info, f, indent=1)
-    os.replace(tmp, run_dir / RUN_FILE)
 
 
 def run_study(

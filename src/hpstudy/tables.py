@@ -16,13 +16,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scipy import stats
+
+from hpstudy.atomic import atomic_file
 
 SCHEMA_VERSION = 1
 TABLES_DIR = "tables"
@@ -180,14 +180,8 @@ def format_table(table: StageTable, limit: int | None = None) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def write_tables(run_dir: str | Path, tables: Sequence[StageTable]) -> list[Path]:

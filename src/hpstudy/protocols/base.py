@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hpstudy.atomic import atomic_file
 from hpstudy.engine.results import TrialResult
 from hpstudy.space import Config
 from hpstudy.store import Store, TrialRecord, TrialStatus, record_from_trial, trial_key
@@ -264,10 +265,8 @@ class Trainer:
 
 def save_weights(path: Path, state_dict: dict) -> None:
     """torch.save to a temporary name, then rename (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, f)
 
 
 class Protocol(abc.ABC):

@@ -11,15 +11,13 @@ matplotlib state, and the figures render the same with or without a display.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from hpstudy.atomic import atomic_file
 from hpstudy.store import TrialRecord
 
 DPI = 100
@@ -35,17 +33,9 @@ def _figure(width: float, height: float):
 
 def save_atomic(fig, path: Path) -> Path:
     """Write `fig` as a PNG at `path` through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    try:
-        with open(tmp, "xb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return path
+    with atomic_file(path) as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
+    return Path(path)
 
 
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path) -> Path:

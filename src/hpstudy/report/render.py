@@ -16,10 +16,10 @@ import base64
 import html
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpstudy.atomic import atomic_file
 from hpstudy.report.tables import Table
 
 
@@ -179,14 +179,6 @@ def to_markdown(blocks: list[Block], *, relative_to: Path) -> str:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path, "w") as f:
+        f.write(text)
+    return Path(path)
