@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from hpstudy.engine.flops import measure_matmul_flops, model_epoch_flops
+from hpstudy.engine.flops import measure_matmul_flops, model_epoch_flops, synchronize
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import Population, member_order_key
 from hpstudy.engine.reference import make_torch_optimizer
@@ -41,16 +41,11 @@ def bench_configs(n_members: int) -> list[Config]:
     return sorted(configs, key=member_order_key)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], None], device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 

@@ -27,7 +27,8 @@ def model_epoch_flops(config: Config, n_train: int) -> float:
     return 6.0 * n_parameters(config) * n_train
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock timing covers it (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -42,13 +43,13 @@ def measure_matmul_flops(
     b = torch.randn(size, size, device=dev, dtype=dtype)
     n_inner = 2 if dev.type == "cpu" else 50
     torch.matmul(a, b)  # warm-up: thread pools, kernels, clocks
-    _sync(dev)
+    synchronize(dev)
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
         for _ in range(n_inner):
             torch.matmul(a, b)
-        _sync(dev)
+        synchronize(dev)
         best = min(best, (time.perf_counter() - start) / n_inner)
     return 2.0 * size**3 / best
 
