@@ -21,7 +21,8 @@ data: $(STAMP)
 	bash scripts/ensure-system-deps
 	$(HPSTUDY) data verify
 
-# The paper study, one seed as in the paper (resumes if interrupted; see `hpstudy run --help`).
+# The EDA figures, then the paper study (one seed, as the paper) ending with its report in
+# runs/paper/report.html. A rerun resumes: finished trials are never trained again.
 run: setup
 	$(HPSTUDY) eda --out runs/eda
 	$(HPSTUDY) run paper
