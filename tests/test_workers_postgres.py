@@ -115,17 +115,21 @@ def test_workers_train_every_configuration_exactly_once(postgres_url, tmp_path):
 def test_a_killed_worker_is_replaced_by_the_others(postgres_url, tmp_path):
     study = write_study(tmp_path, name="pgkill", protocol="grid", selection="validation",
                         max_epochs=3)  # fmt: skip
-    victim, *others = _workers(study, postgres_url, 3, "--grace", "5", "--limit-train", "15000")
+    extra = ("--grace", "5", "--limit-train", "15000")
+    # The victim starts alone, so a RUNNING trial is surely its own: it is killed while it
+    # holds its second trial, after finishing one. Only then do the others start.
+    (victim,) = _workers(study, postgres_url, 1, *extra)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and victim.poll() is None:
         records = load_trials(postgres_url, "pgkill") if _exists(postgres_url, "pgkill") else []
         running = sum(r.status is TrialStatus.RUNNING for r in records)
-        if running == 3 and any(r.status is TrialStatus.FINISHED for r in records):
-            victim.send_signal(signal.SIGKILL)  # each worker holds one trial: so does the victim
+        if running == 1 and any(r.status is TrialStatus.FINISHED for r in records):
+            victim.send_signal(signal.SIGKILL)
             break
         time.sleep(0.2)
     victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL, "the victim was never caught holding a trial"
+    others = _workers(study, postgres_url, 2, *extra)
     for worker in others:
         _, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
