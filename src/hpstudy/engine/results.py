@@ -36,7 +36,7 @@ class TrialResult:
     best_epoch: int  # epoch with the highest eval accuracy (first such), 0 if none finished
     wall_s: float  # this member's share of its population's training wall time
     device: str  # e.g. "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
-    dtype: str  # "float32" or "float64"
+    dtype: str  # "float32", "float64" or "float32+tf32" (opt-in TF32 matmuls)
     # Best-epoch weights as `build_mlp(config).state_dict()` (CPU tensors); None if none finished.
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
