@@ -20,6 +20,9 @@ from hpstudy.store import (
     TrialStatus,
     default_url,
     load_trials,
+    open_run,
+    redact_args,
+    redact_url,
     trial_key,
 )
 from hpstudy.study import load_study
@@ -122,3 +125,73 @@ def test_load_trials_from_run_folder_and_url(store: Store, tmp_path: Path):
         load_trials(tmp_path / "nowhere")
     with pytest.raises(UserError, match="give the study name"):
         load_trials(default_url(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:s3cret@host:5432/db", "postgresql://u@host:5432/db"),
+        ("postgresql+psycopg2://u:p%40ss@host/db", "postgresql+psycopg2://u@host/db"),
+        ("postgresql://u@host/db?password=s3cret&sslmode=require",
+         "postgresql://u@host/db?sslmode=require"),
+        ("postgresql://u@host/db", "postgresql://u@host/db"),
+        ("postgresql://u@/db?host=/tmp/sock", "postgresql://u@/db?host=/tmp/sock"),  # not re-quoted
+        ("sqlite:////tmp/a b/study.db", "sqlite:////tmp/a b/study.db"),
+    ],
+)  # fmt: skip
+def test_redact_url_removes_only_the_password(url: str, expected: str):
+    assert redact_url(url) == expected
+
+
+def test_redact_args_covers_both_option_forms():
+    url = "postgresql://u:s3cret@host/db"
+    argv = ["hpstudy", "run", "grid", "--storage", url, f"--storage={url}", "--out", "runs/x"]
+    assert redact_args(argv, url) == [
+        "hpstudy", "run", "grid", "--storage", "postgresql://u@host/db",
+        "--storage=postgresql://u@host/db", "--out", "runs/x",
+    ]  # fmt: skip
+    assert redact_args(argv, None) == argv
+    assert redact_args(["--storage", "sqlite:///x.db"], "sqlite:///x.db") == [
+        "--storage", "sqlite:///x.db"
+    ]  # fmt: skip
+
+
+def _refuse_login(reason: str):
+    def storage(url, **kwargs):
+        raise RuntimeError(f'connection to server at "db.example" port 5432 failed: {reason}')
+
+    return storage
+
+
+def test_a_failed_login_with_run_json_url_says_how_to_fix_it(tmp_path: Path, monkeypatch):
+    """run.json keeps no password: a failed login names PGPASSWORD, ~/.pgpass and --storage."""
+    info = {"schema_version": 1, "study": "unit", "storage": "postgresql://u@db.example/hp"}
+    (tmp_path / RUN_FILE).write_text(json.dumps(info))
+    monkeypatch.setattr(
+        "hpstudy.store.RDBStorage", _refuse_login("fe_sendauth: no password supplied")
+    )
+    with pytest.raises(UserError) as caught:
+        open_run(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and "no password supplied" in message
+    assert "PGPASSWORD" in message and "~/.pgpass" in message and "--storage URL" in message
+    # Other failures keep their own message; an explicit --storage URL is not blamed on run.json.
+    monkeypatch.setattr("hpstudy.store.RDBStorage", _refuse_login("Connection refused"))
+    with pytest.raises(UserError, match="Connection refused") as caught:
+        open_run(tmp_path)
+    assert "PGPASSWORD" not in str(caught.value)
+    monkeypatch.setattr("hpstudy.store.RDBStorage", _refuse_login("password authentication failed"))
+    with pytest.raises(UserError) as caught:
+        open_run(tmp_path, "postgresql://u:wrong@db.example/hp")
+    assert "PGPASSWORD" not in str(caught.value) and "wrong" not in str(caught.value)
+
+
+def test_status_reads_the_storage_given_over_run_json(store: Store, tmp_path: Path, capsys):
+    from hpstudy import cli
+
+    info = {"schema_version": 1, "study": "unit", "storage": "postgresql://u@db.invalid/hp",
+            "study_toml": (Path("studies") / "paper.toml").read_text(), "overrides": {},
+            "split": SPLIT}  # fmt: skip
+    (tmp_path / RUN_FILE).write_text(json.dumps(info))
+    assert cli.main(["status", str(tmp_path), "--json", "--storage", default_url(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == []

@@ -4,10 +4,10 @@
     >>> summary = run_study(study, RunOptions(out="runs/paper"), on_event=print)
     >>> summary.tables, summary.model_path, summary.model_epochs, summary.floor_s
 
-The run folder holds `run.json` (study, storage URL, options, split), `study.db` (the default
-SQLite store), `tables/` (CSV and JSON per stage), `weights/` (staged runs: cached best-epoch
-weights of stage winners) and `final_best_model.pth`. One `hpstudy run` at a time per folder
-(a lock file); a rerun continues where the last one stopped.
+The run folder holds `run.json` (study, storage URL without its password, options, split),
+`study.db` (the default SQLite store), `tables/` (CSV and JSON per stage), `weights/` (staged
+runs: cached best-epoch weights of stage winners) and `final_best_model.pth`. One `hpstudy run`
+at a time per folder (a lock file); a rerun continues where the last one stopped.
 """
 
 from __future__ import annotations
@@ -32,7 +32,17 @@ from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.protocols import Data, Trainer, make_protocol
 from hpstudy.protocols.staged import TEST_META
-from hpstudy.store import GRACE_S, RUN_FILE, Store, TrialRecord, default_url, read_run_info
+from hpstudy.store import (
+    GRACE_S,
+    RUN_FILE,
+    Store,
+    TrialRecord,
+    default_url,
+    open_run,
+    read_run_info,
+    redact_args,
+    redact_url,
+)
 from hpstudy.study import ProtocolKind, Study, parse_study
 from hpstudy.tables import StageTable, write_tables
 
@@ -150,26 +160,36 @@ def open_store(study: Study, options: RunOptions, run_dir: Path) -> Store:
 
 
 def write_run_info(run_dir: Path, study: Study, options: RunOptions, data: Data) -> None:
-    info = {
+    # Measured before training, when the device is as busy as training will find it; the
+    # FLOP floor of `run` and `status` uses this number rather than a later measurement.
+    flops = measure_matmul_flops(options.device, data.dtype, tf32=data.tf32)
+    info = run_info(study, options, data.split, argv=sys.argv, matmul_flops=flops)
+    with atomic_file(run_dir / RUN_FILE, "w") as f:
+        json.dump(info, f, indent=1)
+
+
+def run_info(
+    study: Study, options: RunOptions, split: dict, *, argv: list[str], matmul_flops: float
+) -> dict:
+    """What run.json holds. The storage URL loses its password (`redact_url`) in `storage`,
+    `options` and `command`: run folders are shared with reports, passwords are not."""
+    storage = redact_url(options.storage) if options.storage else options.storage
+    return {
         "schema_version": 1,
         "study": study.name,
         "study_file": str(study.path),
         "study_toml": study.path.read_text(encoding="utf-8"),
         "protocol": study.protocol.value,
-        "storage": options.storage,
+        "storage": storage,
         "overrides": {"n_seeds": study.n_seeds, "max_epochs": study.max_epochs},
-        "options": asdict(options),
-        "split": data.split,
+        "options": asdict(options) | {"storage": storage},
+        "split": split,
         "device": options.device,
-        # Measured before training, when the device is as busy as training will find it; the
-        # FLOP floor of `run` and `status` uses this number rather than a later measurement.
-        "matmul_flops": measure_matmul_flops(options.device, data.dtype),
-        "command": sys.argv,
+        "matmul_flops": matmul_flops,
+        "command": redact_args(argv, options.storage),
         "versions": {"hpstudy": __version__, "torch": torch.__version__},
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with atomic_file(run_dir / RUN_FILE, "w") as f:
-        json.dump(info, f, indent=1)
 
 
 def run_study(
@@ -289,11 +309,12 @@ def cost_summary(
     }
 
 
-def recompute_tables(run_dir: str | Path) -> list[StageTable]:
-    """A run's tables recomputed from its store alone (what the report checks against)."""
+def recompute_tables(run_dir: str | Path, storage: str | None = None) -> list[StageTable]:
+    """A run's tables recomputed from its store alone (what the report checks against);
+    `storage` overrides the URL in run.json (`open_run`)."""
     info = read_run_info(run_dir)
     study = load_study_from_info(info, run_dir)
-    store = Store(info.get("storage") or default_url(run_dir), info["study"])
+    store = open_run(run_dir, storage)
     meta = store.study.user_attrs
     tests = {k.removeprefix(TEST_META): v for k, v in meta.items() if k.startswith(TEST_META)}
     return make_protocol(study).tables(store.records(), tests, split=info["split"])

@@ -55,7 +55,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 __all__ = [
     "RUN_FILE", "Store", "TrialRecord", "TrialStatus", "default_url", "load_trials", "open_run",
-    "read_run_info", "record_from_trial", "trial_key",
+    "read_run_info", "record_from_trial", "redact_args", "redact_url", "trial_key",
 ]  # fmt: skip
 
 
@@ -132,7 +132,7 @@ class Store:
         if self._study is None:
             if not self.exists():
                 raise UserError(
-                    f"no study {self.study_name!r} in {self.url}; run "
+                    f"no study {self.study_name!r} in {redact_url(self.url)}; run "
                     f"`hpstudy run` first or check the name"
                 )
             self._study = optuna.load_study(study_name=self.study_name, storage=self.storage)
@@ -298,13 +298,13 @@ def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDB
                 return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
                                   grace_period=grace_s)  # fmt: skip
         except ImportError as exc:
-            raise UserError(f"cannot open storage {url!r}: {exc}; for PostgreSQL "
+            raise UserError(f"cannot open storage {redact_url(url)!r}: {exc}; for PostgreSQL "
                             "`pip install 'hpstudy[postgres]'`") from exc  # fmt: skip
         except Exception as exc:  # sqlalchemy's OperationalError, IntegrityError and friends
             if attempt == 5 or ("exists" not in str(exc) and "duplicate" not in str(exc)):
                 first = str(exc).splitlines()[0]
-                raise UserError(f"cannot open storage {url!r}: {first}; check the URL and "
-                                "that the database server is running") from exc  # fmt: skip
+                raise UserError(f"cannot open storage {redact_url(url)!r}: {first}; check the "
+                                "URL and that the database server is running") from exc  # fmt: skip
             time.sleep(0.2 + random.random() * attempt)
     raise AssertionError("unreachable")
 
@@ -321,6 +321,38 @@ def _with_driver(url: str) -> str:
                 return "postgresql+psycopg2://" + rest
             return "postgresql://" + rest
     return url
+
+
+def redact_url(url: str) -> str:
+    """The storage URL without its password, fit for run.json, reports and messages.
+
+        >>> redact_url("postgresql://u:s3cret@host/db")
+        'postgresql://u@host/db'
+
+    A URL without a password (sqlite:///..., postgresql://u@host/db) comes back unchanged; one
+    SQLAlchemy cannot parse comes back as it is (no store could have been opened with it).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.password is None and "password" not in parsed.query:
+        return url  # as given: rendering would re-quote some URLs (e.g. ?host=/tmp/sock)
+    # URL.set() ignores None values; SQLAlchemy documents _replace() for clearing a field.
+    parsed = parsed._replace(password=None).difference_update_query(["password"])
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact_args(args: Sequence[str], url: str | None) -> list[str]:
+    """A command line with the storage URL's password removed wherever the URL appears
+    (`--storage URL` and `--storage=URL`)."""
+    safe = redact_url(url) if url else url
+    if not url or safe == url:
+        return list(args)
+    return [arg.replace(url, safe) for arg in args]
 
 
 def _json_floats(values: Iterable[float]) -> list[float | None]:
@@ -354,10 +386,28 @@ def read_run_info(run_dir: str | Path) -> dict:
     return info
 
 
-def open_run(run_dir: str | Path) -> Store:
-    """The Store of a run folder (its SQLite file, or the storage URL it recorded)."""
+def open_run(run_dir: str | Path, storage: str | None = None) -> Store:
+    """The Store of a run folder: `storage` (a URL) if given, else the storage URL its run.json
+    recorded, else its SQLite file.
+
+    run.json keeps the URL without its password (`redact_url`), so PostgreSQL then takes the
+    password from PGPASSWORD or ~/.pgpass; a login that fails says so, and how to fix it.
+    """
     info = read_run_info(run_dir)
-    return Store(info.get("storage") or default_url(run_dir), info["study"])
+    if storage:
+        return Store(storage, info["study"])
+    url = info.get("storage") or default_url(run_dir)
+    try:
+        return Store(url, info["study"])
+    except UserError as exc:
+        reason = str(exc.__cause__ or exc).splitlines()[0]
+        if "password" not in reason.lower():
+            raise
+        raise UserError(
+            f"cannot log in to the storage {url!r} of {run_dir} ({reason}); run.json keeps the "
+            "storage URL without its password: set PGPASSWORD or ~/.pgpass, or pass "
+            "--storage URL"
+        ) from exc
 
 
 def load_trials(run_dir_or_url: str | Path, study: str | None = None) -> list[TrialRecord]:

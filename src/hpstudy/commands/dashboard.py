@@ -1,6 +1,6 @@
 """Browse a run's trials in optuna-dashboard (optional extra: pip install 'hpstudy[dashboard]').
 
-hpstudy dashboard runs/paper [--port 8080]
+hpstudy dashboard runs/paper [--port 8080] [--storage URL]
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+from hpstudy.commands import add_run_dir
 from hpstudy.errors import UserError
 
 INSTALL_HINT = (
@@ -17,23 +18,23 @@ INSTALL_HINT = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, such as runs/paper")
+    add_run_dir(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.store import default_url, read_run_info
+    from hpstudy.store import open_run, read_run_info
 
     info = read_run_info(args.run_dir)
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise UserError(INSTALL_HINT)
     import optuna_dashboard
 
-    url = info.get("storage") or default_url(args.run_dir)
+    store = open_run(args.run_dir, args.storage)  # fails here, in one line, if it cannot log in
     print(
         f"optuna-dashboard on http://{args.host}:{args.port} (study {info['study']}); "
         "Ctrl-C stops it"
     )
-    optuna_dashboard.run_server(url, host=args.host, port=args.port)
+    optuna_dashboard.run_server(store.storage, host=args.host, port=args.port)
     return 0

@@ -2,6 +2,7 @@
 
     hpstudy report runs/paper                       # compares with sibling runs (runs/clean, ...)
     hpstudy report runs/paper --compare runs/clean --compare runs/grid
+    hpstudy report runs/grid --storage postgresql://user:secret@host/db   # run.json has no password
 
 The report reads only the run's store and final_best_model.pth (and the test images the model is
 evaluated on): the paper's Tables I-IV with mean ± 95% CI beside the published numbers, the final
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 
+from hpstudy.commands import add_run_dir
 from hpstudy.commands.data import add_data_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, such as runs/paper")
+    add_run_dir(parser)
     parser.add_argument(
         "--compare",
         action="append",
@@ -34,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from hpstudy.report import build_report
+    from hpstudy.store import redact_url
 
     start = time.perf_counter()
     words = ["hpstudy", "report", args.run_dir]
     words += [w for d in args.compare for w in ("--compare", d)]
     words += ["--data-dir", args.data_dir] if args.data_dir else []
+    words += ["--storage", redact_url(args.storage)] if args.storage else []
     paths = build_report(args.run_dir, compare=args.compare, data_dir=args.data_dir,
-                         command=shlex.join(words))  # fmt: skip
+                         command=shlex.join(words), storage=args.storage)  # fmt: skip
     print(f"report: {paths.html}")
     print(f"        {paths.markdown} (figures in {paths.markdown.parent / 'figures'})")
     if paths.related:

@@ -198,7 +198,9 @@ def _write_report(run_dir, args: argparse.Namespace) -> None:
     import shlex
 
     from hpstudy.report import build_report
+    from hpstudy.store import redact_args
 
-    command = shlex.join(["hpstudy", *sys.argv[1:]]) if sys.argv[1:] else None
-    paths = build_report(run_dir, data_dir=args.data_dir, command=command)
+    words = redact_args(sys.argv[1:], args.storage)  # the report is shared; passwords are not
+    command = shlex.join(["hpstudy", *words]) if words else None
+    paths = build_report(run_dir, data_dir=args.data_dir, command=command, storage=args.storage)
     print(f"report: {paths.html}")

@@ -2,6 +2,7 @@
 
     hpstudy status runs/paper
     hpstudy status runs/paper --json     # one JSON object (keys below)
+    hpstudy status runs/grid --storage postgresql://user:secret@host/db   # run.json has no password
 
 JSON keys: study, protocol, counts (by outcome, plus running/waiting/interrupted), best
 (config, accuracy, seeds, n), trials (config, seed, outcome, status, best_accuracy, best_epoch,
@@ -15,14 +16,16 @@ import argparse
 import json
 import math
 
+from hpstudy.commands import add_run_dir
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, such as runs/paper")
+    add_run_dir(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def status(run_dir: str) -> dict:
-    """The status object that `--json` prints."""
+def status(run_dir: str, storage: str | None = None) -> dict:
+    """The status object that `--json` prints; `storage` overrides run.json's storage URL."""
     import torch
 
     from hpstudy.engine.results import Outcome
@@ -30,11 +33,12 @@ def status(run_dir: str) -> dict:
     from hpstudy.store import TrialStatus, open_run, read_run_info
 
     info = read_run_info(run_dir)
-    records = [r for r in open_run(run_dir).records() if r.status is not TrialStatus.DISCARDED]
+    store = open_run(run_dir, storage)
+    records = [r for r in store.records() if r.status is not TrialStatus.DISCARDED]
     counts = {o.value: 0 for o in Outcome} | {"running": 0, "waiting": 0, "interrupted": 0}
     for r in records:
         counts[r.outcome.value if r.outcome else r.status.value] += 1
-    tables = recompute_tables(run_dir)
+    tables = recompute_tables(run_dir, storage)
     winner = tables[-1].winner if tables else None
     best = None
     if winner is not None:
@@ -72,7 +76,7 @@ def _num(x: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = status(args.run_dir)
+    result = status(args.run_dir, args.storage)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0

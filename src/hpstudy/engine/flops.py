@@ -8,6 +8,7 @@ example); dividing by the matmul throughput measured here gives a lower bound on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import time
@@ -33,11 +34,28 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@functools.cache
+@contextlib.contextmanager
+def matmul_precision(tf32: bool):
+    """Allow TF32 matmuls inside the block only, restoring the global setting after."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def measure_matmul_flops(
-    device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048
+    device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048, *, tf32=False
 ) -> float:
-    """Sustained FLOP/s of a large square matmul on `device` (best of a few timed repeats)."""
+    """Sustained FLOP/s of a large square matmul on `device` (best of a few timed repeats);
+    `tf32=True` measures TensorFloat-32 matmuls (CUDA float32)."""
+    with matmul_precision(tf32):
+        return _measure_matmul_flops(str(device), dtype, size, tf32)
+
+
+@functools.cache  # the precision is part of the key: tf32 is read inside
+def _measure_matmul_flops(device: str, dtype: torch.dtype, size: int, tf32: bool) -> float:
     dev = torch.device(device)
     a = torch.randn(size, size, device=dev, dtype=dtype)
     b = torch.randn(size, size, device=dev, dtype=dtype)

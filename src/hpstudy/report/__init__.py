@@ -47,17 +47,19 @@ def build_report(
     compare: list[str | Path] | tuple = (),
     data_dir: str | None = None,
     command: str | None = None,
+    storage: str | None = None,
 ) -> ReportPaths:
     """Write report.html, report.md, report.json and figures/*.png into the run folder.
 
     `compare`: other run folders for the comparisons (default: the run's siblings).
     `command`: the command line to record under provenance (the CLI passes its own).
+    `storage`: a storage URL that overrides the run's run.json (which keeps no password).
     """
     from hpstudy.report import sections
     from hpstudy.report.render import Figure, to_html, to_markdown, write_text_atomic
     from hpstudy.report.tables import Table
 
-    view = load_run(run_dir)
+    view = load_run(run_dir, storage)
     related = find_related(view, compare)
     final = evaluate_final_model(view, data_dir)
     figdir = view.run_dir / FIGURES_DIR

@@ -80,8 +80,9 @@ class RunView:
         return found
 
 
-def load_run(run_dir: str | Path) -> RunView:
-    """Read a run folder; a UserError if it is missing, not a run, or holds no finished trial."""
+def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
+    """Read a run folder; a UserError if it is missing, not a run, or holds no finished trial.
+    `storage` overrides the storage URL in its run.json (`hpstudy.store.open_run`)."""
     from hpstudy.protocols import make_protocol
     from hpstudy.protocols.staged import TEST_META
     from hpstudy.runner import load_study_from_info
@@ -95,7 +96,7 @@ def load_run(run_dir: str | Path) -> RunView:
         )
     info = read_run_info(run_dir)
     study = load_study_from_info(info, run_dir)
-    store = open_run(run_dir)
+    store = open_run(run_dir, storage)
     records = tuple(store.records())
     if not any(r.status.is_finished for r in records):
         raise UserError(
