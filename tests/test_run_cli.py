@@ -165,3 +165,45 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
     with exclusive(tmp_path):
         code = cli.main(["run", "paper", "--out", str(tmp_path), *QUICK])
     assert code == 2 and "another `hpstudy run` is using" in capsys.readouterr().err
+
+
+def test_run_info_keeps_no_storage_password(tmp_path):
+    from hpstudy.runner import RunOptions, run_info
+    from hpstudy.study import load_study
+
+    study = load_study(str(write_study(tmp_path)))
+    url = "postgresql://u:s3cret@host/db"
+    argv = ["hpstudy", "run", "tiny", "--storage", url, f"--storage={url}"]
+    info = run_info(study, RunOptions(storage=url), {}, argv=argv, matmul_flops=1e9)
+    assert "s3cret" not in json.dumps(info)
+    assert info["storage"] == info["options"]["storage"] == "postgresql://u@host/db"
+    assert info["command"][-2:] == ["postgresql://u@host/db", "--storage=postgresql://u@host/db"]
+
+
+def test_run_with_a_password_free_storage_url_keeps_it_as_given(tmp_path, capsys):
+    study = write_study(tmp_path, max_epochs=1)
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    run_dir = tmp_path / "run"
+    cmd = hpstudy_cmd("run", str(study), *QUICK, "--out", str(run_dir), f"--storage={url}",
+                      "--no-report")  # fmt: skip
+    run = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert not (run_dir / "study.db").exists()  # the trials went to the given storage
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["storage"] == info["options"]["storage"] == url
+    assert f"--storage={url}" in info["command"]
+    assert cli.main(["status", str(run_dir), "--json"]) == 0  # reads run.json's URL
+    assert json.loads(capsys.readouterr().out)["counts"]["complete"] == 4
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--dtype", "tf32"], "--dtype tf32 needs a CUDA device, got --device cpu"),
+        (["--cuda-graphs"], "--cuda-graphs needs a CUDA device, got --device cpu"),
+    ],
+)
+def test_cuda_only_options_are_refused_on_the_cpu(tmp_path, capsys, flags, message):
+    code = cli.main(["run", "paper", "--device", "cpu", "--out", str(tmp_path / "r"), *flags])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything was written

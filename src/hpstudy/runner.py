@@ -64,6 +64,7 @@ class RunOptions:
     data_dir: str | None = None
     batch: int | None = None  # most trials per engine call (default: the study's)
     grace_s: int = GRACE_S  # heartbeat age after which another process counts as dead
+    cuda_graphs: bool = False  # replay training steps from CUDA graphs (CUDA only)
 
 
 @dataclass
@@ -140,7 +141,7 @@ def prepare_data(study: Study, options: RunOptions) -> Data:
     test = evaluation if study.selection.is_leaky else make(test_x, test_y)
     return Data(
         train, evaluation, test, split, dict(ds.digests), options.device, dtype,
-        tf32=options.dtype == "tf32",
+        tf32=options.dtype == "tf32", cuda_graphs=options.cuda_graphs,
     )  # fmt: skip
 
 

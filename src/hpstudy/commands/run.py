@@ -41,6 +41,12 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
         help="float32 (default), float64, or tf32: float32 with TensorFloat-32 matmuls "
         "(CUDA only, opt-in, recorded with every trial)",
     )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step from a CUDA graph (CUDA only, opt-in: cuts Python's "
+        "kernel-launch overhead on large populations; results do not change)",
+    )
     parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
     parser.add_argument(
         "--limit-train",
@@ -113,6 +119,7 @@ def options_from(args: argparse.Namespace):
         data_dir=args.data_dir,
         batch=args.batch,
         grace_s=args.grace or GRACE_S,
+        cuda_graphs=args.cuda_graphs,
     )
     return study, options
 
@@ -125,6 +132,9 @@ def _device_for(args: argparse.Namespace) -> str:
     if args.dtype == "tf32" and device.type != "cuda":
         raise UserError(f"--dtype tf32 needs a CUDA device, got --device {device}; "
                         "use --dtype float32 on the CPU")  # fmt: skip
+    if args.cuda_graphs and device.type != "cuda":
+        raise UserError(f"--cuda-graphs needs a CUDA device, got --device {device}; "
+                        "leave it out on the CPU")  # fmt: skip
     return str(device)
 
 

@@ -13,7 +13,6 @@ tensors, so they stop costing compute. The engine is pure: no printing, no files
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,12 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hpstudy.engine.flops import n_parameters
+from hpstudy.engine.flops import matmul_precision, n_parameters
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.planning import max_members, split_group
 from hpstudy.engine.population import Population, member_order_key
 from hpstudy.engine.results import Outcome, TrialResult
-from hpstudy.engine.splits import Split, batch_order
+from hpstudy.engine.splits import Split
+from hpstudy.engine.steps import StepRunner, graphs_supported
 from hpstudy.space import Config
 
 _EVAL_CHUNK_ELEMENTS = 2**25  # activations per evaluation chunk (128 MiB of float32)
@@ -93,42 +93,48 @@ def train(
     on_epoch: EpochCallback | None = None,
     max_population: int | None = None,
     tf32: bool = False,
+    cuda_graphs: bool = False,
 ) -> list[TrialResult]:
     """Train every configuration; results come back in the order of `configs`.
 
     `max_population` caps the members of one population (default: what fits in memory).
     `tf32=True` (CUDA, float32 only) lets matmuls use TensorFloat-32: faster on Ampere and
     later, opt-in, and recorded in each result's dtype as "float32+tf32".
+    `cuda_graphs=True` (CUDA only) replays each training step from a CUDA graph instead of
+    launching its kernels one by one (see `hpstudy.engine.steps`); results do not change.
     """
     device = torch.device(device)
     if tf32 and (device.type != "cuda" or dtype != torch.float32):
         raise ValueError(f"tf32 needs a CUDA device and float32, got {device} and {dtype}")
-    with _matmul_precision(tf32):
-        return _train(configs, train, evaluation, device, dtype, on_epoch, max_population, tf32)
+    if cuda_graphs and not graphs_supported(device):
+        raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs)
+    with matmul_precision(tf32):
+        return _train(configs, train, evaluation, device, dtype, options)
 
 
-@contextlib.contextmanager
-def _matmul_precision(tf32: bool):
-    """Allow TF32 matmuls inside the block only, restoring the global setting after."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+@dataclass(frozen=True)
+class _TrainOptions:
+    on_epoch: EpochCallback | None
+    max_population: int | None
+    tf32: bool
+    cuda_graphs: bool
 
 
-def _train(configs, train, evaluation, device, dtype, on_epoch, max_population, tf32):
+def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
     train, evaluation = train.to(device, dtype), evaluation.to(device, dtype)
-    populations = plan_populations(configs, device=device, dtype=dtype, max_size=max_population)
+    populations = plan_populations(
+        configs, device=device, dtype=dtype, max_size=options.max_population
+    )
     results: list[TrialResult | None] = [None] * len(configs)
-    precision = str(dtype).removeprefix("torch.") + ("+tf32" if tf32 else "")
+    precision = str(dtype).removeprefix("torch.") + ("+tf32" if options.tf32 else "")
     work = [_population_work([configs[i] for i in indices]) for indices in populations]
     started = time.perf_counter()
     for p, indices in enumerate(populations):
         context = _RunContext(
-            p, len(populations), started, on_epoch, describe_device(device), precision,
+            p, len(populations), started, options.on_epoch, describe_device(device), precision,
             work_before=sum(work[:p]) / sum(work), work_share=work[p] / sum(work),
+            cuda_graphs=options.cuda_graphs,
         )  # fmt: skip
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
@@ -169,6 +175,7 @@ class _RunContext:
     precision: str  # "float32", "float64" or "float32+tf32"
     work_before: float  # share of the call's work in earlier populations
     work_share: float  # share of this population
+    cuda_graphs: bool = False
 
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
@@ -177,6 +184,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         [configs[i] for i in order], device=train.x.device, dtype=train.x.dtype
     )
     optimizer = StackedOptimizer(pop)
+    steps = StepRunner(pop, optimizer, train, cuda_graph=ctx.cuda_graphs)
     records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
     best_params = [p.clone() for p in pop.params]
     finished: list[tuple[_MemberRecord, dict]] = []
@@ -185,7 +193,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
     epoch = 0
     while pop.n_members:
         epoch += 1
-        train_loss = run_epoch(pop, optimizer, train, epoch)
+        train_loss = steps.epoch(epoch)
         eval_loss, eval_correct = _evaluate_population(pop, evaluation)
         # One host sync per epoch: every per-step quantity above stayed on the device.
         accuracy = eval_correct.double() / len(evaluation)  # exact counts, float64 ratio
@@ -206,6 +214,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
             keep_t = torch.tensor(keep, dtype=torch.long, device=train.x.device)
             pop.select(keep_t)
             optimizer.select(keep_t)
+            steps.reset()
             best_params = [b[keep_t] for b in best_params]
             records = [records[m] for m in keep]
     wall = time.perf_counter() - started
@@ -236,41 +245,8 @@ def run_epoch(
     *,
     max_steps: int | None = None,
 ) -> torch.Tensor:
-    """One epoch (or its first `max_steps` steps) for every member.
-
-    Returns the mean batch loss per member (M,), on the device; nothing here syncs with the host.
-    """
-    n, batch_size = len(train), pop.configs[0].batch_size
-    seeds = [c.seed for c in pop.configs]
-    unique = sorted(set(seeds))
-    orders = {s: _to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
-    shared = len(unique) == 1
-    if not shared:  # (M, n): row m is member m's order
-        order_matrix = torch.stack([orders[s] for s in seeds])
-    loss_sum = torch.zeros(pop.n_members, dtype=train.x.dtype, device=train.x.device)
-    n_steps = 0
-    for start in range(0, n, batch_size)[:max_steps]:
-        # index_select on a flat index: several times faster than advanced indexing on CPU.
-        if shared:  # one (B, 784) batch broadcast to every member
-            idx = orders[unique[0]][start : start + batch_size]
-            x = train.x.index_select(0, idx)
-            y = train.y.index_select(0, idx).expand(pop.n_members, -1)
-        else:  # (M, B, 784)
-            idx = order_matrix[:, start : start + batch_size]
-            flat = idx.reshape(-1)
-            x = train.x.index_select(0, flat).view(*idx.shape, -1)
-            y = train.y.index_select(0, flat).view(idx.shape)
-        loss_sum += pop.loss_and_grads(x, y)
-        optimizer.step()
-        n_steps += 1
-    return loss_sum / n_steps
-
-
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host-to-device copy that does not make the host wait (pinned memory on CUDA)."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
+    """One eager epoch (or its first `max_steps` steps); see `StepRunner.epoch`."""
+    return StepRunner(pop, optimizer, train).epoch(epoch, max_steps=max_steps)
 
 
 @torch.no_grad()

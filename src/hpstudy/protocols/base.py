@@ -45,6 +45,12 @@ class Data:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     tf32: bool = False  # TensorFloat-32 matmuls (opt-in, CUDA only)
+    cuda_graphs: bool = False  # replay training steps from CUDA graphs (CUDA only)
+
+    def engine_options(self) -> dict:
+        """Keyword arguments of `engine.train` that say where and how to train."""
+        return {"device": self.device, "dtype": self.dtype, "tf32": self.tf32,
+                "cuda_graphs": self.cuda_graphs}  # fmt: skip
 
 
 # -- progress events (the CLI prints them; the library never does) ------------------------------
@@ -217,9 +223,13 @@ class Trainer:
 
         try:
             with self.store.heartbeat(ids):
-                results = engine.train(configs, self.data.train, self.data.evaluation,
-                                       device=self.data.device, dtype=self.data.dtype,
-                                       on_epoch=on_epoch, tf32=self.data.tf32)  # fmt: skip
+                results = engine.train(
+                    configs,
+                    self.data.train,
+                    self.data.evaluation,
+                    on_epoch=on_epoch,
+                    **self.data.engine_options(),
+                )
         except BaseException:
             self.store.fail_running(ids)
             raise
@@ -257,9 +267,9 @@ class Trainer:
             return torch.load(self.weights_dir / f"{record.key}.pt", weights_only=True), False
         from hpstudy import engine
 
-        (result,) = engine.train([record.config], self.data.train, self.data.evaluation,
-                                 device=self.data.device, dtype=self.data.dtype,
-                                 tf32=self.data.tf32)  # fmt: skip
+        (result,) = engine.train(
+            [record.config], self.data.train, self.data.evaluation, **self.data.engine_options()
+        )
         return result.state_dict, True
 
 

@@ -1,0 +1,151 @@
+"""Training steps of one population: launched op by op, or replayed from a CUDA graph.
+
+    >>> steps = StepRunner(pop, optimizer, train_split, cuda_graph=True)
+    >>> mean_loss = steps.epoch(1)            # (M,) on the device
+    >>> pop.select(keep); optimizer.select(keep); steps.reset()
+
+A step of a large population on a GPU is short, and Python launching its ~100 kernels one by one
+can take longer than the GPU takes to run them. A CUDA graph records the kernels of one step once
+and replays them with one call. The graph reads its batch from static buffers, so each step is
+one small copy of the batch indices plus one replay. Replaying runs the same kernels on the same
+addresses as the eager step, so results do not change; the GPU tests check that bit for bit.
+
+What a graph fixes at capture time (tensor addresses, member ranges, batch shape) changes when
+members are selected away, so `reset()` drops the graph and the next full batch captures a new
+one. The last, shorter batch of an epoch runs eagerly.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from hpstudy.engine.optimizers import StackedOptimizer
+from hpstudy.engine.population import Population
+from hpstudy.engine.splits import Split, batch_order
+
+# Eager steps before a capture, on a side stream as CUDA graphs require: they initialise cuBLAS
+# workspaces and the caching allocator for these shapes. They are real training steps.
+_WARMUP_STEPS = 2
+
+
+class StepRunner:
+    """Runs the training steps of one population, epoch by epoch."""
+
+    def __init__(
+        self,
+        pop: Population,
+        optimizer: StackedOptimizer,
+        train: Split,
+        *,
+        cuda_graph: bool = False,
+    ):
+        if cuda_graph and not graphs_supported(train.x.device):
+            raise ValueError(f"CUDA graphs need a CUDA device, got {train.x.device}")
+        self.pop, self.optimizer, self.train = pop, optimizer, train
+        self.cuda_graph = cuda_graph
+        self.capture_s = 0.0  # time spent capturing graphs (warm-up steps excluded)
+        self.n_captures = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what depends on the members; call after Population.select."""
+        self._graph = None  # frees the old graph's memory pool
+        self._warm_steps = 0
+        self._idx: torch.Tensor | None = None  # the graph's static batch indices
+        self._loss_sum = torch.zeros(
+            self.pop.n_members, dtype=self.train.x.dtype, device=self.train.x.device
+        )
+
+    def epoch(self, epoch: int, *, max_steps: int | None = None) -> torch.Tensor:
+        """One epoch (or its first `max_steps` steps) for every member.
+
+        Returns the mean batch loss per member (M,), on the device; nothing here syncs with
+        the host.
+        """
+        pop, train = self.pop, self.train
+        n, batch_size = len(train), pop.configs[0].batch_size
+        seeds = [c.seed for c in pop.configs]
+        unique = sorted(set(seeds))
+        orders = {s: _to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
+        # (n,): one batch broadcast to every member, or (M, n): row m is member m's order.
+        order = orders[unique[0]] if len(unique) == 1 else torch.stack([orders[s] for s in seeds])
+        self._loss_sum.zero_()
+        starts = range(0, n, batch_size)[:max_steps]
+        for start in starts:
+            idx = order[..., start : start + batch_size]
+            if self.cuda_graph and idx.shape[-1] == batch_size:
+                self._graphed_step(idx)
+            else:
+                self._eager_step(idx)
+        return self._loss_sum / len(starts)
+
+    def _eager_step(self, idx: torch.Tensor) -> None:
+        train_step(self.pop, self.optimizer, self.train, idx, self._loss_sum)
+
+    def _graphed_step(self, idx: torch.Tensor) -> None:
+        if self._graph is not None:
+            self._idx.copy_(idx)
+            self._graph.replay()
+        elif self._warm_steps < _WARMUP_STEPS:
+            self._warm_steps += 1
+            on_side_stream(lambda: self._eager_step(idx))
+        else:
+            self._idx = idx.clone()
+            started = time.perf_counter()
+            # Capturing records the step without running it; the replay below runs it.
+            self._graph = capture_graph(lambda: self._eager_step(self._idx))
+            self.capture_s += time.perf_counter() - started
+            self.n_captures += 1
+            self._graph.replay()
+
+
+def train_step(
+    pop: Population,
+    optimizer: StackedOptimizer,
+    train: Split,
+    idx: torch.Tensor,
+    loss_sum: torch.Tensor,
+) -> None:
+    """One step on the batch at `idx`: (B,) shared by all members, or (M, B) one row each.
+
+    Adds each member's batch loss to `loss_sum` (M,). Launches device work only, so that it can
+    be captured in a CUDA graph.
+    """
+    # index_select on a flat index: several times faster than advanced indexing on CPU.
+    flat = idx.reshape(-1)
+    x = train.x.index_select(0, flat).view(*idx.shape, -1)
+    y = train.y.index_select(0, flat).view(idx.shape)
+    if idx.dim() == 1:  # a (B, 784) batch broadcasts; labels need one row per member
+        y = y.expand(pop.n_members, -1)
+    loss_sum += pop.loss_and_grads(x, y)
+    optimizer.step()
+
+
+def graphs_supported(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def capture_graph(step) -> torch.cuda.CUDAGraph:
+    """Record `step()` as a CUDA graph (tests on CPU replace this with a stand-in)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
+
+
+def on_side_stream(step) -> None:
+    """Run `step()` on a side stream ordered after and before the current one (CUDA only)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host-to-device copy that does not make the host wait (pinned memory on CUDA)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
