@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import torch
 
+from hpstudy import bench, data
 from hpstudy.cli import main
+from hpstudy.engine import make_split
+
+_TORCHVISION, _TORCHVISION_SKIPPED = bench.import_torchvision()
+needs_torchvision = pytest.mark.skipif(
+    _TORCHVISION is None, reason=f"torchvision variant unavailable: {_TORCHVISION_SKIPPED}"
+)
 
 
 def test_bench_json_has_every_variant_and_consistent_ratios(capsys):
     assert main(["bench", "--steps", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     times = report["per_model_epoch_s"]
-    assert set(times) == {"paper_loop", "engine_1", "engine_15", "engine_75"}
+    expected = {"paper_loop", "engine_1", "engine_15", "engine_75"}
+    if _TORCHVISION is not None:
+        expected.add("paper_loop_torchvision")
+    assert set(times) == expected
     assert all(t > 0 for t in times.values()) and report["floor_s"] > 0
     assert report["device"] == "cpu"
     assert report["speedup_15"] == pytest.approx(times["paper_loop"] / times["engine_15"])
@@ -26,3 +38,68 @@ def test_bench_table_and_bad_steps(capsys):
     assert "paper_loop" in out and "engine_2" in out and "floor" in out
     assert main(["bench", "--steps", "0"]) == 2
     assert "--steps must be >= 1, got --steps 0" in capsys.readouterr().err
+
+
+def test_bench_without_torchvision_says_why(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "import_torchvision", lambda: (None, "no torchvision here"))
+    assert main(["bench", "--steps", "1", "--members", "15", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "paper_loop_torchvision" not in report["per_model_epoch_s"]
+    assert report["torchvision"] is None
+    assert report["torchvision_skipped"] == "no torchvision here"
+    assert "speedup_15_torchvision" not in report and "speedup_15" in report
+    assert main(["bench", "--steps", "1", "--members", "15"]) == 0
+    assert "paper_loop_torchvision skipped: no torchvision here" in capsys.readouterr().out
+
+
+def test_staged_root_holds_the_verified_decompressed_files(tmp_path):
+    raw = bench.stage_torchvision_root(tmp_path) / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data.FILES.values())
+    for name in data.FILES.values():  # uncompressed, as torchvision opens them
+        data.verify_digest(name, (raw / name).read_bytes(), raw / name)
+
+
+@needs_torchvision
+def test_bench_times_the_torchvision_loop(capsys):
+    assert main(["bench", "--steps", "2", "--members", "15", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    times = report["per_model_epoch_s"]
+    seconds = times["paper_loop_torchvision"]
+    assert math.isfinite(seconds) and seconds > 0
+    assert report["torchvision"] == _TORCHVISION.__version__
+    assert report["torchvision_skipped"] is None
+    assert report["speedup_15_torchvision"] == pytest.approx(seconds / times["engine_15"])
+    assert main(["bench", "--steps", "1", "--members", "15"]) == 0
+    assert "paper_loop_torchvision" in capsys.readouterr().out
+
+
+@needs_torchvision
+def test_torchvision_dataset_reads_our_files(tmp_path, fashion):
+    dataset = bench.torchvision_fashion_mnist(bench.stage_torchvision_root(tmp_path))
+    assert len(dataset) == data.N_TRAIN
+    ours = make_split(
+        fashion.train_images[:1], fashion.train_labels[:1], mean=data.PIXEL_MEAN, std=data.PIXEL_STD
+    )
+    image, label = dataset[0]
+    assert image.shape == (1, data.N_ROWS, data.N_COLS)
+    assert (image.flatten() - ours.x[0]).abs().max().item() < 1e-6
+    assert label == int(fashion.train_labels[0])
+
+
+def test_cpu_bench_has_no_graph_rows_and_refuses_tf32(capsys):
+    assert main(["bench", "--steps", "1", "--members", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["precision"] == "float32" and report["graph_capture_s"] == {}
+    assert not any(name.endswith("_graphs") for name in report["per_model_epoch_s"])
+    assert main(["bench", "--tf32", "--device", "cpu"]) == 2
+    assert "--tf32 needs a CUDA device, got --device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bench_times_graphs_beside_eager_steps(capsys):
+    assert main(["bench", "--device", "cuda", "--steps", "20", "--members", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    times = report["per_model_epoch_s"]
+    assert times["engine_3"] > 0 and times["engine_3_graphs"] > 0
+    assert report["graph_capture_s"]["engine_3_graphs"] > 0
