@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The GPU device check for issue 7, as one script: GPU tests, the side-by-side benchmark, then the
-# two end-to-end studies with five seeds. About 10 minutes on one H100.
+# The GPU device checks for issue 7, in two calls that each fit one device command (< 10 min):
+#
+#   bash benchmarks/gpu.sh engine    # GPU tests, then the side-by-side benchmark (fp32, tf32)
+#   bash benchmarks/gpu.sh studies   # paper x 5 seeds; grid x 5 seeds in fp32 and in tf32
+#
+# Every training run uses --cuda-graphs (opt-in until these numbers exist); `engine` times the
+# engine with and without graphs side by side. Results go under $OUT.
 #
 # Prepare on the development machine (repo root), once:
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
@@ -8,9 +13,13 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl optuna sqlalchemy alembic colorlog mako greenlet tqdm platformdirs
-# Then run it on the device with `carry: [".whl", ".data"]`, writing results under $OUT.
+# (add torchvision's wheel for the device's torch version to get the torchvision bench row).
+# Then run each phase on the device with `carry: [".whl", ".data"]`. A phase cut off by the
+# time limit resumes when run again on the same warm machine: the run folders live in
+# benchmarks/runs/ (ignored by git, kept between calls), only summaries and logs go to $OUT.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
+phase=${1:?usage: bash benchmarks/gpu.sh engine|studies}
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -19,14 +28,32 @@ if [ -d .whl ]; then
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export HPSTUDY_DATA_DIR=${HPSTUDY_DATA_DIR:-$PWD/.data}
+RUNS=benchmarks/runs
 hp() { python3 -m hpstudy.cli "$@"; }
 
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py 2>&1 | tee "$OUT/gpu-tests.txt"
-hp bench --device cuda --members 1,75,375,1500 --steps 300 --json | tee "$OUT/bench.json"
-for study in paper grid; do
-  start=$(date +%s.%N)
-  hp run "$study" --seeds 5 --device cuda --out "$OUT/$study" --no-report 2>"$OUT/$study.log" \
-    | tail -n 3 | tee "$OUT/$study.txt"
-  echo "$study end to end: $(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/$study.txt"
-done
+timed_run() {  # name, then `hpstudy run` arguments; prints the last lines and the wall time
+  local name=$1; shift
+  local start; start=$(date +%s.%N)
+  hp run "$@" --device cuda --cuda-graphs --out "$RUNS/$name" --no-report \
+    2>"$OUT/$name.log" | tail -n 3 | tee "$OUT/$name.txt"
+  echo "$name end to end: $(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/$name.txt"
+}
+
+case $phase in
+  engine)
+    nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_bench.py \
+      2>&1 | tee "$OUT/gpu-tests.txt"
+    hp bench --device cuda --members 1,75,375,1500 --steps 300 | tee "$OUT/bench.txt"
+    hp bench --device cuda --members 1,75,375,1500 --steps 300 --tf32 | tee "$OUT/bench-tf32.txt"
+    ;;
+  studies)
+    timed_run paper paper --seeds 5
+    timed_run grid-tf32 grid --seeds 5 --dtype tf32
+    timed_run grid-fp32 grid --seeds 5
+    cp "$RUNS"/*/run.json "$OUT/" 2>/dev/null || true
+    python3 benchmarks/compare_precision.py "$RUNS/grid-fp32" "$RUNS/grid-tf32" \
+      | tee "$OUT/tf32-vs-fp32.txt"
+    ;;
+  *) echo "unknown phase $phase: use engine or studies" >&2; exit 2 ;;
+esac
