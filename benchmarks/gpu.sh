@@ -51,7 +51,7 @@ case $phase in
     timed_run paper paper --seeds 5
     timed_run grid-tf32 grid --seeds 5 --dtype tf32
     timed_run grid-fp32 grid --seeds 5
-    cp "$RUNS"/*/run.json "$OUT/" 2>/dev/null || true
+    for run in paper grid-tf32 grid-fp32; do cp "$RUNS/$run/run.json" "$OUT/$run.run.json"; done
     python3 benchmarks/compare_precision.py "$RUNS/grid-fp32" "$RUNS/grid-tf32" \
       | tee "$OUT/tf32-vs-fp32.txt"
     ;;
