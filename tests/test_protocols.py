@@ -110,3 +110,38 @@ def test_search_spends_its_budget_without_retraining(tmp_path: Path):
     assert len(used) == 6
     assert len({r.key for r in finished}) == len(finished)  # a re-proposed config is not retrained
     assert len(summary.tables[0].rows) == len(finished)
+
+
+def test_search_with_seeds_trains_each_proposal_once_per_seed(tmp_path: Path):
+    extra = '[search]\nn_trials = 4\nbatch = 2\npruner = "none"\n'
+    study = load_study(write_study(tmp_path, name="search", protocol="search",
+                                   selection="validation", n_seeds=2, extra=extra))  # fmt: skip
+    summary = run_study(study, RunOptions(out=str(tmp_path / "search"), **QUICK))
+    store = open_run(summary.run_dir)
+    records = store.records()
+    finished = [r for r in records if r.status is TrialStatus.FINISHED]
+    discarded = [r for r in records if r.status is TrialStatus.DISCARDED]
+    (table,) = summary.tables
+    assert len(table.rows) + len(discarded) == 4  # the budget counts configurations
+    assert len({r.key for r in finished}) == len(finished) == 2 * len(table.rows)
+    for row in table.rows:
+        assert row.seeds == (42, 43) and row.selection.n == 2 and not math.isnan(row.selection.ci95)
+    params = {}  # every seed of a configuration is an Optuna trial with the same params
+    for r in finished:
+        trial_params = store.storage.get_trial(r.trial_id).params
+        params.setdefault(r.config.replace(seed=0), set()).add(tuple(sorted(trial_params.items())))
+    assert all(len(p) == 1 for p in params.values())
+
+
+def test_resumed_search_with_more_seeds_trains_only_the_missing_seeds(tmp_path: Path):
+    extra = '[search]\nn_trials = 3\nbatch = 3\npruner = "none"\n'
+    study = load_study(write_study(tmp_path, name="search", protocol="search",
+                                   selection="validation", n_seeds=1, extra=extra))  # fmt: skip
+    options = RunOptions(out=str(tmp_path / "search"), **QUICK)
+    first = run_study(study, options)
+    (before,) = first.tables
+    again = run_study(study.with_overrides(n_seeds=2), options)
+    (after,) = again.tables
+    assert again.n_trained == len(before.rows)  # seed 43 of each configuration, nothing else
+    assert sorted(r.label for r in after.rows) == sorted(r.label for r in before.rows)
+    assert all(row.seeds == (42, 43) for row in after.rows)

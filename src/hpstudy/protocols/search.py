@@ -4,9 +4,12 @@
 
 Each round asks the sampler for `batch` trials, trains them as one population (reporting every
 epoch's accuracy so the pruner can stop weak members) and finishes them. A configuration the
-sampler proposes again is not retrained: the new trial is discarded. The budget (`n_trials`)
-counts finished and discarded trials, so a resumed search asks only for what is left. One seed per
-trial (the study's first seed).
+sampler proposes again is not retrained: the new trial is discarded. With several seeds
+(`n_seeds`, `--seeds N`) each proposed configuration is trained once per seed, each seed its own
+Optuna trial with the same params (the sampler sees every seed's result; the pruner judges each
+seed on its own), and the table gives mean ± CI over seeds. The budget (`n_trials`) counts
+configurations (tried or discarded), so a resumed search asks only for what is left, after first
+training any seed that an interrupted round left missing.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import optuna
 
 from hpstudy.protocols.base import Protocol, StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
-from hpstudy.store import TrialRecord, TrialStatus, distributions_of, params_of, trial_key
-from hpstudy.study import FACTORS
+from hpstudy.space import Config
+from hpstudy.store import TrialRecord, TrialStatus, distributions_of, params_of
 from hpstudy.tables import StageTable
 
 N_STARTUP_TRIALS = 10  # random trials before TPE models the space (Optuna's default)
@@ -42,56 +45,106 @@ class SearchProtocol(Protocol):
     def run(self) -> list[StageTable]:
         trainer, study = self.trainer, self.study
         store = trainer.store
-        optuna_study = store.study
-        optuna_study.sampler = make_sampler(study.sampler_seed)
-        optuna_study.pruner = make_pruner(study.pruner)
-        distributions = distributions_of(study.space)
+        store.study.sampler = make_sampler(study.sampler_seed)
+        store.study.pruner = make_pruner(study.pruner)
+        self._complete_seeds()
         round_index = 0
-        while True:
-            records = store.records()
-            used = sum(r.status in (TrialStatus.FINISHED, TrialStatus.DISCARDED) for r in records)
-            if used >= study.n_trials:
-                break
+        while (used := self._used(store.records())) < study.n_trials:
             round_index += 1
-            finished = {r.key for r in records if r.status.is_finished}
             batch = min(study.batch, study.n_trials - used)
             trainer.on_event(StageStarted(round_index, None, f"search round {round_index}",
-                                          batch, 0))  # fmt: skip
-            asked, pairs, seen = {}, [], set(finished)
-            for _ in range(batch):
-                with warnings.catch_warnings():  # heartbeats: we keep them ourselves
-                    warnings.simplefilter("ignore", UserWarning)
-                    trial = optuna_study.ask(distributions)
-                params = {name: trial.params[name] for name in FACTORS}
-                config = study.config(seed=study.seeds[0], **self._factors(params))
-                key = trial_key(config, trainer.data.split)
-                for attr, value in (
-                    ("hpstudy_schema", 1),
-                    ("key", key),
-                    ("config", config.to_dict()),
-                    ("seed", config.seed),
-                    ("protocol", self.name),
-                    ("split", trainer.data.split),
-                ):
-                    trial.set_user_attr(attr, value)
-                if key in seen:
-                    store.discard(trial._trial_id, "configuration already trained")
-                    continue
-                seen.add(key)
-                asked[trial._trial_id] = trial
-                pairs.append((trial._trial_id, config))
-            if not pairs:
-                continue
-
-            def prune(trial_id: int, epoch: int, accuracy: float, asked=asked) -> bool:
-                asked[trial_id].report(accuracy, epoch)
-                return asked[trial_id].should_prune()
-
-            trainer.stage = f"search round {round_index}"
-            trainer.train_trials(pairs, prune=prune)
+                                          batch * study.n_seeds, 0))  # fmt: skip
+            self._train_round(f"search round {round_index}", self._ask_round(batch))
         tables = self.tables(store.records(), {})
         trainer.on_event(StageFinished(tables[0]))
         return tables
+
+    def _used(self, records: Sequence[TrialRecord]) -> int:
+        """Budget spent: configurations with a finished trial, plus discarded proposals."""
+        tried = {self._base(r.config) for r in records if r.status.is_finished}
+        return len(tried) + sum(r.status is TrialStatus.DISCARDED for r in records)
+
+    def _base(self, config: Config) -> Config:
+        """A configuration without its seed (as the study's first seed)."""
+        return config.replace(seed=self.study.seeds[0])
+
+    def _ask_round(self, batch: int) -> list[tuple[optuna.Trial, Config]]:
+        """Up to `batch` new configurations from the sampler, each with a trial per seed.
+
+        A configuration already tried is discarded (it still spends budget, so a sampler that
+        keeps proposing known points cannot loop forever)."""
+        trainer = self.trainer
+        finished = {r.key for r in trainer.store.records() if r.status.is_finished}
+        seen, asked = set(finished), []
+        for _ in range(batch):
+            trial = self._ask()
+            config = self.study.config(seed=self.study.seeds[0], **self._factors(trial.params))
+            self._label(trial, config)
+            if trainer.key(config) in seen:
+                trainer.store.discard(trial._trial_id, "configuration already trained")
+                continue
+            seen.add(trainer.key(config))
+            asked.append((trial, config))
+            for seed in self.study.seeds[1:]:
+                other = config.replace(seed=seed)
+                if trainer.key(other) not in seen:
+                    seen.add(trainer.key(other))
+                    asked.append((self._ask_fixed(other), other))
+        return asked
+
+    def _complete_seeds(self) -> None:
+        """Train the seeds missing from configurations already tried: a run interrupted mid-round,
+        or one resumed with more seeds, so that every row has all of its seeds."""
+        by_base: dict[Config, set[int]] = {}
+        for r in self.trainer.store.records():
+            if r.status.is_finished and r.split == self.trainer.data.split:
+                by_base.setdefault(self._base(r.config), set()).add(r.seed)
+        missing = [base.replace(seed=s) for base, seeds in by_base.items()
+                   for s in self.study.seeds if s not in seeds]  # fmt: skip
+        if missing:
+            self.trainer.on_event(StageStarted(0, None, "search: missing seeds", len(missing), 0))
+            self._train_round("search: missing seeds", [(self._ask_fixed(c), c) for c in missing])
+
+    def _train_round(self, stage: str, asked: list[tuple[optuna.Trial, Config]]) -> None:
+        if not asked:
+            return
+        trials = {trial._trial_id: trial for trial, _ in asked}
+
+        def prune(trial_id: int, epoch: int, accuracy: float) -> bool:
+            trials[trial_id].report(accuracy, epoch)
+            return trials[trial_id].should_prune()
+
+        self.trainer.stage = stage
+        self.trainer.train_trials([(t._trial_id, c) for t, c in asked], prune=prune)
+
+    def _ask(self) -> optuna.Trial:
+        with warnings.catch_warnings():  # heartbeats: we keep them ourselves
+            warnings.simplefilter("ignore", UserWarning)
+            return self.trainer.store.study.ask(distributions_of(self.study.space))
+
+    def _ask_fixed(self, config: Config) -> optuna.Trial:
+        """A trial for `config` exactly (another seed of a proposed configuration)."""
+        params = params_of(config)
+        self.trainer.store.study.enqueue_trial(params)
+        while True:
+            trial = self._ask()  # takes the oldest enqueued trial
+            if trial.params == params:
+                self._label(trial, config)
+                return trial
+            # A trial enqueued by a run that died before asking for it: not ours.
+            self.trainer.store.discard(trial._trial_id, "stale enqueued trial")
+
+    def _label(self, trial: optuna.Trial, config: Config) -> None:
+        """Write the trial's identity, as `Store.enqueue` does for grid trials."""
+        for attr, value in (
+            ("hpstudy_schema", 1),
+            ("key", self.trainer.key(config)),
+            ("config", config.to_dict()),
+            ("seed", config.seed),
+            ("protocol", self.name),
+            ("split", self.trainer.data.split),
+        ):
+            trial.set_user_attr(attr, value)
 
     def _factors(self, params: dict) -> dict:
         space = self.study.space
@@ -105,11 +158,13 @@ class SearchProtocol(Protocol):
         from hpstudy.protocols.base import make_row, ranked_table
 
         split = self.trainer.data.split if split is None else split
-        rows = [
-            make_row(config_label(r.config), [r], tests=tests,
-                     leaky=self.study.selection.is_leaky)
-            for r in records if r.status.is_finished and r.split == split
-        ]  # fmt: skip
+        groups: dict[Config, list[TrialRecord]] = {}
+        for r in records:
+            if r.status.is_finished and r.split == split and r.seed in self.study.seeds:
+                groups.setdefault(self._base(r.config), []).append(r)
+        rows = [make_row(config_label(base), group, tests=tests,
+                         leaky=self.study.selection.is_leaky)
+                for base, group in groups.items()]  # fmt: skip
         rule = self.rule() + f"; TPE sampler, {self.study.pruner} pruner"
         table = ranked_table(
             self.study,
