@@ -51,10 +51,10 @@ class SearchProtocol(Protocol):
         round_index = 0
         while (used := self._used(store.records())) < study.n_trials:
             round_index += 1
-            batch = min(study.batch, study.n_trials - used)
-            trainer.on_event(StageStarted(round_index, None, f"search round {round_index}",
-                                          batch * study.n_seeds, 0))  # fmt: skip
-            self._train_round(f"search round {round_index}", self._ask_round(batch))
+            asked = self._ask_round(min(study.batch, study.n_trials - used))
+            name = f"search round {round_index}"
+            trainer.on_event(StageStarted(round_index, None, name, len(asked), 0))
+            self._train_round(name, asked)
         tables = self.tables(store.records(), {})
         trainer.on_event(StageFinished(tables[0]))
         return tables
@@ -171,7 +171,7 @@ class SearchProtocol(Protocol):
             self.name,
             rows,
             name="search",
-            title="Search: {n} trials, best first",
+            title="Search: {n} configurations, best first",
             rule=rule,
         )
         return [table]  # fmt: skip
