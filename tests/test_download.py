@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from hpstudy.cli import main
 from hpstudy.errors import DataError
 
 NAMES = list(data.FILES.values())
+TRICKLE_PIECE = 16 * 2**10
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,8 @@ class Mirror:
     flaky      HTTP 503 on the first request for each file, then the real file
     truncated  a Content-Length of the whole file but only half of it, then a closed connection
     slow       the real files, each after `delay` seconds
+    trickle    the real files in pieces of `TRICKLE_PIECE` bytes, `delay` seconds apart: every
+               read is quick, the whole takes long
     """
 
     def __init__(self, files: dict[str, bytes], mode: str = "good", delay: float = 0.0) -> None:
@@ -85,7 +89,16 @@ class Mirror:
                 if mirror.mode == "truncated":
                     body = body[: len(body) // 2]
                     self.close_connection = True
-                self.wfile.write(body)
+                if mirror.mode != "trickle":
+                    self.wfile.write(body)
+                    return
+                self.close_connection = True
+                try:
+                    for start in range(0, len(body), TRICKLE_PIECE):
+                        self.wfile.write(body[start : start + TRICKLE_PIECE])
+                        time.sleep(mirror.delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up, as it should
 
             def log_message(self, *args) -> None:  # keep pytest's output clean
                 pass
@@ -311,6 +324,82 @@ def test_bad_mirror_value_is_echoed(monkeypatch, tmp_path):
         download.fetch_all(tmp_path / "c")
     with pytest.raises(ValueError, match="retries must be >= 0, got retries=-1"):
         download.fetch_all(tmp_path / "c", mirrors=["http://127.0.0.1:9/"], retries=-1)
+    assert not (tmp_path / "c").exists()
+
+
+def test_trickling_mirror_is_abandoned_after_the_total_timeout(mirror, tmp_path):
+    # 16 KiB every 10 ms: each read well within `timeout`, the 26 MB file would take ~20 s.
+    trickle, good = mirror("trickle", delay=0.01), mirror("good")
+    lines: list[str] = []
+    start = time.perf_counter()
+    download.fetch_all(
+        tmp_path / "c",
+        mirrors=[trickle.url, good.url],
+        timeout=5,
+        total_timeout=0.4,
+        retries=2,
+        backoff=0,
+        progress=lines.append,
+    )
+    assert time.perf_counter() - start < 3
+    assert_canonical_cache(tmp_path / "c")
+    assert trickle.requests == [f"/{NAMES[0]}.gz"]  # not retried: it would be as slow again
+    size = len((data.DEBIAN_DIR / f"{NAMES[0]}.gz").read_bytes())
+    reason = rf"took longer than 0\.4 s in all \(([\d,]+) of {size:,} bytes\)"
+    matches = [m for line in lines if (m := re.fullmatch(rf"  failed: {reason}", line))]
+    assert len(matches) == 1, lines
+    # Checked as the bytes arrive, not once per chunk of reading: a byte-by-byte trickle would
+    # take forever to fill one chunk.
+    assert int(matches[0][1].replace(",", "")) < download._CHUNK
+
+
+def test_only_a_trickling_mirror_fails_with_the_reason(mirror, tmp_path):
+    trickle = mirror("trickle", delay=0.01)
+    dest = tmp_path / "c"
+    with pytest.raises(
+        DataError, match=rf"{trickle.url} \({NAMES[0]}\.gz: took longer than 0\.4 s"
+    ):
+        download.fetch_all(dest, mirrors=[trickle.url], timeout=5, total_timeout=0.4, retries=0)
+    assert [p.name for p in dest.iterdir()] == [".lock"]
+
+
+def test_waits_for_a_held_lock_then_names_it(mirror, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    good = mirror("good")
+    dest = tmp_path / "c"
+    dest.mkdir()
+    waiting = f"waiting for another process that is downloading into {dest} ..."
+    held = open(dest / ".lock", "a+b")  # noqa: SIM115 - released by a timer below
+    fcntl.flock(held, fcntl.LOCK_EX)  # another open file: flock conflicts as between processes
+    lines: list[str] = []
+    start = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        download.fetch_all(dest, mirrors=[good.url], lock_wait=0.3, progress=lines.append)
+    assert 0.3 <= time.perf_counter() - start < 3
+    message = str(info.value)
+    assert f"another process holds the lock {dest / '.lock'}" in message and "\n" not in message
+    assert "wait for it to finish or stop it" in message
+    assert lines == [waiting]  # said once, not once per poll
+    assert [p.name for p in dest.iterdir()] == [".lock"] and good.requests == []
+    # Released while we wait: the same call goes on and downloads.
+    threading.Timer(0.3, held.close).start()
+    lines.clear()
+    download.fetch_all(dest, mirrors=[good.url], lock_wait=10, progress=lines.append)
+    assert held.closed and lines[0] == waiting
+    assert_canonical_cache(dest)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "echo"),
+    [
+        ({"total_timeout": 0}, "total_timeout must be > 0 seconds, got total_timeout=0"),
+        ({"total_timeout": -1.5}, "total_timeout must be > 0 seconds, got total_timeout=-1.5"),
+        ({"lock_wait": -0.1}, "lock_wait must be >= 0 seconds, got lock_wait=-0.1"),
+    ],
+)
+def test_bad_time_limit_is_echoed(kwargs, echo, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(echo)):
+        download.fetch_all(tmp_path / "c", mirrors=["http://127.0.0.1:9/"], **kwargs)
     assert not (tmp_path / "c").exists()
 
 

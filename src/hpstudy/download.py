@@ -12,8 +12,9 @@ URLs), else `DEFAULT_MIRRORS`. Each file is `<base><name>.gz`. A file is kept on
 of its decompressed bytes matches `data.SHA256`; it is stored decompressed (so `sha256sum` on the
 cache shows the published digests and loading skips gunzip), written to a temporary name in the
 same folder and renamed, so a reader never sees a partial file. An exclusive `flock` on
-`<dest>/.lock` serialises processes that download at once: the second one re-checks the cache
-after the first has finished and finds nothing left to do.
+`<dest>/.lock` serialises processes that download at once: the second one says it is waiting,
+re-checks the cache after the first has finished and finds nothing left to do (or gives up with a
+`DataError` after `lock_wait` seconds, should the first one hang).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from hpstudy import data
@@ -47,6 +49,7 @@ MIRRORS_ENV = "HPSTUDY_MIRRORS"
 _MAX_BYTES = 64 * 2**20
 _CHUNK = 2**20
 _LOCK_NAME = ".lock"
+_LOCK_POLL = 0.2  # seconds between two tries for a lock that another process holds
 _PART_SUFFIX = PART_SUFFIX  # what the leftovers of a killed download end with
 
 
@@ -87,20 +90,32 @@ def fetch_all(
     *,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
+    total_timeout: float = 600.0,
     retries: int = 2,
     backoff: float = 1.0,
+    lock_wait: float = 600.0,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Make `dest` hold the four canonical files, downloading those missing or bad; return `dest`.
 
-    `timeout` bounds each connect and each read (seconds); `retries` is how many times one mirror
-    is asked again for one file after a transient failure (a broken connection, a timeout, HTTP
-    5xx, a cut-off response; not a refused connection, an unknown host or bad content), waiting
-    `backoff`, then twice that, and so on. A mirror that fails is not asked for the remaining
-    files. Raises `DataError` naming every mirror tried and why it failed.
+    `timeout` bounds each connect and each read (seconds); `total_timeout` bounds one attempt at
+    one file as a whole (checked between reads, so it may run over by up to `timeout`), so that a
+    server that trickles a byte now and then cannot hold a download forever; running over it is
+    final for that mirror. `retries` is how many times one mirror is asked again for one file
+    after a transient failure (a broken connection, a timeout, HTTP 5xx, a cut-off response; not
+    a refused connection, an unknown host, bad content or `total_timeout`), waiting `backoff`,
+    then twice that, and so on. A mirror that fails is not asked for the remaining files. Raises
+    `DataError` naming every mirror tried and why it failed.
+
+    If another process holds the folder's lock, `progress` is told once that we wait, and after
+    `lock_wait` seconds (0: do not wait) `DataError` names the lock file.
     """
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got timeout={timeout}")
+    if total_timeout <= 0:
+        raise ValueError(f"total_timeout must be > 0 seconds, got total_timeout={total_timeout}")
+    if lock_wait < 0:
+        raise ValueError(f"lock_wait must be >= 0 seconds, got lock_wait={lock_wait}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got retries={retries}")
     bases = resolve_mirrors(mirrors)
@@ -112,14 +127,16 @@ def fetch_all(
         raise DataError(
             f"cannot create the cache folder {dest}: {exc.strerror}; {data.how_to_provide()}"
         ) from exc
-    with _locked(dest):
+    with _locked(dest, lock_wait, say):
         _remove_stale_parts(dest)
         failures: dict[str, str] = {}  # base URL -> why it failed (it is skipped from then on)
         for name in data.FILES.values():
             # Checked under the lock: another process may have fetched it while we waited.
             if _is_cached(dest, name):
                 continue
-            content = _fetch_one(name, bases, failures, timeout, retries, backoff, say)
+            content = _fetch_one(
+                name, bases, failures, (timeout, total_timeout), retries, backoff, say
+            )
             _write_atomic(dest / name, content)
             say(f"saved {dest / name} (sha256 verified)")
     return dest
@@ -129,7 +146,7 @@ def _fetch_one(
     name: str,
     bases: list[str],
     failures: dict[str, str],
-    timeout: float,
+    timeouts: tuple[float, float],
     retries: int,
     backoff: float,
     say: Callable[[str], None],
@@ -141,7 +158,7 @@ def _fetch_one(
         url = f"{base}{name}.gz"
         say(f"downloading {url}")
         try:
-            return _download_verified(url, name, timeout, retries, backoff)
+            return _download_verified(url, name, timeouts, retries, backoff)
         except _MirrorFailure as exc:
             failures[base] = f"{name}.gz: {exc}"
             say(f"  failed: {exc}")
@@ -149,12 +166,15 @@ def _fetch_one(
     raise DataError(f"could not download FashionMNIST: {tried}; {data.how_to_provide()}")
 
 
-def _download_verified(url: str, name: str, timeout: float, retries: int, backoff: float) -> bytes:
+def _download_verified(
+    url: str, name: str, timeouts: tuple[float, float], retries: int, backoff: float
+) -> bytes:
+    """`timeouts` is (per connect or read, per attempt in all), in seconds."""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            return _verify(name, _get(url, timeout))
+            return _verify(name, _get(url, *timeouts))
         except _MirrorFailure as exc:
             if not exc.retry:
                 raise
@@ -164,9 +184,10 @@ def _download_verified(url: str, name: str, timeout: float, retries: int, backof
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _get(url: str, timeout: float) -> bytes:
-    """The body of `url`, read in chunks with a size cap and a completeness check."""
+def _get(url: str, timeout: float, total_timeout: float) -> bytes:
+    """The body of `url`, read in chunks with a size cap, a time limit and a completeness check."""
     request = urllib.request.Request(url, headers={"User-Agent": "hpstudy"})
+    deadline = time.monotonic() + total_timeout
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
@@ -174,11 +195,20 @@ def _get(url: str, timeout: float) -> bytes:
             if expected is not None and expected > _MAX_BYTES:
                 raise _MirrorFailure(f"response of {expected:,} bytes is too large", retry=False)
             chunks, n_read = [], 0
-            while chunk := response.read(_CHUNK):
+            # read1, not read: read(n) blocks until it has all n bytes, so a trickle of one byte
+            # per `timeout` would never reach the deadline check.
+            while chunk := response.read1(_CHUNK):
                 chunks.append(chunk)
                 n_read += len(chunk)
                 if n_read > _MAX_BYTES:
                     raise _MirrorFailure(f"response exceeds {_MAX_BYTES:,} bytes", retry=False)
+                if time.monotonic() > deadline:
+                    of = f" of {expected:,}" if expected is not None else ""
+                    # Final: a mirror this slow would only use up the same time again.
+                    raise _MirrorFailure(
+                        f"took longer than {total_timeout:g} s in all ({n_read:,}{of} bytes)",
+                        retry=False,
+                    )
     except urllib.error.HTTPError as exc:
         exc.close()
         # 5xx and 429 are the server's passing trouble; other codes (404...) will not change.
@@ -252,8 +282,11 @@ def _remove_stale_parts(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on `folder` across processes (POSIX `flock`; a no-op without fcntl)."""
+def _locked(folder: Path, wait: float, say: Callable[[str], None]) -> Iterator[None]:
+    """An exclusive lock on `folder` across processes (POSIX `flock`; a no-op without fcntl).
+
+    Waits at most `wait` seconds for another process that holds it, then raises `DataError`.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: the atomic rename still keeps every file whole
@@ -267,8 +300,36 @@ def _locked(folder: Path) -> Iterator[None]:
             f"{data.how_to_provide()}"
         ) from exc
     with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        _acquire(fh, folder / _LOCK_NAME, wait, say)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _acquire(fh: BinaryIO, path: Path, wait: float, say: Callable[[str], None]) -> None:
+    """`flock` `fh`, the open `path`, polling for at most `wait` seconds while another holds it."""
+    if _try_flock(fh):
+        return
+    # Said once: a process that hangs while it holds the lock must not leave us waiting silently.
+    say(f"waiting for another process that is downloading into {path.parent} ...")
+    deadline = time.monotonic() + wait
+    while (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(min(_LOCK_POLL, remaining))
+        if _try_flock(fh):
+            return
+    raise DataError(
+        f"another process holds the lock {path} and has not released it in {wait:g} s; "
+        f"wait for it to finish or stop it, then try again (the lock goes away when that "
+        f"process exits: there is no stale lock file to delete)"
+    )
+
+
+def _try_flock(fh: BinaryIO) -> bool:
+    import fcntl  # only reached where _locked found it
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
