@@ -208,14 +208,14 @@ def test_cuda_float64_members_match_plain_pytorch_and_steps_never_sync(fashion):
 
     from hpstudy.engine.optimizers import StackedOptimizer
     from hpstudy.engine.population import Population, member_order_key
-    from hpstudy.engine.trainer import run_epoch
+    from hpstudy.engine.steps import StepRunner
 
     members = sorted(configs, key=member_order_key)
     pop = Population.from_configs(members, device=train_split.x.device, dtype=torch.float64)
     optimizer = StackedOptimizer(pop)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        run_epoch(pop, optimizer, train_split, epoch=1)
+        StepRunner(pop, optimizer, train_split).epoch(1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -54,8 +54,9 @@ GRACE_S = 30  # a running trial whose heartbeat is older than this belongs to a 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 __all__ = [
-    "RUN_FILE", "Store", "TrialRecord", "TrialStatus", "default_url", "load_trials", "open_run",
-    "read_run_info", "record_from_trial", "redact_args", "redact_url", "trial_key",
+    "RUN_FILE", "Store", "TrialRecord", "TrialStatus", "default_url", "identity_attrs",
+    "load_trials", "open_run", "read_run_info", "record_from_trial", "redact_args", "redact_url",
+    "trial_key",
 ]  # fmt: skip
 
 
@@ -159,19 +160,11 @@ class Store:
         distributions = distributions_of(space)
         ids = []
         for config in configs:
-            attrs = {
-                "hpstudy_schema": SCHEMA_VERSION,
-                "key": trial_key(config, split),
-                "config": config.to_dict(),
-                "seed": config.seed,
-                "protocol": protocol,
-                "split": split,
-            }
             template = optuna.trial.create_trial(
                 state=TrialState.WAITING,
                 params=params_of(config),
                 distributions=distributions,
-                user_attrs=attrs,
+                user_attrs=identity_attrs(config, protocol=protocol, split=split),
             )
             ids.append(self.storage.create_new_trial(self.study._study_id, template))
         return ids
@@ -321,6 +314,18 @@ def _with_driver(url: str) -> str:
                 return "postgresql+psycopg2://" + rest
             return "postgresql://" + rest
     return url
+
+
+def identity_attrs(config: Config, *, protocol: str, split: dict) -> dict[str, Any]:
+    """The user attributes that say which trial this is (written once, with the trial)."""
+    return {
+        "hpstudy_schema": SCHEMA_VERSION,
+        "key": trial_key(config, split),
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "protocol": protocol,
+        "split": split,
+    }
 
 
 def redact_url(url: str) -> str:

@@ -237,18 +237,6 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         )
 
 
-def run_epoch(
-    pop: Population,
-    optimizer: StackedOptimizer,
-    train: Split,
-    epoch: int,
-    *,
-    max_steps: int | None = None,
-) -> torch.Tensor:
-    """One eager epoch (or its first `max_steps` steps); see `StepRunner.epoch`."""
-    return StepRunner(pop, optimizer, train).epoch(epoch, max_steps=max_steps)
-
-
 @torch.no_grad()
 def _evaluate_population(pop: Population, split: Split):
     """(mean loss (M,), number correct (M,)) of every member on `split`, in chunks."""

@@ -22,7 +22,13 @@ import optuna
 from hpstudy.protocols.base import Protocol, StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
 from hpstudy.space import Config
-from hpstudy.store import TrialRecord, TrialStatus, distributions_of, params_of
+from hpstudy.store import (
+    TrialRecord,
+    TrialStatus,
+    distributions_of,
+    identity_attrs,
+    params_of,
+)
 from hpstudy.tables import StageTable
 
 N_STARTUP_TRIALS = 10  # random trials before TPE models the space (Optuna's default)
@@ -136,14 +142,8 @@ class SearchProtocol(Protocol):
 
     def _label(self, trial: optuna.Trial, config: Config) -> None:
         """Write the trial's identity, as `Store.enqueue` does for grid trials."""
-        for attr, value in (
-            ("hpstudy_schema", 1),
-            ("key", self.trainer.key(config)),
-            ("config", config.to_dict()),
-            ("seed", config.seed),
-            ("protocol", self.name),
-            ("split", self.trainer.data.split),
-        ):
+        attrs = identity_attrs(config, protocol=self.name, split=self.trainer.data.split)
+        for attr, value in attrs.items():
             trial.set_user_attr(attr, value)
 
     def _factors(self, params: dict) -> dict:
