@@ -21,11 +21,13 @@ data: $(STAMP)
 	bash scripts/ensure-system-deps
 	$(HPSTUDY) data verify
 
-# The EDA figures, then the paper study (one seed, as the paper) ending with its report in
-# runs/paper/report.html. A rerun resumes: finished trials are never trained again.
+# The EDA figures, then the replication: every number the paper published re-measured over
+# five seeds, beside the paper's own staged search with one seed, ending with one report that
+# leads with the verdict (runs/replicate/report.html, replication.json beside it). A rerun
+# resumes: finished trials are never trained again.
 run: setup
 	$(HPSTUDY) eda --out runs/eda
-	$(HPSTUDY) run paper
+	$(HPSTUDY) run replicate
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -11,10 +11,12 @@ A record is built from an Optuna `FrozenTrial` whose user attributes hpstudy wro
 
 from __future__ import annotations
 
+import base64
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -63,6 +65,14 @@ class TrialRecord:
     data_digests: dict = field(default_factory=dict)  # canonical file name -> SHA-256
     datetime_start: datetime | None = None
     datetime_complete: datetime | None = None
+    # Which evaluation images the best epoch got right, packed (`pack_correct`); None for
+    # trials stored before it was kept. Read it with `correct_mask`.
+    eval_correct: dict | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def correct_mask(self) -> np.ndarray | None:
+        """(N,) bool over the evaluation split at the best epoch, or None if not stored."""
+        return None if self.eval_correct is None else unpack_correct(self.eval_correct)
 
     @property
     def seed(self) -> int:
@@ -80,6 +90,17 @@ class TrialRecord:
     def is_usable(self) -> bool:
         """Finished with a fair number to rank (complete or pruned; not diverged or failed)."""
         return self.status.is_finished and self.outcome is not None and self.outcome.is_usable
+
+
+def pack_correct(mask: np.ndarray) -> dict:
+    """A per-image correctness mask as JSON: 10,000 images take 1,668 characters."""
+    mask = np.asarray(mask, dtype=bool)
+    return {"n": int(mask.size), "bits": base64.b64encode(np.packbits(mask)).decode("ascii")}
+
+
+def unpack_correct(packed: dict) -> np.ndarray:
+    bits = np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8)
+    return np.unpackbits(bits, count=int(packed["n"])).astype(bool)
 
 
 # The Optuna state Store.finish() gives each outcome (all others: COMPLETE).
@@ -141,4 +162,5 @@ def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
         n_train=int(result.get("n_train", 0)),
         versions=result.get("versions", {}),
         data_digests=result.get("data_digests", {}),
+        eval_correct=result.get("eval_correct"),
     )

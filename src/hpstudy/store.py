@@ -44,7 +44,13 @@ from optuna.trial import TrialState
 from hpstudy import __version__
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.errors import UserError
-from hpstudy.records import SCHEMA_VERSION, TrialRecord, TrialStatus, record_from_trial
+from hpstudy.records import (
+    SCHEMA_VERSION,
+    TrialRecord,
+    TrialStatus,
+    pack_correct,
+    record_from_trial,
+)
 from hpstudy.space import Config, topology_name
 
 RUN_FILE = "run.json"  # in a run folder: which storage and study it uses
@@ -207,6 +213,8 @@ class Store:
             "versions": {"hpstudy": __version__, "torch": _torch_version()},
             "data_digests": dict(digests),
         }
+        if result.eval_correct is not None:
+            payload["eval_correct"] = pack_correct(result.eval_correct)
         best = result.best_accuracy
         value = best if best == best else 0.0  # diverged before any epoch: rank it last
         if result.outcome is Outcome.FAILED:

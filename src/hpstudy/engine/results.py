@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from hpstudy.space import Config
@@ -39,6 +40,9 @@ class TrialResult:
     dtype: str  # "float32", "float64" or "float32+tf32" (opt-in TF32 matmuls)
     # Best-epoch weights as `build_mlp(config).state_dict()` (CPU tensors); None if none finished.
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    # (N,) bool: which evaluation images the best epoch classified correctly (None if no epoch
+    # finished). Two trials on the same split can then be compared image by image (McNemar).
+    eval_correct: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def epochs_run(self) -> int:

@@ -187,20 +187,24 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
     steps = StepRunner(pop, optimizer, train, cuda_graph=ctx.cuda_graphs)
     records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
     best_params = [p.clone() for p in pop.params]
-    finished: list[tuple[_MemberRecord, dict]] = []
+    best_correct = torch.zeros(
+        pop.n_members, len(evaluation), dtype=torch.bool, device=train.x.device
+    )  # (M, N) at each member's best epoch
+    finished: list[tuple[_MemberRecord, dict, np.ndarray | None]] = []
     max_epochs = max(c.max_epochs for c in pop.configs)
     started = time.perf_counter()
     epoch = 0
     while pop.n_members:
         epoch += 1
         train_loss = steps.epoch(epoch)
-        eval_loss, eval_correct = _evaluate_population(pop, evaluation)
+        eval_loss, eval_correct, correct_mask = _evaluate_population(pop, evaluation)
         # One host sync per epoch: every per-step quantity above stayed on the device.
         accuracy = eval_correct.double() / len(evaluation)  # exact counts, float64 ratio
         stats = torch.stack([train_loss.double(), eval_loss.double(), accuracy]).tolist()
         per_member = zip(*stats, strict=True)  # (train loss, eval loss, accuracy) per member
         improved = [rec.record_epoch(*row) for rec, row in zip(records, per_member, strict=True)]
         _snapshot(best_params, pop.params, improved)
+        _snapshot([best_correct], [correct_mask], improved)
         pruned = _ask_callback(ctx, epoch, max_epochs, records)
         keep = []
         for m, (rec, config) in enumerate(zip(records, pop.configs, strict=True)):
@@ -209,17 +213,19 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 keep.append(m)
             else:
                 state = _member_state(best_params, m) if rec.best_epoch else None
-                finished.append((rec, state))
+                mask = best_correct[m].cpu().numpy() if rec.best_epoch else None
+                finished.append((rec, state, mask))
         if len(keep) < pop.n_members:
             keep_t = torch.tensor(keep, dtype=torch.long, device=train.x.device)
             pop.select(keep_t)
             optimizer.select(keep_t)
             steps.reset()
             best_params = [b[keep_t] for b in best_params]
+            best_correct = best_correct[keep_t]
             records = [records[m] for m in keep]
     wall = time.perf_counter() - started
-    total_epochs = sum(len(rec.train_loss) for rec, _ in finished)
-    for rec, state in finished:
+    total_epochs = sum(len(rec.train_loss) for rec, _, _ in finished)
+    for rec, state, mask in finished:
         yield (
             rec.index,
             TrialResult(
@@ -233,25 +239,30 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 device=ctx.device_name,
                 dtype=ctx.precision,
                 state_dict=state,
+                eval_correct=mask,
             ),
         )
 
 
 @torch.no_grad()
 def _evaluate_population(pop: Population, split: Split):
-    """(mean loss (M,), number correct (M,)) of every member on `split`, in chunks."""
+    """(mean loss (M,), number correct (M,), correct mask (M, N)) of every member on `split`,
+    in chunks."""
     widest = max(pop.configs[0].layer_sizes)
     chunk = max(256, _EVAL_CHUNK_ELEMENTS // (pop.n_members * widest))
     loss = torch.zeros(pop.n_members, dtype=split.x.dtype, device=split.x.device)
     correct = torch.zeros(pop.n_members, dtype=torch.long, device=split.x.device)
+    mask = torch.empty(pop.n_members, len(split), dtype=torch.bool, device=split.x.device)
     for start in range(0, len(split), chunk):
         x, y = split.x[start : start + chunk], split.y[start : start + chunk]
         logits = pop.forward(x)  # (M, C, 10)
         log_probs = torch.log_softmax(logits, dim=-1)
         target = y.expand(pop.n_members, -1).unsqueeze(-1)
         loss -= log_probs.gather(-1, target).squeeze(-1).sum(dim=1)
-        correct += (logits.argmax(dim=-1) == y).sum(dim=1)
-    return loss / len(split), correct
+        hit = logits.argmax(dim=-1) == y  # (M, C)
+        mask[:, start : start + len(y)] = hit
+        correct += hit.sum(dim=1)
+    return loss / len(split), correct, mask
 
 
 def _snapshot(best_params, params, improved: list[bool]) -> None:
