@@ -30,7 +30,7 @@ from hpstudy import __version__
 from hpstudy.atomic import atomic_file
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
-from hpstudy.protocols import Data, Trainer, make_protocol
+from hpstudy.protocols import Data, ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.staged import TEST_META
 from hpstudy.store import (
     GRACE_S,
@@ -48,6 +48,8 @@ from hpstudy.tables import StageTable, write_tables
 
 MODEL_FILE = "final_best_model.pth"
 LOCK_FILE = ".run.lock"
+REPLICATION_FILE = "replication.json"
+_STAGED_KINDS = (ProtocolKind.STAGED, ProtocolKind.REPLICATE)  # cache stage winners' weights
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,48 @@ def run_info(
         "matmul_flops": matmul_flops,
         "command": redact_args(argv, options.storage),
         "versions": {"hpstudy": __version__, "torch": torch.__version__},
+        "machine": machine_info(options.device),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def machine_info(device: str) -> dict:
+    """What the report's "reproduce and cost" block names: commit, packages, device, threads."""
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    packages = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "optuna", "scipy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            packages[name] = metadata.version(name)
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        name = _cpu_model() or platform.processor() or platform.machine()
+    return {"git_commit": commit, "packages": packages, "device_name": name,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def record_elapsed(run_dir: Path, elapsed_s: float) -> None:
+    """Add this invocation's end-to-end time to run.json (the report's cost block reads it)."""
+    info = read_run_info(run_dir)
+    info |= {"elapsed_s": elapsed_s, "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+    with atomic_file(run_dir / RUN_FILE, "w") as f:
+        json.dump(info, f, indent=1)
 
 
 def run_study(
@@ -214,18 +256,30 @@ def run_study(
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch,
                           weights_dir=run_dir / "weights"
-                          if study.protocol is ProtocolKind.STAGED else None)  # fmt: skip
+                          if study.protocol in _STAGED_KINDS else None)  # fmt: skip
         protocol = make_protocol(study, trainer)
         if study.protocol is ProtocolKind.GRID:
             tables = protocol.run(created=created)
         else:
             tables = protocol.run()
         write_tables(run_dir, tables)
+        if isinstance(protocol, ReplicateProtocol):
+            write_replication(run_dir, protocol.replication(store.records()))
         model_path = save_final_model(study, trainer, tables, run_dir)
+        record_elapsed(run_dir, time.perf_counter() - start)
     records = store.records()
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
     return RunSummary(run_dir, tables, model_path, len(trainer.trained), **costs,
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
+
+
+def write_replication(run_dir: Path, replication) -> Path:
+    """replication.json: every published cell and claim with its verdict (for scripts)."""
+    path = Path(run_dir) / REPLICATION_FILE
+    with atomic_file(path, "w") as f:
+        json.dump(replication.to_dict(), f, indent=1)
+        f.write("\n")
+    return path
 
 
 def run_worker(

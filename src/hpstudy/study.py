@@ -34,6 +34,7 @@ class ProtocolKind(enum.Enum):
     STAGED = "staged"  # one factor per stage, each stage's winner carried forward
     GRID = "grid"  # the full factorial space
     SEARCH = "search"  # Optuna's TPE with a pruner, in batches
+    REPLICATE = "replicate"  # the paper's published cells over seeds, beside its staged search
 
 
 class Selection(enum.Enum):
@@ -85,6 +86,7 @@ class Study:
     pruner: str = "median"  # search: "median" or "none"
     sampler_seed: int = 0  # search: TPE seed
     published_final: float | None = None  # the paper's final test accuracy (%)
+    staged_seeds: int = 1  # replicate: seeds of the staged search run beside it (0: none)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -158,7 +160,7 @@ def parse_study(text: str, path: str | os.PathLike) -> Study:
 _TOP_KEYS = {
     "schema_version", "name", "description", "protocol", "selection", "seed", "n_seeds",
     "batch_size", "max_epochs", "patience", "normalization", "validation", "space", "start",
-    "stages", "grid", "search", "published",
+    "stages", "grid", "search", "published", "replicate",
 }  # fmt: skip
 
 
@@ -313,6 +315,18 @@ class _Parser:
                 )
         return start
 
+    def replicate(self, raw: dict, stages: tuple[Stage, ...], selection: Selection) -> int:
+        """A replicate study's `[replicate]` table; its stages must carry the paper's numbers."""
+        table = self.table(raw, "replicate", {"staged_seeds"})
+        for i, stage in enumerate(stages):
+            if not stage.published:
+                raise self.fail(f"stages[{i}].published", "a replicate study re-measures "
+                                "published numbers: give one accuracy (%) per value")  # fmt: skip
+        if not selection.is_leaky:
+            raise self.fail("selection", "a replicate study uses the paper's metric (best test "
+                            "accuracy): set selection = 'test'")  # fmt: skip
+        return self.integer(table, "staged_seeds", 1, low=0, where="replicate")
+
     def study(self, raw: dict) -> Study:
         self.no_unknown(raw, _TOP_KEYS)
         version = raw.get("schema_version", SCHEMA_VERSION)
@@ -345,15 +359,17 @@ class _Parser:
             raise self.fail("validation.size", f"must be below 60000, got {validation_size}")
         space = self.space(raw)
         kwargs: dict[str, Any] = {}
-        if protocol is ProtocolKind.STAGED:
+        if protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE):
             kwargs["stages"] = self.stages(raw, space)
             kwargs["start"] = self.start(raw, space, kwargs["stages"])
-        else:
+        if protocol is ProtocolKind.REPLICATE:
+            kwargs["staged_seeds"] = self.replicate(raw, kwargs["stages"], selection)
+        elif protocol is not ProtocolKind.STAGED:
             for key in ("stages", "start"):
                 if key in raw:
                     raise self.fail(
                         key,
-                        f"only staged studies have {key}; this one is "
+                        f"only staged and replicate studies have {key}; this one is "
                         f"protocol = {protocol.value!r}",
                     )
         grid = self.table(raw, "grid", {"batch"})

@@ -1,6 +1,6 @@
 """Protocols decide which configurations to train next; each implements `Protocol`.
 
->>> protocol = make_protocol(study, trainer)     # StagedProtocol, GridProtocol, SearchProtocol
+>>> protocol = make_protocol(study, trainer)     # Staged-, Grid-, Search-, ReplicateProtocol
 >>> tables = protocol.run()
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from hpstudy.protocols.base import Data, Protocol, Trainer
 from hpstudy.protocols.grid import GridProtocol
+from hpstudy.protocols.replicate import ReplicateProtocol
 from hpstudy.protocols.search import SearchProtocol
 from hpstudy.protocols.staged import StagedProtocol
 from hpstudy.study import ProtocolKind, Study
@@ -16,6 +17,7 @@ PROTOCOLS: dict[ProtocolKind, type[Protocol]] = {
     ProtocolKind.STAGED: StagedProtocol,
     ProtocolKind.GRID: GridProtocol,
     ProtocolKind.SEARCH: SearchProtocol,
+    ProtocolKind.REPLICATE: ReplicateProtocol,
 }
 
 
@@ -28,6 +30,7 @@ __all__ = [
     "Data",
     "GridProtocol",
     "Protocol",
+    "ReplicateProtocol",
     "SearchProtocol",
     "StagedProtocol",
     "Trainer",

@@ -29,6 +29,7 @@ TEST_META = "test_accuracy:"  # study user attr prefix: key -> test accuracy of 
 
 class StagedProtocol(Protocol):
     name = "staged"
+    keep: frozenset[str] | set[str] = frozenset()  # trial keys whose cached weights stay
 
     def stage_configs(self, stage: Stage, base: dict) -> list[list[Config]]:
         """One list of configs (one per seed) for each value the stage tries."""
@@ -150,7 +151,9 @@ class StagedProtocol(Protocol):
         for i, group in enumerate(groups):
             if i != winner:
                 for config in group:
-                    (folder / f"{self.trainer.key(config)}.pt").unlink(missing_ok=True)
+                    key = self.trainer.key(config)
+                    if key not in self.keep:
+                        (folder / f"{key}.pt").unlink(missing_ok=True)
 
 
 def _replace(row, **changes):

@@ -55,7 +55,7 @@ def build_report(
     `command`: the command line to record under provenance (the CLI passes its own).
     `storage`: a storage URL that overrides the run's run.json (which keeps no password).
     """
-    from hpstudy.report import sections
+    from hpstudy.report import method, sections, verdict
     from hpstudy.report.render import Figure, to_html, to_markdown, write_text_atomic
     from hpstudy.report.tables import Table
 
@@ -66,12 +66,16 @@ def build_report(
     figdir.mkdir(exist_ok=True)
     command = command or "hpstudy.report.build_report (from Python)"
     blocks = [
-        *sections.title(view, final),
+        *sections.title(view, final, related),
+        *verdict.verdict_section(view),
+        *verdict.noise_section(view),
         *sections.stage_section(view),
         *sections.final_model_section(view, final, figdir),
         *sections.curves_section(view, final, figdir),
         *sections.space_section(view, figdir),
         *sections.comparison_section(view, related),
+        *method.method_section(view),
+        *method.reproduce_section(view, command),
         *sections.provenance_section(view, final, command),
     ]
     title = f"hpstudy report: {view.study.name}"

@@ -53,6 +53,11 @@ class RunView:
         return self.study.protocol.value
 
     @property
+    def is_staged(self) -> bool:
+        """Whether the run has stage tables (staged, and replicate with its staged search)."""
+        return self.protocol in ("staged", "replicate")
+
+    @property
     def is_leaky(self) -> bool:
         return self.study.selection.is_leaky
 
@@ -149,7 +154,7 @@ def published_numbers(view: RunView) -> dict[str, dict[str, Published]]:
     differently, its row and the paper's differ in more than the stage's factor.
     """
     study = view.study
-    if study.protocol.value != "staged":
+    if study.protocol.value not in ("staged", "replicate"):
         return {}
     paper = None
     if any(stage.published is None for stage in study.stages):

@@ -255,7 +255,7 @@ def stage_costs(view: RunView) -> list[StageCost]:
     by_number = view.by_number
     seen: set[int] = set()
     costs = []
-    if view.protocol == "staged":
+    if view.is_staged:
         for table in view.tables:
             numbers = [n for row in table.rows for n in row.trial_numbers if n not in seen]
             seen |= set(numbers)

@@ -12,18 +12,19 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
-from hpstudy.report import figures, metrics, model_card
+from hpstudy.report import figures, metrics, model_card, verdict
 from hpstudy.report import tables as t
 from hpstudy.report.loader import FinalModel, RunView, published_final, published_numbers
 from hpstudy.report.render import Block, Code, Figure, Heading, Text
 from hpstudy.study import factor_label
 
 
-def title(view: RunView, final: FinalModel | None) -> list[Block]:
+def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) -> list[Block]:
     study, counts = view.study, Counter(r.status.value for r in view.records)
     outcomes = Counter(r.outcome.value for r in view.finished if r.outcome)
     blocks: list[Block] = [
         Heading(1, f"hpstudy report: {study.name}", "top"),
+        Text(f"The paper: {verdict.PAPER_CITATION}. {verdict.paper_path_text(view)}", "note"),
         Text(
             (f"{study.description} " if study.description else "")
             + f"Protocol `{view.protocol}`, selection on the {study.selection.value} split, "
@@ -36,11 +37,7 @@ def title(view: RunView, final: FinalModel | None) -> list[Block]:
         ),
     ]
     if view.is_leaky:
-        blocks.append(Text(
-            "This run selects on the test set, as the paper did: early stopping and every "
-            "stage's choice read test accuracy, so its test accuracies are optimistic. A clean "
-            "run (`hpstudy run clean`) selects on a validation split instead; the leakage gap "
-            "below compares the two when both exist.", "warning"))  # fmt: skip
+        blocks.append(Text(_leak_text(view, related), "warning"))
     if view.limits:
         limits = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in view.limits.items())
         blocks.append(Text(
@@ -55,9 +52,29 @@ def title(view: RunView, final: FinalModel | None) -> list[Block]:
         paper = published_final(view)
         vs = f" (the paper: {paper:.1f}%)" if paper is not None else ""
         lines.append(f"Its test accuracy: {t.pct(final.accuracy)}%{vs}.")
-    lines += _reproduction_summary(view)
+    if view.protocol != "replicate":  # a replicate run's verdict says it, cell by cell
+        lines += _reproduction_summary(view)
     blocks.append(Text(" ".join(lines), "note"))
     return blocks
+
+
+def _leak_text(view: RunView, related: list[RunView]) -> str:
+    """The leak, explained once; its measured size where a clean run is beside this one."""
+    text = ("The leak: this run selects on the test set, as the paper did. Early stopping and "
+            "every choice read test accuracy, so each number is the best of a noisy curve on "
+            "the very images it is scored on, and is optimistic.")  # fmt: skip
+    gaps = [g for clean in related if not clean.is_leaky
+            for g in metrics.leakage_gap(view, clean)
+            if g.leaky.n and g.clean_test.n]  # fmt: skip
+    if gaps:
+        sizes = [100 * (g.leaky.mean - g.clean_test.mean) for g in gaps]
+        text += (f" Its size, measured against a clean run beside this one on "
+                 f"{len(gaps)} shared configuration(s): {min(sizes):+.2f} to {max(sizes):+.2f} "
+                 "points (see the leakage gap).")  # fmt: skip
+    else:
+        text += (" To measure its size, run `hpstudy run clean` into the same parent folder: "
+                 "it selects on a validation split and reads the test set once.")  # fmt: skip
+    return text
 
 
 def _config(config: dict) -> str:
@@ -104,17 +121,20 @@ def _reproduction_summary(view: RunView) -> list[str]:
 
 
 def stage_section(view: RunView) -> list[Block]:
-    if view.protocol != "staged":
+    if not view.is_staged:
         blocks: list[Block] = [Heading(2, "Best configurations")]
         return [*blocks, t.best_configs(view, view.tables[0])] if view.tables else blocks
     numbers = published_numbers(view)
     heading = "Tables I–IV" if numbers else "Stage tables"
+    staged = [tb for tb in view.tables if tb.protocol == "staged"]
+    if view.protocol == "replicate":
+        heading = "Our staged search (the paper's method)"
     blocks = [Heading(2, heading, "stage-tables")]
     blocks.append(Text("One table per stage, in the paper's shape: each stage varies one "
                        "factor and carries its winner forward."))  # fmt: skip
-    for table in view.tables:
+    for table in staged:
         blocks.append(t.stage_table(view, table, numbers.get(table.name, {})))
-    if len(view.tables) < len(view.study.stages):
+    if view.study.staged_seeds and len(staged) < len(view.study.stages):
         blocks.append(
             Text(
                 f"Only {len(view.tables)} of {len(view.study.stages)} stages have "
@@ -148,7 +168,7 @@ def final_model_section(view: RunView, final: FinalModel | None, figdir: Path) -
 def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Curves and data")]
     by_number = view.by_number
-    if view.protocol == "staged":
+    if view.is_staged:
         panels = {
             f"{tb.index}. {tb.name}": [
                 (row.label, by_number[n]) for row in tb.rows for n in row.trial_numbers
@@ -182,7 +202,7 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
 
 def space_section(view: RunView, figdir: Path) -> list[Block]:
     """Grid and search runs: main effects, optimizer x lr heatmaps, fANOVA importances."""
-    if view.protocol == "staged":
+    if view.is_staged:
         return []
     effects = metrics.main_effects(view)
     blocks: list[Block] = [Heading(2, "The whole space")]
@@ -214,7 +234,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
     """Staged winners ranked in grids, and the leakage gap between paper and clean runs."""
     blocks: list[Block] = []
     runs = [view, *related]
-    staged = [r for r in runs if r.protocol == "staged" and r.winner is not None]
+    staged = [r for r in runs if r.is_staged and r.winner is not None]
     grids = [r for r in runs if r.protocol == "grid" and r.tables]
     entries = [(s, g, metrics.rank_in(g.tables[0], s.winner.config))
                for s in staged for g in grids if view in (s, g)]  # fmt: skip

@@ -22,6 +22,7 @@ from hpstudy.report.metrics import GapRow, Importances, StageCost
 from hpstudy.space import Config
 from hpstudy.study import factor_label
 from hpstudy.tables import Cell, Row, StageTable
+from hpstudy.verdict import wilson_interval
 
 WINNER = "★"
 FACTOR_TITLES = {
@@ -47,9 +48,15 @@ def pct(x: float | None) -> str:
     return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
-def cell_text(cell: Cell | None) -> str:
-    """'88.13 ± 0.63 (n=3)', '88.13' for one seed, '–' for none (hpstudy.tables.Cell's format)."""
-    return "–" if cell is None or cell.n == 0 else str(cell)
+def cell_text(cell: Cell | None, n_images: int | None = None) -> str:
+    """'88.13 ± 0.63 (n=3)'; one seed: '88.13 [87.49, 88.75] Wilson' when `n_images` (the
+    evaluation images behind it) is given, else '88.13'; '–' for none."""
+    if cell is None or cell.n == 0:
+        return "–"
+    if cell.n == 1 and n_images:
+        w = wilson_interval(cell.mean, n_images)
+        return f"{100 * cell.mean:.2f} [{100 * w.low:.2f}, {100 * w.high:.2f}] Wilson"
+    return str(cell)
 
 
 def diff_text(cell: Cell | None, paper: float | None) -> str:
@@ -58,12 +65,19 @@ def diff_text(cell: Cell | None, paper: float | None) -> str:
     return f"{100 * cell.mean - paper:+.2f}"
 
 
-def verdict(cell: Cell | None, paper: float | None) -> str:
-    """Whether the paper's number lies in our 95% interval."""
+def verdict(cell: Cell | None, paper: float | None, n_images: int | None = None) -> str:
+    """Whether the paper's number lies in our 95% interval (t over seeds; for one seed, the
+    Wilson interval of its `n_images` test images)."""
     if paper is None or cell is None or cell.n == 0:
         return ""
     if cell.n < 2 or math.isnan(cell.ci95):
-        return "n=1: no interval"
+        if not n_images:
+            return "n=1: no interval"
+        w = wilson_interval(cell.mean, n_images)
+        low, high = 100 * w.low, 100 * w.high
+        if low <= paper <= high:
+            return "yes (Wilson)"
+        return "no: paper higher (Wilson)" if paper > high else "no: paper lower (Wilson)"
     low, high = 100 * (cell.mean - cell.ci95), 100 * (cell.mean + cell.ci95)
     if low <= paper <= high:
         return "yes"
@@ -92,7 +106,7 @@ def split_note(view: RunView) -> str:
         return (
             f"Split: early stopping and selection read the test set ({n_test:,} images{subset}), "
             "as the paper did; the test set chose each number's epoch, so these test accuracies "
-            "are optimistic (see the leakage gap)."
+            "are optimistic (the leak, explained at the top)."
         )
     return (
         f"Split: early stopping and selection read a validation split of "
@@ -132,12 +146,15 @@ def stage_table(view: RunView, table: StageTable, published: dict[str, Published
     columns += ["validation acc (%)", "test acc (%)"] if clean else ["test acc (%)"]
     columns += ["paper (%)", "difference (pp)", "paper in our 95% CI", "best epoch", "epochs run"]
     rows, data, marked, other = [], [], [], None
+    n_test = view.split.get("n_test") or None
     for i, row in enumerate(table.rows):
         cmp = compare(row, published.get(row.label))
         cells = [WINNER if row.is_winner else "", row.label]
         if table.factor == "topology":
             cells.append(str([784, *row.config["topology"], 10]))
-        cells += [cell_text(row.selection), cell_text(row.test)] if clean else [cell_text(cmp.ours)]
+        n_sel = None if clean else n_test  # one seed: the Wilson interval of the test images
+        cells += ([cell_text(row.selection), cell_text(row.test, n_test)] if clean
+                  else [cell_text(cmp.ours, n_sel)])  # fmt: skip
         diff = diff_text(cmp.ours, cmp.paper)
         if diff and clean and cmp.basis == "val":
             diff += " (val)"
@@ -147,7 +164,9 @@ def stage_table(view: RunView, table: StageTable, published: dict[str, Published
         cells += [
             "" if cmp.paper is None else f"{cmp.paper:.1f}",
             diff,
-            verdict(cmp.ours, cmp.paper) if cmp.same_config else "other configuration",
+            verdict(cmp.ours, cmp.paper, n_test if cmp.basis == "test" else None)
+            if cmp.same_config
+            else "other configuration",
             ",".join(map(str, row.best_epochs)),
             ",".join(map(str, row.epochs)),
         ]
@@ -160,6 +179,23 @@ def stage_table(view: RunView, table: StageTable, published: dict[str, Published
         "paper: the published accuracy (%) for the row's value; difference: ours minus the "
         "paper's, in percentage points.",
     ]
+    seeds = {s for r in table.rows for s in r.seeds}
+    if len(seeds) == 1:
+        notes.append(
+            "One seed: every row shares its batch order, so the rows' early stopping "
+            "is correlated; the interval is Wilson's, the test set's own noise."
+        )
+    capped = [
+        r.label
+        for r in table.rows
+        for rec in _records(view, r)
+        if rec.epochs >= rec.config.max_epochs and rec.best_epoch == rec.epochs
+    ]
+    if capped:
+        notes.append(
+            f"Hit the {view.study.max_epochs}-epoch cap while still improving: "
+            f"{', '.join(dict.fromkeys(capped))}; more epochs might raise them."
+        )
     if other is not None:
         fixed = ", ".join(
             f"{FACTOR_TITLES[f].lower()} {factor_label(f, v)}"
@@ -179,6 +215,11 @@ def stage_table(view: RunView, table: StageTable, published: dict[str, Published
         tuple(marked),
         tuple(data),
     )
+
+
+def _records(view: RunView, row: Row) -> list:
+    by_number = view.by_number
+    return [by_number[n] for n in row.trial_numbers if n in by_number]
 
 
 def _row_data(row: Row, paper: float | None) -> dict:

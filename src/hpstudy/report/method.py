@@ -1,0 +1,77 @@
+"""The report's method in full and its "reproduce and cost" block.
+
+    >>> blocks = method_section(view) + reproduce_section(view, report_command)
+
+The method names every choice a reader needs to redo the training by hand (loss, initialisation,
+each optimizer's arguments, the LeakyReLU slope, shuffling). The reproduce block says what
+produced these numbers and what they cost: the exact command, the git commit, package versions,
+the CPU or GPU and its threads, wall time, model-epochs and FLOPs.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from hpstudy.report.loader import RunView
+from hpstudy.report.render import Block, Heading, Text
+from hpstudy.report.tables import key_value_table
+from hpstudy.space import LEAKY_RELU_SLOPE
+
+
+def method_section(view: RunView) -> list[Block]:
+    study, norm = view.study, view.study.normalization
+    split = "the test set (the paper's leak)" if view.is_leaky else "a validation split"
+    text = (
+        f"Inputs: pixels scaled to [0, 1], then (x - {norm['mean']:g}) / {norm['std']:g}, "
+        "flattened to 784 values. Model: fully connected layers of the topology's widths "
+        "with the activation after each hidden layer, 10 logits out. Loss: cross-entropy (mean "
+        "over the batch). Initialisation: PyTorch's default for `nn.Linear` (Kaiming-uniform "
+        "weights with a = √5, biases uniform in ±1/√fan_in), drawn after "
+        "`torch.manual_seed(seed)`. Optimizers: `torch.optim` defaults with the row's learning "
+        "rate: SGD without momentum, dampening, Nesterov or weight decay; Adam with betas "
+        "(0.9, 0.999), eps 1e-8, no weight decay, no AMSGrad; RMSprop with alpha 0.99, eps "
+        "1e-8, no momentum, not centred. LeakyReLU slope "
+        f"{LEAKY_RELU_SLOPE:g}; ELU alpha 1. Shuffling: epoch e of seed s visits the training "
+        "images in the order of `torch.randperm` from a generator seeded by "
+        f"`SeedSequence([s, e])` (`hpstudy.engine.batch_order`), in batches of "
+        f"{study.batch_size} (the last one smaller). Each epoch ends with an evaluation on "
+        f"{split}; training stops after {study.patience} epochs without a strictly better "
+        f"accuracy, or at {study.max_epochs} epochs; the best epoch's accuracy is the "
+        "trial's number."
+    )
+    return [Heading(2, "Method in full", "method"), Text(text)]
+
+
+def reproduce_section(view: RunView, report_command: str) -> list[Block]:
+    """Command, commit, versions, hardware, wall time, model-epochs and FLOPs of the run."""
+    from hpstudy.engine.flops import model_epoch_flops
+
+    info, finished = view.info, view.finished
+    machine = info.get("machine", {})
+    epochs = sum(r.epochs for r in finished)
+    flops = sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in finished)
+    wall = sum(r.wall_s for r in finished)
+    versions = {k: v for r in finished for k, v in r.versions.items()}
+    versions |= machine.get("packages", {})
+    elapsed = info.get("elapsed_s")
+    rows = [
+        ("command", shlex.join(map(str, info.get("command", []))) or "–"),
+        ("git commit", machine.get("git_commit") or "not run from a git checkout"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "–"),
+        ("device", machine.get("device_name") or info.get("device", "")),
+        ("threads", str(machine.get("threads", "–"))),
+        ("end-to-end time", f"{elapsed:.1f} s (last `hpstudy run`)" if elapsed else "–"),
+        ("training wall time", f"{wall:.1f} s over {len(finished)} trials"),
+        ("model-epochs", f"{epochs:,}"),
+        ("training FLOPs", f"{flops:.3g} (6 × parameters × images per model-epoch)"),
+        ("rerun", "the same command resumes and trains nothing twice; `--fresh` retrains "
+                  "from the same seeds"),
+        ("report command", report_command),
+    ]  # fmt: skip
+    note = (
+        "A trial's numbers depend on its configuration, seed, split, dtype and device; "
+        "float32 results can differ in the last bits across CPU models and thread counts."
+    )
+    return [Heading(2, "Reproduce and cost", "reproduce"),
+            key_value_table("reproduce", "How to reproduce this run, and what it cost", rows,
+                            note)]  # fmt: skip

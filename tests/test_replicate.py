@@ -1,0 +1,158 @@
+"""The replication protocol end to end on small slices of the real data: the paper's cells over
+seeds, shared trials, replication.json from the store, and a report that leads with the verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hpstudy import verdict as v
+from hpstudy.errors import UserError
+from hpstudy.protocols.replicate import ReplicateProtocol, paper_cells
+from hpstudy.report import build_report
+from hpstudy.runner import REPLICATION_FILE, RunOptions, run_study
+from hpstudy.store import TrialStatus, open_run, trial_key
+from hpstudy.study import load_study, parse_study
+from tiny_studies import HEADER
+
+QUICK = {"limit_train": 320, "limit_eval": 250}
+
+REPLICATE = """
+[replicate]
+staged_seeds = 1
+[start]
+optimizer = "sgd"
+lr = 0.01
+activation = "relu"
+[[stages]]
+name = "topology"
+factor = "topology"
+title = "Table I: accuracy of different topologies"
+published = [85.2, 87.1]
+[[stages]]
+name = "optimizer"
+factor = "optimizer"
+published = [89.0, 89.5]
+[[stages]]
+name = "learning_rate"
+factor = "lr"
+published = [89.0, 87.5]
+[published]
+final_accuracy = 89.0
+"""
+
+
+def tiny_replicate(folder: Path, n_seeds: int = 2) -> Path:
+    text = HEADER.format(name="rep", protocol="replicate", selection="test", n_seeds=n_seeds,
+                         max_epochs=2) + REPLICATE  # fmt: skip
+    path = folder / "rep.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_cells_follow_the_papers_own_path():
+    cells = paper_cells(load_study("replicate"))
+    assert len(cells) == 18
+    by_table = {(c.table, c.row): c.factors for c in cells}
+    assert by_table["I", "T4"] == {"topology": (256, 128, 64), "optimizer": "sgd", "lr": 0.01,
+                                   "activation": "relu"}  # fmt: skip
+    assert by_table["II", "RMSprop"]["topology"] == (256, 128, 64)
+    assert by_table["III", "0.1"] | {} == {"topology": (256, 128, 64), "optimizer": "adam",
+                                           "lr": 0.1, "activation": "relu"}  # fmt: skip
+    assert by_table["IV", "ELU"] == {"topology": (256, 128, 64), "optimizer": "adam",
+                                     "lr": 0.005, "activation": "elu"}  # fmt: skip
+    # T4/SGD/0.01/ReLU (Tables I and II) and two more configurations appear twice: 15 distinct
+    assert len(ReplicateProtocol(load_study("replicate")).configs()) == 15
+
+
+def test_a_replicate_study_needs_published_numbers_and_the_test_metric(tmp_path: Path):
+    text = tiny_replicate(tmp_path).read_text()
+    with pytest.raises(UserError, match=r"stages\[1\]\.published"):
+        parse_study(text.replace("published = [89.0, 89.5]\n", ""), tmp_path / "x.toml")
+    with pytest.raises(UserError, match="selection = 'test'"):
+        parse_study(text.replace('selection = "test"', 'selection = "validation"'), "x.toml")
+    with pytest.raises(UserError, match=r"replicate\.staged_seeds"):
+        parse_study(text.replace("staged_seeds = 1", "staged_seeds = -1"), "x.toml")
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("replicate")
+    study = load_study(tiny_replicate(folder))
+    summary = run_study(study, RunOptions(out=str(folder / "run"), **QUICK))
+    build_report(summary.run_dir, command="hpstudy run rep.toml")
+    return summary.run_dir
+
+
+def test_each_configuration_is_one_trial_per_seed_shared_with_the_staged_search(replicated):
+    records = open_run(replicated).records()
+    finished = [r for r in records if r.status is TrialStatus.FINISHED]
+    assert len(finished) == len(records) and len({r.key for r in finished}) == len(finished)
+    seeds = {r.seed for r in finished}
+    assert seeds == {42, 43}
+    # 4 distinct published configurations x 2 seeds; the staged search (seed 42) adds only the
+    # configurations off the paper's path.
+    paper_keys = {trial_key(c, finished[0].split) for g in
+                  ReplicateProtocol(load_study(replicated.parent / "rep.toml")).configs()
+                  for c in g}  # fmt: skip
+    assert len(paper_keys) == 8 and paper_keys <= {r.key for r in finished}
+    assert all(r.seed == 42 for r in finished if r.key not in paper_keys)
+    assert all(r.correct_mask is not None and len(r.correct_mask) == 250 for r in finished)
+    for r in finished:  # the stored mask is the best epoch's: it counts the same accuracy
+        assert r.correct_mask.mean() == pytest.approx(r.best_accuracy, abs=1e-12)
+
+
+def test_replication_json_has_every_key_and_the_stores_numbers(replicated):
+    data = json.loads((replicated / REPLICATION_FILE).read_text())
+    assert len(data["cells"]) == 6 and len(data["claims"]) == 4
+    by_seed = {(r.key): r for r in open_run(replicated).records()}
+    split = next(iter(by_seed.values())).split
+    study = load_study(replicated.parent / "rep.toml")
+    for cell in data["cells"]:
+        assert set(cell) >= {"table", "row", "config", "published", "mean", "ci95", "n",
+                             "seeds", "accuracies", "verdict"}  # fmt: skip
+        assert cell["table"] in ("I", "II", "III") and cell["seeds"] == [42, 43]
+        config = study.config(
+            seed=42, **{k: cell["config"][k] for k in ("topology", "optimizer", "lr", "activation")}
+        )
+        stored = [by_seed[trial_key(config.replace(seed=s), split)].best_accuracy for s in (42, 43)]
+        assert cell["accuracies"] == [pytest.approx(100 * a, abs=1e-3) for a in stored]
+        interval = v.seed_interval(stored)
+        assert cell["mean"] == pytest.approx(100 * interval.mean, abs=1e-3) and cell["n"] == 2
+        assert cell["ci95"] == [pytest.approx(100 * interval.low, abs=1e-3),
+                                pytest.approx(100 * interval.high, abs=1e-3)]  # fmt: skip
+        assert cell["verdict"] == v.place(cell["published"], interval)
+    claims = {c["id"]: c for c in data["claims"]}
+    assert set(claims) == {"I", "II", "III", "final"}
+    for claim in claims.values():
+        assert claim["verdict"] in (v.SUPPORTED, v.CONTRADICTED, v.INCONCLUSIVE)
+        assert claim["test"] and claim["n"] == 2 and len(claim["ci95"]) == 2
+    # the paper's final configuration: T2 (87.1 beats 85.2), Adam, lr 0.01 (89.0 beats 87.5)
+    assert "T2, Adam, 0.01, ReLU" in claims["final"]["text"]
+    # the tiny paper gives T2/SGD/0.01 and T2/Adam/0.01 two numbers each, as the real one does
+    # for T4/Adam/0.01/ReLU (89.5 in Table II, 89.0 in Table III)
+    assert len(data["notes"]) == 2
+    assert "87.1% in Table I but 89% in Table II" in data["notes"][0]
+    assert "89.5% in Table II but 89% in Table III" in data["notes"][1]
+
+
+def test_the_report_leads_with_the_verdict_and_repeats_the_stores_numbers(replicated):
+    html = (replicated / "report.html").read_text()
+    md = (replicated / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[:3] == ["## Verdict", "## Are the stage winners real?",
+                            "## Our staged search (the paper's method)"]  # fmt: skip
+    assert "Hyperparameter Tuning of Neural Networks Using PyTorch" in md.split("## Verdict")[0]
+    report = json.loads((replicated / "report.json").read_text())
+    stored = json.loads((replicated / REPLICATION_FILE).read_text())
+    rows = report["tables"]["replication-cells"]["data"]
+    assert [r["accuracies"] for r in rows] == [c["accuracies"] for c in stored["cells"]]
+    claims = report["tables"]["claims"]["data"]
+    assert [c["verdict"] for c in claims] == [c["verdict"] for c in stored["claims"]]
+    assert 'id="claims"' in html and "McNemar exact" in html
+    noise = report["tables"]["winners-vs-noise"]["data"]
+    assert noise and all(0 <= row["p_value"] <= 1 for row in noise)
+    assert not any(math.isnan(row["difference_pp"]) for row in noise)
