@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -194,6 +196,26 @@ def test_sha256_rejects_a_valid_gzip_of_wrong_content(mirror, tmp_path):
     assert len(tampered.requests) == 1  # bad content is not retried: it would come back the same
     # Nothing was kept: no data file, no temporary file.
     assert [p.name for p in dest.iterdir()] == [".lock"]
+
+
+def test_gzip_bomb_from_a_mirror_is_inflated_no_further_than_the_real_file(mirror, tmp_path):
+    # 1.2 MB on disk, 1.2 GB inflated: smaller than the real file, so only inflating can tell.
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(2**20)
+    bomb = b"".join([*(packer.compress(zeros) for _ in range(1200)), packer.flush()])
+    bomber = Mirror({f"/{NAMES[0]}.gz": bomb})
+    try:
+        tracemalloc.start()
+        with pytest.raises(DataError) as info:
+            download.fetch_all(tmp_path / "cache", mirrors=[bomber.url], retries=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        bomber.close()
+    limit = data.idx_size(NAMES[0])
+    assert f"inflate past the {limit:,} bytes of {NAMES[0]}" in str(info.value)
+    assert peak < 3 * limit, f"held {peak:,} bytes for a file of {limit:,}"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".lock"]
 
 
 def test_sha256_fallback_keeps_only_the_verified_copy(mirror, tmp_path):

@@ -13,18 +13,26 @@ decompressed bytes must match the canonical digest.
 
 Every way a file can be wrong (unreadable, truncated, a damaged gzip stream, a wrong magic number,
 images and labels of different counts, a wrong digest) raises `DataError` with one line that names
-the file, what is wrong and how to fix it where the file lives.
+the file, what is wrong and how to fix it where the file lives. Reading is bounded by the IDX
+header: a FIFO or device is refused unopened, a header declaring more items than FashionMNIST has
+is refused before its data, and a file is read (or inflated) only to one byte past what its header
+declares, so a gzip bomb or a 10 GB sparse file costs kilobytes, not a MemoryError.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
+import math
 import os
+import stat
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import platformdirs
@@ -66,6 +74,7 @@ PIXEL_STD = 0.35302424451492237
 
 N_TRAIN, N_TEST, N_ROWS, N_COLS = 60_000, 10_000, 28, 28
 _IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801
+_GZIP_MAGIC = b"\x1f\x8b"
 ENV_VAR = "HPSTUDY_DATA_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -111,9 +120,13 @@ def _fix(path: Path, what: str = "it") -> str:
 
 
 def find_file(folder: Path, name: str) -> Path | None:
-    """`name` or `name.gz` inside `folder`, whichever exists (uncompressed first)."""
+    """`name` or `name.gz` inside `folder`, whichever exists (uncompressed first).
+
+    Anything there but a folder counts, so that reading names a FIFO or a device as such instead
+    of calling the file missing.
+    """
     for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
+        if candidate.exists() and not candidate.is_dir():
             return candidate
     return None
 
@@ -166,31 +179,142 @@ def locate(
     return _download.fetch_all(cache_dir(), progress=progress)
 
 
-def gunzip(raw: bytes) -> bytes:
+def gunzip(raw: bytes, limit: int) -> bytes:
     """`raw` decompressed if it is gzip (detected by its magic bytes), else `raw` itself.
 
+    Inflates in bounded steps and stops one byte past `limit`: a caller that gets more than
+    `limit` bytes back has a gzip bomb (or junk) and never held more than that in memory.
     Raises EOFError for a truncated stream and OSError/zlib.error for a damaged one.
     """
-    if raw[:2] != b"\x1f\x8b":
+    if raw[:2] != _GZIP_MAGIC:
         return raw
-    return gzip.decompress(raw)
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+        return stream.read(limit + 1)
 
 
-def read_bytes(path: Path) -> bytes:
-    """The decompressed content of `path`."""
+def idx_size(name: str) -> int:
+    """The size in bytes of the canonical file `name` (decompressed): header plus data."""
+    n_items = N_TRAIN if name.startswith("train") else N_TEST
+    is_images = "idx3" in name
+    return 16 + n_items * N_ROWS * N_COLS if is_images else 8 + n_items
+
+
+def open_regular(path: Path, fix: str) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file; DataError otherwise.
+
+    A FIFO or a device is refused without a blocking open: O_NONBLOCK makes the open return at
+    once, and fstat on the open file then says what it is (no race with a rename in between).
+    """
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}; {_fix(path)}") from exc
-    try:
-        return gunzip(raw)
-    except EOFError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}; {fix}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device, socket or folder"
+        raise DataError(f"{path} is not a regular file ({kind}) and was not read; {fix}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(
+    path: Path, *, magic: int | None = None, max_count: int = N_TRAIN, fix: str | None = None
+) -> bytes:
+    """The decompressed content of the IDX file `path`, read no further than its header says.
+
+    The header is read first and checked (`magic`, if given, else either FashionMNIST magic;
+    28 x 28 images; at most `max_count` items); then the size on disk must fit what it declares,
+    and gzip is inflated only to one byte past it. So a gzip bomb, a header that declares 2^31
+    images or a 10 GB sparse file is refused having read a few kilobytes. `fix` ends each
+    message (default: how to replace the file where it lives).
+    """
+    fix = _fix(path) if fix is None else fix
+    with open_regular(path, fix) as raw:
+        size = os.fstat(raw.fileno()).st_size
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=raw) if compressed else contextlib.nullcontext(raw) as f:
+                head = f.read(4)
+                header_len = _header_len(head, path, magic, fix)
+                header = head + f.read(header_len - len(head))
+                if len(header) < header_len:
+                    raise DataError(f"{path} is truncated inside its IDX header; {fix}")
+                expected = header_len + _declared(header, path, max_count, fix)
+                _check_size_on_disk(size, expected, compressed, path, fix)
+                content = header + f.read(expected + 1 - len(header))
+        except EOFError as exc:
+            raise DataError(
+                f"{path} is truncated: its gzip stream ends early ({size:,} bytes on disk); {fix}"
+            ) from exc
+        except (OSError, zlib.error) as exc:
+            if not compressed:
+                raise DataError(f"cannot read {path}: {exc}; {fix}") from exc
+            raise DataError(f"{path} is a damaged gzip file ({exc}); {fix}") from exc
+    if len(content) > expected:
         raise DataError(
-            f"{path} is truncated: its gzip stream ends early ({len(raw):,} bytes on disk); "
-            f"{_fix(path)}"
-        ) from exc
-    except (OSError, zlib.error) as exc:
-        raise DataError(f"{path} is a damaged gzip file ({exc}); {_fix(path)}") from exc
+            f"{path} inflates past the {expected:,} bytes its IDX header declares (a gzip bomb, "
+            f"damaged data or data appended) and was not read further; {fix}"
+        )
+    return content
+
+
+def _header_len(head: bytes, path: Path, magic: int | None, fix: str) -> int:
+    """The IDX header length that the magic number `head` announces; DataError if it is wrong."""
+    if len(head) < 4:
+        raise DataError(
+            f"{path} is truncated: {len(head)} bytes, too short for an IDX header; {fix}"
+        )
+    found = int.from_bytes(head, "big")
+    expected = magic if magic is not None else found
+    if found != expected or found not in (_IMAGES_MAGIC, _LABELS_MAGIC):
+        kind = "images" if expected == _IMAGES_MAGIC else "labels"
+        want = f"0x{expected:08x} ({kind})" if magic is not None else "0x00000803 or 0x00000801"
+        raise DataError(
+            f"{path} has IDX magic number 0x{found:08x}, expected {want}: it is not a "
+            f"FashionMNIST {kind if magic is not None else 'IDX'} file; {fix}"
+        )
+    return 4 + 4 * (found & 0xFF)
+
+
+def _dims(header: bytes) -> list[int]:
+    return [int.from_bytes(header[i : i + 4], "big") for i in range(4, len(header), 4)]
+
+
+def _declared(header: bytes, path: Path, max_count: int, fix: str) -> int:
+    """The number of data bytes that a complete `header` declares, within `max_count` items."""
+    dims = _dims(header)
+    if len(dims) == 3 and dims[1:] != [N_ROWS, N_COLS]:
+        raise DataError(
+            f"{path} holds {dims[1]}x{dims[2]} images, expected {N_ROWS}x{N_COLS}; {fix}"
+        )
+    if dims[0] > max_count:
+        kind = "images" if len(dims) == 3 else "labels"
+        raise DataError(
+            f"{path}: its IDX header declares {dims[0]:,} {kind}, expected at most "
+            f"{max_count:,}; it was refused before reading them; {fix}"
+        )
+    return math.prod(dims)
+
+
+def _check_size_on_disk(size: int, expected: int, compressed: bool, path: Path, fix: str) -> None:
+    """Refuse a file larger on disk than the content its header declares could make it."""
+    if not compressed and size > expected:
+        raise DataError(
+            f"{path} is {size:,} bytes on disk, but its IDX header declares {expected:,}: it has "
+            f"{size - expected:,} bytes of trailing garbage after its data; {fix}"
+        )
+    if compressed and size > expected + _gzip_slack(expected):
+        raise DataError(
+            f"{path} is {size:,} bytes on disk, more than any gzip of the {expected:,} bytes its "
+            f"IDX header declares could be: it holds something else; {fix}"
+        )
+
+
+def _gzip_slack(n_bytes: int) -> int:
+    """Deflate grows incompressible data by well under 1 %; gzip adds a header of a few bytes."""
+    return n_bytes // 100 + 2**16
 
 
 def verify_digest(name: str, content: bytes, path: Path) -> str:
@@ -205,46 +329,34 @@ def verify_digest(name: str, content: bytes, path: Path) -> str:
     return actual
 
 
-def decode_idx(content: bytes, path: Path, *, magic: int, count: int | None = None) -> np.ndarray:
+def decode_idx(
+    content: bytes, path: Path, *, magic: int, count: int | None = None, fix: str | None = None
+) -> np.ndarray:
     """Decode an IDX file of unsigned bytes after checking its magic number, shape and length.
 
     `count`, if given, is the number of items the file must hold; `load` leaves it out so that it
     can first compare images with labels and name that mismatch as such.
     """
-    kind = "images" if magic == _IMAGES_MAGIC else "labels"
-    if len(content) < 8:
-        raise DataError(
-            f"{path} is truncated: {len(content)} bytes, too short for an IDX header; {_fix(path)}"
-        )
-    found_magic = int.from_bytes(content[:4], "big")
-    if found_magic != magic:
-        raise DataError(
-            f"{path} has IDX magic number 0x{found_magic:08x}, expected 0x{magic:08x} "
-            f"({kind}): it is not a FashionMNIST {kind} file; {_fix(path)}"
-        )
-    n_dims = magic & 0xFF
-    header_len = 4 + 4 * n_dims
+    fix = _fix(path) if fix is None else fix
+    header_len = _header_len(content[:4], path, magic, fix)
     if len(content) < header_len:
-        raise DataError(f"{path} is truncated inside its IDX header; {_fix(path)}")
-    dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims)]
-    if n_dims == 3 and dims[1:] != [N_ROWS, N_COLS]:
-        raise DataError(
-            f"{path} holds {dims[1]}x{dims[2]} images, expected {N_ROWS}x{N_COLS}; {_fix(path)}"
-        )
+        raise DataError(f"{path} is truncated inside its IDX header; {fix}")
+    dims = _dims(content[:header_len])
+    n_values = _declared(content[:header_len], path, max(dims[0], count or 0), fix)
     if count is not None and dims[0] != count:
-        raise DataError(f"{path} holds {dims[0]:,} {kind}, expected {count:,}; {_fix(path)}")
-    n_values = int(np.prod(dims))
+        kind = "images" if magic == _IMAGES_MAGIC else "labels"
+        raise DataError(f"{path} holds {dims[0]:,} {kind}, expected {count:,}; {fix}")
     n_data = len(content) - header_len
     if n_data < n_values:
-        shape = f" ({' x '.join(f'{d:,}' for d in dims)})" if n_dims > 1 else ""
+        shape = f" ({' x '.join(f'{d:,}' for d in dims)})" if len(dims) > 1 else ""
         raise DataError(
             f"{path} is truncated: {n_data:,} data bytes after its IDX header, expected "
-            f"{n_values:,}{shape}; {_fix(path)}"
+            f"{n_values:,}{shape}; {fix}"
         )
     if n_data > n_values:
         raise DataError(
             f"{path} has {n_data - n_values:,} bytes of trailing garbage after its "
-            f"{n_values:,} data bytes; {_fix(path)}"
+            f"{n_values:,} data bytes; {fix}"
         )
     return np.frombuffer(content, dtype=np.uint8, offset=header_len).reshape(dims)
 
@@ -263,8 +375,9 @@ def load(
         if path is None:  # deleted between locate and now
             raise DataError(f"{folder / name} disappeared while loading; rerun")
         paths[role] = path
-        contents[role] = read_bytes(path)
         magic = _IMAGES_MAGIC if role.endswith("images") else _LABELS_MAGIC
+        max_count = N_TRAIN if role.startswith("train") else N_TEST
+        contents[role] = read_bytes(path, magic=magic, max_count=max_count)
         arrays[role] = decode_idx(contents[role], path, magic=magic)
     # Structure first, so that a mismatch or a wrong count is named as such, then the digests.
     for split, expected in (("train", N_TRAIN), ("test", N_TEST)):

@@ -235,12 +235,22 @@ def _get(url: str, timeout: float, total_timeout: float) -> bytes:
 
 def _verify(name: str, raw: bytes) -> bytes:
     """`raw` decompressed, if its SHA-256 is the canonical digest of `name`."""
+    # Inflating stops one byte past the canonical size: a small gzip that inflates to gigabytes
+    # costs no more memory than the real file.
+    limit = data.idx_size(name)
     try:
-        content = data.gunzip(raw)
+        content = data.gunzip(raw, limit)
     except EOFError as exc:  # a cut-off stream may be a broken transfer: worth another try
         raise _MirrorFailure(f"gzip stream truncated at {len(raw):,} bytes", retry=True) from exc
     except (OSError, zlib.error) as exc:
         raise _MirrorFailure(f"damaged gzip stream ({exc})", retry=False) from exc
+    if len(content) > limit:
+        # Damaged deflate data can inflate past the end as well as a bomb can; say both.
+        raise _MirrorFailure(
+            f"damaged gzip stream or gzip bomb: its {len(raw):,} bytes inflate past the "
+            f"{limit:,} bytes of {name}; not decompressed further",
+            retry=False,
+        )
     actual = hashlib.sha256(content).hexdigest()
     if actual != data.SHA256[name]:
         raise _MirrorFailure(
