@@ -18,7 +18,8 @@ On disk (schema version 1) the file is `torch.save` of one dict:
 
 Everything in it is a tensor, dict, list, str, int, float, bool or None, so it loads with
 `torch.load(path, weights_only=True)`. `load_model` loads it that way only: a file never gets to
-run code, and each way a file can be wrong has its own `ModelFileError`.
+run code, and each way a file can be wrong has its own `ModelFileError`, among them weights that
+hold NaN or infinity (such a model cannot predict; `save_model` refuses to write one as well).
 """
 
 from __future__ import annotations
@@ -202,6 +203,14 @@ def check_state_dict(state_dict: dict, config: Config, *, where: str) -> None:
             )
         if not got.is_floating_point():
             raise ModelFileError(f"{where}: state_dict[{key!r}] has dtype {got.dtype}, not float")
+        n_bad = int((~torch.isfinite(got)).sum())
+        if n_bad:
+            # A model with NaN or infinite weights outputs NaN for every input: refuse it here,
+            # not image by image later.
+            raise ModelFileError(
+                f"{where}: state_dict[{key!r}] holds {n_bad:,} NaN or infinity value(s), so the "
+                "model cannot predict (its training diverged); retrain it, or use another model"
+            )
 
 
 def _read_payload(path: Path, device: str | torch.device) -> object:
