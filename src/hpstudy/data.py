@@ -271,9 +271,10 @@ def _header_len(head: bytes, path: Path, magic: int | None, fix: str) -> int:
     if found != expected or found not in (_IMAGES_MAGIC, _LABELS_MAGIC):
         kind = "images" if expected == _IMAGES_MAGIC else "labels"
         want = f"0x{expected:08x} ({kind})" if magic is not None else "0x00000803 or 0x00000801"
+        what = {_IMAGES_MAGIC: "an IDX image", _LABELS_MAGIC: "an IDX label"}.get(magic, "an IDX")
         raise DataError(
-            f"{path} has IDX magic number 0x{found:08x}, expected {want}: it is not a "
-            f"FashionMNIST {kind if magic is not None else 'IDX'} file; {fix}"
+            f"{path} has IDX magic number 0x{found:08x}, expected {want}: it is not {what} file; "
+            f"{fix}"
         )
     return 4 + 4 * (found & 0xFF)
 

@@ -17,11 +17,21 @@ the longest edge is 28; padded with the background value to 28 x 28, centred; th
 `(pixel / 255 - mean) / std` with the model's own mean and std. An image that is already 28 x 28
 skips the geometry and keeps every pixel, so the dataset's images written as PNG classify exactly as
 the dataset does. Nothing here prints; failures come back as `Failure` values.
+
+Every input is bounded before it is read: anything but a regular file (a FIFO, a device) is refused
+without a blocking open; an image file over `MAX_IMAGE_BYTES` on disk or over Pillow's
+`Image.MAX_IMAGE_PIXELS` (checked from its header, before decoding) is refused as a possible
+decompression bomb; an IDX file is read as `data.read_bytes` reads one (header first, at most
+`MAX_IDX_IMAGES` images, never past what the header declares). An image for which the model's
+outputs are not finite is a `Failure` too, so no probability is ever NaN.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import struct
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +49,14 @@ INVERT_MODES = ("auto", "never", "always")
 SIDE = data.N_ROWS  # 28: FashionMNIST images are SIDE x SIDE
 N_TOP = 3
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+# Bounds on what one input may cost. A photo of a garment needs a few megabytes at most; EMNIST,
+# the largest 28 x 28 IDX set in use, holds about 700,000 images (550 MB).
+MAX_IMAGE_BYTES = 100 * 2**20
+MAX_IDX_IMAGES = 1_000_000
+_IDX_FIX = (
+    f"pass an IDX image file of at most {MAX_IDX_IMAGES:,} 28 x 28 images (N x 28 x 28 unsigned "
+    "bytes, optionally gzipped), or split it"
+)
 # Pixels further than this from the background value count as content when trimming; high enough
 # to ignore JPEG noise on a plain background, low enough to keep a garment's faint edges.
 _TRIM_THRESHOLD = 24
@@ -51,6 +69,7 @@ _UNREADABLE = (
     struct.error,
     Image.DecompressionBombError,
     DataError,
+    MemoryError,  # an input that fits the bounds but not this machine: refuse it, keep going
 )
 
 
@@ -117,21 +136,32 @@ def is_idx(path: Path) -> bool:
 
 def read_idx_images(path: Path) -> np.ndarray:
     """All images of an IDX file as (N, 28, 28) uint8; DataError if it is not one."""
-    content = data.read_bytes(path)  # gzip or not
-    if len(content) < 16 or int.from_bytes(content[:4], "big") != _IDX_IMAGES_MAGIC:
-        raise DataError(
-            f"{path} is not an IDX image file (expected the magic number 0x00000803 and a "
-            "16-byte header)"
-        )
+    content = data.read_bytes(  # gzip or not; bounded by its header
+        path, magic=_IDX_IMAGES_MAGIC, max_count=MAX_IDX_IMAGES, fix=_IDX_FIX
+    )
     n_images = int.from_bytes(content[4:8], "big")
-    return data.decode_idx(content, path, magic=_IDX_IMAGES_MAGIC, count=n_images)
+    return data.decode_idx(content, path, magic=_IDX_IMAGES_MAGIC, count=n_images, fix=_IDX_FIX)
 
 
 def read_grayscale(path: Path) -> np.ndarray:
     """An image file as (H, W) uint8 grayscale, upright, transparency flattened onto white."""
-    with Image.open(path) as img:
-        img.load()  # decode now, so a damaged file fails here and is reported by name
-        img = ImageOps.exif_transpose(img)  # photos store their rotation in EXIF
+    with data.open_regular(path, "pass the image file itself (PNG, JPEG, ...)") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_IMAGE_BYTES:
+            raise DataError(
+                f"{path} is {size:,} bytes, larger than the {MAX_IMAGE_BYTES:,} bytes an image "
+                "may be; it was not opened. Shrink it (a few hundred pixels per side is plenty)"
+            )
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice that; the check below refuses.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(f)
+        with img:
+            width, height = img.size
+            if width * height > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(_too_many_pixels(width * height))
+            img.load()  # decode now, so a damaged file fails here and is reported by name
+            img = ImageOps.exif_transpose(img)  # photos store their rotation in EXIF
     if img.mode.startswith("I;16") or img.mode == "I":
         # 16-bit scans: Pillow's convert("L") clips at 255 instead of scaling.
         wide = np.asarray(img, dtype=np.float64)
@@ -217,12 +247,16 @@ def classify(
             x = normalize(np.stack([p for _, p, _ in good]), mean, std).to(device)  # (B, 784)
             with torch.inference_mode():
                 logits = loaded.model(x).float().cpu()  # (B, 10)
+            finite = torch.isfinite(logits).all(dim=1).tolist()  # (B,)
             # The class is the argmax of the logits, as every accuracy figure computes it.
             classes = logits.argmax(dim=1).tolist()
             top_p, top_i = torch.softmax(logits, dim=1).topk(N_TOP, dim=1)  # (B, 3) each
-            for (i, _, inverted), cls, ps, idx in zip(
-                good, classes, top_p.tolist(), top_i.tolist(), strict=True
+            for (i, _, inverted), ok, cls, ps, idx in zip(
+                good, finite, classes, top_p.tolist(), top_i.tolist(), strict=True
             ):
+                if not ok:  # overflow in a model with huge weights: no probability to report
+                    outcomes[i] = Failure(chunk[i].name, _NOT_FINITE)
+                    continue
                 top3 = tuple((names[j], p) for j, p in zip(idx, ps, strict=True))
                 outcomes[i] = Prediction(chunk[i].name, names[cls], top3, inverted)
         if on_progress is not None:
@@ -249,7 +283,7 @@ def _expand_file(path: Path, items: list[InputImage], failures: list[Failure]) -
         return
     try:
         images = read_idx_images(path)  # (N, 28, 28)
-    except DataError as exc:
+    except (DataError, MemoryError) as exc:
         failures.append(Failure(str(path), _describe(exc, path)))
         return
     items.extend(InputImage(f"{path}#{i}", path, images[i]) for i in range(len(images)))
@@ -261,12 +295,30 @@ def _describe(exc: BaseException, path: Path) -> str:
             "not an image that Pillow can read (PNG, JPEG, ...): damaged, or another kind of file"
         )
     if isinstance(exc, Image.DecompressionBombError):
-        return f"refused as too large to decode safely ({exc})"
+        # Pillow refuses twice its limit itself, in its own words; ours name the size and fix.
+        found = re.search(r"Image size \((\d+) pixels\)", str(exc))
+        return _too_many_pixels(int(found.group(1))) if found else str(exc)
+    if isinstance(exc, MemoryError):
+        return "not enough memory to decode it on this machine; shrink it or free some memory"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     message = str(exc) or type(exc).__name__
     # DataError messages start with the path; the caller prints it already.
     return message.removeprefix(f"{path} ").removeprefix(f"{path}: ")
+
+
+_NOT_FINITE = (
+    "the model's outputs for it are not finite (NaN or infinity), so it has no class; the model's "
+    "weights are too large for float32: retrain it, or use another model"
+)
+
+
+def _too_many_pixels(n_pixels: int) -> str:
+    return (
+        f"has {n_pixels:,} pixels, more than the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+        "(Pillow's Image.MAX_IMAGE_PIXELS): refused as a possible decompression bomb; shrink it "
+        "(a few hundred pixels per side is plenty)"
+    )
 
 
 def _check_invert(invert: str) -> None:

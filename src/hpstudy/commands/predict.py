@@ -7,8 +7,12 @@ INPUT is an image file (PNG, JPEG, any size and mode), a folder of them (add --r
 subfolders) or an IDX image file, whose images are named PATH#INDEX. Photos with a light background
 are inverted to look like FashionMNIST (light garment on black) unless --invert says otherwise.
 Output: a table, or with --json one object per line: {"input", "class", "top3": [{"class",
-"probability"}, ...]}. Unreadable inputs are reported on stderr and the others still classified;
-the exit code is then 1. The model file is loaded safely (weights only): nothing in it runs.
+"probability"}, ...]}, always standard JSON (never NaN or Infinity). An input that cannot be used
+(unreadable, not a regular file, larger than the bounds in `hpstudy.predict`, or one the model
+gives no finite output for) is reported on stderr, one line each, and the others are still
+classified; the exit code is then 1, after all of them. A model file that cannot be used (damaged,
+unsafe, or with NaN/infinite weights) stops the command before any input is read (exit code 2).
+The model file is loaded safely (weights only): nothing in it runs.
 """
 
 from __future__ import annotations
@@ -94,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 n_ok += 1
                 if args.json:
-                    print(json.dumps(outcome.to_dict()))
+                    # allow_nan=False: a NaN that slipped past classify fails loudly, not as JSON
+                    # that strict parsers refuse.
+                    print(json.dumps(outcome.to_dict(), allow_nan=False))
                 else:
                     rows.append(outcome)
     if not args.json:
