@@ -192,10 +192,16 @@ def test_paper_tables_equal_the_store(report_runs):
             zip(rows, shown, stage.published, strict=True)
         ):
             assert len(accs) == 1
-            assert cells["test acc (%)"] == pct(accs[0]), (key, i)
+            # one seed: the test set's own noise, Wilson's interval on its 250 images
+            n = QUICK["limit_eval"]
+            ci = stats.binomtest(round(accs[0] * n), n).proportion_ci(0.95, method="wilson")
+            low, high = 100 * ci.low, 100 * ci.high
+            want_text = f"{pct(accs[0])} [{low:.2f}, {high:.2f}] Wilson"
+            assert cells["test acc (%)"] == want_text, (key, i)
             assert cells["paper (%)"] == f"{paper:.1f}"
             assert cells["difference (pp)"].split()[0] == f"{100 * accs[0] - paper:+.2f}"
-            assert cells["paper in our 95% CI"] in ("n=1: no interval", "other configuration")
+            place = "yes (Wilson)" if low <= paper <= high else "no: paper higher (Wilson)"
+            assert cells["paper in our 95% CI"] in (place, "other configuration")
             assert cells[""] == ("★" if i == winner else "") and cells["_marked"] == (i == winner)
     layers = [row["Layers"] for row in tables["table-1-topology"]]
     assert layers == [str([784, *TOPOLOGIES[f"T{i}"], 10]) for i in range(1, 6)]

@@ -101,10 +101,35 @@ def build_report(
             for tb in tables
         },
         "figures": [p.relative_to(view.run_dir).as_posix() for p in figure_paths],
+        # The stage tables exactly as tables/*.json holds them (same keys, numbers as numbers).
+        "stage_tables": {f"{tb.index}_{tb.name}": tb.to_dict() for tb in view.tables},
+        "provenance": _provenance_numbers(view),
     }
+    replication = verdict.replication_of(view)
+    if replication is not None:
+        payload["replication"] = replication.to_dict()
     text = json.dumps(_json_safe(payload), indent=1, default=str) + "\n"
     js = write_text_atomic(view.run_dir / "report.json", text)
     return ReportPaths(html, md, js, figure_paths, tuple(r.run_dir for r in related))
+
+
+def _provenance_numbers(view) -> dict:
+    """What the reproduce block prints, as numbers for scripts."""
+    from hpstudy.engine.flops import model_epoch_flops
+
+    finished, info = view.finished, view.info
+    return {
+        "command": list(info.get("command", [])),
+        "machine": info.get("machine", {}),
+        "elapsed_s": info.get("elapsed_s"),
+        "n_trials": len(finished),
+        "model_epochs": sum(r.epochs for r in finished),
+        "training_wall_s": sum(r.wall_s for r in finished),
+        "training_flops": sum(
+            model_epoch_flops(r.config, r.n_train) * r.epochs for r in finished
+        ),
+        "epochs_run": {str(r.number): r.epochs for r in finished},
+    }
 
 
 def _json_safe(obj):

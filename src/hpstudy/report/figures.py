@@ -20,7 +20,8 @@ import numpy as np
 from hpstudy.atomic import atomic_file
 from hpstudy.store import TrialRecord
 
-DPI = 100
+DPI = 100  # figure sizes are in inches at this density: what the page shows at 1x
+SCALE = 2  # PNGs are drawn at 2x that density for sharp text; the HTML shows them at 1x
 _MARK_BEST = dict(marker="o", markersize=5, linestyle="none")
 _MARK_STOP = dict(marker="x", markersize=7, markeredgewidth=2, linestyle="none")
 
@@ -34,7 +35,7 @@ def _figure(width: float, height: float):
 def save_atomic(fig, path: Path) -> Path:
     """Write `fig` as a PNG at `path` through a temporary file in the same folder."""
     with atomic_file(path) as fh:
-        fig.savefig(fh, format="png", dpi=DPI)
+        fig.savefig(fh, format="png", dpi=DPI * SCALE)
     return Path(path)
 
 
@@ -77,7 +78,7 @@ def plot_misclassified(
             k = wrong[i]
             ax.imshow(images[k], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(f"#{k}\ntrue: {class_names[labels[k]]}\npred: "
-                         f"{class_names[predictions[k]]}", fontsize=7)  # fmt: skip
+                         f"{class_names[predictions[k]]}", fontsize=8)  # fmt: skip
     if not len(wrong):
         fig.text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
     return save_atomic(fig, path)
@@ -88,12 +89,15 @@ def plot_curves(
     path: Path,
     *,
     max_epochs: int,
+    split: str = "evaluation",
+    winners: frozenset[int] | set[int] = frozenset(),
 ) -> Path:
-    """Evaluation accuracy per epoch for every trial, one panel per stage (or group).
+    """Accuracy per epoch for every trial, one panel per stage (or group).
 
-    `panels`: title -> [(label, record)]; trials with the same label (the seeds of one
-    configuration) share a colour and a legend entry. A dot marks each trial's best epoch; a
-    cross marks where early stopping ended a trial (its last epoch, if before `max_epochs`).
+    `panels`: title -> [(label, record)]; trials of one configuration (its seeds) share a legend
+    entry, and one configuration keeps its colour in every panel. `winners`: trial numbers
+    drawn bold and starred. A dot marks each trial's best epoch; a cross marks where early
+    stopping ended a trial (its last epoch, if before `max_epochs`). `split` names the axis.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -101,31 +105,35 @@ def plot_curves(
     columns = 2 if n > 1 else 1
     n_rows = math.ceil(n / columns)
     fig = _figure(6.5 * columns, 4.2 * n_rows)
+    colors: dict[tuple, str] = {}  # configuration (without seed) -> colour, across panels
     for i, (title, trials) in enumerate(panels.items()):
         ax = fig.add_subplot(n_rows, columns, i + 1)
-        colors: dict[str, str] = {}
         for name, r in trials:
             if not r.eval_accuracy:
                 continue
-            color = colors.setdefault(name, f"C{len(colors) % 10}")
+            config = r.config.replace(seed=0)
+            color = colors.setdefault(config, f"C{len(colors) % 10}")
+            won = r.number in winners
             epochs = np.arange(1, len(r.eval_accuracy) + 1)
             acc = 100 * np.asarray(r.eval_accuracy, dtype=float)
-            ax.plot(epochs, acc, color=color, linewidth=1.3, alpha=0.85, label=name)
+            ax.plot(epochs, acc, color=color, linewidth=2.8 if won else 1.3,
+                    alpha=1.0 if won else 0.8, label=f"★ {name}" if won else name)  # fmt: skip
             if r.best_epoch:
                 ax.plot(r.best_epoch, acc[r.best_epoch - 1], color=color, **_MARK_BEST)
             if len(epochs) < max_epochs:
                 ax.plot(epochs[-1], acc[-1], color=color, **_MARK_STOP)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("evaluation accuracy (%)")
+        ax.set_ylabel(f"{split} accuracy (%)")
         ax.set_xlim(0.5, max_epochs + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         handles, names = ax.get_legend_handles_labels()
         unique = dict(zip(names, handles, strict=True))  # one entry per configuration
         if unique and len(unique) <= 12:
-            ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
-    fig.suptitle("Evaluation accuracy per epoch  (● best epoch, ✕ stopped early)")
+            ax.legend(unique.values(), unique.keys(), fontsize=9, loc="lower right")
+    fig.suptitle(f"{split.capitalize()} accuracy per epoch  (★ stage winner, ● best epoch, "
+                 "✕ stopped early)")  # fmt: skip
     return save_atomic(fig, path)
 
 
@@ -183,7 +191,7 @@ def plot_importances(values: dict[str, float], path: Path, method: str = "fANOVA
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"{method} importance (share of variance)")
     for y, v in enumerate(list(values.values())[::-1]):
-        ax.text(v + 0.01, y, f"{v:.3f}", va="center", fontsize=8)
+        ax.text(v + 0.01, y, f"{v:.3f}", va="center", fontsize=9)
     return save_atomic(fig, path)
 
 

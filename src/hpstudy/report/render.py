@@ -68,7 +68,16 @@ figcaption { font-size: .85rem; color: #444; }
 .warning { background: #fff1f0; border-left: 4px solid #d4380d; padding: .5rem .8rem; }
 .note { background: #f0f5ff; border-left: 4px solid #2f54eb; padding: .5rem .8rem; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; }
-code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; }
+code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; overflow-wrap: anywhere; }
+p, figcaption, td { overflow-wrap: anywhere; }
+pre { white-space: pre-wrap; }
+.table-wrap { scrollbar-width: thin; scrollbar-color: #999 #eee; }
+@media (max-width: 640px) {
+  main { padding: 1rem .6rem 3rem; } nav ol { columns: 1; } h1 { font-size: 1.35rem; }
+  .table-wrap { border-right: 3px solid #bbb; }
+  .table-wrap::before { content: "scroll sideways for more columns →"; display: block;
+                        font-size: .75rem; color: #666; position: sticky; left: 0; }
+}
 """
 
 
@@ -97,11 +106,20 @@ def _html_table(table: Table) -> str:
 
 
 def _html_figure(figure: Figure) -> str:
-    data = base64.b64encode(Path(figure.path).read_bytes()).decode("ascii")
-    key = figure.key or Path(figure.path).stem
+    """The PNG embedded at half its pixel width (figures are drawn at 2x for sharp text), inside
+    a link to the file beside the report, so a click opens it full size (phones too)."""
+    from PIL import Image
+
+    path = Path(figure.path)
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    with Image.open(path) as image:
+        width = image.width // 2
+    key = html.escape(figure.key or path.stem, quote=True)
     alt = html.escape(figure.caption, quote=True)
+    href = html.escape(f"{path.parent.name}/{path.name}", quote=True)
     return (
-        f'<figure id="fig-{key}"><img src="data:image/png;base64,{data}" alt="{alt}">'
+        f'<figure id="fig-{key}"><a href="{href}" title="open full size">'
+        f'<img src="data:image/png;base64,{data}" width="{width}" alt="{alt}"></a>'
         f"<figcaption>{_inline(figure.caption)}</figcaption></figure>"
     )
 

@@ -175,15 +175,17 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
             ]
             for tb in view.tables
         }
-        caption = "Evaluation accuracy per epoch of every trial, one panel per stage"
+        caption = "Accuracy per epoch of every trial, one panel per table; ★ the winner"
     else:
         panels = {}
         for r in sorted(view.finished, key=lambda r: r.number):
             title = factor_label("topology", r.config.topology)
             panels.setdefault(title, []).append((factor_label("optimizer", r.config.optimizer), r))
-        caption = "Evaluation accuracy per epoch of every trial, one panel per topology"
+        caption = "Accuracy per epoch of every trial, one panel per topology"
     split = "test" if view.is_leaky else "validation"
-    path = figures.plot_curves(panels, figdir / "curves.png", max_epochs=view.study.max_epochs)
+    winners = {n for tb in view.tables if tb.winner for n in tb.winner.trial_numbers}
+    path = figures.plot_curves(panels, figdir / "curves.png", max_epochs=view.study.max_epochs,
+                               split=split, winners=winners)  # fmt: skip
     blocks.append(Figure(path, f"{caption} (on the {split} split); a dot marks the best epoch, a "
                                "cross where early stopping ended the trial."))  # fmt: skip
     if final is not None:

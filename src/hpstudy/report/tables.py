@@ -232,6 +232,7 @@ def _row_data(row: Row, paper: float | None) -> dict:
         "paper": paper,
         "winner": row.is_winner,
         "best_epochs": list(row.best_epochs),
+        "epochs": list(row.epochs),
         "trial_numbers": list(row.trial_numbers),
     }
 
