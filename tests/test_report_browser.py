@@ -22,13 +22,15 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 PROBE = """<script>
 window.addEventListener("load", () => {
-  const out = document.createElement("pre");
+  const out = window.parent.document.createElement("pre");  // the top page, if framed
   out.id = "hpstudy-probe";
   out.textContent = JSON.stringify({
     images: [...document.images].map(img => [img.alt, img.complete, img.naturalWidth]),
     tables: [...document.querySelectorAll("table")].map(t => [t.id, t.rows.length]),
+    page: [window.innerWidth, document.documentElement.scrollWidth],
+    shown: [...document.images].map(img => [img.clientWidth, img.parentElement.tagName]),
   });
-  document.body.appendChild(out);
+  window.parent.document.body.appendChild(out);
 });
 </script>"""
 
@@ -48,13 +50,25 @@ def chromium(*args: str, timeout: float = 90) -> str:
     return done.stdout
 
 
-def probe(page: Path, tmp_path: Path) -> dict:
-    """What the browser loaded: {'images': [[alt, complete, naturalWidth]], 'tables': [[id, n]]}."""
+def probe(page: Path, tmp_path: Path, width: int | None = None) -> dict:
+    """What the browser loaded: {'images': [[alt, complete, naturalWidth]], 'tables': [[id, n]],
+    'page': [viewport width, document width], 'shown': [[shown width, parent tag]]}.
+
+    `width`: the viewport, through an iframe of that width (headless Chromium's window is at
+    least 500 px wide, so a phone's 420 px needs a frame)."""
     text = page.read_text(encoding="utf-8")
     probed = tmp_path / f"probe-{page.parent.name}.html"
     probed.write_text(text.replace("</body>", PROBE + "\n</body>"), encoding="utf-8")
+    if width is not None:
+        framed = tmp_path / f"frame-{width}.html"
+        framed.write_text(
+            f'<html><body style="margin:0"><iframe src="{probed.name}" '
+            f'width="{width}" height="900" style="border:0"></iframe></body></html>'
+        )
+        probed = framed
     # A virtual-time budget lets the load event (and the probe) run before the DOM is dumped.
-    dom = chromium("--virtual-time-budget=10000", "--dump-dom", probed.as_uri())
+    dom = chromium("--virtual-time-budget=10000", "--allow-file-access-from-files",
+                   "--window-size=1500,900", "--dump-dom", probed.as_uri())  # fmt: skip
     found = re.search(r'<pre id="hpstudy-probe">(.*?)</pre>', dom, re.S)
     assert found, "the probe did not run: the page never finished loading"
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
@@ -92,6 +106,18 @@ def test_every_image_loads_and_every_table_is_there(report_runs, tmp_path, name)
                  "provenance"],
     }[name]  # fmt: skip
     assert set(expected) <= set(shown)
+
+
+@pytest.mark.parametrize("width", [420, 1400])
+def test_figures_are_sharp_linked_and_nothing_overflows(report_runs, tmp_path, width):  # noqa: F811
+    seen = probe(report_runs["paper"] / "report.html", tmp_path, width)
+    inner, scroll = seen["page"]
+    assert inner == width and scroll <= inner, "the page scrolls sideways: something overflows"
+    for (alt, _, natural), (shown, parent) in zip(seen["images"], seen["shown"], strict=True):
+        assert parent == "A", f"{alt!r} does not open full size on click"
+        assert 0 < shown <= inner
+        if width == 1400:  # drawn at 2x: at least twice the pixels the page shows
+            assert natural >= 1.9 * shown, (alt, natural, shown)
 
 
 def test_screenshot(report_runs):  # noqa: F811
