@@ -81,7 +81,7 @@ def test_a_replicate_study_needs_published_numbers_and_the_test_metric(tmp_path:
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("replicate")
-    study = load_study(tiny_replicate(folder))
+    study = load_study(tiny_replicate(folder)).with_overrides(with_clean=True)
     summary = run_study(study, RunOptions(out=str(folder / "run"), **QUICK))
     build_report(summary.run_dir, command="hpstudy run rep.toml")
     return summary.run_dir
@@ -99,7 +99,9 @@ def test_each_configuration_is_one_trial_per_seed_shared_with_the_staged_search(
                   ReplicateProtocol(load_study(replicated.parent / "rep.toml")).configs()
                   for c in g}  # fmt: skip
     assert len(paper_keys) == 8 and paper_keys <= {r.key for r in finished}
-    assert all(r.seed == 42 for r in finished if r.key not in paper_keys)
+    clean = [r for r in finished if r.split["selection"] == "validation"]
+    assert len(clean) == 8  # --with-clean: the same 4 configurations x 2 seeds, other split
+    assert all(r.seed == 42 for r in finished if r.key not in paper_keys and r not in clean)
     assert all(r.correct_mask is not None and len(r.correct_mask) == 250 for r in finished)
     for r in finished:  # the stored mask is the best epoch's: it counts the same accuracy
         assert r.correct_mask.mean() == pytest.approx(r.best_accuracy, abs=1e-12)
@@ -156,3 +158,27 @@ def test_the_report_leads_with_the_verdict_and_repeats_the_stores_numbers(replic
     noise = report["tables"]["winners-vs-noise"]["data"]
     assert noise and all(0 <= row["p_value"] <= 1 for row in noise)
     assert not any(math.isnan(row["difference_pp"]) for row in noise)
+
+
+def test_with_clean_measures_the_leak_per_cell_from_the_store(replicated):
+    data = json.loads((replicated / REPLICATION_FILE).read_text())
+    store = open_run(replicated)
+    tests = store.get_meta_prefixed("test_accuracy:")
+    records = [r for r in store.records() if r.status is TrialStatus.FINISHED]
+    clean = {(r.config.replace(seed=0), r.seed): r for r in records
+             if r.split["selection"] == "validation"}  # fmt: skip
+    leaky = {(r.config.replace(seed=0), r.seed): r for r in records
+             if r.split["selection"] == "test"}  # fmt: skip
+    assert len(data["leak"]) == 4 and len(tests) == 8  # the test set read once per clean trial
+    for gap in data["leak"]:
+        config = load_study(replicated.parent / "rep.toml").config(
+            seed=0, **{k: gap["config"][k] for k in ("topology", "optimizer", "lr", "activation")}
+        )
+        clean_test = [tests[clean[config, s].key] for s in (42, 43)]
+        paper = [leaky[config, s].best_accuracy for s in (42, 43)]
+        assert gap["clean_test"]["mean"] == pytest.approx(50 * sum(clean_test), abs=1e-3)
+        want = v.paired_difference(paper, clean_test)
+        assert gap["gap"]["estimate"] == pytest.approx(want.estimate, abs=1e-3)
+        assert gap["gap"]["n"] == 2
+    html = (replicated / "report.html").read_text()
+    assert 'id="leak-per-cell"' in html

@@ -13,6 +13,7 @@ at a time per folder (a lock file); a rerun continues where the last one stopped
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import shutil
@@ -43,7 +44,7 @@ from hpstudy.store import (
     redact_args,
     redact_url,
 )
-from hpstudy.study import ProtocolKind, Study, parse_study
+from hpstudy.study import ProtocolKind, Selection, Study, parse_study
 from hpstudy.tables import StageTable, write_tables
 
 MODEL_FILE = "final_best_model.pth"
@@ -184,7 +185,11 @@ def run_info(
         "study_toml": study.path.read_text(encoding="utf-8"),
         "protocol": study.protocol.value,
         "storage": storage,
-        "overrides": {"n_seeds": study.n_seeds, "max_epochs": study.max_epochs},
+        "overrides": {
+            "n_seeds": study.n_seeds,
+            "max_epochs": study.max_epochs,
+            "with_clean": study.with_clean,
+        },
         "options": asdict(options) | {"storage": storage},
         "split": split,
         "device": options.device,
@@ -258,19 +263,38 @@ def run_study(
                           weights_dir=run_dir / "weights"
                           if study.protocol in _STAGED_KINDS else None)  # fmt: skip
         protocol = make_protocol(study, trainer)
+        if study.protocol is ProtocolKind.REPLICATE and study.with_clean:
+            protocol.clean = clean_trainer(study, options, trainer, run_dir)
         if study.protocol is ProtocolKind.GRID:
             tables = protocol.run(created=created)
         else:
             tables = protocol.run()
         write_tables(run_dir, tables)
         if isinstance(protocol, ReplicateProtocol):
-            write_replication(run_dir, protocol.replication(store.records()))
+            write_replication(run_dir, protocol.replication(store.records(), tests=_tests(store)))
         model_path = save_final_model(study, trainer, tables, run_dir)
         record_elapsed(run_dir, time.perf_counter() - start)
     records = store.records()
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
     return RunSummary(run_dir, tables, model_path, len(trainer.trained), **costs,
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
+
+
+def clean_trainer(study: Study, options: RunOptions, trainer: Trainer, run_dir: Path) -> Trainer:
+    """`--with-clean`: a second trainer on the same store whose split selects on validation
+    (its trials have other keys); run.json keeps that split for the report."""
+    clean = dataclasses.replace(study, selection=Selection.VALIDATION)
+    data = prepare_data(clean, options)
+    info = read_run_info(run_dir) | {"clean_split": data.split}
+    with atomic_file(run_dir / RUN_FILE, "w") as f:
+        json.dump(info, f, indent=1)
+    return Trainer(trainer.store, data, protocol=trainer.protocol, space=trainer.space,
+                   on_event=trainer.on_event, batch=trainer.batch,
+                   weights_dir=trainer.weights_dir)  # fmt: skip
+
+
+def _tests(store: Store) -> dict[str, float]:
+    return store.get_meta_prefixed(TEST_META)
 
 
 def write_replication(run_dir: Path, replication) -> Path:

@@ -154,6 +154,11 @@ class Store:
     def get_meta(self, key: str, default: Any = None) -> Any:
         return self.study.user_attrs.get(key, default)
 
+    def get_meta_prefixed(self, prefix: str) -> dict[str, Any]:
+        """Study attributes whose key starts with `prefix`, keyed by the rest of the key."""
+        attrs = self.study.user_attrs
+        return {k.removeprefix(prefix): v for k, v in attrs.items() if k.startswith(prefix)}
+
     def set_meta(self, key: str, value: Any) -> None:
         self.study.set_user_attr(key, value)
 

@@ -87,6 +87,7 @@ class Study:
     sampler_seed: int = 0  # search: TPE seed
     published_final: float | None = None  # the paper's final test accuracy (%)
     staged_seeds: int = 1  # replicate: seeds of the staged search run beside it (0: none)
+    with_clean: bool = False  # replicate: also train every cell on the validation split
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -102,9 +103,15 @@ class Study:
             patience=self.patience,
         )
 
-    def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None) -> Study:
-        """The study with command-line overrides (`--seeds`, `--max-epochs`) applied."""
+    def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None,
+                       with_clean: bool | None = None) -> Study:  # fmt: skip
+        """The study with command-line overrides (`--seeds`, `--max-epochs`, `--with-clean`)."""
         changes: dict[str, Any] = {}
+        if with_clean:
+            if self.protocol is not ProtocolKind.REPLICATE:
+                raise UserError(f"--with-clean is for replicate studies; {self.name} has "
+                                f"protocol = {self.protocol.value!r}")  # fmt: skip
+            changes["with_clean"] = True
         for key, option, value in (
             ("n_seeds", "--seeds", n_seeds),
             ("max_epochs", "--max-epochs", max_epochs),
@@ -315,9 +322,15 @@ class _Parser:
                 )
         return start
 
-    def replicate(self, raw: dict, stages: tuple[Stage, ...], selection: Selection) -> int:
-        """A replicate study's `[replicate]` table; its stages must carry the paper's numbers."""
-        table = self.table(raw, "replicate", {"staged_seeds"})
+    def replicate(
+        self, raw: dict, stages: tuple[Stage, ...], selection: Selection
+    ) -> tuple[int, bool]:
+        """A replicate study's `[replicate]` table (staged_seeds, with_clean); its stages must
+        carry the paper's numbers."""
+        table = self.table(raw, "replicate", {"staged_seeds", "with_clean"})
+        with_clean = table.get("with_clean", False)
+        if not isinstance(with_clean, bool):
+            raise self.fail("replicate.with_clean", f"must be true or false, got {with_clean!r}")
         for i, stage in enumerate(stages):
             if not stage.published:
                 raise self.fail(f"stages[{i}].published", "a replicate study re-measures "
@@ -325,7 +338,7 @@ class _Parser:
         if not selection.is_leaky:
             raise self.fail("selection", "a replicate study uses the paper's metric (best test "
                             "accuracy): set selection = 'test'")  # fmt: skip
-        return self.integer(table, "staged_seeds", 1, low=0, where="replicate")
+        return self.integer(table, "staged_seeds", 1, low=0, where="replicate"), with_clean
 
     def study(self, raw: dict) -> Study:
         self.no_unknown(raw, _TOP_KEYS)
@@ -363,7 +376,9 @@ class _Parser:
             kwargs["stages"] = self.stages(raw, space)
             kwargs["start"] = self.start(raw, space, kwargs["stages"])
         if protocol is ProtocolKind.REPLICATE:
-            kwargs["staged_seeds"] = self.replicate(raw, kwargs["stages"], selection)
+            kwargs["staged_seeds"], kwargs["with_clean"] = self.replicate(
+                raw, kwargs["stages"], selection
+            )
         elif protocol is not ProtocolKind.STAGED:
             for key in ("stages", "start"):
                 if key in raw:

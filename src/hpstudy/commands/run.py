@@ -93,6 +93,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-report", action="store_true", help="skip writing the report at the end"
     )
+    parser.add_argument(
+        "--with-clean",
+        action="store_true",
+        help="replicate studies: also train every cell with selection on a validation split "
+        "and read the test set once, to measure the leak cell by cell (doubles the training)",
+    )
     add_study_options(parser)
 
 
@@ -107,7 +113,10 @@ def options_from(args: argparse.Namespace):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    study = load_study(args.study).with_overrides(n_seeds=args.seeds, max_epochs=args.max_epochs)
+    study = load_study(args.study).with_overrides(
+        n_seeds=args.seeds, max_epochs=args.max_epochs,
+        with_clean=getattr(args, "with_clean", None),
+    )  # fmt: skip
     options = RunOptions(
         out=getattr(args, "out", None),
         storage=args.storage,

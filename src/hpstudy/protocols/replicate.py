@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from hpstudy import verdict as v
 from hpstudy.protocols.base import Protocol, StageFinished, StageStarted, make_row, pick_winner
-from hpstudy.protocols.staged import StagedProtocol
+from hpstudy.protocols.staged import StagedProtocol, evaluate_test_once
 from hpstudy.space import Config
 from hpstudy.store import TrialRecord, trial_key
 from hpstudy.study import FACTORS, ProtocolKind, Stage, Study, factor_label
@@ -111,6 +111,7 @@ class Replication:
     notes: tuple[str, ...]  # e.g. the paper's own inconsistencies
     n_seeds: int
     n_test: int
+    leak: tuple[LeakGap, ...] = ()  # `--with-clean`: leaky minus clean test accuracy per cell
 
     def to_dict(self) -> dict:
         return {
@@ -120,7 +121,32 @@ class Replication:
             "cells": [c.to_dict() for c in self.cells],
             "claims": [c.to_dict() for c in self.claims],
             "notes": list(self.notes),
+            "leak": [g.to_dict() for g in self.leak],
         }
+
+
+@dataclass(frozen=True)
+class LeakGap:
+    """One configuration under the paper's protocol and under the clean one, same seeds."""
+
+    config: Config  # the first seed's
+    leaky: v.Interval  # best test accuracy, epoch chosen on test
+    clean_validation: v.Interval  # best validation accuracy, epoch chosen on validation
+    clean_test: v.Interval  # test accuracy read once, at that epoch
+    gap: v.Difference  # leaky minus clean test, paired over seeds, in points
+
+    def to_dict(self) -> dict:
+        def interval(i: v.Interval) -> dict:
+            return {"mean": _pct(i.mean), "ci95": [_pct(i.low), _pct(i.high)], "n": i.n}
+
+        return {
+            "config": {k: val for k, val in self.config.to_dict().items() if k != "seed"},
+            "leaky": interval(self.leaky),
+            "clean_validation": interval(self.clean_validation),
+            "clean_test": interval(self.clean_test),
+            "gap": {"estimate": _num(self.gap.estimate), "ci95": [_num(x) for x in self.gap.ci95],
+                    "n": self.gap.n, "test": "paired t-interval (95%) over shared seeds"},
+        }  # fmt: skip
 
 
 class ReplicateProtocol(Protocol):
@@ -128,6 +154,7 @@ class ReplicateProtocol(Protocol):
 
     def __init__(self, study: Study, trainer=None) -> None:
         super().__init__(study, trainer)
+        self.clean = None  # `--with-clean`: a Trainer whose split selects on validation
         staged = dataclasses.replace(study, protocol=ProtocolKind.STAGED,
                                      n_seeds=study.staged_seeds)  # fmt: skip
         self.staged = StagedProtocol(staged, trainer) if study.staged_seeds else None
@@ -155,10 +182,22 @@ class ReplicateProtocol(Protocol):
         if self.staged is not None:
             self.staged.keep = {trainer.key(c) for c in configs}  # the final model needs them
             staged_tables = self.staged.run()
+        if self.clean is not None:
+            self._train_clean(configs)
         tables = self._replication_tables(by_key, self.trainer.data.split)
         for table in tables:
             trainer.on_event(StageFinished(table))
         return [*staged_tables, *tables]
+
+    def _train_clean(self, configs: list[Config]) -> None:
+        """The same cells with stopping and selection on validation; test read once each."""
+        clean = self.clean
+        finished = clean.store.finished()
+        n_reused = sum(clean.key(c) in finished for c in configs)
+        clean.on_event(StageStarted(2, None, "clean", len(configs), n_reused))
+        clean.stage = "clean"
+        by_key = clean.ensure(configs)
+        evaluate_test_once(clean, configs, by_key)
 
     def tables(
         self, records: Sequence[TrialRecord], tests: dict[str, float], split: dict | None = None
@@ -199,11 +238,20 @@ class ReplicateProtocol(Protocol):
                 f"on the test set (the paper's metric); mean over {self.study.n_seeds} "
                 "seeds")  # fmt: skip
 
-    def replication(self, records: Sequence[TrialRecord], split: dict | None = None,
-                    n_test: int | None = None) -> Replication:  # fmt: skip
-        """The verdict, from stored records alone."""
+    def replication(
+        self,
+        records: Sequence[TrialRecord],
+        split: dict | None = None,
+        *,
+        tests: dict[str, float] | None = None,
+        clean_split: dict | None = None,
+    ) -> Replication:
+        """The verdict, from stored records alone; with `clean_split` (and the stored `tests`)
+        also the leak per cell."""
         split = self.trainer.data.split if split is None else split
-        n_test = n_test or split.get("n_test", 10_000)
+        if clean_split is None and self.clean is not None:
+            clean_split = self.clean.data.split
+        n_test = split.get("n_test", 10_000)
         by_key = {r.key: r for r in records if r.status.is_finished}
         results = []
         for cell in paper_cells(self.study):
@@ -211,8 +259,11 @@ class ReplicateProtocol(Protocol):
             found = [by_key[k] for c in group if (k := trial_key(c, split)) in by_key]
             results.append(_cell_result(cell, group[0], found, n_test))
         claims = _claims(self.study, results, n_test)
+        gaps = ()
+        if clean_split:
+            gaps = tuple(_leak_gaps(self.configs(), by_key, tests or {}, split, clean_split))
         return Replication(tuple(results), tuple(claims), tuple(_paper_notes(results)),
-                           self.study.n_seeds, n_test)  # fmt: skip
+                           self.study.n_seeds, n_test, gaps)  # fmt: skip
 
 
 def _cell_result(cell: PublishedCell, config: Config, records: list[TrialRecord],
@@ -287,6 +338,26 @@ def _paper_notes(results: list[CellResult]) -> list[str]:
             notes.append(f"The paper reports one configuration ({labels}) twice with different "
                          f"numbers: {where}. We measured it once per seed.")  # fmt: skip
     return notes
+
+
+def _leak_gaps(groups, by_key: dict, tests: dict, split: dict, clean_split: dict):
+    """Per configuration: leaky accuracy vs the clean run's test accuracy, seed by seed."""
+    for group in groups:
+        leaky, val, test = [], [], []
+        for config in group:
+            record = by_key.get(trial_key(config, split))
+            clean = by_key.get(trial_key(config, clean_split))
+            leaky.append(record.best_accuracy if record else math.nan)
+            val.append(clean.best_accuracy if clean and clean.is_usable else math.nan)
+            test.append(tests.get(clean.key, math.nan) if clean else math.nan)
+        if all(math.isnan(t) for t in test):
+            continue
+        yield LeakGap(group[0], v.seed_interval(leaky), v.seed_interval(val),
+                      v.seed_interval(test), v.paired_difference(leaky, test))  # fmt: skip
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else round(float(x), 4)
 
 
 def _factor_key(factors: dict) -> tuple:

@@ -128,17 +128,7 @@ class StagedProtocol(Protocol):
 
     def _evaluate_test(self, group: list[Config], by_key: dict[str, TrialRecord]) -> None:
         """The winner's test accuracy, once per seed (kept in the store, never recomputed)."""
-        from hpstudy import engine
-
-        trainer, tests = self.trainer, self._tests()
-        for config in group:
-            record = by_key[trainer.key(config)]
-            if record.key in tests or not record.is_usable:
-                continue
-            state_dict, _ = trainer.weights_of(record)
-            evaluation = engine.evaluate(config, state_dict, trainer.data.test,
-                                         device=trainer.data.device)  # fmt: skip
-            trainer.store.set_meta(TEST_META + record.key, float(evaluation.accuracy))
+        evaluate_test_once(self.trainer, group, by_key)
 
     def _drop_weights(self, groups: list[list[Config]], table: StageTable) -> None:
         """Delete cached weights of this stage's losers; keep the winner's (the final model and
@@ -154,6 +144,22 @@ class StagedProtocol(Protocol):
                     key = self.trainer.key(config)
                     if key not in self.keep:
                         (folder / f"{key}.pt").unlink(missing_ok=True)
+
+
+def evaluate_test_once(trainer, configs: list[Config], by_key: dict[str, TrialRecord]) -> None:
+    """Each trial's test accuracy at its chosen epoch, measured once and kept in the store
+    (`TEST_META` + key), never recomputed."""
+    from hpstudy import engine
+
+    tests = trainer.store.get_meta_prefixed(TEST_META)
+    for config in configs:
+        record = by_key[trainer.key(config)]
+        if record.key in tests or not record.is_usable:
+            continue
+        state_dict, _ = trainer.weights_of(record)
+        evaluation = engine.evaluate(config, state_dict, trainer.data.test,
+                                     device=trainer.data.device)  # fmt: skip
+        trainer.store.set_meta(TEST_META + record.key, float(evaluation.accuracy))
 
 
 def _replace(row, **changes):
