@@ -5,8 +5,9 @@
     (<ProtocolKind.STAGED: 'staged'>, <Selection.TEST: 'test'>, (42,))
     >>> study = study.with_overrides(n_seeds=5, max_epochs=3)
 
-A bare name (`paper`, `clean`, `grid`, `search`) is looked up in the `studies/` folder of the
-checkout, else in `$HPSTUDY_STUDIES_DIR`. Every mistake (unknown key, wrong type, impossible
+A bare name (`paper`, `replicate`, `clean`, `grid`, `search`) is looked up in
+`$HPSTUDY_STUDIES_DIR`, else among the studies shipped inside the package (`hpstudy/studies/`,
+linked as `studies/` at the top of a checkout). Every mistake (unknown key, wrong type, impossible
 value) is a `UserError` naming the key and the file, so the CLI exits with code 2.
 See `studies/paper.toml` for a commented example of every key.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.resources
 import math
 import os
 import tomllib
@@ -26,7 +28,8 @@ from hpstudy.errors import UserError
 from hpstudy.space import ACTIVATIONS, OPTIMIZERS, Config, parse_topology, topology_name
 
 SCHEMA_VERSION = 1
-STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
+# Package data (pyproject's package-data), so a wheel install finds `hpstudy run paper` too.
+STUDIES_DIR = Path(str(importlib.resources.files("hpstudy") / "studies"))
 FACTORS = ("topology", "optimizer", "lr", "activation")  # the searched hyperparameters
 
 
