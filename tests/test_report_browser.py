@@ -126,7 +126,27 @@ def test_screenshot(report_runs):  # noqa: F811
     shot.unlink(missing_ok=True)
     page = report_runs["paper"] / "report.html"
     chromium("--window-size=1280,5200", f"--screenshot={shot}", page.as_uri())
-    header = shot.read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
-    assert (width, height) == (1280, 5200)
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1280, 5200)
+        gray = image.convert("L")
+        top = gray.crop((0, 0, 1280, 1600))  # the title, the verdict or the first tables
+        dark = sum(top.histogram()[:128]) / (top.width * top.height)
+        colours = len(image.convert("RGB").getcolors(maxcolors=1 << 20) or ())
+    # A blank or unstyled page fails these: text covers a few percent of the top, and the
+    # highlighted rows, notes and figures bring hundreds of colours.
+    assert 0.01 < dark < 0.5, f"{dark:.4f} of the top is dark: is there text?"
+    assert colours > 200, f"only {colours} colours: are the figures there?"
+
+
+def test_screenshot_check_fails_on_a_blank_page(tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "blank.html"
+    page.write_text("<html><body></body></html>")
+    shot = tmp_path / "blank.png"
+    chromium("--window-size=1280,1600", f"--screenshot={shot}", page.as_uri())
+    with Image.open(shot) as image:
+        gray = image.convert("L")
+        assert sum(gray.histogram()[:128]) == 0 and len(gray.getcolors() or ()) <= 2
