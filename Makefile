@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HPSTUDY := $(VENV)/bin/hpstudy
 
-.PHONY: setup data run test lint format bench clean
+.PHONY: setup data run test test-fast lint format bench clean
 
 setup: $(STAMP) data
 
@@ -39,6 +39,11 @@ format: $(STAMP)
 
 test: setup lint
 	$(VENV)/bin/pytest -q
+
+# The fast tier, for a newcomer's first minute: everything not marked slow (whole studies, the
+# browser, PostgreSQL, kills, wheel builds; see tests/conftest.py).
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: setup
 	$(HPSTUDY) bench

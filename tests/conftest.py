@@ -11,3 +11,17 @@ from hpstudy import data
 def fashion() -> data.FashionMNIST:
     """The canonical dataset (installed by `make test` via dataset-fashion-mnist)."""
     return data.load(download=False)
+
+
+# The slow tier: whole studies (report runs, the replication), the browser, PostgreSQL, process
+# kills and wheel builds. `make test-fast` (pytest -m "not slow") runs the rest in under a
+# minute; `make test` and CI run everything.
+SLOW_FIXTURES = {"report_runs", "replicated"}
+SLOW_MARKERS = ("browser", "postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        uses_slow_fixture = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_slow_fixture or any(item.get_closest_marker(m) for m in SLOW_MARKERS):
+            item.add_marker(pytest.mark.slow)

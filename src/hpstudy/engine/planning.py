@@ -46,7 +46,13 @@ def max_members(config: Config, *, device: torch.device, dtype: torch.dtype) -> 
 
 
 def split_group(indices: list[int], limit: int) -> list[list[int]]:
-    """`indices` in consecutive chunks of at most `limit`, as even as possible."""
+    """`indices` in consecutive chunks of at most `limit`, as even as possible (sizes differ by
+    at most one: 10 by 4 is 4 + 3 + 3, not 4 + 4 + 2)."""
     n_chunks = -(-len(indices) // limit)
-    size = -(-len(indices) // n_chunks)
-    return [indices[i : i + size] for i in range(0, len(indices), size)]
+    size, extra = divmod(len(indices), n_chunks)
+    chunks, start = [], 0
+    for i in range(n_chunks):
+        end = start + size + (i < extra)
+        chunks.append(indices[start:end])
+        start = end
+    return chunks
