@@ -6,7 +6,9 @@
 Members are sorted so that each (optimizer, lr) pair is a contiguous range along the member axis;
 each range is updated by the same multi-tensor kernels torch.optim uses (`_fused_adam_`,
 `_fused_sgd_` and the `_foreach_` ops of RMSprop), with torch.optim's default arguments, on
-views of the stacked tensors. Updating a member never reads another member's numbers.
+views of the stacked tensors. Updating a member never reads another member's numbers, and each
+member's elements start at an aligned offset of the row blocks these kernels see, so its bits do
+not depend on its position either.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ class StackedOptimizer:
         self.population = population
         needs_first = any(c.optimizer == "adam" for c in population.configs)
         needs_second = any(c.optimizer in ("adam", "rmsprop") for c in population.configs)
-        # Moments exist for every member (zeros where unused) so member slices line up.
-        self.exp_avg = [torch.zeros_like(p) for p in population.params] if needs_first else None
-        self.exp_avg_sq = [torch.zeros_like(p) for p in population.params] if needs_second else None
+        # Moments exist for every member (zeros where unused) so member slices line up; they
+        # share the population's padded row layout, so every kernel below sees each member at
+        # an aligned offset (see population.ROW_ALIGN).
+        self.exp_avg = [torch.zeros_like(r) for r in population.rows] if needs_first else None
+        self.exp_avg_sq = [torch.zeros_like(r) for r in population.rows] if needs_second else None
         self.rule_runs = runs([(c.optimizer, c.lr) for c in population.configs])
         # Every member of a population has taken the same number of steps.
         self.step_count = torch.zeros((), dtype=torch.float32, device=population.params[0].device)
@@ -47,8 +51,8 @@ class StackedOptimizer:
         pop = self.population
         self.step_count += 1
         for (name, lr), s in self.rule_runs:
-            params = [p[s] for p in pop.params]
-            grads = [g[s] for g in pop.grads]
+            params = [p[s] for p in pop.rows]  # (k, padded numel): padding stays zero
+            grads = [g[s] for g in pop.grad_rows]
             if name == "sgd":
                 _sgd(params, grads, lr)
             elif name == "adam":

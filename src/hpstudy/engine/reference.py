@@ -19,6 +19,17 @@ from hpstudy.engine.splits import Split, batch_order
 from hpstudy.model import build_mlp
 from hpstudy.space import Config
 
+# Learning rates from which Adam and RMSprop are chaotic here: a rounding-level difference
+# (1e-15 relative, in float64) grows about a thousandfold per epoch instead of staying at the
+# rounding level (measured on T4, see docs/design.md, "The contract"). No two implementations,
+# nor one implementation with its batch rows in another order, agree on their trajectories.
+CHAOTIC_LR = {"adam": 0.05, "rmsprop": 0.01}
+
+
+def is_chaotic(config: Config) -> bool:
+    """Whether `config`'s training amplifies rounding differences (see CHAOTIC_LR)."""
+    return config.lr >= CHAOTIC_LR.get(config.optimizer, float("inf"))
+
 
 def make_torch_optimizer(config: Config, params) -> torch.optim.Optimizer:
     """torch.optim's optimizer for `config`, with its default arguments."""

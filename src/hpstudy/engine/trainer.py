@@ -76,7 +76,7 @@ class _MemberRecord:
         self.eval_loss.append(eval_loss)
         self.eval_accuracy.append(accuracy)
         best = self.eval_accuracy[self.best_epoch - 1] if self.best_epoch else -math.inf
-        if accuracy > best:
+        if accuracy > best and math.isfinite(train_loss):  # a diverged epoch is never best
             self.best_epoch, self.epochs_since_best = len(self.eval_accuracy), 0
             return True
         self.epochs_since_best += 1
@@ -212,7 +212,8 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
             if rec.outcome is None:
                 keep.append(m)
             else:
-                state = _member_state(best_params, m) if rec.best_epoch else None
+                usable = rec.best_epoch and rec.outcome is not Outcome.DIVERGED
+                state = _member_state(best_params, m) if usable else None
                 mask = best_correct[m].cpu().numpy() if rec.best_epoch else None
                 finished.append((rec, state, mask))
         if len(keep) < pop.n_members:
@@ -250,7 +251,9 @@ def _evaluate_population(pop: Population, split: Split):
     in chunks."""
     widest = max(pop.configs[0].layer_sizes)
     chunk = max(256, _EVAL_CHUNK_ELEMENTS // (pop.n_members * widest))
-    loss = torch.zeros(pop.n_members, dtype=split.x.dtype, device=split.x.device)
+    # Each image's loss is kept and summed once at the end: chunk sizes depend on M, and a sum
+    # per chunk would make a member's loss depend on its population's size.
+    losses = torch.empty(pop.n_members, len(split), dtype=split.x.dtype, device=split.x.device)
     correct = torch.zeros(pop.n_members, dtype=torch.long, device=split.x.device)
     mask = torch.empty(pop.n_members, len(split), dtype=torch.bool, device=split.x.device)
     for start in range(0, len(split), chunk):
@@ -258,11 +261,11 @@ def _evaluate_population(pop: Population, split: Split):
         logits = pop.forward(x)  # (M, C, 10)
         log_probs = torch.log_softmax(logits, dim=-1)
         target = y.expand(pop.n_members, -1).unsqueeze(-1)
-        loss -= log_probs.gather(-1, target).squeeze(-1).sum(dim=1)
+        losses[:, start : start + len(y)] = -log_probs.gather(-1, target).squeeze(-1)
         hit = logits.argmax(dim=-1) == y  # (M, C)
         mask[:, start : start + len(y)] = hit
         correct += hit.sum(dim=1)
-    return loss / len(split), correct, mask
+    return losses.sum(dim=1) / len(split), correct, mask
 
 
 def _snapshot(best_params, params, improved: list[bool]) -> None:
