@@ -9,6 +9,11 @@ Everything is T4 with Adam on the full 60,000-image training set; only training 
 scales to a full epoch. Seconds are per model-epoch: a population's epoch time divided by its
 members.
 
+A shared or noisy machine can halve or double one timing minutes apart, so every variant is set
+up and warmed once, then timed `repeats` times interleaved (A B C, A B C, ...): a slow spell hits
+all variants of a round alike. Each time and each ratio is reported as the median over rounds
+with its spread (min, max); a ratio is taken within each round, then summarised.
+
 Where torchvision imports, the paper's loop is also timed as the paper wrote it: torchvision's
 `FashionMNIST` with `Compose([ToTensor(), Normalize(...)])`, read from our verified files (no
 download). Otherwise the report says why that variant is missing.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -66,10 +72,13 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _time_paper_steps(
+Timer = Callable[[], float]  # times one repetition: seconds per epoch
+
+
+def _paper_steps_timer(
     loader: torch.utils.data.DataLoader, device: torch.device, steps: int | None
-) -> float:
-    """Seconds per epoch of the paper's inner loop (nn.Sequential + Adam) over `loader`.
+) -> Timer:
+    """Timer of the paper's inner loop (nn.Sequential + Adam) over `loader`, warmed up.
 
     Both paper-loop variants share it, so they differ only in where the batches come from;
     inputs (B, 784) or (B, 1, 28, 28) are flattened to (B, 784).
@@ -92,15 +101,15 @@ def _time_paper_steps(
 
     run(_WARMUP_STEPS)
     limit = min(steps or n_steps, n_steps)
-    return _timed(lambda: run(limit), device) * n_steps / limit
+    return lambda: _timed(lambda: run(limit), device) * n_steps / limit
 
 
-def time_paper_loop(train: Split, device: torch.device, steps: int | None) -> float:
-    """Seconds per epoch of DataLoader(TensorDataset, shuffle=True) + nn.Sequential + Adam."""
+def paper_loop_timer(train: Split, device: torch.device, steps: int | None) -> Timer:
+    """Timer of DataLoader(TensorDataset, shuffle=True) + nn.Sequential + Adam."""
     dataset = torch.utils.data.TensorDataset(train.x.cpu(), train.y.cpu())
     batch_size = bench_configs(1)[0].batch_size
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    return _time_paper_steps(loader, device, steps)
+    return _paper_steps_timer(loader, device, steps)
 
 
 @functools.cache
@@ -155,39 +164,59 @@ def torchvision_fashion_mnist(root: str | os.PathLike, *, train: bool = True):
     return torchvision.datasets.FashionMNIST(root, train=train, transform=transform, download=False)
 
 
-def time_paper_loop_torchvision(
-    data_dir: str | os.PathLike | None, device: torch.device, steps: int | None
-) -> float:
-    """Seconds per epoch of DataLoader(torchvision FashionMNIST + ToTensor + Normalize)."""
-    with tempfile.TemporaryDirectory(prefix="hpstudy-torchvision-") as root:
-        dataset = torchvision_fashion_mnist(stage_torchvision_root(root, data_dir))
-        batch_size = bench_configs(1)[0].batch_size
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, num_workers=0
-        )
-        return _time_paper_steps(loader, device, steps)
+def paper_loop_torchvision_timer(
+    root: str | os.PathLike,
+    data_dir: str | os.PathLike | None,
+    device: torch.device,
+    steps: int | None,
+) -> Timer:
+    """Timer of DataLoader(torchvision FashionMNIST + ToTensor + Normalize), staged in `root`
+    (which must outlive the timer)."""
+    dataset = torchvision_fashion_mnist(stage_torchvision_root(root, data_dir))
+    batch_size = bench_configs(1)[0].batch_size
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=0
+    )
+    return _paper_steps_timer(loader, device, steps)
 
 
-def time_engine(
+def engine_timer(
     train: Split,
     n_members: int,
     device: torch.device,
     steps: int | None,
     *,
     cuda_graph: bool = False,
-) -> tuple[float, float]:
-    """(seconds per epoch, seconds spent capturing CUDA graphs) of a population of `n_members`.
+) -> tuple[Timer, StepRunner]:
+    """Timer of a population of `n_members` (seconds per population-epoch), and its runner.
 
     Training steps only; with `cuda_graph` the capture happens during the warm-up, so the
-    epoch time is that of replays and the capture time is reported on its own.
+    epoch time is that of replays and `runner.capture_s` is the capture time, on its own.
     """
     pop = Population.from_configs(bench_configs(n_members), device=device, dtype=train.x.dtype)
     runner = StepRunner(pop, StackedOptimizer(pop), train, cuda_graph=cuda_graph)
     n_steps = math.ceil(len(train) / pop.configs[0].batch_size)
     runner.epoch(1, max_steps=_WARMUP_STEPS)
     limit = min(steps or n_steps, n_steps)
-    elapsed = _timed(lambda: runner.epoch(2, max_steps=limit), device)
-    return elapsed * n_steps / limit, runner.capture_s
+
+    def time_once() -> float:
+        return _timed(lambda: runner.epoch(2, max_steps=limit), device) * n_steps / limit
+
+    return time_once, runner
+
+
+def interleave(timers: dict[str, Timer], repeats: int) -> dict[str, list[float]]:
+    """Each timer's results over `repeats` rounds, the timers taking turns (A B, A B, ...)."""
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, time_once in timers.items():
+            samples[name].append(time_once())
+    return samples
+
+
+def summarise(values: Sequence[float]) -> tuple[float, list[float]]:
+    """(median, [min, max]) of `values`."""
+    return statistics.median(values), [min(values), max(values)]
 
 
 def run_benchmark(
@@ -196,11 +225,13 @@ def run_benchmark(
     device: torch.device | str = "cpu",
     members: Sequence[int] = (1, 15, 75),
     steps: int | None = None,
+    repeats: int = 5,
     data_dir: str | os.PathLike | None = None,
     tf32: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Time every variant; returns the JSON-ready report (see `hpstudy bench --json`).
+    """Time every variant `repeats` times, interleaved; returns the JSON-ready report (see
+    `hpstudy bench --json`).
 
     `data_dir` is where the torchvision variant reads the four files (as `data.locate`). On
     CUDA each population size is also timed with CUDA graphs (`engine_N_graphs`). `tf32=True`
@@ -209,37 +240,21 @@ def run_benchmark(
     device = torch.device(device)
     if tf32 and device.type != "cuda":
         raise ValueError(f"tf32 needs a CUDA device, got {device}")
-    with matmul_precision(tf32):
-        return _run_benchmark(train, device, members, steps, data_dir, tf32, progress)
-
-
-def _run_benchmark(train, device, members, steps, data_dir, tf32, progress) -> dict:
-    train = train.to(device, torch.float32)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got repeats={repeats}")
     say = progress or (lambda _msg: None)
-    per_model_epoch: dict[str, float] = {}
-    say("paper loop (DataLoader + nn.Sequential + torch.optim, 1 configuration)")
-    per_model_epoch["paper_loop"] = time_paper_loop(train, device, steps)
-    torchvision, torchvision_skipped = import_torchvision()
-    if torchvision is None:
-        say(f"paper loop with torchvision skipped: {torchvision_skipped}")
-    else:
-        say("paper loop with torchvision FashionMNIST + ToTensor + Normalize")
-        per_model_epoch["paper_loop_torchvision"] = time_paper_loop_torchvision(
-            data_dir, device, steps
-        )
-    capture_s: dict[str, float] = {}
-    for n_members in members:
-        say(f"engine, {n_members} member(s)")
-        seconds, _ = time_engine(train, n_members, device, steps)
-        per_model_epoch[f"engine_{n_members}"] = seconds / n_members
-        if graphs_supported(device):
-            say(f"engine with CUDA graphs, {n_members} member(s)")
-            seconds, capture = time_engine(train, n_members, device, steps, cuda_graph=True)
-            per_model_epoch[f"engine_{n_members}_graphs"] = seconds / n_members
-            capture_s[f"engine_{n_members}_graphs"] = capture
-    say("matmul throughput for the FLOP floor")
-    flops = measure_matmul_flops(str(device), tf32=tf32)
+    with matmul_precision(tf32), tempfile.TemporaryDirectory(prefix="hpstudy-torchvision-") as root:
+        train = train.to(device, torch.float32)
+        timers, per_member, capture = _prepare(train, device, members, steps, (root, data_dir), say)
+        say(f"timing {len(timers)} variants, {repeats} interleaved rounds")
+        samples = interleave(timers, repeats)
+        say("matmul throughput for the FLOP floor")
+        flops = measure_matmul_flops(str(device), tf32=tf32)
+    per_model_epoch = {
+        name: [t / per_member[name] for t in values] for name, values in samples.items()
+    }
     floor = model_epoch_flops(bench_configs(1)[0], len(train)) / flops
+    torchvision, torchvision_skipped = import_torchvision()
     report = {
         "device": describe_device(device),
         "torch": torch.__version__,
@@ -247,16 +262,63 @@ def _run_benchmark(train, device, members, steps, data_dir, tf32, progress) -> d
         "torchvision_skipped": torchvision_skipped,  # why the torchvision variant is missing
         "threads": torch.get_num_threads(),
         "steps": steps,
+        "repeats": repeats,
         "precision": "float32+tf32" if tf32 else "float32",
         "matmul_tflops": flops / 1e12,
-        "per_model_epoch_s": per_model_epoch,
-        "graph_capture_s": capture_s,  # time to capture the graphs, not in the epoch times
+        "graph_capture_s": {name: runner.capture_s for name, runner in capture.items()},
         "floor_s": floor,
     }
-    if "engine_15" in per_model_epoch:
-        engine_15 = per_model_epoch["engine_15"]
-        report["speedup_15"] = per_model_epoch["paper_loop"] / engine_15
-        report["floor_ratio_15"] = engine_15 / floor
-        if "paper_loop_torchvision" in per_model_epoch:
-            report["speedup_15_torchvision"] = per_model_epoch["paper_loop_torchvision"] / engine_15
+    report |= _summaries(per_model_epoch, floor)
     return report
+
+
+def _prepare(train, device, members, steps, torchvision_paths, say):
+    """(timers, members per timed run, CUDA-graph runners), each variant set up and warm."""
+    timers: dict[str, Timer] = {}
+    per_member: dict[str, int] = {}
+    capture: dict[str, StepRunner] = {}
+    say("paper loop (DataLoader + nn.Sequential + torch.optim, 1 configuration)")
+    timers["paper_loop"] = paper_loop_timer(train, device, steps)
+    torchvision, torchvision_skipped = import_torchvision()
+    if torchvision is None:
+        say(f"paper loop with torchvision skipped: {torchvision_skipped}")
+    else:
+        say("paper loop with torchvision FashionMNIST + ToTensor + Normalize")
+        timers["paper_loop_torchvision"] = paper_loop_torchvision_timer(
+            *torchvision_paths, device, steps
+        )
+    for n_members in members:
+        say(f"engine, {n_members} member(s)")
+        timers[f"engine_{n_members}"], _ = engine_timer(train, n_members, device, steps)
+        per_member[f"engine_{n_members}"] = n_members
+        if graphs_supported(device):
+            say(f"engine with CUDA graphs, {n_members} member(s)")
+            name = f"engine_{n_members}_graphs"
+            timers[name], capture[name] = engine_timer(
+                train, n_members, device, steps, cuda_graph=True
+            )
+            per_member[name] = n_members
+    return timers, {name: per_member.get(name, 1) for name in timers}, capture
+
+
+def _summaries(per_model_epoch: dict[str, list[float]], floor: float) -> dict:
+    """Medians and spreads of the times and of the ratios, each ratio taken round by round."""
+    out: dict = {"per_model_epoch_s": {}, "per_model_epoch_spread_s": {}}
+    for name, values in per_model_epoch.items():
+        out["per_model_epoch_s"][name], out["per_model_epoch_spread_s"][name] = summarise(values)
+    if "engine_15" not in per_model_epoch:
+        return out
+    engine_15 = per_model_epoch["engine_15"]
+    ratios = {
+        "speedup_15": [
+            p / e for p, e in zip(per_model_epoch["paper_loop"], engine_15, strict=True)
+        ],
+        "floor_ratio_15": [e / floor for e in engine_15],
+    }
+    if "paper_loop_torchvision" in per_model_epoch:
+        ratios["speedup_15_torchvision"] = [
+            p / e for p, e in zip(per_model_epoch["paper_loop_torchvision"], engine_15, strict=True)
+        ]
+    for name, values in ratios.items():
+        out[name], out[f"{name}_spread"] = summarise(values)
+    return out

@@ -2,11 +2,14 @@
 
     hpstudy bench                      # full epochs, T4 + Adam, 60,000 images
     hpstudy bench --steps 100 --json   # quick: 100 steps per variant, scaled to an epoch
+    hpstudy bench --steps 100 --repeats 9   # more rounds on a noisy machine
 
-Seconds are per model-epoch; `speedup_15` is paper loop / engine with 15 members and
-`floor_ratio_15` is engine with 15 members / FLOP floor. Where torchvision imports, the row
-`paper_loop_torchvision` (torchvision's FashionMNIST + ToTensor + Normalize) and
-`speedup_15_torchvision` are added; otherwise the table says why they are missing. On CUDA
+Variants are timed in interleaved rounds (A B C, A B C, ...); each time and ratio is the median
+over rounds, with its spread (min-max). Seconds are per model-epoch; `speedup_15` is paper loop /
+engine with 15 members and `floor_ratio_15` is engine with 15 members / FLOP floor. Where
+torchvision imports, the row `paper_loop_torchvision` (torchvision's FashionMNIST + ToTensor +
+Normalize) and `speedup_15_torchvision` are added; otherwise the table says why they are
+missing. On CUDA
 each population size is timed again with CUDA graphs (`engine_N_graphs`; the time to capture
 them is printed apart), and `--tf32` lets all matmuls use TensorFloat-32.
 """
@@ -31,6 +34,13 @@ def _members(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, metavar="N", help="time N steps per variant")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        metavar="N",
+        help="interleaved rounds; medians and spreads over them (default: 5)",
+    )
     parser.add_argument(
         "--members",
         type=_members,
@@ -59,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got --steps {args.steps}")
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got --repeats {args.repeats}")
     device = resolve_device(args.device)
     if args.tf32 and device.type != "cuda":
         raise UserError(f"--tf32 needs a CUDA device, got --device {device}")
@@ -69,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         members=args.members,
         steps=args.steps,
+        repeats=args.repeats,
         data_dir=ds.source,
         tf32=args.tf32,
         progress=lambda msg: print(f"bench: {msg} ...", file=sys.stderr, flush=True),
@@ -76,16 +89,25 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
+    _print_table(report)
+    return 0
+
+
+def _print_table(report: dict) -> None:
     print(
         f"device {report['device']}, torch {report['torch']}, {report['threads']} threads, "
         f"{report['precision']}, matmul {report['matmul_tflops'] * 1e3:.0f} GFLOP/s, "
-        f"torchvision {report['torchvision'] or 'unavailable'}"
+        f"torchvision {report['torchvision'] or 'unavailable'}, "
+        f"median of {report['repeats']} interleaved rounds (spread min-max)"
     )
-    print(f"{'variant':<22} {'s/model-epoch':>14} {'x paper loop':>13} {'x floor':>9}")
+    print(
+        f"{'variant':<22} {'s/model-epoch':>14} {'spread':>15} {'x paper loop':>13} {'x floor':>9}"
+    )
     paper = report["per_model_epoch_s"]["paper_loop"]
     for name, seconds in report["per_model_epoch_s"].items():
+        low, high = report["per_model_epoch_spread_s"][name]
         print(
-            f"{name:<22} {seconds:>14.3f} {paper / seconds:>13.2f} "
+            f"{name:<22} {seconds:>14.3f} {low:>7.3f}-{high:<7.3f} {paper / seconds:>13.2f} "
             f"{seconds / report['floor_s']:>9.2f}"
         )
     print(f"{'floor':<22} {report['floor_s']:>14.3f}")
@@ -93,9 +115,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: capturing its CUDA graph took {seconds:.3f} s (not in the epoch time)")
     if report["torchvision_skipped"]:
         print(f"paper_loop_torchvision skipped: {report['torchvision_skipped']}")
-    if "speedup_15" in report:
-        line = f"speedup_15 {report['speedup_15']:.2f}"
-        if "speedup_15_torchvision" in report:
-            line += f"  speedup_15_torchvision {report['speedup_15_torchvision']:.2f}"
-        print(f"{line}  floor_ratio_15 {report['floor_ratio_15']:.2f}")
-    return 0
+    for name in ("speedup_15", "speedup_15_torchvision", "floor_ratio_15"):
+        if name in report:
+            low, high = report[f"{name}_spread"]
+            print(f"{name} {report[name]:.2f} (spread {low:.2f}-{high:.2f})")
