@@ -32,7 +32,7 @@ def _same_rule(seeds):
 _WILD = _BASE.replace(optimizer="sgd", lr=10.0, seed=6)  # diverges in epoch 1, then dropped
 
 POPULATIONS = {
-    # Every member has seed 5: today the first layer takes a shared-input matmul.
+    # Every member has seed 5: one batch shared by all (before, a folded first-layer matmul).
     "shared-seed": [
         *TARGETS,
         _BASE.replace(optimizer="adam", lr=0.001),
