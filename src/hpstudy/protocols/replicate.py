@@ -288,7 +288,8 @@ def cell_flags(records: Sequence[TrialRecord]) -> list[str]:
     )  # nan counts as chance
     capped = sum(r.epochs >= r.config.max_epochs and r.best_epoch == r.epochs for r in records)
     if diverged:
-        flags.append(f"{diverged} of {n} seeds diverged (best accuracy before the loss blew up)")
+        flags.append(f"{diverged} of {n} seeds diverged (a seed counts with its best epoch "
+                     "before that, or not at all if it had none)")  # fmt: skip
     if chance:
         flags.append(f"{chance} of {n} seeds stayed at chance")
     if capped:
