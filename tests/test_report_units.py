@@ -93,7 +93,9 @@ def test_planning_splits_evenly_and_sizes_from_memory():
     assert [len(c) for c in split_group(list(range(375)), 100)] == [94, 94, 94, 93]
     t4, t5 = Config(topology="T4"), Config(topology="T5")
     assert bytes_per_member(t5, torch.float32) > 4 * bytes_per_member(t4, torch.float32)
-    assert bytes_per_member(t4, torch.float64) == 2 * bytes_per_member(t4, torch.float32)
+    per_image = 10_000 * (4 + 2)  # loss and two correctness masks per evaluation image
+    assert bytes_per_member(t4, torch.float32, 0) + per_image == bytes_per_member(t4, torch.float32)
+    assert bytes_per_member(t4, torch.float64, 0) == 2 * bytes_per_member(t4, torch.float32, 0)
     cpu = torch.device("cpu")
     assert (
         max_members(t4, device=cpu, dtype=torch.float32)

@@ -23,10 +23,13 @@ _ACTIVATION_COPIES = 4  # pre-activation, activation, its gradient, a temporary
 _BUDGET_FRACTION = 0.6  # of free memory: leaves room for evaluation chunks and the data
 
 
-def bytes_per_member(config: Config, dtype: torch.dtype) -> int:
+def bytes_per_member(config: Config, dtype: torch.dtype, n_eval: int = 10_000) -> int:
+    """Parameters and their copies, one step's activations, and the per-image buffers of an
+    evaluation (each image's loss, and the best epoch's correctness mask, one byte each)."""
     element = torch.empty((), dtype=dtype).element_size()
     activations = config.batch_size * (N_INPUTS + _ACTIVATION_COPIES * sum(config.layer_sizes[1:]))
-    return element * (_PARAMETER_COPIES * n_parameters(config) + activations)
+    per_image = n_eval * (element + 2)  # loss; this epoch's and the best epoch's masks
+    return element * (_PARAMETER_COPIES * n_parameters(config) + activations) + per_image
 
 
 def free_bytes(device: torch.device) -> int:
@@ -39,10 +42,12 @@ def free_bytes(device: torch.device) -> int:
         return 8 * 2**30
 
 
-def max_members(config: Config, *, device: torch.device, dtype: torch.dtype) -> int:
+def max_members(
+    config: Config, *, device: torch.device, dtype: torch.dtype, n_eval: int = 10_000
+) -> int:
     """The largest population of `config`'s shape that fits the memory budget (at least 1)."""
     budget = _BUDGET_FRACTION * free_bytes(device)
-    return max(1, int(budget // bytes_per_member(config, dtype)))
+    return max(1, int(budget // bytes_per_member(config, dtype, n_eval)))
 
 
 def split_group(indices: list[int], limit: int) -> list[list[int]]:

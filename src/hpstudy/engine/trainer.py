@@ -124,8 +124,9 @@ class _TrainOptions:
 def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
     train, evaluation = train.to(device, dtype), evaluation.to(device, dtype)
     populations = plan_populations(
-        configs, device=device, dtype=dtype, max_size=options.max_population
-    )
+        configs, device=device, dtype=dtype, max_size=options.max_population,
+        n_eval=len(evaluation),
+    )  # fmt: skip
     results: list[TrialResult | None] = [None] * len(configs)
     precision = str(dtype).removeprefix("torch.") + ("+tf32" if options.tf32 else "")
     work = [_population_work([configs[i] for i in indices]) for indices in populations]
@@ -147,15 +148,16 @@ def plan_populations(
     device: torch.device,
     dtype: torch.dtype,
     max_size: int | None = None,
+    n_eval: int = 10_000,
 ) -> list[list[int]]:
     """Indices of `configs` grouped into populations: one shape and batch size each, and no
-    more members than fit in memory (or `max_size`)."""
+    more members than fit in memory (or `max_size`) with `n_eval` evaluation images."""
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         groups.setdefault((config.layer_sizes, config.batch_size), []).append(i)
     populations = []
     for indices in groups.values():
-        limit = max_members(configs[indices[0]], device=device, dtype=dtype)
+        limit = max_members(configs[indices[0]], device=device, dtype=dtype, n_eval=n_eval)
         populations += split_group(indices, min(limit, max_size or limit))
     return populations
 
