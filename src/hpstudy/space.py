@@ -13,6 +13,7 @@ plus protocol and split (see `hpstudy.store`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -42,6 +43,12 @@ LEAKY_RELU_SLOPE = 0.01
 
 OPTIMIZERS: dict[str, str] = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}
 
+# What can be built: a population stacks M copies of every layer, so one layer of 10^8
+# weights is already 400 MB per member in float32; seeds go to torch as 64-bit integers.
+MAX_LAYER_WEIGHTS = 100_000_000
+MAX_HIDDEN_LAYERS = 64
+MAX_SEED = 2**63 - 1
+
 
 def _canonical(name: str, choices: dict[str, str], what: str) -> str:
     key = str(name).strip().lower().replace("-", "_")
@@ -70,7 +77,21 @@ def parse_topology(value: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
         raise UserError(
             f"a topology needs at least one positive integer hidden width, got {list(value)!r}"
         )
+    _check_buildable(sizes)
     return sizes
+
+
+def _check_buildable(hidden: tuple[int, ...]) -> None:
+    """Refuse shapes no device could hold before anything tries to allocate them."""
+    if len(hidden) > MAX_HIDDEN_LAYERS:
+        raise UserError(f"a topology of {len(hidden)} hidden layers; at most "
+                        f"{MAX_HIDDEN_LAYERS}: use fewer layers")  # fmt: skip
+    layers = (N_INPUTS, *hidden, N_CLASSES)
+    for n_in, n_out in itertools.pairwise(layers):
+        if n_in * n_out > MAX_LAYER_WEIGHTS:
+            raise UserError(f"layer {n_in}x{n_out} has {n_in * n_out:,} weights; at most "
+                            f"{MAX_LAYER_WEIGHTS:,} per layer (400 MB in float32): use "
+                            "narrower layers")  # fmt: skip
 
 
 def topology_name(hidden: tuple[int, ...]) -> str | None:
@@ -108,6 +129,8 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"{name} must be an integer >= {low}, got {name}={value!r}")
+        if self.seed > MAX_SEED:
+            raise UserError(f"seed must be an integer in 0..2**63-1, got seed={self.seed}")
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

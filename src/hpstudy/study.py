@@ -19,18 +19,31 @@ import enum
 import importlib.resources
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpstudy.errors import UserError
-from hpstudy.space import ACTIVATIONS, OPTIMIZERS, Config, parse_topology, topology_name
+from hpstudy.space import (
+    ACTIVATIONS,
+    MAX_SEED,
+    OPTIMIZERS,
+    Config,
+    parse_topology,
+    topology_name,
+)
 
 SCHEMA_VERSION = 1
 # Package data (pyproject's package-data), so a wheel install finds `hpstudy run paper` too.
 STUDIES_DIR = Path(str(importlib.resources.files("hpstudy") / "studies"))
 FACTORS = ("topology", "optimizer", "lr", "activation")  # the searched hyperparameters
+# Study and stage names become folder and file names (runs/<study>, tables/<i>_<stage>.json)
+# and report ids: ASCII only, no separators, not starting with "." or "-" (no "..", no
+# hidden files, no options), short enough for any file system.
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+SLUG_RULE = "1-64 ASCII letters, digits, '.', '-' or '_', starting with a letter or digit"
 
 
 class ProtocolKind(enum.Enum):
@@ -123,7 +136,18 @@ class Study:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise UserError(f"{option} must be an integer >= 1, got {value!r}")
                 changes[key] = value
+        if "n_seeds" in changes:
+            check_last_seed(self.seed, changes["n_seeds"], f"--seeds {changes['n_seeds']}")
         return dataclasses.replace(self, **changes)
+
+
+def check_last_seed(seed: int, n_seeds: int, where: str) -> None:
+    """Seeds run from `seed` to `seed + n_seeds - 1`; torch and the store take 64-bit ones."""
+    last = seed + n_seeds - 1
+    if last > MAX_SEED:
+        raise UserError(f"{where}: the last seed (seed + n_seeds - 1 = {last}) must be at most "
+                        f"2**63-1, got seed={seed} with n_seeds={n_seeds}; lower seed or "
+                        "n_seeds")  # fmt: skip
 
 
 def resolve_path(name_or_path: str | os.PathLike) -> Path:
@@ -222,6 +246,11 @@ class _Parser:
             raise self.fail(key, f"must be a non-empty string, got {value!r}")
         return value
 
+    def slug(self, value: Any, key: str, use: str) -> str:
+        if not isinstance(value, str) or not SLUG.fullmatch(value):
+            raise self.fail(key, f"must be a slug ({SLUG_RULE}; it names {use}), got {value!r}")
+        return value
+
     def choice(self, raw: dict, key: str, enum_type: type[enum.Enum], default: str | None = None):
         value = raw.get(key, default)
         try:
@@ -302,11 +331,10 @@ class _Parser:
                         f"(0..100) per value ({len(canon)}), got {published!r}",
                     )
                 published = tuple(float(p) for p in published)
-            name = item.get("name", factor)
+            name = self.slug(item.get("name", factor), f"{where}.name", "tables/<index>_<name>")
             title = item.get("title", "")
-            for key, value in (("name", name), ("title", title)):
-                if not isinstance(value, str):
-                    raise self.fail(f"{where}.{key}", f"must be a string, got {value!r}")
+            if not isinstance(title, str):
+                raise self.fail(f"{where}.title", f"must be a string, got {title!r}")
             stages.append(Stage(name, factor, canon, title, published))
         return tuple(stages)
 
@@ -352,9 +380,7 @@ class _Parser:
                 f"this hpstudy reads version {SCHEMA_VERSION}, "
                 f"got {version!r}; upgrade hpstudy or rewrite the file",
             )
-        name = self.string(raw, "name", self.path.stem)
-        if not all(c.isalnum() or c in "-_." for c in name):
-            raise self.fail("name", f"use only letters, digits, '-', '_' and '.', got {name!r}")
+        name = self.slug(raw.get("name", self.path.stem), "name", "the run folder runs/<name>")
         description = raw.get("description", "")
         if not isinstance(description, str):
             raise self.fail("description", f"must be a string, got {description!r}")
@@ -401,14 +427,16 @@ class _Parser:
         final = published.get("final_accuracy")
         if final is not None:
             final = self.number(published, "final_accuracy", "published")
+        seed, n_seeds = self.integer(raw, "seed", 42, low=0), self.integer(raw, "n_seeds", 1, low=1)
+        check_last_seed(seed, n_seeds, f"{self.path}: seed")
         return Study(
             name=name,
             path=self.path,
             protocol=protocol,
             selection=selection,
             description=description,
-            seed=self.integer(raw, "seed", 42, low=0),
-            n_seeds=self.integer(raw, "n_seeds", 1, low=1),
+            seed=seed,
+            n_seeds=n_seeds,
             batch_size=self.integer(raw, "batch_size", 64, low=1),
             max_epochs=self.integer(raw, "max_epochs", 20, low=1),
             patience=self.integer(raw, "patience", 3, low=1),

@@ -85,6 +85,11 @@ def anchor(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
 
 
+def _attr(text: str) -> str:
+    """A value for inside a double-quoted attribute: every user string may hold quotes."""
+    return html.escape(text, quote=True)
+
+
 def _inline(text: str) -> str:
     """Escape, then turn `code` spans into <code>."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
@@ -99,7 +104,7 @@ def _html_table(table: Table) -> str:
         body.append(f"<tr{cls}>{cells}</tr>")
     notes = "".join(f'<p class="table-note">{_inline(n)}</p>' for n in table.notes)
     return (
-        f'<div class="table-wrap"><table id="{table.key}" data-table="{table.key}">'
+        f'<div class="table-wrap"><table id="{_attr(table.key)}" data-table="{_attr(table.key)}">'
         f"<caption>{html.escape(table.title)}</caption><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table></div>{notes}"
     )
@@ -129,12 +134,12 @@ def to_html(blocks: list[Block], *, title: str) -> str:
     parts, toc = [], []
     for block in blocks:
         if isinstance(block, Heading):
-            key = block.key or anchor(block.text)
+            key = _attr(block.key or anchor(block.text))
             if block.level == 2:
                 toc.append(f'<li><a href="#{key}">{html.escape(block.text)}</a></li>')
             parts.append(f'<h{block.level} id="{key}">{_inline(block.text)}</h{block.level}>')
         elif isinstance(block, Text):
-            cls = "" if block.kind == "p" else f' class="{block.kind}"'
+            cls = "" if block.kind == "p" else f' class="{_attr(block.kind)}"'
             parts.append(f"<p{cls}>{_inline(block.text)}</p>")
         elif isinstance(block, Table):
             parts.append(_html_table(block))
