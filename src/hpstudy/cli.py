@@ -9,10 +9,11 @@ Each command lives in `hpstudy.commands.<name>` as a pair: `add_arguments(parser
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
-from hpstudy import __version__
+from hpstudy import __version__, interrupts
 from hpstudy.errors import UserError
 
 # Command name -> (module, one-line help). Order is the order `--help` lists them in.
@@ -56,18 +57,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to do about an OSError the machine raised, by errno.
+_OS_ADVICE = {
+    errno.ENOSPC: "free some space and rerun the same command: finished trials are kept",
+    errno.EDQUOT: "free some space and rerun the same command: finished trials are kept",
+    errno.EACCES: "make it writable, or give --out a folder you can write to",
+    errno.EPERM: "make it writable, or give --out a folder you can write to",
+    errno.EROFS: "the file system is read-only: give --out a folder on a writable one",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with interrupts.installed():  # SIGTERM too, so held trials are marked interrupted
+            return int(args._run(args) or 0)
     except UserError as exc:
         if args.debug:
             raise
-        print(f"hpstudy {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print(f"hpstudy {args.command}: interrupted", file=sys.stderr)
+        print(f"hpstudy {args.command}: interrupted; rerun the same command to continue",
+              file=sys.stderr)  # fmt: skip
         return 130
+    except OSError as exc:  # the machine said no (disk full, read-only, ...): not a bug
+        if args.debug:
+            raise
+        where = exc.filename or "a file"
+        todo = _OS_ADVICE.get(exc.errno, "check it and rerun the same command")
+        return _fail(args, f"{where}: {exc.strerror or exc}; {todo}", 1)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"hpstudy {args.command}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -16,8 +16,12 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,22 +37,27 @@ from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.protocols import Data, ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.staged import TEST_META
+from hpstudy.space import Config
 from hpstudy.store import (
     GRACE_S,
     RUN_FILE,
     Store,
     TrialRecord,
+    check_durable,
     default_url,
     open_run,
     read_run_info,
     redact_args,
     redact_url,
+    storage_errors,
 )
 from hpstudy.study import ProtocolKind, Selection, Study, parse_study
 from hpstudy.tables import StageTable, write_tables
 
 MODEL_FILE = "final_best_model.pth"
 LOCK_FILE = ".run.lock"
+OUTPUTS = ("tables", "weights", MODEL_FILE, "replication.json")  # what --fresh deletes
+MAX_TRIALS_UNASKED = 10_000  # a larger plan needs --yes (`--seeds 100000` was a typo once)
 REPLICATION_FILE = "replication.json"
 _STAGED_KINDS = (ProtocolKind.STAGED, ProtocolKind.REPLICATE)  # cache stage winners' weights
 
@@ -68,6 +77,7 @@ class RunOptions:
     batch: int | None = None  # most trials per engine call (default: the study's)
     grace_s: int = GRACE_S  # heartbeat age after which another process counts as dead
     cuda_graphs: bool = False  # replay training steps from CUDA graphs (CUDA only)
+    yes: bool = False  # go ahead with a plan above MAX_TRIALS_UNASKED trials
 
 
 @dataclass
@@ -87,11 +97,116 @@ def run_dir_for(study: Study, options: RunOptions) -> Path:
     return Path(options.out) if options.out else Path("runs") / study.name
 
 
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run folder, or say in one line why it cannot be one."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"the run folder {run_dir} is a file, not a folder; give --out a "
+                        "folder path (it is created if missing)")  # fmt: skip
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the run folder {run_dir}: {exc.strerror}; give --out "
+                        "a folder you can write to") from exc  # fmt: skip
+    if not os.access(run_dir, os.W_OK):
+        raise UserError(f"cannot write in the run folder {run_dir}: it is read-only; give "
+                        "--out a folder you can write to")  # fmt: skip
+
+
+def planned_trials(study: Study) -> int:
+    """Most trials the study can ask for (reuse between stages only lowers it)."""
+    if study.protocol is ProtocolKind.GRID:
+        n_configs = math.prod(len(values) for values in study.space.values())
+    elif study.protocol is ProtocolKind.SEARCH:
+        n_configs = study.n_trials
+    else:
+        n_configs = sum(len(stage.values) for stage in study.stages)
+    if study.protocol is ProtocolKind.REPLICATE:
+        return n_configs * (study.n_seeds * (1 + study.with_clean) + study.staged_seeds)
+    return n_configs * study.n_seeds
+
+
+def check_plan(study: Study, options: RunOptions) -> None:
+    """Refuse a plan above MAX_TRIALS_UNASKED trials unless `options.yes`; name its cost."""
+    from hpstudy.engine.flops import model_epoch_flops
+
+    n_trials = planned_trials(study)
+    if n_trials <= MAX_TRIALS_UNASKED or options.yes:
+        return
+    model_epochs = n_trials * study.max_epochs
+    n_train = options.limit_train or 60_000
+    widest = max(model_epoch_flops(Config(topology=t), n_train) for t in study.space["topology"])
+    raise UserError(f"{study.name} with {study.n_seeds:,} seeds plans up to {n_trials:,} trials "
+                    f"({model_epochs:,} model-epochs, up to {model_epochs * widest / 1e15:,.3g} "
+                    f"PFLOP); above {MAX_TRIALS_UNASKED:,} trials hpstudy asks first: add --yes "
+                    "to go ahead, or lower --seeds")  # fmt: skip
+
+
+def refuse_other_study(run_dir: Path, study: Study, options: RunOptions, store: Store) -> None:
+    """A run folder holds one study: another one there is refused, or with --fresh deleted
+    from the folder's own SQLite store (a shared --storage keeps it)."""
+    others = set()
+    if (run_dir / RUN_FILE).exists():
+        with contextlib.suppress(UserError):  # a damaged run.json: this run rewrites it
+            others.add(read_run_info(run_dir)["study"])
+    if options.storage is None:
+        others |= {s.study_name for s in store.storage.get_all_studies()}
+    others.discard(study.name)
+    if others and not options.fresh:
+        raise UserError(f"{run_dir} holds study {sorted(others)[0]!r}; give {study.name!r} its "
+                        "own --out folder, or add --fresh to delete that study's trials and "
+                        "outputs there")  # fmt: skip
+    if options.storage is None:
+        for name in others:
+            Store(store.url, name).delete()
+
+
+def clear_outputs(run_dir: Path) -> None:
+    """`--fresh`: delete what an earlier run wrote, only in a folder `hpstudy run` made."""
+    if not (run_dir / RUN_FILE).exists():
+        return  # not a run folder: a `tables/` there is the user's, not ours
+    for name in OUTPUTS:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def releasing(store: Store, *, private: bool) -> Iterator[None]:
+    """On any exit by exception (Ctrl-C, SIGTERM, a crash), mark the trials this process holds
+    interrupted, so `status` shows none as running; kill -9 is left to the heartbeats."""
+    try:
+        yield
+    except BaseException:
+        with _signals_held(), contextlib.suppress(Exception):
+            # In the folder's own store (we hold its lock) every RUNNING trial is ours, also
+            # one claimed a moment before the interrupt arrived.
+            store.fail_stale(all_running=True) if private else store.release_held()
+        raise
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """A second Ctrl-C must not cut the clean-up short (main thread only: signals live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 @contextlib.contextmanager
 def exclusive(run_dir: Path) -> Iterator[None]:
     """Hold the run folder's lock: one `hpstudy run` per folder at a time."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK_FILE, "w") as handle:
+    try:
+        handle = open(run_dir / LOCK_FILE, "w")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise UserError(f"cannot write in the run folder {run_dir}: {exc.strerror}; give --out "
+                        "a folder you can write to") from exc  # fmt: skip
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -246,13 +361,17 @@ def run_study(
     """Run (or resume) a study; returns its tables, final model and costs."""
     start = time.perf_counter()
     run_dir = run_dir_for(study, options)
-    with exclusive(run_dir):
-        store = open_store(study, options, run_dir)
+    check_plan(study, options)
+    if options.storage:
+        check_durable(options.storage)
+    make_run_dir(run_dir)
+    store = open_store(study, options, run_dir)
+    private = options.storage is None  # study.db in the folder: nobody else writes it
+    with exclusive(run_dir), storage_errors(store.url), releasing(store, private=private):
+        refuse_other_study(run_dir, study, options, store)
         if options.fresh:
             store.delete()
-            for name in ("tables", "weights", MODEL_FILE):
-                path = run_dir / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            clear_outputs(run_dir)
         data = prepare_data(study, options)
         created = store.create_or_load()
         if options.storage is None:
@@ -320,12 +439,14 @@ def run_worker(
             "a worker needs --storage URL (e.g. postgresql://user@host/db) that "
             "every worker and the final `hpstudy run` share"
         )
+    check_plan(study, options)
     store = open_store(study, options, Path("."))
-    data = prepare_data(study, options)
-    created = store.create_or_load()
-    trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
-                      on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
-    make_protocol(study, trainer).run(created=created)
+    with storage_errors(store.url), releasing(store, private=False):
+        data = prepare_data(study, options)
+        created = store.create_or_load()
+        trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
+                          on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
+        make_protocol(study, trainer).run(created=created)
     return len(trainer.trained)
 
 
@@ -401,5 +522,9 @@ def recompute_tables(run_dir: str | Path, storage: str | None = None) -> list[St
 
 def load_study_from_info(info: dict, run_dir: str | Path) -> Study:
     """The study a run used, with the overrides it ran with (from the copy in run.json)."""
+    if "study_toml" not in info or "overrides" not in info:
+        raise UserError(f"{Path(run_dir) / RUN_FILE} lacks the study it ran ('study_toml', "
+                        "'overrides'); rerun `hpstudy run` with the same study and --out to "
+                        "rewrite it (finished trials in the store are kept)")  # fmt: skip
     study = parse_study(info["study_toml"], info.get("study_file") or Path(run_dir) / RUN_FILE)
     return study.with_overrides(**info["overrides"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import random
@@ -41,7 +42,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from hpstudy import __version__
+from hpstudy import __version__, interrupts
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.errors import UserError
 from hpstudy.records import (
@@ -52,6 +53,19 @@ from hpstudy.records import (
     record_from_trial,
 )
 from hpstudy.space import Config, topology_name
+
+_rdb = importlib.import_module("optuna.storages._rdb.storage")
+_open_session = _rdb._create_scoped_session
+
+
+@contextlib.contextmanager
+def _session_deferring_interrupts(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    """Every Optuna database session, opened and closed whole: see `hpstudy.interrupts`."""
+    with interrupts.deferred(), _open_session(*args, **kwargs) as session:
+        yield session
+
+
+_rdb._create_scoped_session = _session_deferring_interrupts
 
 RUN_FILE = "run.json"  # in a run folder: which storage and study it uses
 HEARTBEAT_S = 5  # how often a process marks its running trials alive
@@ -97,7 +111,73 @@ def distributions_of(space: dict[str, tuple]) -> dict[str, CategoricalDistributi
 
 
 def default_url(run_dir: str | Path) -> str:
-    return f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
+    """The SQLite URL of a run folder's study.db. Built, not formatted: '?', '#' and '%' in a
+    folder name are quoted, so the URL names that file and no other."""
+    from sqlalchemy.engine import URL
+
+    path = Path(run_dir).resolve() / "study.db"
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
+def check_durable(url: str) -> None:
+    """Refuse a storage that forgets everything when the process ends (SQLite in memory)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # _open_storage says what is wrong with it
+    in_memory = parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed)
+    if parsed.get_backend_name() == "sqlite" and in_memory:
+        raise UserError(f"storage {url!r} keeps nothing after the process ends; give --storage "
+                        "a file (sqlite:////path/study.db) or a database server, or leave "
+                        "--storage out to use study.db in the run folder")  # fmt: skip
+
+
+def sqlite_file(url: str) -> str:
+    """The file a SQLite URL names (for messages); the redacted URL for other storages."""
+    from sqlalchemy.engine import make_url
+
+    with contextlib.suppress(Exception):
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            return parsed.database
+    return redact_url(url)
+
+
+def explain_storage_error(exc: BaseException, url: str) -> UserError | None:
+    """One line for what SQLite or the database server said, naming the file and the fix;
+    None when `exc` is not a storage error."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    where, reason = sqlite_file(url), str(exc.orig or exc).splitlines()[0]
+    lower = reason.lower()
+    if "malformed" in lower or "not a database" in lower or "corrupt" in lower:
+        todo = ("move it aside and rerun `hpstudy run` with the same --out to start the study "
+                "again, or put back a copy from a backup")  # fmt: skip
+        return UserError(f"{where} is damaged ({reason}); {todo}")
+    if "full" in lower or "disk i/o" in lower:
+        return UserError(f"cannot write {where} ({reason}); free some space and rerun the same "
+                         "command: finished trials are kept")  # fmt: skip
+    if "readonly" in lower or "read-only" in lower or "unable to open" in lower:
+        return UserError(f"cannot write {where} ({reason}); make it and its folder writable, "
+                         "or give --out a folder you can write to")  # fmt: skip
+    return UserError(f"storage {where} failed ({reason}); check it and rerun the same command")
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn a storage failure inside the block into one UserError line (the CLI prints it)."""
+    try:
+        yield
+    except Exception as exc:
+        error = explain_storage_error(exc, url)
+        if error is None:
+            raise
+        raise error from exc
 
 
 class Store:
@@ -106,7 +186,9 @@ class Store:
     def __init__(
         self, url: str, study_name: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
     ) -> None:
+        check_durable(url)
         self.url, self.study_name = url, study_name
+        self.held: set[int] = set()  # trials this process claimed and has not ended
         heartbeat_s = max(1, min(heartbeat_s, grace_s // 3))  # several beats per grace period
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
@@ -187,6 +269,7 @@ class Store:
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
         if claimed:
+            self.held.add(trial_id)
             self.storage.record_heartbeat(trial_id)
         return claimed
 
@@ -194,6 +277,7 @@ class Store:
         """Give up a claimed duplicate: it stays in the store as FAIL with `discarded` set."""
         self.storage.set_trial_user_attr(trial_id, "discarded", reason)
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        self.held.discard(trial_id)
 
     def report(self, trial_id: int, epoch: int, accuracy: float) -> None:
         """One intermediate value (used by pruners)."""
@@ -230,9 +314,11 @@ class Store:
             state, values = TrialState.COMPLETE, [value]
         try:
             self.storage.set_trial_user_attr(trial_id, "result", payload)
-            return self.storage.set_trial_state_values(trial_id, state, values)
+            done = self.storage.set_trial_state_values(trial_id, state, values)
         except optuna.exceptions.UpdateFinishedTrialError:
-            return False
+            done = False
+        self.held.discard(trial_id)
+        return done
 
     def fail_stale(self, *, all_running: bool = False) -> int:
         """Mark trials of dead processes FAIL (interrupted); returns how many.
@@ -252,9 +338,14 @@ class Store:
 
     def fail_running(self, trial_ids: Iterable[int]) -> None:
         """Mark this process's trials interrupted (training raised or was stopped)."""
-        for trial_id in trial_ids:
+        for trial_id in list(trial_ids):
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            self.held.discard(trial_id)
+
+    def release_held(self) -> None:
+        """Mark every trial this process still holds interrupted (it is stopping)."""
+        self.fail_running(self.held)
 
     @contextlib.contextmanager
     def heartbeat(self, trial_ids: Iterable[int]) -> Iterator[None]:
@@ -308,6 +399,8 @@ def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDB
                             "`pip install 'hpstudy[postgres]'`") from exc  # fmt: skip
         except Exception as exc:  # sqlalchemy's OperationalError, IntegrityError and friends
             if attempt == 5 or ("exists" not in str(exc) and "duplicate" not in str(exc)):
+                if url.startswith("sqlite") and (error := explain_storage_error(exc, url)):
+                    raise error from exc
                 first = str(exc).splitlines()[0]
                 raise UserError(f"cannot open storage {redact_url(url)!r}: {first}; check the "
                                 "URL and that the database server is running") from exc  # fmt: skip
@@ -397,11 +490,32 @@ def read_run_info(run_dir: str | Path) -> dict:
             f"{run_dir} is not an hpstudy run folder (no {RUN_FILE}); give the "
             "folder `hpstudy run` wrote, such as runs/paper"
         ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}; {_REWRITE_RUN_FILE}") from exc
+    _check_run_info(info, path)
     if info.get("schema_version", 0) > SCHEMA_VERSION:
         raise UserError(f"{path} was written by a newer hpstudy; upgrade hpstudy to read it")
     return info
+
+
+_REWRITE_RUN_FILE = ("rerun `hpstudy run` with the same study and --out to rewrite it (finished "
+                     "trials in the store are kept)")  # fmt: skip
+_RUN_INFO_SHAPE = {"study": str, "study_toml": str, "split": dict, "overrides": dict}
+
+
+def _check_run_info(info: Any, path: Path) -> None:
+    """run.json must be the object `hpstudy run` writes, as far as readers rely on it."""
+    if not isinstance(info, dict):
+        problem = f"a JSON object, got {type(info).__name__}"
+    else:
+        # "study" is what every reader needs; the rest, where present, must have its type.
+        wrong = [k for k, t in _RUN_INFO_SHAPE.items()
+                 if (k == "study" or k in info) and not isinstance(info.get(k), t)]  # fmt: skip
+        if not wrong:
+            return
+        kind = _RUN_INFO_SHAPE[wrong[0]].__name__
+        problem = f"{wrong[0]!r} to be a {kind}, got {info.get(wrong[0])!r}"[:200]
+    raise UserError(f"{path} is damaged: expected {problem}; {_REWRITE_RUN_FILE}")
 
 
 def open_run(run_dir: str | Path, storage: str | None = None) -> Store:

@@ -74,6 +74,11 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat after which another process's trial "
         "is taken as dead and trained again (default: 30)",
     )
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="go ahead with a plan of more than 10,000 trials (otherwise refused, with its cost)",
+    )
     add_data_dir(parser)
 
 
@@ -129,6 +134,7 @@ def options_from(args: argparse.Namespace):
         batch=args.batch,
         grace_s=args.grace or GRACE_S,
         cuda_graphs=args.cuda_graphs,
+        yes=args.yes,
     )
     return study, options
 

@@ -30,11 +30,12 @@ def status(run_dir: str, storage: str | None = None) -> dict:
 
     from hpstudy.engine.results import Outcome
     from hpstudy.runner import cost_summary, recompute_tables
-    from hpstudy.store import TrialStatus, open_run, read_run_info
+    from hpstudy.store import TrialStatus, open_run, read_run_info, storage_errors
 
     info = read_run_info(run_dir)
     store = open_run(run_dir, storage)
-    records = [r for r in store.records() if r.status is not TrialStatus.DISCARDED]
+    with storage_errors(store.url):
+        records = [r for r in store.records() if r.status is not TrialStatus.DISCARDED]
     counts = {o.value: 0 for o in Outcome} | {"running": 0, "waiting": 0, "interrupted": 0}
     for r in records:
         counts[r.outcome.value if r.outcome else r.status.value] += 1

@@ -1,0 +1,64 @@
+"""Ctrl-C and SIGTERM that wait for the store to finish the write they land in.
+
+    >>> with interrupts.installed():        # the CLI, around a command
+    ...     with interrupts.deferred():     # the store, around each database session
+    ...         ...                         # an interrupt here is raised when the block ends
+
+Python raises KeyboardInterrupt between any two bytecodes. Inside SQLAlchemy that can stop a
+connection half-way through its rollback, leaving SQLite's lock held by a connection nobody owns;
+the clean-up that marks held trials interrupted then waits on that lock. So while the main thread
+is in a database session, a signal is only noted, and raised as KeyboardInterrupt when the session
+has closed. SIGTERM takes the same path as Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_state = {"depth": 0, "pending": False}  # main thread only: signals are delivered there
+
+
+def _handle(signum, frame) -> None:
+    if _state["depth"]:
+        _state["pending"] = True
+        return
+    raise KeyboardInterrupt
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, deferred inside `deferred()` blocks."""
+    if not _on_main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _handle) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        _state["pending"] = False
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold an interrupt that arrives inside the block until the block has ended."""
+    if not _on_main_thread():
+        yield
+        return
+    _state["depth"] += 1
+    try:
+        yield
+    finally:
+        _state["depth"] -= 1
+        if not _state["depth"] and _state["pending"]:
+            _state["pending"] = False
+            raise KeyboardInterrupt
