@@ -303,6 +303,16 @@ def test_a_damaged_study_db_is_one_line(finished_run, tmp_path, capsys, damage):
         assert str(db) in err and "damaged" in err and "move it aside" in err
 
 
+def test_a_damaged_study_db_under_report_is_one_line(finished_run, tmp_path, capsys):
+    run_dir = _copy_run(finished_run, tmp_path)
+    db = run_dir / "study.db"
+    data = bytearray(db.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)
+    db.write_bytes(bytes(data))
+    assert cli.main(["report", str(run_dir)]) != 0
+    assert "study.db" in _err_line(capsys)
+
+
 @pytest.mark.parametrize("content", ["[]", '{"study": 3}', '{"schema_version": 1}', "{"])
 def test_a_run_json_of_the_wrong_shape_is_one_line(finished_run, tmp_path, capsys, content):
     run_dir = _copy_run(finished_run, tmp_path)

@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         where = exc.filename or "a file"
         todo = _OS_ADVICE.get(exc.errno, "check it and rerun the same command")
         return _fail(args, f"{where}: {exc.strerror or exc}; {todo}", 1)
+    except Exception as exc:
+        # A storage failure outside a command's own translation (hpstudy.store.storage_errors).
+        if args.debug or not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return _fail(args, f"the trial store failed ({reason}); check the run folder's "
+                     "study.db or --storage, or rerun with --debug for details", 1)  # fmt: skip
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
