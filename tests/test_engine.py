@@ -306,6 +306,32 @@ def test_progress_weighs_populations_by_their_work(fashion):
     assert progress[1] == pytest.approx(101_770 / (101_770 + 535_818))
 
 
+def test_expected_progress_learns_from_members_that_stopped(fashion):
+    """Two T1 populations (batch sizes differ): the first stops early (patience 1 at lr 10
+    diverges at once), so the estimate for the second shrinks below the upper bound."""
+    from hpstudy.engine.trainer import _WorkTracker
+
+    tracker = _WorkTracker([100.0, 100.0])
+    tracker.epoch_done(10, 1)
+    # nobody stopped yet: the upper bound, 10 of 10 x 10 + 100
+    assert tracker.expected_progress(0, 1, 10, 10, 1) == pytest.approx(10 / 200)
+    tracker.member_stopped(2, 10)  # a member that ran 2 of 10 epochs: expect 20% of the rest
+    expected = tracker.expected_progress(0, 1, 10, 9, 1)
+    assert expected == pytest.approx(10 / (10 + 9 * (2 - 1) + 0.2 * 100))
+    train_split, eval_split = _splits(fashion, torch.float32)
+    quick = Config(topology="T1", optimizer="sgd", lr=10.0, max_epochs=6, patience=1)
+    slow = Config(topology="T1", batch_size=128, max_epochs=6, patience=6)
+    events = []
+    train([quick, slow], train_split, eval_split, on_epoch=events.append)
+    later = [e for e in events if e.population == 1]
+    assert later[0].expected_progress > later[0].progress  # it learnt from the quick one
+    assert events[-1].expected_progress == pytest.approx(1.0)
+    from hpstudy.commands.run import eta_text
+
+    assert eta_text(later[0]).startswith("ETA ~") and "(at most " in eta_text(later[0])
+    assert eta_text(events[0]).startswith("ETA <= ")  # nothing stopped yet: only the bound
+
+
 class _StandInGraph:
     """A CPU stand-in for torch.cuda.CUDAGraph: replay() re-runs the captured step."""
 

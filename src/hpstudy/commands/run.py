@@ -153,6 +153,19 @@ def _device_for(args: argparse.Namespace) -> str:
     return str(device)
 
 
+def eta_text(event) -> str:
+    """'ETA ~140 s (at most 410 s)': the estimate assumes members yet to stop run as long as
+    those that stopped; the bound, that every member runs max_epochs."""
+
+    def left(done: float) -> float:
+        return event.elapsed_s * (1 / done - 1) if done > 0 else float("nan")
+
+    bound = left(event.progress)
+    if event.expected_progress <= event.progress:
+        return f"ETA <= {bound:.0f} s"
+    return f"ETA ~{left(event.expected_progress):.0f} s (at most {bound:.0f} s)"
+
+
 class ProgressPrinter:
     """Plain progress lines on stderr: stage, population size, epoch, ETA (at most every 2 s)."""
 
@@ -177,14 +190,10 @@ class ProgressPrinter:
             if now - self.last < self.every_s and not last:
                 return
             self.last = now
-            # progress counts every population's work as if no member stopped early, so this
-            # ETA is an upper bound.
-            done = event.progress
-            eta = event.elapsed_s * (1 / done - 1) if done else float("nan")
             self.say(
                 f"  {event.stage}: population {event.population + 1}/{event.n_populations} "
                 f"({event.n_members} members), epoch {event.epoch}/{event.max_epochs}, "
-                f"{event.elapsed_s:.0f} s, ETA <= {eta:.0f} s"
+                f"{event.elapsed_s:.0f} s, {eta_text(event)}"
             )
         elif isinstance(event, Waiting):
             now = time.monotonic()

@@ -47,6 +47,9 @@ class EpochEvent:
     # Share of this call's work done, counting each population as members x parameters x
     # max_epochs: an upper bound on the work, so an ETA from it errs long (early stopping).
     progress: float
+    # The same share against the work expected: what is not yet trained is scaled by the share
+    # of max_epochs that members which already stopped ran (1 until some have stopped).
+    expected_progress: float = 0.0
 
 
 EpochCallback = Callable[[EpochEvent], Iterable[int] | None]
@@ -130,12 +133,13 @@ def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
     results: list[TrialResult | None] = [None] * len(configs)
     precision = str(dtype).removeprefix("torch.") + ("+tf32" if options.tf32 else "")
     work = [_population_work([configs[i] for i in indices]) for indices in populations]
+    tracker = _WorkTracker(work)
     started = time.perf_counter()
     for p, indices in enumerate(populations):
         context = _RunContext(
             p, len(populations), started, options.on_epoch, describe_device(device), precision,
             work_before=sum(work[:p]) / sum(work), work_share=work[p] / sum(work),
-            cuda_graphs=options.cuda_graphs,
+            cuda_graphs=options.cuda_graphs, tracker=tracker,
         )  # fmt: skip
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
@@ -167,6 +171,31 @@ def _population_work(configs: Sequence[Config]) -> float:
     return float(n_parameters(configs[0]) * len(configs) * max(c.max_epochs for c in configs))
 
 
+@dataclass
+class _WorkTracker:
+    """Work (members x parameters x epochs) done in one train() call, and the work expected."""
+
+    upper: list[float]  # per population: members x parameters x max_epochs
+    done: float = 0.0
+    stopped_share: float = 0.0  # sum over stopped members of epochs run / max_epochs
+    n_stopped: int = 0
+
+    def epoch_done(self, n_members: int, n_params: int) -> None:
+        self.done += float(n_members * n_params)
+
+    def member_stopped(self, epochs: int, max_epochs: int) -> None:
+        self.stopped_share += epochs / max_epochs
+        self.n_stopped += 1
+
+    def expected_progress(self, p: int, epoch: int, max_epochs: int, n_alive: int,
+                          n_params: int) -> float:  # fmt: skip
+        share = self.stopped_share / self.n_stopped if self.n_stopped else 1.0
+        epochs_left = min(max(1.0, share * max_epochs - epoch), max_epochs - epoch)
+        left_here = n_alive * n_params * epochs_left
+        left = left_here + share * sum(self.upper[p + 1 :])
+        return self.done / (self.done + left) if self.done + left else 1.0
+
+
 @dataclass(frozen=True)
 class _RunContext:
     population: int
@@ -178,6 +207,7 @@ class _RunContext:
     work_before: float  # share of the call's work in earlier populations
     work_share: float  # share of this population
     cuda_graphs: bool = False
+    tracker: _WorkTracker | None = None  # shared by every population of the call
 
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
@@ -207,13 +237,18 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         improved = [rec.record_epoch(*row) for rec, row in zip(records, per_member, strict=True)]
         _snapshot(best_params, pop.params, improved)
         _snapshot([best_correct], [correct_mask], improved)
-        pruned = _ask_callback(ctx, epoch, max_epochs, records)
+        n_params = n_parameters(pop.configs[0])
+        if ctx.tracker is not None:
+            ctx.tracker.epoch_done(pop.n_members, n_params)
+        pruned = _ask_callback(ctx, epoch, max_epochs, records, n_params)
         keep = []
         for m, (rec, config) in enumerate(zip(records, pop.configs, strict=True)):
             rec.outcome = _stop_reason(rec, config, epoch, pruned)
             if rec.outcome is None:
                 keep.append(m)
             else:
+                if ctx.tracker is not None:
+                    ctx.tracker.member_stopped(epoch, max_epochs)
                 usable = rec.best_epoch and rec.outcome is not Outcome.DIVERGED
                 state = _member_state(best_params, m) if usable else None
                 mask = best_correct[m].cpu().numpy() if rec.best_epoch else None
@@ -287,7 +322,8 @@ def _member_state(best_params, m: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records) -> set[int]:
+def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records,
+                  n_params: int) -> set[int]:  # fmt: skip
     if ctx.on_epoch is None:
         return set()
     event = EpochEvent(
@@ -299,6 +335,11 @@ def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records) -> set
         n_members=len(records),
         elapsed_s=time.perf_counter() - ctx.started,
         progress=ctx.work_before + ctx.work_share * min(1.0, epoch / max_epochs),
+        expected_progress=ctx.tracker.expected_progress(
+            ctx.population, epoch, max_epochs, len(records), n_params
+        )
+        if ctx.tracker is not None
+        else 0.0,
     )
     return set(ctx.on_epoch(event) or ())
 

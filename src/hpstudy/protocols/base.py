@@ -76,6 +76,7 @@ class EpochDone:
     n_trials: int  # trials in this engine call
     elapsed_s: float  # since the engine call began
     progress: float  # share of the call's (upper-bound) work done, see engine.EpochEvent
+    expected_progress: float = 0.0  # share of the work expected with early stopping
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ class Trainer:
         def on_epoch(event) -> list[int]:
             self.on_event(EpochDone(self.stage, event.population, event.n_populations,
                                     event.epoch, max_epochs, event.n_members, len(configs),
-                                    event.elapsed_s, event.progress))  # fmt: skip
+                                    event.elapsed_s, event.progress,
+                                    event.expected_progress))  # fmt: skip
             if prune is None:
                 return []
             return [
