@@ -74,6 +74,7 @@ PIXEL_STD = 0.35302424451492237
 
 N_TRAIN, N_TEST, N_ROWS, N_COLS = 60_000, 10_000, 28, 28
 _IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801
+IMAGES_MAGIC, LABELS_MAGIC = _IMAGES_MAGIC, _LABELS_MAGIC  # for other IDX readers
 _GZIP_MAGIC = b"\x1f\x8b"
 ENV_VAR = "HPSTUDY_DATA_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -219,15 +220,22 @@ def open_regular(path: Path, fix: str) -> BinaryIO:
 
 
 def read_bytes(
-    path: Path, *, magic: int | None = None, max_count: int = N_TRAIN, fix: str | None = None
+    path: Path,
+    *,
+    magic: int | None = None,
+    max_count: int = N_TRAIN,
+    fix: str | None = None,
+    shape: tuple[int, int] | None = (N_ROWS, N_COLS),
+    max_bytes: int | None = None,
 ) -> bytes:
     """The decompressed content of the IDX file `path`, read no further than its header says.
 
     The header is read first and checked (`magic`, if given, else either FashionMNIST magic;
-    28 x 28 images; at most `max_count` items); then the size on disk must fit what it declares,
-    and gzip is inflated only to one byte past it. So a gzip bomb, a header that declares 2^31
-    images or a 10 GB sparse file is refused having read a few kilobytes. `fix` ends each
-    message (default: how to replace the file where it lives).
+    images of `shape` (None: any size, for a user's own files); at most `max_count` items and
+    `max_bytes` data bytes); then the size on disk must fit what it declares, and gzip is inflated
+    only to one byte past it. So a gzip bomb, a header that declares 2^31 images or a 10 GB sparse
+    file is refused having read a few kilobytes. `fix` ends each message (default: how to
+    replace the file where it lives).
     """
     fix = _fix(path) if fix is None else fix
     with open_regular(path, fix) as raw:
@@ -241,7 +249,7 @@ def read_bytes(
                 header = head + f.read(header_len - len(head))
                 if len(header) < header_len:
                     raise DataError(f"{path} is truncated inside its IDX header; {fix}")
-                expected = header_len + _declared(header, path, max_count, fix)
+                expected = header_len + _declared(header, path, max_count, fix, shape, max_bytes)
                 _check_size_on_disk(size, expected, compressed, path, fix)
                 content = header + f.read(expected + 1 - len(header))
         except EOFError as exc:
@@ -283,18 +291,31 @@ def _dims(header: bytes) -> list[int]:
     return [int.from_bytes(header[i : i + 4], "big") for i in range(4, len(header), 4)]
 
 
-def _declared(header: bytes, path: Path, max_count: int, fix: str) -> int:
-    """The number of data bytes that a complete `header` declares, within `max_count` items."""
+def _declared(
+    header: bytes,
+    path: Path,
+    max_count: int,
+    fix: str,
+    shape: tuple[int, int] | None = (N_ROWS, N_COLS),
+    max_bytes: int | None = None,
+) -> int:
+    """The number of data bytes that a complete `header` declares, within `max_count` items of
+    `shape` (None: any) and `max_bytes` bytes (None: no limit beyond the count)."""
     dims = _dims(header)
-    if len(dims) == 3 and dims[1:] != [N_ROWS, N_COLS]:
+    if shape is not None and len(dims) == 3 and tuple(dims[1:]) != shape:
         raise DataError(
-            f"{path} holds {dims[1]}x{dims[2]} images, expected {N_ROWS}x{N_COLS}; {fix}"
+            f"{path} holds {dims[1]}x{dims[2]} images, expected {shape[0]}x{shape[1]}; {fix}"
         )
     if dims[0] > max_count:
         kind = "images" if len(dims) == 3 else "labels"
         raise DataError(
             f"{path}: its IDX header declares {dims[0]:,} {kind}, expected at most "
             f"{max_count:,}; it was refused before reading them; {fix}"
+        )
+    if max_bytes is not None and math.prod(dims) > max_bytes:
+        raise DataError(
+            f"{path}: its IDX header declares {' x '.join(f'{d:,}' for d in dims)} values, more "
+            f"than the {max_bytes:,} bytes hpstudy reads; it was refused before reading them; {fix}"
         )
     return math.prod(dims)
 
@@ -331,19 +352,26 @@ def verify_digest(name: str, content: bytes, path: Path) -> str:
 
 
 def decode_idx(
-    content: bytes, path: Path, *, magic: int, count: int | None = None, fix: str | None = None
+    content: bytes,
+    path: Path,
+    *,
+    magic: int,
+    count: int | None = None,
+    fix: str | None = None,
+    shape: tuple[int, int] | None = (N_ROWS, N_COLS),
 ) -> np.ndarray:
     """Decode an IDX file of unsigned bytes after checking its magic number, shape and length.
 
     `count`, if given, is the number of items the file must hold; `load` leaves it out so that it
-    can first compare images with labels and name that mismatch as such.
+    can first compare images with labels and name that mismatch as such. `shape` is the image
+    size required (None: any).
     """
     fix = _fix(path) if fix is None else fix
     header_len = _header_len(content[:4], path, magic, fix)
     if len(content) < header_len:
         raise DataError(f"{path} is truncated inside its IDX header; {fix}")
     dims = _dims(content[:header_len])
-    n_values = _declared(content[:header_len], path, max(dims[0], count or 0), fix)
+    n_values = _declared(content[:header_len], path, max(dims[0], count or 0), fix, shape)
     if count is not None and dims[0] != count:
         kind = "images" if magic == _IMAGES_MAGIC else "labels"
         raise DataError(f"{path} holds {dims[0]:,} {kind}, expected {count:,}; {fix}")

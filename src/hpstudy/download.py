@@ -1,4 +1,4 @@
-"""Download the four FashionMNIST files from the official mirrors into the cache, verified.
+"""Download the four FashionMNIST (or MNIST, KMNIST) files from the official mirrors, verified.
 
     >>> from pathlib import Path
     >>> from hpstudy import download
@@ -6,21 +6,23 @@
     PosixPath('/tmp/fashion-mnist')
     >>> download.fetch_all(Path("/tmp/fm"), mirrors=["http://127.0.0.1:8000/"], retries=0)
     PosixPath('/tmp/fm')
+    >>> download.fetch_all(Path("/tmp/mnist"), source=catalog.MNIST)  # kept as the published .gz
+    PosixPath('/tmp/mnist')
 
-Mirrors are tried in order: `mirrors` if given, else `$HPSTUDY_MIRRORS` (comma-separated base
-URLs), else `DEFAULT_MIRRORS`. Each file is `<base><name>.gz`. A file is kept only once the SHA-256
-of its decompressed bytes matches `data.SHA256`; it is stored decompressed (so `sha256sum` on the
-cache shows the published digests and loading skips gunzip), written to a temporary name in the
-same folder and renamed, so a reader never sees a partial file. An exclusive `flock` on
-`<dest>/.lock` serialises processes that download at once: the second one says it is waiting,
-re-checks the cache after the first has finished and finds nothing left to do (or gives up with a
+Mirrors are tried in order: `mirrors` if given, else `$HPSTUDY_MIRRORS` (comma-separated base URLs),
+else `DEFAULT_MIRRORS`. Each file is `<base><name>.gz`. A file is kept only once the SHA-256 of its
+decompressed bytes matches `data.SHA256`; it is stored decompressed (so `sha256sum` on the cache
+shows the published digests and loading skips gunzip). (MNIST and KMNIST: the SHA-256 of the .gz
+must match `catalog`'s table, and the .gz is kept as served.) Each file is written to a temporary
+name in the same folder and renamed, so a reader never sees a partial file. An exclusive `flock` on
+`<dest>/.lock` serialises processes that download at once: the second one says it is waiting, re-
+checks the cache after the first has finished and finds nothing left to do (or gives up with a
 `DataError` after `lock_wait` seconds, should the first one hang).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import os
 import socket
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from hpstudy import data
+from hpstudy import catalog, data
 from hpstudy.atomic import PART_SUFFIX, atomic_file
 from hpstudy.errors import DataError
 
@@ -61,14 +63,19 @@ class _MirrorFailure(Exception):
         self.retry = retry
 
 
-def resolve_mirrors(mirrors: Sequence[str] | None = None) -> list[str]:
-    """The base URLs to try, in order, each ending in '/'."""
+def resolve_mirrors(
+    mirrors: Sequence[str] | None = None,
+    *,
+    defaults: Sequence[str] = DEFAULT_MIRRORS,
+    env: str = MIRRORS_ENV,
+) -> list[str]:
+    """The base URLs to try, in order, each ending in '/' (`defaults` and `env`: the dataset's)."""
     if mirrors is not None:
         raw, origin = list(mirrors), "the mirrors argument"
-    elif os.environ.get(MIRRORS_ENV, "").strip():
-        raw, origin = os.environ[MIRRORS_ENV].split(","), MIRRORS_ENV
+    elif os.environ.get(env, "").strip():
+        raw, origin = os.environ[env].split(","), env
     else:
-        raw, origin = list(DEFAULT_MIRRORS), "DEFAULT_MIRRORS"
+        raw, origin = list(defaults), "the default mirrors"
     bases = []
     for entry in (m.strip() for m in raw):
         if not entry:
@@ -77,7 +84,7 @@ def resolve_mirrors(mirrors: Sequence[str] | None = None) -> list[str]:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise DataError(
                 f"{origin} holds {entry!r}, which is not an http(s) URL; give base URLs such as "
-                f"{DEFAULT_MIRRORS[0]} separated by commas"
+                f"{defaults[0]} separated by commas"
             )
         bases.append(entry if entry.endswith("/") else entry + "/")
     if not bases:
@@ -88,6 +95,7 @@ def resolve_mirrors(mirrors: Sequence[str] | None = None) -> list[str]:
 def fetch_all(
     dest: Path,
     *,
+    source: catalog.Source | None = None,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
     total_timeout: float = 600.0,
@@ -97,6 +105,10 @@ def fetch_all(
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Make `dest` hold the four canonical files, downloading those missing or bad; return `dest`.
+
+    `source` is the dataset (`catalog.MNIST`, `catalog.KMNIST`); None is FashionMNIST, checked
+    against `data.SHA256`. A source whose published digests are of the .gz files is kept as
+    those .gz files, byte for byte.
 
     `timeout` bounds each connect and each read (seconds); `total_timeout` bounds one attempt at
     one file as a whole (checked between reads, so it may run over by up to `timeout`), so that a
@@ -118,63 +130,87 @@ def fetch_all(
         raise ValueError(f"lock_wait must be >= 0 seconds, got lock_wait={lock_wait}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got retries={retries}")
-    bases = resolve_mirrors(mirrors)
+    src = source or _fashion()
+    bases = resolve_mirrors(mirrors, defaults=src.mirrors, env=src.mirrors_env)
+    how = data.how_to_provide() if source is None else src.how_to_provide()
     say = progress or (lambda _line: None)
     dest = Path(dest)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(
-            f"cannot create the cache folder {dest}: {exc.strerror}; {data.how_to_provide()}"
-        ) from exc
-    with _locked(dest, lock_wait, say):
+        raise DataError(f"cannot create the cache folder {dest}: {exc.strerror}; {how}") from exc
+    with _locked(dest, lock_wait, say, how):
         _remove_stale_parts(dest)
         failures: dict[str, str] = {}  # base URL -> why it failed (it is skipped from then on)
-        for name in data.FILES.values():
+        for name in src.files:
             # Checked under the lock: another process may have fetched it while we waited.
-            if _is_cached(dest, name):
+            if _is_cached(dest, name, source):
                 continue
-            content = _fetch_one(
-                name, bases, failures, (timeout, total_timeout), retries, backoff, say
-            )
-            _write_atomic(dest / name, content)
-            say(f"saved {dest / name} (sha256 verified)")
+            try:
+                raw, content = _fetch_one(
+                    name, src, bases, failures, (timeout, total_timeout), retries, backoff, say
+                )
+            except _MirrorFailure as exc:  # every mirror failed: `exc` says how each did
+                raise DataError(f"could not download {src.title}: {exc}; {how}") from exc
+            target = dest / (f"{name}.gz" if src.keeps_gz else name)
+            _write_atomic(target, raw if src.keeps_gz else content, how)
+            say(f"saved {target} (sha256 verified)")
     return dest
+
+
+def _fashion() -> catalog.Source:
+    """FashionMNIST as a source, read from `data` at call time (tests patch its globals)."""
+    return catalog.Source(
+        name="fashion-mnist",
+        title="FashionMNIST",
+        class_names=data.CLASS_NAMES,
+        mirrors=DEFAULT_MIRRORS,
+        mirrors_env=MIRRORS_ENV,
+        sha256=data.SHA256,
+    )
 
 
 def _fetch_one(
     name: str,
+    src: catalog.Source,
     bases: list[str],
     failures: dict[str, str],
     timeouts: tuple[float, float],
     retries: int,
     backoff: float,
     say: Callable[[str], None],
-) -> bytes:
-    """The verified, decompressed content of `name` from the first mirror that delivers it."""
+) -> tuple[bytes, bytes]:
+    """(as served, decompressed) `name`, verified, from the first mirror that delivers it;
+    `_MirrorFailure` naming every mirror tried and why it failed when none does."""
     for base in bases:
         if base in failures:
             continue
         url = f"{base}{name}.gz"
         say(f"downloading {url}")
         try:
-            return _download_verified(url, name, timeouts, retries, backoff)
+            return _download_verified(url, name, src, timeouts, retries, backoff)
         except _MirrorFailure as exc:
             failures[base] = f"{name}.gz: {exc}"
             say(f"  failed: {exc}")
     tried = "; ".join(f"{base} ({why})" for base, why in failures.items())
-    raise DataError(f"could not download FashionMNIST: {tried}; {data.how_to_provide()}")
+    raise _MirrorFailure(tried, retry=False)
 
 
 def _download_verified(
-    url: str, name: str, timeouts: tuple[float, float], retries: int, backoff: float
-) -> bytes:
+    url: str,
+    name: str,
+    src: catalog.Source,
+    timeouts: tuple[float, float],
+    retries: int,
+    backoff: float,
+) -> tuple[bytes, bytes]:
     """`timeouts` is (per connect or read, per attempt in all), in seconds."""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            return _verify(name, _get(url, *timeouts))
+            raw = _get(url, *timeouts)
+            return raw, _verify(name, raw, src)
         except _MirrorFailure as exc:
             if not exc.retry:
                 raise
@@ -233,8 +269,8 @@ def _get(url: str, timeout: float, total_timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-def _verify(name: str, raw: bytes) -> bytes:
-    """`raw` decompressed, if its SHA-256 is the canonical digest of `name`."""
+def _verify(name: str, raw: bytes, src: catalog.Source) -> bytes:
+    """`raw` decompressed, if it (or its decompressed bytes) has `src`'s digest of `name`."""
     # Inflating stops one byte past the canonical size: a small gzip that inflates to gigabytes
     # costs no more memory than the real file.
     limit = data.idx_size(name)
@@ -251,38 +287,36 @@ def _verify(name: str, raw: bytes) -> bytes:
             f"{limit:,} bytes of {name}; not decompressed further",
             retry=False,
         )
-    actual = hashlib.sha256(content).hexdigest()
-    if actual != data.SHA256[name]:
-        raise _MirrorFailure(
-            f"SHA-256 {actual} of the decompressed bytes, expected {data.SHA256[name]}",
-            retry=False,
-        )
+    problem = src.mismatch(name, raw, content)
+    if problem is not None:
+        raise _MirrorFailure(problem, retry=False)
     return content
 
 
-def _is_cached(folder: Path, name: str) -> bool:
+def _is_cached(folder: Path, name: str, source: catalog.Source | None = None) -> bool:
     """Whether `folder` holds a verified `name`; a bad copy is removed (the cache is ours)."""
     path = data.find_file(folder, name)
     if path is None:
         return False
     try:
-        data.verify_digest(name, data.read_bytes(path), path)
+        if source is None:
+            data.verify_digest(name, data.read_bytes(path), path)
+        else:
+            catalog.read_verified(source, path, name)
     except DataError:
         path.unlink(missing_ok=True)
-        return _is_cached(folder, name)  # name.gz may sit beside a bad name
+        return _is_cached(folder, name, source)  # name.gz may sit beside a bad name
     return True
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
+def _write_atomic(path: Path, content: bytes, how: str) -> None:
     """Write `content` to a temporary file beside `path`, then rename it over `path`."""
     try:
         # fsync: the rename must never expose a file whose bytes are not on disk.
         with atomic_file(path, fsync=True) as fh:
             fh.write(content)
     except OSError as exc:
-        raise DataError(
-            f"cannot write {path}: {exc.strerror}; free some space or {data.how_to_provide()}"
-        ) from exc
+        raise DataError(f"cannot write {path}: {exc.strerror}; free some space or {how}") from exc
 
 
 def _remove_stale_parts(folder: Path) -> None:
@@ -292,7 +326,7 @@ def _remove_stale_parts(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path, wait: float, say: Callable[[str], None]) -> Iterator[None]:
+def _locked(folder: Path, wait: float, say: Callable[[str], None], how: str) -> Iterator[None]:
     """An exclusive lock on `folder` across processes (POSIX `flock`; a no-op without fcntl).
 
     Waits at most `wait` seconds for another process that holds it, then raises `DataError`.
@@ -306,8 +340,7 @@ def _locked(folder: Path, wait: float, say: Callable[[str], None]) -> Iterator[N
         fh = open(folder / _LOCK_NAME, "a+b")  # noqa: SIM115 - "a" so that opening never truncates
     except OSError as exc:
         raise DataError(
-            f"cannot create the lock file {folder / _LOCK_NAME}: {exc.strerror}; "
-            f"{data.how_to_provide()}"
+            f"cannot create the lock file {folder / _LOCK_NAME}: {exc.strerror}; {how}"
         ) from exc
     with fh:
         _acquire(fh, folder / _LOCK_NAME, wait, say)
