@@ -326,7 +326,7 @@ def test_expected_progress_learns_from_members_that_stopped(fashion):
     later = [e for e in events if e.population == 1]
     assert later[0].expected_progress > later[0].progress  # it learnt from the quick one
     assert events[-1].expected_progress == pytest.approx(1.0)
-    from hpstudy.commands.run import eta_text
+    from hpstudy.commands.progress import eta_text
 
     assert eta_text(later[0]).startswith("ETA ~") and "(at most " in eta_text(later[0])
     assert eta_text(events[0]).startswith("ETA <= ")  # nothing stopped yet: only the bound

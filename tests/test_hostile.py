@@ -20,8 +20,9 @@ from hpstudy import cli
 from hpstudy.errors import UserError
 from hpstudy.report.render import Figure, Heading, Text, to_html
 from hpstudy.report.tables import Table
+from hpstudy.rundir import RUN_FILE, load_trials, read_run_info
 from hpstudy.space import Config
-from hpstudy.store import RUN_FILE, Store, TrialStatus, default_url, load_trials, read_run_info
+from hpstudy.storage import Store, TrialStatus, default_url
 from hpstudy.study import parse_study
 from tiny_studies import HEADER, STAGES, hpstudy_cmd, subprocess_env, write_study
 
@@ -167,7 +168,7 @@ def test_a_folder_holding_another_study_is_refused_unless_fresh(tmp_path, capsys
     assert read_run_info(run_dir)["study"] == "first"
     assert cli.main(["run", str(second), "--out", str(run_dir), "--fresh", *TINY]) == 0
     assert read_run_info(run_dir)["study"] == "second"
-    names = {s.study_name for s in Store(default_url(run_dir), "second").storage.get_all_studies()}
+    names = Store(default_url(run_dir), "second").study_names()
     assert names == {"second"}  # the folder's private store no longer mixes studies
 
 

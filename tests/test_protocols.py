@@ -11,9 +11,10 @@ import torch
 from scipy import stats
 
 from hpstudy.modelfile import load_model
-from hpstudy.protocols.staged import TEST_META
-from hpstudy.runner import MODEL_FILE, RunOptions, recompute_tables, run_study
-from hpstudy.store import TrialStatus, open_run
+from hpstudy.options import RunOptions
+from hpstudy.rundir import MODEL_FILE, open_run
+from hpstudy.runner import recompute_tables, run_study
+from hpstudy.storage import TrialStatus
 from hpstudy.study import load_study
 from hpstudy.tables import Cell, mean_ci, read_tables
 from tiny_studies import write_study
@@ -78,8 +79,7 @@ def test_staged_carries_winners_forward_and_trains_each_config_once(tmp_path: Pa
 def test_clean_protocol_tests_once_per_stage_winner(tmp_path: Path):
     summary = run_tiny(tmp_path, name="clean", selection="validation", n_seeds=2)
     assert summary.records[0].split["validation_size"] == 250
-    meta = open_run(summary.run_dir).study.user_attrs
-    tested = {k.removeprefix(TEST_META) for k in meta if k.startswith(TEST_META)}
+    tested = set(open_run(summary.run_dir).test_accuracies())
     winners = set()
     for table in summary.tables:
         for row in table.rows:
@@ -128,7 +128,7 @@ def test_search_with_seeds_trains_each_proposal_once_per_seed(tmp_path: Path):
         assert row.seeds == (42, 43) and row.selection.n == 2 and not math.isnan(row.selection.ci95)
     params = {}  # every seed of a configuration is an Optuna trial with the same params
     for r in finished:
-        trial_params = store.storage.get_trial(r.trial_id).params
+        trial_params = store._rdb.get_trial(r.trial_id).params
         params.setdefault(r.config.replace(seed=0), set()).add(tuple(sorted(trial_params.items())))
     assert all(len(p) == 1 for p in params.values())
 

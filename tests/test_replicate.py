@@ -11,10 +11,12 @@ import pytest
 
 from hpstudy import verdict as v
 from hpstudy.errors import UserError
+from hpstudy.options import RunOptions
 from hpstudy.protocols.replicate import ReplicateProtocol, paper_cells
 from hpstudy.report import build_report
-from hpstudy.runner import REPLICATION_FILE, RunOptions, run_study
-from hpstudy.store import TrialStatus, open_run, trial_key
+from hpstudy.rundir import REPLICATION_FILE, open_run
+from hpstudy.runner import run_study
+from hpstudy.storage import TrialStatus, trial_key
 from hpstudy.study import load_study, parse_study
 from tiny_studies import HEADER
 
@@ -163,7 +165,7 @@ def test_the_report_leads_with_the_verdict_and_repeats_the_stores_numbers(replic
 def test_with_clean_measures_the_leak_per_cell_from_the_store(replicated):
     data = json.loads((replicated / REPLICATION_FILE).read_text())
     store = open_run(replicated)
-    tests = store.get_meta_prefixed("test_accuracy:")
+    tests = store.test_accuracies()
     records = [r for r in store.records() if r.status is TrialStatus.FINISHED]
     clean = {(r.config.replace(seed=0), r.seed): r for r in records
              if r.split["selection"] == "validation"}  # fmt: skip

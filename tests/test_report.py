@@ -21,8 +21,9 @@ from scipy import stats
 
 from hpstudy.cli import main
 from hpstudy.errors import UserError
+from hpstudy.options import RunOptions
 from hpstudy.report import build_report
-from hpstudy.runner import RunOptions, run_study
+from hpstudy.runner import run_study
 from hpstudy.space import TOPOLOGIES
 from hpstudy.study import FACTORS, factor_label, load_study
 

@@ -15,7 +15,8 @@ import torch
 
 from hpstudy import cli
 from hpstudy.engine.flops import model_epoch_flops
-from hpstudy.store import TrialStatus, load_trials
+from hpstudy.rundir import load_trials
+from hpstudy.storage import TrialStatus
 from hpstudy.tables import read_tables
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 
@@ -160,7 +161,7 @@ def test_dashboard_without_the_extra_says_how_to_install(runs, capsys, monkeypat
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
-    from hpstudy.runner import exclusive
+    from hpstudy.rundir import exclusive
 
     with exclusive(tmp_path):
         code = cli.main(["run", "paper", "--out", str(tmp_path), *QUICK])
@@ -168,7 +169,8 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
 
 
 def test_run_info_keeps_no_storage_password(tmp_path):
-    from hpstudy.runner import RunOptions, run_info
+    from hpstudy.options import RunOptions
+    from hpstudy.rundir import run_info
     from hpstudy.study import load_study
 
     study = load_study(str(write_study(tmp_path)))

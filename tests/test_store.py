@@ -13,18 +13,9 @@ from optuna.trial import TrialState
 
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.errors import UserError
+from hpstudy.rundir import RUN_FILE, load_trials, open_run
 from hpstudy.space import Config
-from hpstudy.store import (
-    RUN_FILE,
-    Store,
-    TrialStatus,
-    default_url,
-    load_trials,
-    open_run,
-    redact_args,
-    redact_url,
-    trial_key,
-)
+from hpstudy.storage import Store, TrialStatus, default_url, redact_args, redact_url, trial_key
 from hpstudy.study import load_study
 
 SPLIT = {"selection": "test", "n_train": 600}
@@ -69,7 +60,7 @@ def test_enqueue_claim_finish_roundtrip(store: Store):
     assert record.eval_accuracy == (0.5, 0.7, 0.6) and record.epochs == 3
     assert record.versions["torch"] == torch.__version__ and record.data_digests == {"f": "abc"}
     assert record.protocol == "staged" and record.split == SPLIT and record.n_train == 600
-    trial = store.study.trials[0]
+    trial = store._optuna.trials[0]
     assert trial.state == TrialState.COMPLETE and trial.value == 0.7
     assert trial.params == {"topology": "T2", "optimizer": "adam", "lr": 0.005,
                             "activation": "relu"}  # fmt: skip
@@ -109,7 +100,7 @@ def test_killed_between_result_and_state_is_interrupted_not_finished(store: Stor
     (tid,) = store.enqueue([config], protocol="grid", split=SPLIT, space=SPACE)
     assert store.claim(tid)
     payload_only = make_result(config)
-    store.storage.set_trial_user_attr(tid, "result", {"outcome": payload_only.outcome.value})
+    store._rdb.set_trial_user_attr(tid, "result", {"outcome": payload_only.outcome.value})
     assert store.fail_stale(all_running=True) == 1
     (record,) = store.records()
     assert record.status is TrialStatus.INTERRUPTED
@@ -168,7 +159,7 @@ def test_a_failed_login_with_run_json_url_says_how_to_fix_it(tmp_path: Path, mon
     info = {"schema_version": 1, "study": "unit", "storage": "postgresql://u@db.example/hp"}
     (tmp_path / RUN_FILE).write_text(json.dumps(info))
     monkeypatch.setattr(
-        "hpstudy.store.RDBStorage", _refuse_login("fe_sendauth: no password supplied")
+        "hpstudy.storage.store.RDBStorage", _refuse_login("fe_sendauth: no password supplied")
     )
     with pytest.raises(UserError) as caught:
         open_run(tmp_path)
@@ -176,11 +167,12 @@ def test_a_failed_login_with_run_json_url_says_how_to_fix_it(tmp_path: Path, mon
     assert "\n" not in message and "no password supplied" in message
     assert "PGPASSWORD" in message and "~/.pgpass" in message and "--storage URL" in message
     # Other failures keep their own message; an explicit --storage URL is not blamed on run.json.
-    monkeypatch.setattr("hpstudy.store.RDBStorage", _refuse_login("Connection refused"))
+    monkeypatch.setattr("hpstudy.storage.store.RDBStorage", _refuse_login("Connection refused"))
     with pytest.raises(UserError, match="Connection refused") as caught:
         open_run(tmp_path)
     assert "PGPASSWORD" not in str(caught.value)
-    monkeypatch.setattr("hpstudy.store.RDBStorage", _refuse_login("password authentication failed"))
+    refuse = _refuse_login("password authentication failed")
+    monkeypatch.setattr("hpstudy.storage.store.RDBStorage", refuse)
     with pytest.raises(UserError) as caught:
         open_run(tmp_path, "postgresql://u:wrong@db.example/hp")
     assert "PGPASSWORD" not in str(caught.value) and "wrong" not in str(caught.value)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy.store import Store, TrialStatus, load_trials
+from hpstudy.rundir import load_trials
+from hpstudy.storage import Store, TrialStatus
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

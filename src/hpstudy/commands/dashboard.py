@@ -24,17 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.store import open_run, read_run_info
+    from hpstudy.rundir import open_run, read_run_info
 
     info = read_run_info(args.run_dir)
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise UserError(INSTALL_HINT)
-    import optuna_dashboard
-
     store = open_run(args.run_dir, args.storage)  # fails here, in one line, if it cannot log in
     print(
         f"optuna-dashboard on http://{args.host}:{args.port} (study {info['study']}); "
         "Ctrl-C stops it"
     )
-    optuna_dashboard.run_server(store.storage, host=args.host, port=args.port)
+    store.serve_dashboard(args.host, args.port)
     return 0

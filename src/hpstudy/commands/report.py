@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from hpstudy.report import build_report
-    from hpstudy.store import redact_url
+    from hpstudy.storage import redact_url
 
     start = time.perf_counter()
     words = ["hpstudy", "report", args.run_dir]

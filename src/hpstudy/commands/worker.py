@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from hpstudy.commands.run import ProgressPrinter, add_study_options
+from hpstudy.commands.progress import ProgressPrinter
+from hpstudy.commands.study_args import add_study_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.commands.run import options_from
+    from hpstudy.commands.study_args import options_from
     from hpstudy.runner import run_worker
 
     study, options = options_from(args)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from hpstudy.protocols.base import Data, Protocol, Trainer
+from hpstudy.protocols.base import Protocol, Trainer
 from hpstudy.protocols.grid import GridProtocol
 from hpstudy.protocols.replicate import ReplicateProtocol
 from hpstudy.protocols.search import SearchProtocol
@@ -27,7 +27,6 @@ def make_protocol(study: Study, trainer: Trainer | None = None) -> Protocol:
 
 __all__ = [
     "PROTOCOLS",
-    "Data",
     "GridProtocol",
     "Protocol",
     "ReplicateProtocol",

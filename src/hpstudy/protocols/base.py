@@ -25,32 +25,13 @@ import torch
 from hpstudy.atomic import atomic_file
 from hpstudy.engine.results import TrialResult
 from hpstudy.space import Config
-from hpstudy.store import Store, TrialRecord, TrialStatus, record_from_trial, trial_key
+from hpstudy.storage import Store, TrialRecord, TrialStatus, trial_key
 from hpstudy.study import Study
+from hpstudy.studydata import Data
 from hpstudy.tables import Cell, Row, StageTable, mean_ci
 
 POLL_S = 2.0  # how often a process waiting for other processes' trials looks again
 MEMORY_WEIGHTS = 16  # best-epoch weights kept in memory (grid, search): the best trials only
-
-
-@dataclass
-class Data:
-    """The tensors a study trains on, and how they were made (part of every trial's identity)."""
-
-    train: object  # engine Split: x (N, 784) normalised, y (N,)
-    evaluation: object  # the selection split: test (paper) or validation (clean)
-    test: object  # the test split (the same object as `evaluation` for the paper protocol)
-    split: dict  # selection, sizes, validation seed, limits, normalisation
-    digests: dict[str, str]  # canonical file name -> SHA-256
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    tf32: bool = False  # TensorFloat-32 matmuls (opt-in, CUDA only)
-    cuda_graphs: bool = False  # replay training steps from CUDA graphs (CUDA only)
-
-    def engine_options(self) -> dict:
-        """Keyword arguments of `engine.train` that say where and how to train."""
-        return {"device": self.device, "dtype": self.dtype, "tf32": self.tf32,
-                "cuda_graphs": self.cuda_graphs}  # fmt: skip
 
 
 # -- progress events (the CLI prints them; the library never does) ------------------------------
@@ -143,11 +124,8 @@ class Trainer:
 
     def _trials_by_key(self, keys: set[str]) -> dict[str, list[TrialRecord]]:
         by_key: dict[str, list[TrialRecord]] = {}
-        for trial in self.store.frozen_trials():
-            key = trial.user_attrs.get("key")
-            if key in keys:
-                record = record_from_trial(trial)
-                by_key.setdefault(key, []).append(record)
+        for record in self.store.records(keys):
+            by_key.setdefault(record.key, []).append(record)
         return by_key
 
     def _claim(self, by_key: dict[str, list[TrialRecord]], todo: list[str]) -> list[tuple]:
@@ -241,7 +219,7 @@ class Trainer:
             if result.state_dict is not None:
                 self._keep(key, result)
             if self.store.finish(tid, result, n_train=n_train, digests=self.data.digests):
-                self.trained.append(record_from_trial(self.store.storage.get_trial(tid)))
+                self.trained.append(self.store.record(tid))
         return results
 
     def _keep(self, key: str, result: TrialResult) -> None:

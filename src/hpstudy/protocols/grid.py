@@ -23,7 +23,7 @@ from hpstudy.protocols.base import (
     ranked_table,
 )
 from hpstudy.space import Config
-from hpstudy.store import TrialRecord, trial_key
+from hpstudy.storage import TrialRecord, trial_key
 from hpstudy.study import FACTORS, factor_label
 from hpstudy.tables import StageTable
 

@@ -29,7 +29,7 @@ from hpstudy import verdict as v
 from hpstudy.protocols.base import Protocol, StageFinished, StageStarted, make_row, pick_winner
 from hpstudy.protocols.staged import StagedProtocol, evaluate_test_once
 from hpstudy.space import Config
-from hpstudy.store import TrialRecord, trial_key
+from hpstudy.storage import TrialRecord, trial_key
 from hpstudy.study import FACTORS, ProtocolKind, Stage, Study, factor_label
 from hpstudy.tables import StageTable
 

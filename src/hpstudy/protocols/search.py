@@ -14,35 +14,14 @@ training any seed that an interrupted round left missing.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-
-import optuna
 
 from hpstudy.protocols.base import Protocol, StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
 from hpstudy.space import Config
-from hpstudy.store import (
-    TrialRecord,
-    TrialStatus,
-    distributions_of,
-    identity_attrs,
-    params_of,
-)
+from hpstudy.storage import TrialRecord, TrialStatus, params_of
+from hpstudy.storage.search import Searcher, SearchTrial
 from hpstudy.tables import StageTable
-
-N_STARTUP_TRIALS = 10  # random trials before TPE models the space (Optuna's default)
-
-
-def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_STARTUP_TRIALS,
-                                      constant_liar=True)  # fmt: skip
-
-
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
 
 class SearchProtocol(Protocol):
@@ -51,8 +30,8 @@ class SearchProtocol(Protocol):
     def run(self) -> list[StageTable]:
         trainer, study = self.trainer, self.study
         store = trainer.store
-        store.study.sampler = make_sampler(study.sampler_seed)
-        store.study.pruner = make_pruner(study.pruner)
+        self.searcher = Searcher(store, study.space, sampler_seed=study.sampler_seed,
+                                 pruner=study.pruner)  # fmt: skip
         self._complete_seeds()
         round_index = 0
         while (used := self._used(store.records())) < study.n_trials:
@@ -74,7 +53,7 @@ class SearchProtocol(Protocol):
         """A configuration without its seed (as the study's first seed)."""
         return config.replace(seed=self.study.seeds[0])
 
-    def _ask_round(self, batch: int) -> list[tuple[optuna.Trial, Config]]:
+    def _ask_round(self, batch: int) -> list[tuple[SearchTrial, Config]]:
         """Up to `batch` new configurations from the sampler, each with a trial per seed.
 
         A configuration already tried is discarded (it still spends budget, so a sampler that
@@ -83,11 +62,11 @@ class SearchProtocol(Protocol):
         finished = {r.key for r in trainer.store.records() if r.status.is_finished}
         seen, asked = set(finished), []
         for _ in range(batch):
-            trial = self._ask()
+            trial = self.searcher.ask()
             config = self.study.config(seed=self.study.seeds[0], **self._factors(trial.params))
-            self._label(trial, config)
+            trial.label(config, protocol=self.name, split=trainer.data.split)
             if trainer.key(config) in seen:
-                trainer.store.discard(trial._trial_id, "configuration already trained")
+                trainer.store.discard(trial.trial_id, "configuration already trained")
                 continue
             seen.add(trainer.key(config))
             asked.append((trial, config))
@@ -111,40 +90,21 @@ class SearchProtocol(Protocol):
             self.trainer.on_event(StageStarted(0, None, "search: missing seeds", len(missing), 0))
             self._train_round("search: missing seeds", [(self._ask_fixed(c), c) for c in missing])
 
-    def _train_round(self, stage: str, asked: list[tuple[optuna.Trial, Config]]) -> None:
+    def _train_round(self, stage: str, asked: list[tuple[SearchTrial, Config]]) -> None:
         if not asked:
             return
-        trials = {trial._trial_id: trial for trial, _ in asked}
+        trials = {trial.trial_id: trial for trial, _ in asked}
 
         def prune(trial_id: int, epoch: int, accuracy: float) -> bool:
-            trials[trial_id].report(accuracy, epoch)
+            trials[trial_id].report(epoch, accuracy)
             return trials[trial_id].should_prune()
 
         self.trainer.stage = stage
-        self.trainer.train_trials([(t._trial_id, c) for t, c in asked], prune=prune)
+        self.trainer.train_trials([(t.trial_id, c) for t, c in asked], prune=prune)
 
-    def _ask(self) -> optuna.Trial:
-        with warnings.catch_warnings():  # heartbeats: we keep them ourselves
-            warnings.simplefilter("ignore", UserWarning)
-            return self.trainer.store.study.ask(distributions_of(self.study.space))
-
-    def _ask_fixed(self, config: Config) -> optuna.Trial:
+    def _ask_fixed(self, config: Config) -> SearchTrial:
         """A trial for `config` exactly (another seed of a proposed configuration)."""
-        params = params_of(config)
-        self.trainer.store.study.enqueue_trial(params)
-        while True:
-            trial = self._ask()  # takes the oldest enqueued trial
-            if trial.params == params:
-                self._label(trial, config)
-                return trial
-            # A trial enqueued by a run that died before asking for it: not ours.
-            self.trainer.store.discard(trial._trial_id, "stale enqueued trial")
-
-    def _label(self, trial: optuna.Trial, config: Config) -> None:
-        """Write the trial's identity, as `Store.enqueue` does for grid trials."""
-        attrs = identity_attrs(config, protocol=self.name, split=self.trainer.data.split)
-        for attr, value in attrs.items():
-            trial.set_user_attr(attr, value)
+        return self.searcher.ask_fixed(config, protocol=self.name, split=self.trainer.data.split)
 
     def _factors(self, params: dict) -> dict:
         space = self.study.space

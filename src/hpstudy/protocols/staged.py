@@ -20,11 +20,9 @@ from hpstudy.protocols.base import (
     pick_winner,
 )
 from hpstudy.space import Config
-from hpstudy.store import TrialRecord, trial_key
+from hpstudy.storage import TrialRecord, trial_key
 from hpstudy.study import Stage, factor_label
 from hpstudy.tables import StageTable
-
-TEST_META = "test_accuracy:"  # study user attr prefix: key -> test accuracy of a stage winner
 
 
 class StagedProtocol(Protocol):
@@ -51,11 +49,13 @@ class StagedProtocol(Protocol):
                                           len(configs), n_reused))  # fmt: skip
             trainer.stage = stage.name
             by_key = trainer.ensure(configs)
-            table = self.stage_table(index, stage, base, by_key, self._tests())
+            table = self.stage_table(index, stage, base, by_key, trainer.store.test_accuracies())
             winner = table.winner
             if winner is not None and not self.study.selection.is_leaky:
                 self._evaluate_test(groups[table.rows.index(winner)], by_key)
-                table = self.stage_table(index, stage, base, by_key, self._tests())
+                table = self.stage_table(
+                    index, stage, base, by_key, trainer.store.test_accuracies()
+                )
             winner = table.winner
             tables.append(table)
             trainer.on_event(StageFinished(table))
@@ -122,10 +122,6 @@ class StagedProtocol(Protocol):
             base = {**base, stage.factor: stage.values[table.rows.index(table.winner)]}
         return tables
 
-    def _tests(self) -> dict[str, float]:
-        meta = self.trainer.store.study.user_attrs
-        return {k.removeprefix(TEST_META): v for k, v in meta.items() if k.startswith(TEST_META)}
-
     def _evaluate_test(self, group: list[Config], by_key: dict[str, TrialRecord]) -> None:
         """The winner's test accuracy, once per seed (kept in the store, never recomputed)."""
         evaluate_test_once(self.trainer, group, by_key)
@@ -148,10 +144,10 @@ class StagedProtocol(Protocol):
 
 def evaluate_test_once(trainer, configs: list[Config], by_key: dict[str, TrialRecord]) -> None:
     """Each trial's test accuracy at its chosen epoch, measured once and kept in the store
-    (`TEST_META` + key), never recomputed."""
+    (`Store.set_test_accuracy`), never recomputed."""
     from hpstudy import engine
 
-    tests = trainer.store.get_meta_prefixed(TEST_META)
+    tests = trainer.store.test_accuracies()
     for config in configs:
         record = by_key[trainer.key(config)]
         if record.key in tests or not record.is_usable:
@@ -159,7 +155,7 @@ def evaluate_test_once(trainer, configs: list[Config], by_key: dict[str, TrialRe
         state_dict, _ = trainer.weights_of(record)
         evaluation = engine.evaluate(config, state_dict, trainer.data.test,
                                      device=trainer.data.device)  # fmt: skip
-        trainer.store.set_meta(TEST_META + record.key, float(evaluation.accuracy))
+        trainer.store.set_test_accuracy(record.key, evaluation.accuracy)
 
 
 def _replace(row, **changes):

@@ -125,9 +125,7 @@ def _provenance_numbers(view) -> dict:
         "n_trials": len(finished),
         "model_epochs": sum(r.epochs for r in finished),
         "training_wall_s": sum(r.wall_s for r in finished),
-        "training_flops": sum(
-            model_epoch_flops(r.config, r.n_train) * r.epochs for r in finished
-        ),
+        "training_flops": sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in finished),
         "epochs_run": {str(r.number): r.epochs for r in finished},
     }
 

@@ -7,7 +7,7 @@
     >>> related = find_related(view)             # sibling runs (clean, grid) for the comparisons
 
 This module is the report's only door into the store: it reads what `hpstudy run` wrote through
-`hpstudy.store` and recomputes the tables with the study's own protocol
+`hpstudy.rundir` and `hpstudy.storage`, and recomputes the tables with the study's own protocol
 (`Protocol.tables(records)`), so every number the report prints comes from the trial records,
 never from the CSV and JSON tables a run also writes.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from hpstudy.errors import UserError
-from hpstudy.store import RUN_FILE, TrialRecord
+from hpstudy.rundir import RUN_FILE
+from hpstudy.storage import TrialRecord
 from hpstudy.study import Study, factor_label
 from hpstudy.tables import StageTable
 
@@ -38,7 +39,7 @@ class RunView:
     records: tuple[TrialRecord, ...]  # every stored trial, by trial number
     tests: dict[str, float]  # trial key -> test accuracy measured once (clean stage winners)
     tables: tuple[StageTable, ...]  # recomputed from `records` by the study's protocol
-    optuna_study: object  # the optuna.Study (for fANOVA importances)
+    store: object  # the hpstudy.storage.Store it was read from (for parameter importances)
 
     @property
     def name(self) -> str:
@@ -87,11 +88,9 @@ class RunView:
 
 def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
     """Read a run folder; a UserError if it is missing, not a run, or holds no finished trial.
-    `storage` overrides the storage URL in its run.json (`hpstudy.store.open_run`)."""
+    `storage` overrides the storage URL in its run.json (`hpstudy.rundir.open_run`)."""
     from hpstudy.protocols import make_protocol
-    from hpstudy.protocols.staged import TEST_META
-    from hpstudy.runner import load_study_from_info
-    from hpstudy.store import open_run, read_run_info
+    from hpstudy.rundir import load_study_from_info, open_run, read_run_info
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -108,12 +107,9 @@ def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
             f"{run_dir} holds no finished trial yet ({len(records)} stored, none finished); "
             f"run `hpstudy run {info.get('study_file') or study.name} --out {run_dir}` first"
         )
-    meta = store.study.user_attrs
-    tests = {
-        k.removeprefix(TEST_META): float(v) for k, v in meta.items() if k.startswith(TEST_META)
-    }
+    tests = store.test_accuracies()
     tables = make_protocol(study).tables(records, tests, split=info.get("split", {}))
-    return RunView(run_dir, info, study, records, tests, tuple(tables), store.study)
+    return RunView(run_dir, info, study, records, tests, tuple(tables), store)
 
 
 def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[RunView]:
@@ -240,7 +236,9 @@ def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalMod
 
     from hpstudy import engine
     from hpstudy.modelfile import load_model
-    from hpstudy.runner import MODEL_FILE, RunOptions, prepare_data
+    from hpstudy.options import RunOptions
+    from hpstudy.rundir import MODEL_FILE
+    from hpstudy.studydata import prepare_data
 
     path = view.run_dir / MODEL_FILE
     if not path.is_file():

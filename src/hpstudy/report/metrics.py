@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpstudy.report.loader import FACTOR_KEYS, RunView
-from hpstudy.store import TrialRecord
+from hpstudy.storage import TrialRecord
+from hpstudy.storage.importance import Importances, param_importances
 from hpstudy.study import factor_label
 from hpstudy.tables import Cell, mean_ci
 
@@ -140,41 +141,10 @@ def interaction(view: RunView) -> Interaction:
     )
 
 
-@dataclass(frozen=True)
-class Importances:
-    values: dict[str, float]  # factor -> share of variance explained, summing to 1
-    method: str  # the evaluator that computed them
-    reason: str = ""  # why there are none, or why the method is not fANOVA
-
-
 def importances(view: RunView, seed: int = 0) -> Importances:
-    """Parameter importances of the run's complete trials: Optuna's fANOVA.
-
-    fANOVA fits a random forest to (params -> value), which needs scikit-learn; without it the
-    report says so and uses Optuna's PED-ANOVA instead (no extra dependency), named as such. A
-    factor with one value among the trials has no variance to explain and is left out.
-    """
-    import optuna
-    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
-
-    study = view.optuna_study
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    varied = [f for f in FACTOR_KEYS if len({t.params.get(f) for t in complete}) > 1]
-    if len(complete) < 4 or not varied:
-        reason = f"too few complete trials with varied factors ({len(complete)} complete)"
-        return Importances({}, "fANOVA", reason)
-    method, reason = "fANOVA", ""
-    try:
-        evaluator = FanovaImportanceEvaluator(seed=seed)
-    except ImportError:
-        method = "PED-ANOVA"
-        reason = "fANOVA needs scikit-learn (`pip install scikit-learn`), which is not installed"
-        evaluator = PedAnovaImportanceEvaluator()
-    try:
-        found = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)
-    except (ValueError, RuntimeError) as exc:  # optuna's message says what it lacked
-        return Importances({}, method, f"{method} could not run: {exc}")
-    return Importances({k: float(v) for k, v in found.items()}, method, reason)
+    """Parameter importances of the run's complete trials: Optuna's fANOVA (see
+    `hpstudy.storage.importance`)."""
+    return param_importances(view.store, FACTOR_KEYS, seed)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""The options `run` and `worker` share, and the (study, RunOptions) they turn into.
+
+>>> add_study_options(parser)              # --seeds, --storage, --device, --dtype, ...
+>>> study, options = options_from(args)    # RunOptions checks its own values
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hpstudy.commands.data import add_data_dir
+
+
+def add_study_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `worker`."""
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="seeds per configuration (default: the study file's n_seeds)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL, e.g. "
+        "postgresql://user@host/db (default: SQLite in the run folder)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64", "tf32"],
+        help="float32 (default), float64, or tf32: float32 with TensorFloat-32 matmuls "
+        "(CUDA only, opt-in, recorded with every trial)",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step from a CUDA graph (CUDA only, opt-in: cuts Python's "
+        "kernel-launch overhead on large populations; results do not change)",
+    )
+    parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        help="train on a stratified subset of N images (quick tries)",
+    )
+    parser.add_argument(
+        "--limit-eval",
+        type=int,
+        metavar="N",
+        help="evaluate on a stratified subset of N images (quick tries)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="most trials per engine call (default: the study file's batch)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=int,
+        metavar="S",
+        default=None,
+        help="seconds without a heartbeat after which another process's trial "
+        "is taken as dead and trained again (default: 30)",
+    )
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="go ahead with a plan of more than 10,000 trials (otherwise refused, with its cost)",
+    )
+    add_data_dir(parser)
+
+
+def options_from(args: argparse.Namespace):
+    """(study, RunOptions) from parsed arguments; RunOptions refuses bad values itself."""
+    from hpstudy.options import RunOptions
+    from hpstudy.storage import GRACE_S
+    from hpstudy.study import load_study
+
+    study = load_study(args.study).with_overrides(
+        n_seeds=args.seeds, max_epochs=args.max_epochs,
+        with_clean=getattr(args, "with_clean", None),
+    )  # fmt: skip
+    options = RunOptions(
+        out=getattr(args, "out", None),
+        storage=args.storage,
+        fresh=getattr(args, "fresh", False),
+        device=_device_for(args),
+        dtype=args.dtype,
+        limit_train=args.limit_train,
+        limit_eval=args.limit_eval,
+        data_dir=args.data_dir,
+        batch=args.batch,
+        grace_s=GRACE_S if args.grace is None else args.grace,
+        cuda_graphs=args.cuda_graphs,
+        yes=args.yes,
+    )
+    return study, options
+
+
+def _device_for(args: argparse.Namespace) -> str:
+    from hpstudy.devices import resolve_device
+
+    return str(resolve_device(args.device))  # RunOptions checks tf32 and graphs against it

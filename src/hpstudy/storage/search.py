@@ -1,0 +1,89 @@
+"""Model-based search through the store: Optuna's TPE sampler and pruners, ask and report.
+
+    >>> searcher = Searcher(store, space, sampler_seed=0, pruner="median")
+    >>> trial = searcher.ask()                        # a SearchTrial: id and params
+    >>> trial.label(config, protocol="search", split=split)
+    >>> trial.report(epoch, accuracy); trial.should_prune()
+    >>> again = searcher.ask_fixed(config.replace(seed=43), protocol="search", split=split)
+
+The search protocol sees trial ids and params, never an Optuna object: the sampler, the pruner and
+the enqueue-then-ask dance for a fixed configuration live here, beside the storage they share.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from hpstudy.space import Config
+from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
+from hpstudy.storage.store import Store
+
+N_STARTUP_TRIALS = 10  # random trials before TPE models the space (Optuna's default)
+
+
+def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_STARTUP_TRIALS,
+                                      constant_liar=True)  # fmt: skip
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+
+
+@dataclass
+class SearchTrial:
+    """One trial the sampler proposed (or a fixed configuration enqueued for it)."""
+
+    _trial: optuna.Trial
+
+    @property
+    def trial_id(self) -> int:
+        return self._trial._trial_id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._trial.params)
+
+    def label(self, config: Config, *, protocol: str, split: dict) -> None:
+        """Write the trial's identity, as `Store.enqueue` does for grid trials."""
+        for attr, value in identity_attrs(config, protocol=protocol, split=split).items():
+            self._trial.set_user_attr(attr, value)
+
+    def report(self, epoch: int, accuracy: float) -> None:
+        self._trial.report(accuracy, epoch)
+
+    def should_prune(self) -> bool:
+        return self._trial.should_prune()
+
+
+class Searcher:
+    """Asks the store's study for trials with a TPE sampler and a pruner."""
+
+    def __init__(self, store: Store, space: dict[str, tuple], *, sampler_seed: int,
+                 pruner: str) -> None:  # fmt: skip
+        self.store, self.distributions = store, distributions_of(space)
+        store._optuna.sampler = make_sampler(sampler_seed)
+        store._optuna.pruner = make_pruner(pruner)
+
+    def ask(self) -> SearchTrial:
+        with warnings.catch_warnings():  # heartbeats: we keep them ourselves
+            warnings.simplefilter("ignore", UserWarning)
+            return SearchTrial(self.store._optuna.ask(self.distributions))
+
+    def ask_fixed(self, config: Config, *, protocol: str, split: dict) -> SearchTrial:
+        """A trial for `config` exactly (another seed of a proposed configuration)."""
+        params = params_of(config)
+        self.store._optuna.enqueue_trial(params)
+        while True:
+            trial = self.ask()  # takes the oldest enqueued trial
+            if trial.params == params:
+                trial.label(config, protocol=protocol, split=split)
+                return trial
+            # A trial enqueued by a run that died before asking for it: not ours.
+            self.store.discard(trial.trial_id, "stale enqueued trial")

@@ -1,0 +1,323 @@
+"""The trial store: Optuna's RDB storage (SQLite by default, PostgreSQL for several workers).
+
+Reading a run (what the report uses):
+
+    >>> from hpstudy.rundir import load_trials
+    >>> records = load_trials("runs/paper")                # list[TrialRecord], by trial number
+    >>> done = [r for r in records if r.status is TrialStatus.FINISHED]
+    >>> done[0].config, done[0].seed, done[0].eval_accuracy, done[0].best_epoch, done[0].outcome
+
+Writing (what protocols do, through `hpstudy.protocols.trainer.Trainer`):
+
+    >>> st = Store(default_url("runs/paper"), "paper"); st.create_or_load()
+    >>> ids = st.enqueue([config], protocol="staged", split=split_info, space=study.space)
+    >>> if st.claim(ids[0]): st.finish(ids[0], result, n_train=60_000, digests=ds.digests)
+
+One Optuna study per hpstudy study; one Optuna trial per (configuration, seed, split). A trial
+is enqueued WAITING with its identity (`key`, `config`, `seed`, `protocol`, `split`) as user
+attributes and its factors as Optuna params, claimed atomically (WAITING -> RUNNING, a row lock on
+PostgreSQL), and finished by writing one `result` user attribute (curves, best epoch, outcome,
+timings, device, versions, data digests) and then its state. Only the state change marks it
+done, so a process killed at any moment leaves either a finished trial or one that is re-done.
+Dead processes are found by Optuna's heartbeats (`fail_stale`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import random
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from hpstudy import __version__, interrupts
+from hpstudy.engine.results import Outcome, TrialResult
+from hpstudy.errors import UserError
+from hpstudy.space import Config
+from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
+from hpstudy.storage.records import TrialRecord, pack_correct, record_from_trial
+from hpstudy.storage.urls import _with_driver, check_durable, explain_storage_error, redact_url
+
+_rdb = importlib.import_module("optuna.storages._rdb.storage")
+_open_session = _rdb._create_scoped_session
+
+
+@contextlib.contextmanager
+def _session_deferring_interrupts(*args: Any, **kwargs: Any) -> Iterator[Any]:
+    """Every Optuna database session, opened and closed whole: see `hpstudy.interrupts`."""
+    with interrupts.deferred(), _open_session(*args, **kwargs) as session:
+        yield session
+
+
+_rdb._create_scoped_session = _session_deferring_interrupts
+
+TEST_META = "test_accuracy:"  # study attribute prefix: trial key -> test accuracy read once
+HEARTBEAT_S = 5  # how often a process marks its running trials alive
+GRACE_S = 30  # a running trial whose heartbeat is older than this belongs to a dead process
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class Store:
+    """One hpstudy study in an Optuna storage: enqueue, claim, finish, read."""
+
+    def __init__(
+        self, url: str, study_name: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
+    ) -> None:
+        check_durable(url)
+        self.url, self.study_name = url, study_name
+        self.held: set[int] = set()  # trials this process claimed and has not ended
+        heartbeat_s = max(1, min(heartbeat_s, grace_s // 3))  # several beats per grace period
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # Writers wait for each other instead of failing with "database is locked".
+            kwargs = {"connect_args": {"timeout": 60}}
+        url = _with_driver(url)
+        self._rdb = _open_storage(url, kwargs, heartbeat_s, grace_s)
+        self._loaded: optuna.Study | None = None
+
+    # -- the study ---------------------------------------------------------------------------
+
+    def create_or_load(self, sampler: optuna.samplers.BaseSampler | None = None) -> bool:
+        """Open the study, creating it if needed; True if this call created it (atomically)."""
+        created = True
+        try:
+            self._rdb.create_new_study([optuna.study.StudyDirection.MAXIMIZE], self.study_name)
+        except optuna.exceptions.DuplicatedStudyError:
+            created = False
+        self._loaded = optuna.load_study(
+            study_name=self.study_name, storage=self._rdb, sampler=sampler
+        )
+        return created
+
+    def exists(self) -> bool:
+        return self.study_name in self.study_names()
+
+    @property
+    def _optuna(self) -> optuna.Study:
+        if self._loaded is None:
+            if not self.exists():
+                raise UserError(
+                    f"no study {self.study_name!r} in {redact_url(self.url)}; run "
+                    f"`hpstudy run` first or check the name"
+                )
+            self._loaded = optuna.load_study(study_name=self.study_name, storage=self._rdb)
+        return self._loaded
+
+    def delete(self) -> None:
+        """Remove the study and all its trials (`--fresh`)."""
+        if self.exists():
+            optuna.delete_study(study_name=self.study_name, storage=self._rdb)
+        self._loaded = None
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        return self._optuna.user_attrs.get(key, default)
+
+    def get_meta_prefixed(self, prefix: str) -> dict[str, Any]:
+        """Study attributes whose key starts with `prefix`, keyed by the rest of the key."""
+        attrs = self._optuna.user_attrs
+        return {k.removeprefix(prefix): v for k, v in attrs.items() if k.startswith(prefix)}
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._optuna.set_user_attr(key, value)
+
+    def test_accuracies(self) -> dict[str, float]:
+        """Trial key -> test accuracy measured once at its chosen epoch (clean protocols)."""
+        return {k: float(v) for k, v in self.get_meta_prefixed(TEST_META).items()}
+
+    def set_test_accuracy(self, key: str, accuracy: float) -> None:
+        self.set_meta(TEST_META + key, float(accuracy))
+
+    def study_names(self) -> set[str]:
+        """Every study this storage holds (a run folder's store should hold one)."""
+        return {s.study_name for s in self._rdb.get_all_studies()}
+
+    # -- writing trials ----------------------------------------------------------------------
+
+    def enqueue(
+        self, configs: Sequence[Config], *, protocol: str, split: dict, space: dict[str, tuple]
+    ) -> list[int]:
+        """Add WAITING trials (identity and params written with the trial, in one go)."""
+        distributions = distributions_of(space)
+        ids = []
+        for config in configs:
+            template = optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=params_of(config),
+                distributions=distributions,
+                user_attrs=identity_attrs(config, protocol=protocol, split=split),
+            )
+            ids.append(self._rdb.create_new_trial(self._optuna._study_id, template))
+        return ids
+
+    def claim(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING, atomically; False if another process got there first."""
+        try:
+            claimed = self._rdb.set_trial_state_values(trial_id, TrialState.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        if claimed:
+            self.held.add(trial_id)
+            self._rdb.record_heartbeat(trial_id)
+        return claimed
+
+    def discard(self, trial_id: int, reason: str) -> None:
+        """Give up a claimed duplicate: it stays in the store as FAIL with `discarded` set."""
+        self._rdb.set_trial_user_attr(trial_id, "discarded", reason)
+        self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+        self.held.discard(trial_id)
+
+    def finish(self, trial_id: int, result: TrialResult, *, n_train: int, digests: dict) -> bool:
+        """Write the result, then the state (the state change is what makes it count).
+
+        False if the trial was already ended by another process that took this one for dead
+        (its heartbeats came late): that process trains the configuration again instead.
+        """
+        payload = {
+            "outcome": result.outcome.value,
+            "train_loss": _json_floats(result.train_loss),
+            "eval_loss": _json_floats(result.eval_loss),
+            "eval_accuracy": _json_floats(result.eval_accuracy),
+            "best_epoch": int(result.best_epoch),
+            "wall_s": float(result.wall_s),
+            "device": result.device,
+            "dtype": result.dtype,
+            "n_train": int(n_train),
+            "versions": {"hpstudy": __version__, "torch": _torch_version()},
+            "data_digests": dict(digests),
+        }
+        if result.eval_correct is not None:
+            payload["eval_correct"] = pack_correct(result.eval_correct)
+        best = result.best_accuracy
+        value = best if best == best else 0.0  # diverged before any epoch: rank it last
+        if result.outcome is Outcome.FAILED:
+            state, values = TrialState.FAIL, None
+        elif result.outcome is Outcome.PRUNED:
+            state, values = TrialState.PRUNED, [value]
+        else:
+            state, values = TrialState.COMPLETE, [value]
+        try:
+            self._rdb.set_trial_user_attr(trial_id, "result", payload)
+            done = self._rdb.set_trial_state_values(trial_id, state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            done = False
+        self.held.discard(trial_id)
+        return done
+
+    def fail_stale(self, *, all_running: bool = False) -> int:
+        """Mark trials of dead processes FAIL (interrupted); returns how many.
+
+        `all_running`: every RUNNING trial is stale (the caller holds the run folder's lock and
+        the store is private to that folder). Otherwise Optuna's heartbeat grace period decides.
+        """
+        if all_running:
+            ids = [
+                t._trial_id for t in self._optuna.get_trials(False, states=(TrialState.RUNNING,))
+            ]
+        else:
+            ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
+        n = 0
+        for trial_id in ids:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                n += bool(self._rdb.set_trial_state_values(trial_id, TrialState.FAIL))
+        return n
+
+    def fail_running(self, trial_ids: Iterable[int]) -> None:
+        """Mark this process's trials interrupted (training raised or was stopped)."""
+        for trial_id in list(trial_ids):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+            self.held.discard(trial_id)
+
+    def release_held(self) -> None:
+        """Mark every trial this process still holds interrupted (it is stopping)."""
+        self.fail_running(self.held)
+
+    @contextlib.contextmanager
+    def heartbeat(self, trial_ids: Iterable[int]) -> Iterator[None]:
+        """Keep these trials marked alive while the block runs (a background thread)."""
+        ids, stop = list(trial_ids), threading.Event()
+        interval = self._rdb.get_heartbeat_interval() or HEARTBEAT_S
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                for trial_id in ids:
+                    with contextlib.suppress(Exception):  # a finished trial needs none
+                        self._rdb.record_heartbeat(trial_id)
+
+        thread = threading.Thread(target=beat, name="hpstudy-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def record(self, trial_id: int) -> TrialRecord | None:
+        """One trial, read again (after `finish`)."""
+        return record_from_trial(self._rdb.get_trial(trial_id))
+
+    def records(self, keys: set[str] | None = None) -> list[TrialRecord]:
+        """Every hpstudy trial in the study (or those with one of `keys`), by trial number."""
+        trials = self._optuna.get_trials(deepcopy=False)
+        if keys is not None:
+            trials = [t for t in trials if t.user_attrs.get("key") in keys]
+        return [r for t in trials if (r := record_from_trial(t)) is not None]
+
+    def serve_dashboard(self, host: str, port: int) -> None:
+        """optuna-dashboard on this storage (the optional extra)."""
+        import optuna_dashboard
+
+        optuna_dashboard.run_server(self._rdb, host=host, port=port)
+
+    def finished(self) -> dict[str, TrialRecord]:
+        """key -> the finished trial (the first, should a race ever have made two)."""
+        done: dict[str, TrialRecord] = {}
+        for record in self.records():
+            if record.status.is_finished:
+                done.setdefault(record.key, record)
+        return done
+
+
+def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDBStorage:
+    """RDBStorage, retried: workers starting together on an empty database race to create
+    Optuna's tables, and all but one see a unique-constraint error the first time."""
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
+                                  grace_period=grace_s)  # fmt: skip
+        except ImportError as exc:
+            raise UserError(f"cannot open storage {redact_url(url)!r}: {exc}; for PostgreSQL "
+                            "`pip install 'hpstudy[postgres]'`") from exc  # fmt: skip
+        except Exception as exc:  # sqlalchemy's OperationalError, IntegrityError and friends
+            if attempt == 5 or ("exists" not in str(exc) and "duplicate" not in str(exc)):
+                if url.startswith("sqlite") and (error := explain_storage_error(exc, url)):
+                    raise error from exc
+                first = str(exc).splitlines()[0]
+                raise UserError(f"cannot open storage {redact_url(url)!r}: {first}; check the "
+                                "URL and that the database server is running") from exc  # fmt: skip
+            time.sleep(0.2 + random.random() * attempt)
+    raise AssertionError("unreachable")
+
+
+def _json_floats(values: Iterable[float]) -> list[float | None]:
+    """JSON has no NaN or inf: a diverged loss is stored as null."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
