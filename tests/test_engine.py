@@ -276,9 +276,18 @@ def test_cuda_float64_members_match_plain_pytorch_and_steps_never_sync(fashion):
 
 
 def test_tf32_is_opt_in_and_refused_without_cuda(fashion):
+    from hpstudy.engine.flops import matmul_precision
+
     train_split, eval_split = _splits(fashion, torch.float32)
     with pytest.raises(ValueError, match="tf32 needs a CUDA device"):
         train([Config(topology="T1", max_epochs=1)], train_split, eval_split, tf32=True)
+    # The switch is scoped: on inside the block, restored after it, even when the block raises.
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    with matmul_precision(True):
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    with pytest.raises(RuntimeError), matmul_precision(True):
+        raise RuntimeError("a training step failed")
     assert torch.backends.cuda.matmul.allow_tf32 is False
 
 
