@@ -21,11 +21,13 @@ from scipy import stats
 
 from hpstudy.cli import main
 from hpstudy.errors import UserError
+from hpstudy.factors import PAPER_FACTORS as FACTORS
+from hpstudy.factors import factor_label
 from hpstudy.options import RunOptions
 from hpstudy.report import build_report
 from hpstudy.runner import run_study
 from hpstudy.space import TOPOLOGIES
-from hpstudy.study import FACTORS, factor_label, load_study
+from hpstudy.study import load_study
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
 SMALL_SPACE = """

@@ -9,7 +9,8 @@ import pytest
 
 from hpstudy import cli
 from hpstudy.errors import UserError
-from hpstudy.study import FACTORS, ProtocolKind, Selection, load_study
+from hpstudy.factors import PAPER_FACTORS as FACTORS
+from hpstudy.study import ProtocolKind, Selection, load_study
 from tiny_studies import write_study
 
 

@@ -26,19 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from hpstudy.errors import UserError
-from hpstudy.space import (
-    ACTIVATIONS,
-    MAX_SEED,
-    OPTIMIZERS,
-    Config,
-    parse_topology,
-    topology_name,
-)
+from hpstudy.factors import FACTORS
+from hpstudy.space import MAX_SEED, Config
 
 SCHEMA_VERSION = 1
 # Package data (pyproject's package-data), so a wheel install finds `hpstudy run paper` too.
 STUDIES_DIR = Path(str(importlib.resources.files("hpstudy") / "studies"))
-FACTORS = ("topology", "optimizer", "lr", "activation")  # the searched hyperparameters
 # Study and stage names become folder and file names (runs/<study>, tables/<i>_<stage>.json)
 # and report ids: ASCII only, no separators, not starting with "." or "-" (no "..", no
 # hidden files, no options), short enough for any file system.
@@ -110,14 +103,11 @@ class Study:
         return tuple(self.seed + i for i in range(self.n_seeds))
 
     def config(self, *, seed: int, **factors: Any) -> Config:
-        """The Config for these factor values and seed, with the study's fixed settings."""
-        return Config(
-            **factors,
-            seed=seed,
-            batch_size=self.batch_size,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
-        )
+        """The Config for these factor values and seed, with the study's fixed settings (a
+        factor the study searches, such as batch_size, overrides its fixed value)."""
+        fixed = {"batch_size": self.batch_size, "max_epochs": self.max_epochs,
+                 "patience": self.patience}  # fmt: skip
+        return Config(**(fixed | factors), seed=seed)
 
     def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None,
                        with_clean: bool | None = None) -> Study:  # fmt: skip
@@ -262,26 +252,17 @@ class _Parser:
     def factor_value(self, factor: str, value: Any, where: str) -> Any:
         """Canonical value of one factor (checked with the same rules as Config)."""
         try:
-            if factor == "topology":
-                if isinstance(value, int | float | bool):
-                    raise UserError(f"expected 'T1'..'T5' or a list of widths, got {value!r}")
-                return parse_topology(value)
-            config = Config(**{factor: value})
-            return getattr(config, factor)
+            return FACTORS[factor].parse(value)
         except UserError as exc:
             raise self.fail(where, str(exc)) from None
 
     def space(self, raw: dict) -> dict[str, tuple]:
         table = self.table(raw, "space", set(FACTORS))
-        defaults = {
-            "topology": ("T1", "T2", "T3", "T4", "T5"),
-            "optimizer": tuple(OPTIMIZERS),
-            "lr": (0.001, 0.005, 0.01, 0.05, 0.1),
-            "activation": tuple(ACTIVATIONS),
-        }
         space = {}
         for factor in FACTORS:
-            values = table.get(factor, defaults[factor])
+            if factor not in table and not FACTORS[factor].default:
+                continue  # an optional factor the study does not search
+            values = table.get(factor, list(FACTORS[factor].default))
             if not isinstance(values, list | tuple) or not values:
                 raise self.fail(f"space.{factor}", f"must be a non-empty list, got {values!r}")
             canon = tuple(
@@ -303,8 +284,9 @@ class _Parser:
                 raise self.fail(where, f"must be a table, got {item!r}")
             self.no_unknown(item, {"name", "factor", "values", "title", "published"}, where)
             factor = item.get("factor")
-            if factor not in FACTORS:
-                raise self.fail(f"{where}.factor", f"must be one of {FACTORS}, got {factor!r}")
+            if factor not in space:
+                raise self.fail(f"{where}.factor", f"must be one of {tuple(space)} (the factors "
+                                f"of [space]), got {factor!r}")  # fmt: skip
             values = item.get("values", list(space[factor]))
             if not isinstance(values, list) or not values:
                 raise self.fail(f"{where}.values", f"must be a non-empty list, got {values!r}")
@@ -339,9 +321,9 @@ class _Parser:
         return tuple(stages)
 
     def start(self, raw: dict, space: dict[str, tuple], stages: tuple[Stage, ...]) -> dict:
-        table = self.table(raw, "start", set(FACTORS))
+        table = self.table(raw, "start", set(space))
         start = {}
-        for factor in FACTORS:
+        for factor in space:
             if factor in table:
                 start[factor] = self.factor_value(factor, table[factor], f"start.{factor}")
             elif factor == stages[0].factor:
@@ -451,14 +433,3 @@ class _Parser:
             published_final=final,
             **kwargs,
         )
-
-
-def factor_label(factor: str, value: Any) -> str:
-    """How a factor value is printed in tables: 'T4', 'Adam', '0.005', 'LeakyReLU'."""
-    if factor == "topology":
-        return topology_name(tuple(value)) or "-".join(map(str, value))
-    if factor == "optimizer":
-        return OPTIMIZERS[value]
-    if factor == "activation":
-        return ACTIVATIONS[value]
-    return f"{value:g}"

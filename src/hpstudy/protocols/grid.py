@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Sequence
 
+from hpstudy.factors import PAPER_FACTORS, factor_label, searched
 from hpstudy.protocols.base import (
     POLL_S,
     Protocol,
@@ -24,7 +25,6 @@ from hpstudy.protocols.base import (
 )
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key
-from hpstudy.study import FACTORS, factor_label
 from hpstudy.tables import StageTable
 
 POPULATED = "populated"  # study user attr: every trial of the grid has been enqueued
@@ -36,11 +36,11 @@ class GridProtocol(Protocol):
 
     def configs(self) -> list[list[Config]]:
         """One list (one config per seed) for each point of the factorial space."""
-        space = self.study.space
-        points = itertools.product(*(space[f] for f in FACTORS))
+        space, names = self.study.space, searched(self.study.space)
+        points = itertools.product(*(space[f] for f in names))
         return [
             [
-                self.study.config(seed=s, **dict(zip(FACTORS, p, strict=True)))
+                self.study.config(seed=s, **dict(zip(names, p, strict=True)))
                 for s in self.study.seeds
             ]
             for p in points
@@ -86,7 +86,8 @@ class GridProtocol(Protocol):
         for group in self.configs():
             found = [by_key[k] for c in group if (k := trial_key(c, split)) in by_key]
             if found:
-                rows.append(make_row(config_label(group[0]), found, tests=tests,
+                label = config_label(group[0], searched(self.study.space))
+                rows.append(make_row(label, found, tests=tests,
                                      leaky=self.study.selection.is_leaky))  # fmt: skip
         table = ranked_table(
             self.study,
@@ -99,6 +100,6 @@ class GridProtocol(Protocol):
         return [table]  # fmt: skip
 
 
-def config_label(config: Config) -> str:
-    """'T4 Adam 0.005 ReLU'."""
-    return " ".join(factor_label(f, getattr(config, f)) for f in FACTORS)
+def config_label(config: Config, names: Sequence[str] = PAPER_FACTORS) -> str:
+    """'T4 Adam 0.005 ReLU' (and any other factor the study searches)."""
+    return " ".join(factor_label(f, getattr(config, f)) for f in names)

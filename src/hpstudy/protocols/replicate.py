@@ -26,16 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpstudy import verdict as v
+from hpstudy.factors import FACTORS, PAPER_FACTORS, config_text, factor_label, factors_key
 from hpstudy.protocols.base import Protocol, StageFinished, StageStarted, make_row, pick_winner
 from hpstudy.protocols.staged import StagedProtocol, evaluate_test_once
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key
-from hpstudy.study import FACTORS, ProtocolKind, Stage, Study, factor_label
+from hpstudy.study import ProtocolKind, Stage, Study
 from hpstudy.tables import StageTable
 
 ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
-FACTOR_NOUNS = {"topology": "topology", "optimizer": "optimizer", "lr": "learning rate",
-                "activation": "activation"}  # fmt: skip
 CHANCE_MARGIN = 0.05  # a best accuracy below 1/classes + this is "at chance"
 N_CLASSES = 10
 
@@ -163,7 +162,7 @@ class ReplicateProtocol(Protocol):
         """One list (one config per seed) per distinct published configuration."""
         seen, groups = set(), []
         for cell in paper_cells(self.study):
-            key = _factor_key(cell.factors)
+            key = factors_key(cell.factors)
             if key not in seen:
                 seen.add(key)
                 groups.append([self.study.config(seed=s, **cell.factors)
@@ -306,13 +305,13 @@ def _claims(study: Study, results: list[CellResult], n_test: int) -> list[v.Clai
             continue
         top = max(cells, key=lambda r: r.cell.published)
         others = [(r.cell.row, r.accuracies) for r in cells if r is not top]
-        noun = FACTOR_NOUNS.get(stage.factor, stage.factor)
+        noun = FACTORS[stage.factor].noun
         text = (f"{top.cell.row} is the best {noun} (Table {ROMAN[i]}: it beats "
                 f"{', '.join(o for o, _ in others)})")  # fmt: skip
         claims.append(v.judge_best(ROMAN[i], text, (top.cell.row, top.accuracies), others))
     if study.published_final is not None and results:
         final = _final_cell(study, results)
-        labels = ", ".join(factor_label(f, final.cell.factors[f]) for f in FACTORS)
+        labels = config_text(study.config(seed=0, **final.cell.factors))
         text = f"The final configuration ({labels}) reaches {study.published_final:g}%"
         claims.append(v.judge_value("final", text, final.accuracies, study.published_final,
                                     n_test))  # fmt: skip
@@ -329,13 +328,13 @@ def _paper_notes(results: list[CellResult]) -> list[str]:
     """Where the paper gives one configuration two different numbers."""
     by_config: dict[tuple, list[CellResult]] = {}
     for r in results:
-        by_config.setdefault(_factor_key(r.cell.factors), []).append(r)
+        by_config.setdefault(factors_key(r.cell.factors), []).append(r)
     notes = []
     for same in by_config.values():
         numbers = {r.cell.published for r in same}
         if len(numbers) > 1:
             where = " but ".join(f"{r.cell.published:g}% in Table {r.cell.table}" for r in same)
-            labels = ", ".join(factor_label(f, same[0].cell.factors[f]) for f in FACTORS)
+            labels = ", ".join(factor_label(f, same[0].cell.factors[f]) for f in PAPER_FACTORS)
             notes.append(f"The paper reports one configuration ({labels}) twice with different "
                          f"numbers: {where}. We measured it once per seed.")  # fmt: skip
     return notes
@@ -359,10 +358,6 @@ def _leak_gaps(groups, by_key: dict, tests: dict, split: dict, clean_split: dict
 
 def _num(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(float(x), 4)
-
-
-def _factor_key(factors: dict) -> tuple:
-    return tuple(tuple(factors[f]) if f == "topology" else factors[f] for f in FACTORS)
 
 
 def _title(stage: Stage) -> str:

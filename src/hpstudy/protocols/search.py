@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from hpstudy.protocols.base import Protocol, StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
 from hpstudy.space import Config
-from hpstudy.storage import TrialRecord, TrialStatus, params_of
+from hpstudy.storage import TrialRecord, TrialStatus
 from hpstudy.storage.search import Searcher, SearchTrial
 from hpstudy.tables import StageTable
 
@@ -107,10 +107,7 @@ class SearchProtocol(Protocol):
         return self.searcher.ask_fixed(config, protocol=self.name, split=self.trainer.data.split)
 
     def _factors(self, params: dict) -> dict:
-        space = self.study.space
-        by_label = {params_of(self.study.config(seed=0, topology=t))["topology"]: t
-                    for t in space["topology"]}  # fmt: skip
-        return {**params, "topology": by_label[params["topology"]]}
+        return self.searcher.factors(params, self.study.space)
 
     def tables(
         self, records: Sequence[TrialRecord], tests: dict[str, float], split: dict | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hpstudy.factors import factor_label
 from hpstudy.protocols.base import (
     Protocol,
     StageFinished,
@@ -21,7 +22,7 @@ from hpstudy.protocols.base import (
 )
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key
-from hpstudy.study import Stage, factor_label
+from hpstudy.study import Stage
 from hpstudy.tables import StageTable
 
 

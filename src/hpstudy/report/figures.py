@@ -139,7 +139,7 @@ def plot_curves(
 
 def plot_main_effects(effects: dict[str, list[tuple[str, object]]], path: Path) -> Path:
     """Mean accuracy per level of each factor, with its 95% interval, one panel per factor."""
-    from hpstudy.report.tables import FACTOR_TITLES
+    from hpstudy.factors import factor_title
 
     fig = _figure(4 * len(effects), 3.6)
     for i, (factor, levels) in enumerate(effects.items()):
@@ -149,7 +149,7 @@ def plot_main_effects(effects: dict[str, list[tuple[str, object]]], path: Path) 
         errors = np.array([100 * c.ci95 if c.n > 1 else 0.0 for _, c in levels])
         ax.errorbar(x, means, yerr=errors, fmt="o-", capsize=4)
         ax.set_xticks(x, [label for label, _ in levels], rotation=30, ha="right")
-        ax.set_title(FACTOR_TITLES.get(factor, factor))
+        ax.set_title(factor_title(factor))
         ax.grid(alpha=0.3)
         if i == 0:
             ax.set_ylabel("mean accuracy (%)")
@@ -182,11 +182,11 @@ def plot_interaction(interaction, path: Path) -> Path:
 
 
 def plot_importances(values: dict[str, float], path: Path, method: str = "fANOVA") -> Path:
-    from hpstudy.report.tables import FACTOR_TITLES
+    from hpstudy.factors import factor_title
 
     fig = _figure(6, 0.5 * max(1, len(values)) + 1.2)
     ax = fig.add_subplot()
-    names = [FACTOR_TITLES.get(k, k) for k in values][::-1]
+    names = [factor_title(k) for k in values][::-1]
     ax.barh(names, list(values.values())[::-1], color="C0")
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"{method} importance (share of variance)")

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from hpstudy.errors import UserError
+from hpstudy.factors import PAPER_FACTORS, factor_label, factors_key
 from hpstudy.rundir import RUN_FILE
 from hpstudy.storage import TrialRecord
-from hpstudy.study import Study, factor_label
+from hpstudy.study import Study
 from hpstudy.tables import StageTable
 
-FACTOR_KEYS = ("topology", "optimizer", "lr", "activation")
+FACTOR_KEYS = PAPER_FACTORS  # the paper's factors: what its published numbers fix
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def published_numbers(view: RunView) -> dict[str, dict[str, Published]]:
             continue
         path = paths.setdefault(id(owner), _paper_path(owner))
         numbers[stage.name] = {
-            factor_label(source.factor, v): Published(p, _factors({**path[source.name],
+            factor_label(source.factor, v): Published(p, factors_key({**path[source.name],
                                                                     source.factor: v}))
             for v, p in zip(source.values, source.published, strict=True)
         }  # fmt: skip
@@ -189,10 +190,6 @@ def _paper_path(study: Study) -> dict[str, dict]:
     return path
 
 
-def _factors(values: dict) -> tuple:
-    return tuple(tuple(values[f]) if f == "topology" else values[f] for f in FACTOR_KEYS)
-
-
 def published_final(view: RunView) -> float | None:
     """The paper's final test accuracy (%), from the study file or else paper.toml."""
     if view.study.published_final is not None:
@@ -203,13 +200,6 @@ def published_final(view: RunView) -> float | None:
         return load_study("paper").published_final
     except UserError:
         return None
-
-
-def factors_of(config) -> tuple:
-    """(topology, optimizer, lr, activation) of a Config: a configuration without its seed."""
-    return tuple(
-        tuple(getattr(config, f)) if f == "topology" else getattr(config, f) for f in FACTOR_KEYS
-    )
 
 
 @dataclass(frozen=True)

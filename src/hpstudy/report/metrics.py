@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpstudy.factors import factor_label, factors_of, searched
 from hpstudy.report.loader import FACTOR_KEYS, RunView
 from hpstudy.storage import TrialRecord
 from hpstudy.storage.importance import Importances, param_importances
-from hpstudy.study import factor_label
 from hpstudy.tables import Cell, mean_ci
 
 # -- the final model ---------------------------------------------------------------------------
@@ -84,14 +84,13 @@ def confused_pairs(cm: np.ndarray, k: int = 5) -> list[ConfusedPair]:
 # -- grid and search studies -------------------------------------------------------------------
 
 
-def config_means(records: Iterable[TrialRecord]) -> dict[tuple, Cell]:
-    """Configuration (factors, no seed) -> mean ± CI of its usable seeds' best accuracy."""
-    from hpstudy.report.loader import factors_of
-
+def config_means(records: Iterable[TrialRecord], names=FACTOR_KEYS) -> dict[tuple, Cell]:
+    """Configuration (factors `names`, no seed) -> mean ± CI of its usable seeds' best
+    accuracy."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
         if r.is_usable:
-            groups[factors_of(r.config)].append(r.best_accuracy)
+            groups[factors_of(r.config, names)].append(r.best_accuracy)
     return {k: mean_ci(v) for k, v in groups.items()}
 
 
@@ -100,12 +99,13 @@ def main_effects(view: RunView) -> dict[str, list[tuple[str, Cell]]]:
 
     Each configuration enters once, as its mean over seeds.
     """
-    means = config_means(view.finished)
+    names = searched(view.study.space)
+    means = config_means(view.finished, names)
     effects = {}
-    for i, factor in enumerate(FACTOR_KEYS):
+    for i, factor in enumerate(names):
         levels = []
         for value in view.study.space[factor]:
-            key = tuple(value) if factor == "topology" else value
+            key = factors_of(view.study.config(seed=0, **{factor: value}), (factor,))[0]
             found = [c.mean for k, c in means.items() if k[i] == key]
             levels.append((factor_label(factor, value), mean_ci(found)))
         effects[factor] = levels
@@ -144,7 +144,7 @@ def interaction(view: RunView) -> Interaction:
 def importances(view: RunView, seed: int = 0) -> Importances:
     """Parameter importances of the run's complete trials: Optuna's fANOVA (see
     `hpstudy.storage.importance`)."""
-    return param_importances(view.store, FACTOR_KEYS, seed)
+    return param_importances(view.store, searched(view.study.space), seed)
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,6 @@ def rank_in(table, config: dict) -> Rank | None:
     Seeds, epochs and batch size are ignored: they are the runs' budgets, which the report
     states beside the rank.
     """
-    from hpstudy.report.loader import factors_of
     from hpstudy.space import Config
 
     rows = [r for r in table.rows if r.selection.n]
@@ -183,7 +182,6 @@ class GapRow:
 
 def leakage_gap(leaky: RunView, clean: RunView) -> list[GapRow]:
     """The configurations (factors) both runs trained, in the leaky run's order."""
-    from hpstudy.report.loader import factors_of
 
     def group(view: RunView) -> dict[tuple, list[TrialRecord]]:
         groups: dict[tuple, list[TrialRecord]] = defaultdict(list)

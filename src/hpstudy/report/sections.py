@@ -12,11 +12,11 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
+from hpstudy.factors import factor_label
 from hpstudy.report import figures, metrics, model_card, verdict
 from hpstudy.report import tables as t
 from hpstudy.report.loader import FinalModel, RunView, published_final, published_numbers
 from hpstudy.report.render import Block, Code, Figure, Heading, Text
-from hpstudy.study import factor_label
 
 
 def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) -> list[Block]:

@@ -17,20 +17,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hpstudy.report.loader import FACTOR_KEYS, Published, RunView, factors_of
+from hpstudy.factors import factor_label, factor_title, factors_of
+from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
 from hpstudy.report.metrics import GapRow, Importances, StageCost
 from hpstudy.space import Config
-from hpstudy.study import factor_label
 from hpstudy.tables import Cell, Row, StageTable
 from hpstudy.verdict import wilson_interval
 
 WINNER = "★"
-FACTOR_TITLES = {
-    "topology": "Topology",
-    "optimizer": "Optimizer",
-    "lr": "Learning rate",
-    "activation": "Activation",
-}
 
 
 @dataclass(frozen=True)
@@ -141,7 +135,7 @@ def compare(row: Row, published: Published | None) -> Comparison:
 def stage_table(view: RunView, table: StageTable, published: dict[str, Published]) -> Table:
     """One of Tables I-IV: ours (mean ± CI, n) beside the paper's number and the difference."""
     clean = not view.is_leaky
-    columns = ["", FACTOR_TITLES.get(table.factor, table.factor)]
+    columns = ["", factor_title(table.factor)]
     columns += ["Layers"] if table.factor == "topology" else []
     columns += ["validation acc (%)", "test acc (%)"] if clean else ["test acc (%)"]
     columns += ["paper (%)", "difference (pp)", "paper in our 95% CI", "best epoch", "epochs run"]
@@ -198,7 +192,7 @@ def stage_table(view: RunView, table: StageTable, published: dict[str, Published
         )
     if other is not None:
         fixed = ", ".join(
-            f"{FACTOR_TITLES[f].lower()} {factor_label(f, v)}"
+            f"{factor_title(f).lower()} {factor_label(f, v)}"
             for f, v in zip(FACTOR_KEYS, other.factors, strict=True)
             if f != table.factor
         )
@@ -267,7 +261,7 @@ def main_effects_table(effects: dict[str, list[tuple[str, Cell]]]) -> Table:
         best = max((c.mean for _, c in levels if c.n), default=math.nan)
         for label, cell in levels:
             mark = WINNER if cell.n and cell.mean == best else ""
-            rows.append((mark, FACTOR_TITLES[factor], label, cell_text(cell)))
+            rows.append((mark, factor_title(factor), label, cell_text(cell)))
             data.append({"factor": factor, "level": label, "accuracy": cell_data(cell)})
     return Table(
         "main-effects",
@@ -284,7 +278,7 @@ def main_effects_table(effects: dict[str, list[tuple[str, Cell]]]) -> Table:
 
 
 def importance_table(found: Importances) -> Table:
-    rows = tuple((FACTOR_TITLES.get(k, k), f"{v:.3f}") for k, v in found.values.items())
+    rows = tuple((factor_title(k), f"{v:.3f}") for k, v in found.values.items())
     notes = [
         f"{found.method} (Optuna's importance evaluator): the share of the variance of the "
         "selection accuracy over the complete trials that each factor explains; they sum to 1."

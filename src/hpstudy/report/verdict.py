@@ -242,10 +242,9 @@ def paper_path_text(view: RunView) -> str:
 
 
 def _config_text(config) -> str:
-    from hpstudy.study import factor_label
+    from hpstudy.factors import config_text
 
-    return ", ".join(factor_label(f, getattr(config, f))
-                     for f in ("topology", "optimizer", "lr", "activation"))  # fmt: skip
+    return config_text(config)
 
 
 def _finite(x: float) -> float:

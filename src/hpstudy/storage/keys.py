@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from optuna.distributions import CategoricalDistribution
 
-from hpstudy.space import Config, topology_name
+from hpstudy.factors import FACTORS, PAPER_FACTORS, searched
+from hpstudy.space import Config
 from hpstudy.storage.records import SCHEMA_VERSION
 
 
@@ -24,27 +26,19 @@ def trial_key(config: Config, split: dict) -> str:
 
 
 def topology_param(hidden: tuple[int, ...]) -> str:
-    return topology_name(tuple(hidden)) or "-".join(map(str, hidden))
+    return FACTORS["topology"].param(hidden)
 
 
-def params_of(config: Config) -> dict[str, Any]:
+def params_of(config: Config, names: Sequence[str] = PAPER_FACTORS) -> dict[str, Any]:
     """The Optuna params of a configuration (what the dashboard and fANOVA see)."""
-    return {
-        "topology": topology_param(config.topology),
-        "optimizer": config.optimizer,
-        "lr": config.lr,
-        "activation": config.activation,
-    }
+    return {name: FACTORS[name].param(getattr(config, name)) for name in names}
 
 
 def distributions_of(space: dict[str, tuple]) -> dict[str, CategoricalDistribution]:
-    choices = {
-        "topology": [topology_param(t) for t in space["topology"]],
-        "optimizer": list(space["optimizer"]),
-        "lr": list(space["lr"]),
-        "activation": list(space["activation"]),
-    }
-    return {name: CategoricalDistribution(values) for name, values in choices.items()}
+    """One categorical distribution per factor the space searches (params_of's keys for
+    `searched(space)`)."""
+    return {name: CategoricalDistribution([FACTORS[name].param(v) for v in space[name]])
+            for name in searched(space)}  # fmt: skip
 
 
 def identity_attrs(config: Config, *, protocol: str, split: dict) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from hpstudy.factors import searched
 from hpstudy.space import Config
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.store import Store
@@ -68,8 +69,16 @@ class Searcher:
     def __init__(self, store: Store, space: dict[str, tuple], *, sampler_seed: int,
                  pruner: str) -> None:  # fmt: skip
         self.store, self.distributions = store, distributions_of(space)
+        self.names = searched(space)
         store._optuna.sampler = make_sampler(sampler_seed)
         store._optuna.pruner = make_pruner(pruner)
+
+    def factors(self, params: dict[str, Any], space: dict[str, tuple]) -> dict[str, Any]:
+        """The factor values behind a trial's Optuna params (topology 'T4' -> its widths)."""
+        from hpstudy.factors import FACTORS
+
+        return {name: next(v for v in space[name] if FACTORS[name].param(v) == params[name])
+                for name in self.names}  # fmt: skip
 
     def ask(self) -> SearchTrial:
         with warnings.catch_warnings():  # heartbeats: we keep them ourselves
@@ -78,7 +87,7 @@ class Searcher:
 
     def ask_fixed(self, config: Config, *, protocol: str, split: dict) -> SearchTrial:
         """A trial for `config` exactly (another seed of a proposed configuration)."""
-        params = params_of(config)
+        params = params_of(config, self.names)
         self.store._optuna.enqueue_trial(params)
         while True:
             trial = self.ask()  # takes the oldest enqueued trial

@@ -41,6 +41,7 @@ from optuna.trial import TrialState
 from hpstudy import __version__, interrupts
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.errors import UserError
+from hpstudy.factors import searched
 from hpstudy.space import Config
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.records import TrialRecord, pack_correct, record_from_trial
@@ -151,7 +152,7 @@ class Store:
         for config in configs:
             template = optuna.trial.create_trial(
                 state=TrialState.WAITING,
-                params=params_of(config),
+                params=params_of(config, searched(space)),
                 distributions=distributions,
                 user_attrs=identity_attrs(config, protocol=protocol, split=split),
             )
