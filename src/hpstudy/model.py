@@ -38,9 +38,3 @@ def build_mlp(config: Config) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(activation_module(config.activation))
     return nn.Sequential(*layers)
-
-
-def linear_keys(config: Config) -> list[tuple[str, str]]:
-    """(weight key, bias key) of each Linear layer in `build_mlp(config).state_dict()`."""
-    n_linear = len(config.layer_sizes) - 1
-    return [(f"{2 * i}.weight", f"{2 * i}.bias") for i in range(n_linear)]

@@ -150,7 +150,7 @@ def run_study(
             store.delete()
             clear_outputs(run_dir)
         data = prepare_data(study, options)
-        created = store.create_or_load()
+        store.create_or_load()
         if options.storage is None:
             store.fail_stale(all_running=True)  # our lock: nobody else writes this SQLite file
         write_run_info(run_dir, study, options, data)
@@ -161,10 +161,7 @@ def run_study(
         protocol = make_protocol(study, trainer)
         if study.protocol is ProtocolKind.REPLICATE and study.with_clean:
             protocol.clean = clean_trainer(study, options, trainer, run_dir)
-        if study.protocol is ProtocolKind.GRID:
-            tables = protocol.run(created=created)
-        else:
-            tables = protocol.run()
+        tables = protocol.run()
         write_tables(run_dir, tables)
         if isinstance(protocol, ReplicateProtocol):
             replication = protocol.replication(store.records(), tests=store.test_accuracies())
@@ -215,10 +212,10 @@ def run_worker(
     store = open_store(study, options, Path("."))
     with storage_errors(store.url), releasing(store, private=False):
         data = prepare_data(study, options)
-        created = store.create_or_load()
+        store.create_or_load()
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
-        make_protocol(study, trainer).run(created=created)
+        make_protocol(study, trainer).run()
     return len(trainer.trained)
 
 

@@ -17,7 +17,6 @@ class Outcome(enum.Enum):
     COMPLETE = "complete"  # trained until max_epochs or early stopping
     DIVERGED = "diverged"  # training loss became NaN or inf; stopped, the others unaffected
     PRUNED = "pruned"  # stopped early by a search protocol's pruner
-    FAILED = "failed"  # an error outside the member's own maths (recorded by the protocol)
 
     @property
     def is_usable(self) -> bool:

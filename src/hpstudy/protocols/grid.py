@@ -46,14 +46,14 @@ class GridProtocol(Protocol):
             for p in points
         ]
 
-    def run(self, *, created: bool = True) -> list[StageTable]:
+    def run(self) -> list[StageTable]:
         trainer = self.trainer
         groups = self.configs()
         configs = [c for g in groups for c in g]
         finished = trainer.store.finished()
         n_reused = sum(trainer.key(c) in finished for c in configs)
         trainer.on_event(StageStarted(1, 1, "grid", len(configs), n_reused))
-        self.populate(configs, created=created)
+        self.populate(configs, created=trainer.store.created)
         trainer.stage = "grid"
         trainer.ensure(configs)
         (table,) = self.tables(trainer.store.records(), {})

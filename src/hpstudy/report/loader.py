@@ -24,7 +24,7 @@ from hpstudy.errors import UserError
 from hpstudy.factors import PAPER_FACTORS, factor_label, factors_key
 from hpstudy.rundir import RUN_FILE
 from hpstudy.storage import TrialRecord
-from hpstudy.study import Study
+from hpstudy.study import ProtocolKind, Study
 from hpstudy.tables import StageTable
 
 FACTOR_KEYS = PAPER_FACTORS  # the paper's factors: what its published numbers fix
@@ -51,13 +51,13 @@ class RunView:
         return self.info.get("split", {})
 
     @property
-    def protocol(self) -> str:
-        return self.study.protocol.value
+    def protocol(self) -> ProtocolKind:
+        return self.study.protocol
 
     @property
     def is_staged(self) -> bool:
         """Whether the run has stage tables (staged, and replicate with its staged search)."""
-        return self.protocol in ("staged", "replicate")
+        return self.protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE)
 
     @property
     def is_leaky(self) -> bool:
@@ -151,7 +151,7 @@ def published_numbers(view: RunView) -> dict[str, dict[str, Published]]:
     differently, its row and the paper's differ in more than the stage's factor.
     """
     study = view.study
-    if study.protocol.value not in ("staged", "replicate"):
+    if study.protocol not in (ProtocolKind.STAGED, ProtocolKind.REPLICATE):
         return {}
     paper = None
     if any(stage.published is None for stage in study.stages):

@@ -17,6 +17,7 @@ from hpstudy.report import figures, metrics, model_card, verdict
 from hpstudy.report import tables as t
 from hpstudy.report.loader import FinalModel, RunView, published_final, published_numbers
 from hpstudy.report.render import Block, Code, Figure, Heading, Text
+from hpstudy.study import ProtocolKind
 
 
 def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) -> list[Block]:
@@ -27,7 +28,7 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) 
         Text(f"The paper: {verdict.PAPER_CITATION}. {verdict.paper_path_text(view)}", "note"),
         Text(
             (f"{study.description} " if study.description else "")
-            + f"Protocol `{view.protocol}`, selection on the {study.selection.value} split, "
+            + f"Protocol `{view.protocol.value}`, selection on the {study.selection.value} split, "
             f"{study.n_seeds} seed(s) ({', '.join(map(str, study.seeds))}); "
             f"{counts.get('finished', 0)} finished trials ("
             + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
@@ -52,7 +53,8 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) 
         paper = published_final(view)
         vs = f" (the paper: {paper:.1f}%)" if paper is not None else ""
         lines.append(f"Its test accuracy: {t.pct(final.accuracy)}%{vs}.")
-    if view.protocol != "replicate":  # a replicate run's verdict says it, cell by cell
+    # A replicate run's verdict says it, cell by cell.
+    if view.protocol is not ProtocolKind.REPLICATE:
         lines += _reproduction_summary(view)
     blocks.append(Text(" ".join(lines), "note"))
     return blocks
@@ -126,8 +128,8 @@ def stage_section(view: RunView) -> list[Block]:
         return [*blocks, t.best_configs(view, view.tables[0])] if view.tables else blocks
     numbers = published_numbers(view)
     heading = "Tables I–IV" if numbers else "Stage tables"
-    staged = [tb for tb in view.tables if tb.protocol == "staged"]
-    if view.protocol == "replicate":
+    staged = [tb for tb in view.tables if tb.protocol == ProtocolKind.STAGED.value]
+    if view.protocol is ProtocolKind.REPLICATE:
         heading = "Our staged search (the paper's method)"
     blocks = [Heading(2, heading, "stage-tables")]
     blocks.append(Text("One table per stage, in the paper's shape: each stage varies one "
@@ -225,7 +227,7 @@ def space_section(view: RunView, figdir: Path) -> list[Block]:
     if found.values:
         path = figures.plot_importances(found.values, figdir / "importances.png", found.method)
         blocks.append(Figure(path, f"Parameter importances ({found.method})."))
-    if view.protocol == "search":
+    if view.protocol is ProtocolKind.SEARCH:
         blocks.append(Text("A search samples the space unevenly (TPE favours good regions), so "
                            "its main effects and heatmaps describe the trials it chose, not "
                            "the space uniformly.", "note"))  # fmt: skip
@@ -237,7 +239,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
     blocks: list[Block] = []
     runs = [view, *related]
     staged = [r for r in runs if r.is_staged and r.winner is not None]
-    grids = [r for r in runs if r.protocol == "grid" and r.tables]
+    grids = [r for r in runs if r.protocol is ProtocolKind.GRID and r.tables]
     entries = [(s, g, metrics.rank_in(g.tables[0], s.winner.config))
                for s in staged for g in grids if view in (s, g)]  # fmt: skip
     if entries:

@@ -21,6 +21,7 @@ from hpstudy.factors import factor_label, factor_title, factors_of
 from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
 from hpstudy.report.metrics import GapRow, Importances, StageCost
 from hpstudy.space import Config
+from hpstudy.study import ProtocolKind
 from hpstudy.tables import Cell, Row, StageTable
 from hpstudy.verdict import wilson_interval
 
@@ -95,7 +96,8 @@ def split_note(view: RunView) -> str:
     split = view.split
     n_test = split.get("n_test", 10_000)
     subset = ", a stratified subset of the 10,000" if n_test < 10_000 else ""
-    once = "per stage winner and seed" if view.protocol == "staged" else "for the final model"
+    staged = view.protocol is ProtocolKind.STAGED
+    once = "per stage winner and seed" if staged else "for the final model"
     if view.is_leaky:
         return (
             f"Split: early stopping and selection read the test set ({n_test:,} images{subset}), "

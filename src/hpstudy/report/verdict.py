@@ -19,7 +19,10 @@ from hpstudy import verdict as v
 from hpstudy.report.loader import RunView
 from hpstudy.report.render import Block, Heading, Text
 from hpstudy.report.tables import Table
+from hpstudy.study import ProtocolKind
 from hpstudy.tables import StageTable
+
+STAGED = ProtocolKind.STAGED.value  # StageTable.protocol of a staged stage, as stored
 
 PAPER_TITLE = ("Hyperparameter Tuning of Neural Networks Using PyTorch: A Comparative Study on "
                "FashionMNIST")  # fmt: skip
@@ -32,7 +35,7 @@ def replication_of(view: RunView):
     """The run's `Replication` (recomputed from its records), or None for other protocols."""
     from hpstudy.protocols import make_protocol
 
-    if view.protocol != "replicate":
+    if view.protocol is not ProtocolKind.REPLICATE:
         return None
     return make_protocol(view.study).replication(
         view.records, split=view.split, tests=view.tests, clean_split=view.info.get("clean_split")
@@ -173,7 +176,7 @@ def recommendation(replication) -> list[Block]:
 
 def noise_section(view: RunView) -> list[Block]:
     """Each stage's winner against its runner-up, by a paired test on shared seeds or images."""
-    tables = [t for t in view.tables if t.protocol == "staged" and len(t.rows) > 1]
+    tables = [t for t in view.tables if t.protocol == STAGED and len(t.rows) > 1]
     if not tables:
         return []
     by_number = view.by_number
@@ -231,7 +234,7 @@ def _winner_vs_runner_up(table: StageTable, by_number: dict):
 
 def paper_path_text(view: RunView) -> str:
     """'The paper's path: ... Ours (seed 42): ...'"""
-    staged = [t for t in view.tables if t.protocol == "staged"]
+    staged = [t for t in view.tables if t.protocol == STAGED]
     ours = " → ".join(t.winner.label for t in staged if t.winner is not None)
     seeds = {s for t in staged for r in t.rows for s in r.seeds}
     which = f"seed {min(seeds)}" if len(seeds) == 1 else f"{len(seeds)} seeds"

@@ -104,7 +104,9 @@ def unpack_correct(packed: dict) -> np.ndarray:
 
 
 # The Optuna state Store.finish() gives each outcome (all others: COMPLETE).
-_FINAL_STATE = {"failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
+def final_state(outcome: Outcome) -> TrialState:
+    """The Optuna state `Store.finish` gives a trial with this outcome."""
+    return TrialState.PRUNED if outcome is Outcome.PRUNED else TrialState.COMPLETE
 
 
 def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
@@ -124,9 +126,7 @@ def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
         status = TrialStatus.RUNNING
     elif "discarded" in attrs:
         status = TrialStatus.DISCARDED
-    elif result is not None and trial.state == _FINAL_STATE.get(
-        result["outcome"], TrialState.COMPLETE
-    ):
+    elif result is not None and trial.state == final_state(Outcome(result["outcome"])):
         # The state finish() sets for this outcome: a result whose trial was then failed by
         # fail_stale (killed between the two writes) is interrupted, not finished.
         status = TrialStatus.FINISHED

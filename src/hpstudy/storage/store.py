@@ -39,12 +39,12 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hpstudy import __version__, interrupts
-from hpstudy.engine.results import Outcome, TrialResult
+from hpstudy.engine.results import TrialResult
 from hpstudy.errors import UserError
 from hpstudy.factors import searched
 from hpstudy.space import Config
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
-from hpstudy.storage.records import TrialRecord, pack_correct, record_from_trial
+from hpstudy.storage.records import TrialRecord, final_state, pack_correct, record_from_trial
 from hpstudy.storage.urls import _with_driver, check_durable, explain_storage_error, redact_url
 
 _rdb = importlib.import_module("optuna.storages._rdb.storage")
@@ -76,6 +76,7 @@ class Store:
         check_durable(url)
         self.url, self.study_name = url, study_name
         self.held: set[int] = set()  # trials this process claimed and has not ended
+        self.created = False  # whether create_or_load made the study (grid: who enqueues)
         heartbeat_s = max(1, min(heartbeat_s, grace_s // 3))  # several beats per grace period
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
@@ -97,6 +98,7 @@ class Store:
         self._loaded = optuna.load_study(
             study_name=self.study_name, storage=self._rdb, sampler=sampler
         )
+        self.created = created
         return created
 
     def exists(self) -> bool:
@@ -199,12 +201,7 @@ class Store:
             payload["eval_correct"] = pack_correct(result.eval_correct)
         best = result.best_accuracy
         value = best if best == best else 0.0  # diverged before any epoch: rank it last
-        if result.outcome is Outcome.FAILED:
-            state, values = TrialState.FAIL, None
-        elif result.outcome is Outcome.PRUNED:
-            state, values = TrialState.PRUNED, [value]
-        else:
-            state, values = TrialState.COMPLETE, [value]
+        state, values = final_state(result.outcome), [value]
         try:
             self._rdb.set_trial_user_attr(trial_id, "result", payload)
             done = self._rdb.set_trial_state_values(trial_id, state, values)
