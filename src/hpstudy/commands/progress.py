@@ -31,7 +31,7 @@ class ProgressPrinter:
         self.stream, self.every_s, self.last = stream, every_s, 0.0
 
     def __call__(self, event) -> None:
-        from hpstudy.protocols.base import EpochDone, StageFinished, StageStarted, Waiting
+        from hpstudy.protocols.events import EpochDone, StageFinished, StageStarted, Waiting
         from hpstudy.tables import format_table
 
         if isinstance(event, StageStarted):

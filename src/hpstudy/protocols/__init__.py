@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from hpstudy.protocols.base import Protocol, Trainer
+from hpstudy.protocols.base import Protocol
 from hpstudy.protocols.grid import GridProtocol
 from hpstudy.protocols.replicate import ReplicateProtocol
 from hpstudy.protocols.search import SearchProtocol
 from hpstudy.protocols.staged import StagedProtocol
+from hpstudy.protocols.trainer import Trainer
 from hpstudy.study import ProtocolKind, Study
 
 PROTOCOLS: dict[ProtocolKind, type[Protocol]] = {

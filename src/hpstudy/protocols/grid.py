@@ -14,15 +14,9 @@ import time
 from collections.abc import Sequence
 
 from hpstudy.factors import PAPER_FACTORS, factor_label, searched
-from hpstudy.protocols.base import (
-    POLL_S,
-    Protocol,
-    StageFinished,
-    StageStarted,
-    Waiting,
-    make_row,
-    ranked_table,
-)
+from hpstudy.protocols.base import Protocol, make_row, ranked_table
+from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
+from hpstudy.protocols.trainer import POLL_S
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key
 from hpstudy.tables import StageTable

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from hpstudy import verdict as v
 from hpstudy.factors import FACTORS, PAPER_FACTORS, config_text, factor_label, factors_key
-from hpstudy.protocols.base import Protocol, StageFinished, StageStarted, make_row, pick_winner
+from hpstudy.protocols.base import Protocol, make_row, pick_winner
+from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.staged import StagedProtocol, evaluate_test_once
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hpstudy.protocols.base import Protocol, StageFinished, StageStarted
+from hpstudy.protocols.base import Protocol
+from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, TrialStatus

@@ -13,13 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hpstudy.factors import factor_label
-from hpstudy.protocols.base import (
-    Protocol,
-    StageFinished,
-    StageStarted,
-    make_row,
-    pick_winner,
-)
+from hpstudy.protocols.base import Protocol, make_row, pick_winner
+from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key
 from hpstudy.study import Stage

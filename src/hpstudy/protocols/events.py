@@ -1,0 +1,48 @@
+"""Progress events: protocols and the trainer emit them, the CLI prints them (the library never
+prints).
+
+    >>> trainer = Trainer(..., on_event=ProgressPrinter())
+    >>> isinstance(event, (StageStarted, EpochDone, Waiting, StageFinished))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hpstudy.tables import StageTable
+
+
+@dataclass(frozen=True)
+class StageStarted:
+    index: int  # 1-based
+    n_stages: int | None  # None where not known in advance (search)
+    name: str
+    n_configs: int  # configurations x seeds the stage needs
+    n_reused: int  # of those, already finished in the store
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    stage: str
+    population: int  # 0-based
+    n_populations: int
+    epoch: int  # 1-based
+    max_epochs: int
+    n_members: int  # members still training in this population
+    n_trials: int  # trials in this engine call
+    elapsed_s: float  # since the engine call began
+    progress: float  # share of the call's (upper-bound) work done, see engine.EpochEvent
+    expected_progress: float = 0.0  # share of the work expected with early stopping
+
+
+@dataclass(frozen=True)
+class Waiting:
+    n_running_elsewhere: int  # trials other processes hold
+
+
+@dataclass(frozen=True)
+class StageFinished:
+    table: StageTable
+
+
+Event = StageStarted | EpochDone | Waiting | StageFinished

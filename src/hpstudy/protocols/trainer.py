@@ -1,0 +1,216 @@
+"""The Trainer: the one way configurations get trained, each key at most once, through the store.
+
+    >>> trainer = Trainer(store, data, protocol="staged", space=study.space, on_event=print)
+    >>> records = trainer.ensure(configs)       # key -> finished TrialRecord, training the missing
+
+`Trainer.ensure` reuses every finished trial with the same key (configuration, seed, split),
+enqueues what is missing, claims WAITING trials atomically, trains all it claimed in one engine
+call and finishes each. Trials other processes run are waited for (and re-done if their process
+dies), so several workers and a rerun after a crash both end with exactly one finished trial
+per key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hpstudy.atomic import atomic_file
+from hpstudy.engine.results import TrialResult
+from hpstudy.protocols.events import EpochDone, Event, Waiting
+from hpstudy.space import Config
+from hpstudy.storage import Store, TrialRecord, TrialStatus, trial_key
+from hpstudy.studydata import Data
+
+POLL_S = 2.0  # how often a process waiting for other processes' trials looks again
+MEMORY_WEIGHTS = 16  # best-epoch weights kept in memory (grid, search): the best trials only
+
+
+@dataclass
+class Trainer:
+    """Trains configurations at most once per key, through the store."""
+
+    store: Store
+    data: Data
+    protocol: str
+    space: dict[str, tuple]
+    on_event: Callable[[Event], None] = lambda event: None
+    batch: int = 1_000_000  # most trials claimed per engine call
+    weights_dir: Path | None = None  # where best-epoch weights are cached (None: not cached)
+    stage: str = ""  # label for progress events
+    trained: list[TrialRecord] = field(default_factory=list)  # finished by this process
+    weights: dict[str, dict] = field(default_factory=dict)  # key -> state_dict, this process
+    _accuracy: dict[str, float] = field(default_factory=dict)  # key -> best accuracy (weights)
+
+    def key(self, config: Config) -> str:
+        return trial_key(config, self.data.split)
+
+    def ensure(self, configs: Sequence[Config]) -> dict[str, TrialRecord]:
+        """key -> finished record for every config, training (once) those not yet finished."""
+        want = {self.key(c): c for c in configs}
+        while True:
+            self.store.fail_stale()
+            by_key = self._trials_by_key(set(want))
+            done = {k: r for k, rs in by_key.items() for r in rs if r.status.is_finished}
+            todo = [k for k in want if k not in done]
+            self._discard_leftovers(by_key, done)
+            if not todo:
+                return {k: done[k] for k in want}
+            status = {k: {r.status for r in by_key.get(k, [])} for k in todo}
+            missing = [
+                k for k in todo if not status[k] & {TrialStatus.WAITING, TrialStatus.RUNNING}
+            ]
+            if missing:
+                self.store.enqueue(
+                    [want[k] for k in missing],
+                    protocol=self.protocol,
+                    split=self.data.split,
+                    space=self.space,
+                )
+                by_key = self._trials_by_key(set(want))
+            claimed = self._claim(by_key, todo)
+            if claimed:
+                self.train_trials([(tid, want[k]) for k, tid in claimed])
+                continue
+            self.on_event(Waiting(sum(TrialStatus.RUNNING in status[k] for k in todo)))
+            time.sleep(POLL_S)
+
+    def _trials_by_key(self, keys: set[str]) -> dict[str, list[TrialRecord]]:
+        by_key: dict[str, list[TrialRecord]] = {}
+        for record in self.store.records(keys):
+            by_key.setdefault(record.key, []).append(record)
+        return by_key
+
+    def _claim(self, by_key: dict[str, list[TrialRecord]], todo: list[str]) -> list[tuple]:
+        """Claim up to `batch` WAITING trials of keys nobody runs; drop any duplicate claims."""
+        claimed = []
+        for k in todo:
+            records = by_key.get(k, [])
+            if any(r.status is TrialStatus.RUNNING for r in records):
+                continue
+            for r in records:
+                if r.status is TrialStatus.WAITING and self.store.claim(self._id(r)):
+                    claimed.append((k, self._id(r)))
+                    break
+            if len(claimed) >= self.batch:
+                break
+        if not claimed:
+            return []
+        # Two processes may have enqueued and claimed the same key at once: the lower trial
+        # number wins, the other is discarded untrained.
+        by_key = self._trials_by_key({k for k, _ in claimed})
+        kept = []
+        for k, tid in claimed:
+            rivals = [
+                r for r in by_key[k]
+                if self._id(r) != tid
+                and (r.status.is_finished or r.status is TrialStatus.RUNNING)
+                and (r.status.is_finished or self._id(r) < tid)
+            ]  # fmt: skip
+            if rivals:
+                self.store.discard(tid, f"duplicate of trial {rivals[0].number}")
+            else:
+                kept.append((k, tid))
+        return kept
+
+    def _discard_leftovers(self, by_key: dict, done: dict) -> None:
+        """WAITING duplicates of finished keys (from a race) are claimed and discarded."""
+        for k in done:
+            for r in by_key.get(k, []):
+                if r.status is TrialStatus.WAITING and self.store.claim(self._id(r)):
+                    self.store.discard(self._id(r), f"duplicate of trial {done[k].number}")
+
+    @staticmethod
+    def _id(record: TrialRecord) -> int:
+        return record.trial_id
+
+    def train_trials(
+        self,
+        trials: Sequence[tuple[int, Config]],
+        *,
+        prune: Callable[[int, int, float], bool] | None = None,
+    ) -> list[TrialResult]:
+        """Train claimed trials (trial_id, config) in one engine call and finish each.
+
+        `prune(trial_id, epoch, accuracy) -> bool` is asked after every epoch of every member.
+        If training raises (or is interrupted), the trials are marked interrupted, so they are
+        trained again by the next run instead of waiting for a heartbeat to go stale.
+        """
+        from hpstudy import engine
+
+        ids = [tid for tid, _ in trials]
+        configs = [c for _, c in trials]
+        max_epochs = max(c.max_epochs for c in configs)
+
+        def on_epoch(event) -> list[int]:
+            self.on_event(EpochDone(self.stage, event.population, event.n_populations,
+                                    event.epoch, max_epochs, event.n_members, len(configs),
+                                    event.elapsed_s, event.progress,
+                                    event.expected_progress))  # fmt: skip
+            if prune is None:
+                return []
+            return [
+                i for i, acc in zip(event.config_indices, event.eval_accuracy, strict=True)
+                if prune(ids[i], event.epoch, acc)
+            ]  # fmt: skip
+
+        try:
+            with self.store.heartbeat(ids):
+                results = engine.train(
+                    configs,
+                    self.data.train,
+                    self.data.evaluation,
+                    on_epoch=on_epoch,
+                    **self.data.engine_options(),
+                )
+        except BaseException:
+            self.store.fail_running(ids)
+            raise
+        n_train = len(self.data.train.y)
+        for tid, result in zip(ids, results, strict=True):
+            key = self.key(result.config)
+            if result.state_dict is not None:
+                self._keep(key, result)
+            if self.store.finish(tid, result, n_train=n_train, digests=self.data.digests):
+                self.trained.append(self.store.record(tid))
+        return results
+
+    def _keep(self, key: str, result: TrialResult) -> None:
+        """Cache best-epoch weights: all on disk when `weights_dir` is set (staged runs prune
+        it per stage); in memory only the best few, so a 1,875-trial grid stays small."""
+        if self.weights_dir is not None:
+            save_weights(self.weights_dir / f"{key}.pt", result.state_dict)
+            return
+        self.weights[key] = result.state_dict
+        self._accuracy[key] = result.best_accuracy if result.outcome.is_usable else -1.0
+        if len(self.weights) > MEMORY_WEIGHTS:
+            worst = min(self.weights, key=lambda k: self._accuracy[k])
+            del self.weights[worst]
+
+    def weights_of(self, record: TrialRecord) -> tuple[dict, bool]:
+        """(best-epoch state_dict, retrained?) of a finished trial.
+
+        From this process's memory, else the run's weights cache, else trained again alone
+        (not stored as a trial): same seed and device give the same weights up to float32
+        rounding, since the population it first trained in may have been batched differently.
+        """
+        if record.key in self.weights:
+            return self.weights[record.key], False
+        if self.weights_dir is not None and (self.weights_dir / f"{record.key}.pt").is_file():
+            return torch.load(self.weights_dir / f"{record.key}.pt", weights_only=True), False
+        from hpstudy import engine
+
+        (result,) = engine.train(
+            [record.config], self.data.train, self.data.evaluation, **self.data.engine_options()
+        )
+        return result.state_dict, True
+
+
+def save_weights(path: Path, state_dict: dict) -> None:
+    """torch.save to a temporary name, then rename (a crash never leaves half a file)."""
+    with atomic_file(path) as f:
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, f)
