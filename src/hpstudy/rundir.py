@@ -17,8 +17,10 @@ without its password, options, split, machine), `study.db` (the default SQLite s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
+import math
 import os
 import shutil
 import sys
@@ -118,6 +120,9 @@ def write_run_info(run_dir: Path, study: Study, options: RunOptions, data: Data)
     # FLOP floor of `run` and `status` uses this number rather than a later measurement.
     flops = measure_matmul_flops(options.device, data.dtype, tf32=data.tf32)
     info = run_info(study, options, data.split, argv=sys.argv, matmul_flops=flops)
+    # The data as loaded: its shape and classes, and the [data] spec with its path resolved, so
+    # the report rebuilds the same configurations from any working folder.
+    info["data"] = data.describe() | {"spec": study.data}
     with atomic_file(run_dir / RUN_FILE, "w") as f:
         json.dump(info, f, indent=1)
 
@@ -202,6 +207,11 @@ def load_study_from_info(info: dict, run_dir: str | Path) -> Study:
                         "'overrides'); rerun `hpstudy run` with the same study and --out to "
                         "rewrite it (finished trials in the store are kept)")  # fmt: skip
     study = parse_study(info["study_toml"], info.get("study_file") or Path(run_dir) / RUN_FILE)
+    described = info.get("data")
+    if isinstance(described, dict) and isinstance(described.get("spec"), dict):
+        shape, names = described.get("input_shape") or [], described.get("class_names") or []
+        study = dataclasses.replace(study, data=described["spec"])
+        study = study.with_data_shape(math.prod(shape), len(names))
     return study.with_overrides(**info["overrides"])
 
 

@@ -141,6 +141,9 @@ def run_study(
     check_plan(study, options)
     if options.storage:
         check_durable(options.storage)
+    # The data is loaded and checked before the run folder exists: bad data leaves nothing.
+    data = prepare_data(study, options)
+    study = study.with_data_shape(data.n_inputs, data.n_classes)
     make_run_dir(run_dir)
     store = open_store(study, options, run_dir)
     private = options.storage is None  # study.db in the folder: nobody else writes it
@@ -149,7 +152,6 @@ def run_study(
         if options.fresh:
             store.delete()
             clear_outputs(run_dir)
-        data = prepare_data(study, options)
         store.create_or_load()
         if options.storage is None:
             store.fail_stale(all_running=True)  # our lock: nobody else writes this SQLite file
@@ -212,6 +214,7 @@ def run_worker(
     store = open_store(study, options, Path("."))
     with storage_errors(store.url), releasing(store, private=False):
         data = prepare_data(study, options)
+        study = study.with_data_shape(data.n_inputs, data.n_classes)
         store.create_or_load()
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
@@ -255,10 +258,13 @@ def save_final_model(
         "split": trainer.data.split,
         "retrained": retrained,
         "device": trainer.data.device,
+        "input_shape": list(trainer.data.input_shape),
+        "pixel_max": trainer.data.pixel_max,
     }
     return save_model(run_dir / MODEL_FILE, state_dict=state_dict, config=best.config,
-                      normalization=dict(study.normalization), metrics=metrics,
-                      data_digests=trainer.data.digests, extra=extra)  # fmt: skip
+                      normalization=trainer.data.normalization, metrics=metrics,
+                      data_digests=trainer.data.digests, class_names=trainer.data.class_names,
+                      extra=extra)  # fmt: skip
 
 
 def cost_summary(

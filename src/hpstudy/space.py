@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from hpstudy.errors import UserError
 
-N_INPUTS = 784  # 28 x 28 pixels
+N_INPUTS = 784  # 28 x 28 pixels: FashionMNIST's, the default
 N_CLASSES = 10
 
 # The paper's five topologies, as hidden-layer widths.
@@ -81,12 +81,14 @@ def parse_topology(value: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return sizes
 
 
-def _check_buildable(hidden: tuple[int, ...]) -> None:
+def _check_buildable(
+    hidden: tuple[int, ...], n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES
+) -> None:
     """Refuse shapes no device could hold before anything tries to allocate them."""
     if len(hidden) > MAX_HIDDEN_LAYERS:
         raise UserError(f"a topology of {len(hidden)} hidden layers; at most "
                         f"{MAX_HIDDEN_LAYERS}: use fewer layers")  # fmt: skip
-    layers = (N_INPUTS, *hidden, N_CLASSES)
+    layers = (n_inputs, *hidden, n_classes)
     for n_in, n_out in itertools.pairwise(layers):
         if n_in * n_out > MAX_LAYER_WEIGHTS:
             raise UserError(f"layer {n_in}x{n_out} has {n_in * n_out:,} weights; at most "
@@ -114,6 +116,10 @@ class Config:
     batch_size: int = 64  # examples per step; the last batch of an epoch may be smaller
     max_epochs: int = 20  # upper bound on epochs
     patience: int = 3  # stop after this many epochs without a better evaluation accuracy
+    # The data's shape. Left out of `to_dict` (and so of trial keys) at FashionMNIST's values,
+    # so every FashionMNIST trial keeps the key it had before other data existed.
+    n_inputs: int = N_INPUTS  # input values per example (H * W, or D features)
+    n_classes: int = N_CLASSES  # logits out
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields once, at construction
@@ -125,16 +131,20 @@ class Config:
         set_(self, "lr", float(self.lr))
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr must be > 0, got lr={self.lr}")
-        for name, low in (("seed", 0), ("batch_size", 1), ("max_epochs", 1), ("patience", 1)):
+        checks = (("seed", 0), ("batch_size", 1), ("max_epochs", 1), ("patience", 1),
+                  ("n_inputs", 1), ("n_classes", 2))  # fmt: skip
+        for name, low in checks:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"{name} must be an integer >= {low}, got {name}={value!r}")
         if self.seed > MAX_SEED:
             raise UserError(f"seed must be an integer in 0..2**63-1, got seed={self.seed}")
+        if (self.n_inputs, self.n_classes) != (N_INPUTS, N_CLASSES):
+            _check_buildable(self.topology, self.n_inputs, self.n_classes)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
-        return (N_INPUTS, *self.topology, N_CLASSES)
+        return (self.n_inputs, *self.topology, self.n_classes)
 
     @property
     def topology_label(self) -> str:
@@ -149,6 +159,9 @@ class Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["topology"] = list(self.topology)
+        for name, default in (("n_inputs", N_INPUTS), ("n_classes", N_CLASSES)):
+            if d[name] == default:
+                del d[name]  # FashionMNIST's shape: keys as before other data existed
         return d
 
     @classmethod

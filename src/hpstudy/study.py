@@ -56,7 +56,10 @@ class Selection(enum.Enum):
 
 
 # The paper's Normalize((0.5,), (0.5,)); a study file's [normalization] table overrides it.
+# Other data than FashionMNIST defaults to normalization = "auto" (from its training split).
 DEFAULT_NORMALIZATION = {"mean": 0.5, "std": 0.5}
+AUTO = "auto"
+DATA_NAMES = ("fashion-mnist", "mnist", "kmnist", "digits")
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,10 @@ class Study:
     batch_size: int = 64
     max_epochs: int = 20
     patience: int = 3
-    normalization: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    # {"mean", "std"}, or "auto": from the training split (the values are in the run's split)
+    normalization: dict[str, float] | str = field(
+        default_factory=lambda: dict(DEFAULT_NORMALIZATION)
+    )
     validation_size: int = 6000  # used when selection = validation
     validation_seed: int = 0  # seed of the stratified validation split
     space: dict[str, tuple] = field(default_factory=dict)  # factor -> canonical choices
@@ -97,6 +103,25 @@ class Study:
     published_final: float | None = None  # the paper's final test accuracy (%)
     staged_seeds: int = 1  # replicate: seeds of the staged search run beside it (0: none)
     with_clean: bool = False  # replicate: also train every cell on the validation split
+    # [data]: datasets.load_dataset's spec ({} is FashionMNIST); a path is absolute here.
+    data: dict[str, Any] = field(default_factory=dict)
+    # The data's shape, known once it is loaded (`with_data_shape`); FashionMNIST's by default.
+    n_inputs: int = 784
+    n_classes: int = 10
+
+    @property
+    def is_fashion_mnist(self) -> bool:
+        """Whether the study trains on FashionMNIST (no [data], or name = "fashion-mnist")."""
+        return self.data.get("name", "fashion-mnist") == "fashion-mnist" and "path" not in self.data
+
+    @property
+    def data_label(self) -> str:
+        """How messages and the report name the data: 'mnist', or the file's path."""
+        return str(self.data.get("path") or self.data.get("name") or "fashion-mnist")
+
+    def with_data_shape(self, n_inputs: int, n_classes: int) -> Study:
+        """The study once its data is loaded: its configurations take that shape."""
+        return dataclasses.replace(self, n_inputs=n_inputs, n_classes=n_classes)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -106,7 +131,8 @@ class Study:
         """The Config for these factor values and seed, with the study's fixed settings (a
         factor the study searches, such as batch_size, overrides its fixed value)."""
         fixed = {"batch_size": self.batch_size, "max_epochs": self.max_epochs,
-                 "patience": self.patience}  # fmt: skip
+                 "patience": self.patience, "n_inputs": self.n_inputs,
+                 "n_classes": self.n_classes}  # fmt: skip
         return Config(**(fixed | factors), seed=seed)
 
     def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None,
@@ -184,7 +210,7 @@ def parse_study(text: str, path: str | os.PathLike) -> Study:
 _TOP_KEYS = {
     "schema_version", "name", "description", "protocol", "selection", "seed", "n_seeds",
     "batch_size", "max_epochs", "patience", "normalization", "validation", "space", "start",
-    "stages", "grid", "search", "published", "replicate",
+    "stages", "grid", "search", "published", "replicate", "data",
 }  # fmt: skip
 
 
@@ -368,18 +394,12 @@ class _Parser:
             raise self.fail("description", f"must be a string, got {description!r}")
         protocol = self.choice(raw, "protocol", ProtocolKind)
         selection = self.choice(raw, "selection", Selection)
-        norm = self.table(raw, "normalization", {"mean", "std"})
-        normalization = {
-            "mean": self.number(
-                norm, "mean", "normalization", default=DEFAULT_NORMALIZATION["mean"]
-            ),
-            "std": self.number(
-                norm, "std", "normalization", positive=True, default=DEFAULT_NORMALIZATION["std"]
-            ),
-        }
+        data = self.data(raw)
+        normalization = self.normalization(raw, data)
         val = self.table(raw, "validation", {"size", "seed"})
         validation_size = self.integer(val, "size", 6000, low=1, where="validation")
-        if validation_size >= 60_000:
+        fashion = data.get("name", "fashion-mnist") == "fashion-mnist" and "path" not in data
+        if fashion and validation_size >= 60_000:
             raise self.fail("validation.size", f"must be below 60000, got {validation_size}")
         space = self.space(raw)
         kwargs: dict[str, Any] = {}
@@ -431,5 +451,66 @@ class _Parser:
             pruner=pruner,
             sampler_seed=self.integer(search, "sampler_seed", 0, low=0, where="search"),
             published_final=final,
+            data=data,
             **kwargs,
         )
+
+    def data(self, raw: dict) -> dict[str, Any]:
+        """[data]: a name or a path (resolved against the study file's folder), checked for
+        shape here; the data itself is checked when it is loaded, before any run folder."""
+        table = self.table(raw, "data", {"name", "path", "test_size", "split_seed",
+                                         "normalization"})  # fmt: skip
+        if not table:
+            return {}
+        if ("name" in table) == ("path" in table):
+            raise self.fail("data", "needs exactly one of name = "
+                            f"{' | '.join(map(repr, DATA_NAMES))} or path = 'file.npz' / "
+                            f"'folder', got {table!r}")  # fmt: skip
+        spec = dict(table)
+        if "name" in spec and spec["name"] not in DATA_NAMES:
+            raise self.fail("data.name", f"must be one of {', '.join(DATA_NAMES)}, got "
+                            f"{spec['name']!r}; or give path = 'file.npz' for your own "
+                            "data")  # fmt: skip
+        if "path" in spec:
+            if not isinstance(spec["path"], str) or not spec["path"]:
+                raise self.fail("data.path", f"must be a non-empty string, got {spec['path']!r}")
+            path = Path(spec["path"]).expanduser()
+            spec["path"] = str(path if path.is_absolute() else self.path.parent.resolve() / path)
+        if spec.get("name") != "digits":
+            extra = sorted({"test_size", "split_seed"} & set(spec))
+            if extra:
+                raise self.fail(f"data.{extra[0]}", "only name = 'digits' takes a test split "
+                                "(test_size, split_seed); other data brings its own")  # fmt: skip
+        return spec
+
+    def normalization(self, raw: dict, data: dict) -> dict[str, float] | str:
+        """[normalization] mean and std, or normalization = "auto" (at the top or in [data]);
+        absent: the paper's 0.5 and 0.5 for FashionMNIST, "auto" for other data."""
+        given = raw.get("normalization")
+        if "normalization" in data:
+            if given is not None:
+                raise self.fail("data.normalization", "normalization is given twice (at the "
+                                "top and in [data]); keep one")  # fmt: skip
+            given = data.pop("normalization")
+            if isinstance(given, list) and len(given) == 2:
+                given = {"mean": given[0], "std": given[1]}
+        if given is None:
+            return (
+                dict(DEFAULT_NORMALIZATION)
+                if not data or data.get("name") == "fashion-mnist"
+                else AUTO
+            )
+        if given == AUTO:
+            return AUTO
+        if not isinstance(given, dict):
+            raise self.fail("normalization", f'must be "auto" or a table of mean and std, got '
+                            f"{given!r}")  # fmt: skip
+        self.no_unknown(given, {"mean", "std"}, "normalization")
+        return {
+            "mean": self.number(
+                given, "mean", "normalization", default=DEFAULT_NORMALIZATION["mean"]
+            ),
+            "std": self.number(
+                given, "std", "normalization", positive=True, default=DEFAULT_NORMALIZATION["std"]
+            ),
+        }

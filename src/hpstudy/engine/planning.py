@@ -16,7 +16,7 @@ import os
 import torch
 
 from hpstudy.engine.flops import n_parameters
-from hpstudy.space import N_INPUTS, Config
+from hpstudy.space import Config
 
 _PARAMETER_COPIES = 5  # params, grads, exp_avg, exp_avg_sq, best-epoch snapshot
 _ACTIVATION_COPIES = 4  # pre-activation, activation, its gradient, a temporary
@@ -27,7 +27,9 @@ def bytes_per_member(config: Config, dtype: torch.dtype, n_eval: int = 10_000) -
     """Parameters and their copies, one step's activations, and the per-image buffers of an
     evaluation (each image's loss, and the best epoch's correctness mask, one byte each)."""
     element = torch.empty((), dtype=dtype).element_size()
-    activations = config.batch_size * (N_INPUTS + _ACTIVATION_COPIES * sum(config.layer_sizes[1:]))
+    activations = config.batch_size * (
+        config.n_inputs + _ACTIVATION_COPIES * sum(config.layer_sizes[1:])
+    )
     per_image = n_eval * (element + 2)  # loss; this epoch's and the best epoch's masks
     return element * (_PARAMETER_COPIES * n_parameters(config) + activations) + per_image
 

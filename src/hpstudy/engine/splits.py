@@ -18,7 +18,7 @@ import torch
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs and labels of one split: x (N, 784) normalised, y (N,) int64."""
+    """Inputs and labels of one split: x (N, D) normalised (D = 784 for FashionMNIST), y (N,)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -39,11 +39,16 @@ def make_split(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Split:
-    """uint8 images (N, 28, 28) -> x = (pixel / 255 - mean) / std, flattened to (N, 784)."""
-    x = torch.from_numpy(np.array(images, dtype=np.uint8)).reshape(len(images), -1)  # a copy
-    # Same arithmetic as torchvision's ToTensor() then Normalize(mean, std).
-    x = (x.to(dtype).div(255) - mean) / std
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    """uint8 images (N, H, W) -> x = (pixel / 255 - mean) / std, flattened to (N, H * W);
+    float features (N, D) -> x = (value - mean) / std."""
+    if np.asarray(images).dtype == np.uint8:
+        x = torch.from_numpy(np.array(images, dtype=np.uint8)).reshape(len(images), -1)  # a copy
+        # Same arithmetic as torchvision's ToTensor() then Normalize(mean, std).
+        x = (x.to(dtype).div(255) - mean) / std
+    else:
+        x = torch.from_numpy(np.array(images, dtype=np.float32)).reshape(len(images), -1)
+        x = (x.to(dtype) - mean) / std
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: the data is read-only
     return Split(x.to(device), y.to(device))
 
 
