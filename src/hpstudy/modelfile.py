@@ -14,6 +14,7 @@ On disk (schema version 1) the file is `torch.save` of one dict:
      "state_dict": {"0.weight": Tensor, ...},               # CPU tensors, keys of build_mlp(config)
      "metadata": {"config": Config.to_dict(), "normalization": {"mean": float, "std": float},
                   "class_names": [...], "metrics": {...}, "data_digests": {...},
+                  "input_shape": [H, W] or [D] (absent: [28, 28]), "pixel_max": 255 (digits 16),
                   "versions": {"hpstudy", "torch", "python"}, "created": ISO 8601, **extra}}
 
 Everything in it is a tensor, dict, list, str, int, float, bool or None, so it loads with
@@ -43,7 +44,7 @@ from hpstudy import __version__, data
 from hpstudy.atomic import atomic_file
 from hpstudy.errors import UserError
 from hpstudy.model import build_mlp
-from hpstudy.space import N_CLASSES, Config
+from hpstudy.space import Config
 
 FORMAT = "hpstudy-model"
 SCHEMA_VERSION = 1
@@ -83,6 +84,16 @@ class LoadedModel:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.metadata["class_names"])
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(H, W) of the images the model takes, or (D,) features; (28, 28) for older files."""
+        return tuple(self.metadata.get("input_shape") or (28, 28))
+
+    @property
+    def pixel_max(self) -> int | None:
+        """The largest pixel value of its training images (digits: 16); None for features."""
+        return self.metadata.get("pixel_max", 255) if len(self.input_shape) == 2 else None
+
 
 def save_model(
     path: str | os.PathLike,
@@ -92,6 +103,7 @@ def save_model(
     normalization: dict[str, float],
     metrics: dict[str, float],
     data_digests: dict[str, str],
+    class_names: tuple[str, ...] | list[str] = data.CLASS_NAMES,
     extra: dict | None = None,
 ) -> Path:
     """Write a model file atomically (temp file in the same folder, then rename); returns its path.
@@ -102,12 +114,15 @@ def save_model(
     path = Path(path)
     tensors = {str(k): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     check_state_dict(tensors, config, where="the state_dict given to save_model")
+    if len(class_names) != config.n_classes:
+        raise ValueError(f"{len(class_names)} class names for a model of {config.n_classes} "
+                         "classes; give one name per class")  # fmt: skip
     metadata = {
         "config": config.to_dict(),
         "normalization": _checked_normalization(
             normalization, where="save_model", error=ValueError
         ),
-        "class_names": list(data.CLASS_NAMES),
+        "class_names": [str(n) for n in class_names],
         "metrics": {str(k): float(v) for k, v in metrics.items()},
         "data_digests": {str(k): str(v) for k, v in data_digests.items()},
         "versions": {
@@ -163,11 +178,23 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     names = metadata.get("class_names")
     if not (
         isinstance(names, list)
-        and len(names) == N_CLASSES
+        and len(names) == config.n_classes
         and all(isinstance(n, str) for n in names)
     ):
         raise ModelFileError(
-            f"{path}: metadata 'class_names' must be a list of {N_CLASSES} names, got {names!r}"
+            f"{path}: metadata 'class_names' must be a list of {config.n_classes} names (the "
+            f"model's classes), got {names!r:.200}"
+        )
+    shape = metadata.get("input_shape", [28, 28])
+    if not (
+        isinstance(shape, list)
+        and len(shape) in (1, 2)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        and math.prod(shape) == config.n_inputs
+    ):
+        raise ModelFileError(
+            f"{path}: metadata 'input_shape' must be [H, W] or [D] with {config.n_inputs} "
+            f"values in all (the model's inputs), got {shape!r:.200}"
         )
     check_state_dict(state_dict, config, where=str(path))
     # build_mlp draws initial weights from torch's global RNG; fork it so loading a model does not

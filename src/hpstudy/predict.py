@@ -88,6 +88,7 @@ class Prediction:
     class_name: str  # the most probable class
     top3: tuple[tuple[str, float], ...]  # (class name, probability), most probable first
     inverted: bool  # whether the image was inverted before classification
+    resized_from: tuple[int, int] | None = None  # (H, W) of an image resized to the model's
 
     def to_dict(self) -> dict:
         """The `--json` record: input, class and top3 as a list of {class, probability}."""
@@ -175,37 +176,60 @@ def read_grayscale(path: Path) -> np.ndarray:
     return np.asarray(img.convert("L"))
 
 
-def fit_to_mnist(gray: np.ndarray, invert: str = "auto") -> tuple[np.ndarray, bool]:
-    """(28, 28) uint8 in FashionMNIST's style from (H, W) uint8 grayscale; and whether inverted."""
+def fit_to_mnist(
+    gray: np.ndarray, invert: str = "auto", shape: tuple[int, int] = (SIDE, SIDE)
+) -> tuple[np.ndarray, bool]:
+    """`shape` (default (28, 28)) uint8 in FashionMNIST's style from (H, W) uint8 grayscale;
+    and whether inverted."""
     _check_invert(invert)
+    side_h, side_w = shape
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
     background = float(np.median(border))  # the median ignores a garment touching the edge
     inverted = invert == "always" or (invert == "auto" and background > 127.5)
     if inverted:
         gray = 255 - gray
         background = 255.0 - background
-    if gray.shape == (SIDE, SIDE):
+    if gray.shape == tuple(shape):
         return gray, inverted  # already the dataset's size: no resampling, every pixel kept
     content = np.abs(gray.astype(np.int16) - background) > _TRIM_THRESHOLD
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if rows.size:  # a blank image has nothing to trim to: keep it whole
         gray = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = gray.shape
-    scale = SIDE / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    scale = min(side_h / height, side_w / width)
+    new_w = min(side_w, max(1, round(width * scale)))
+    new_h = min(side_h, max(1, round(height * scale)))
     small = Image.fromarray(np.ascontiguousarray(gray)).resize(
         (new_w, new_h), Image.Resampling.LANCZOS
     )
-    canvas = np.full((SIDE, SIDE), round(background), dtype=np.uint8)
-    top, left = (SIDE - new_h) // 2, (SIDE - new_w) // 2
+    canvas = np.full((side_h, side_w), round(background), dtype=np.uint8)
+    top, left = (side_h - new_h) // 2, (side_w - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = np.asarray(small)
     return canvas, inverted
 
 
-def prepare(item: InputImage, invert: str = "auto") -> tuple[np.ndarray, bool]:
-    """The (28, 28) uint8 pixels the model sees for one input, and whether they were inverted."""
+def prepare(
+    item: InputImage, invert: str = "auto", shape: tuple[int, int] = (SIDE, SIDE)
+) -> tuple[np.ndarray, bool]:
+    """The `shape` uint8 pixels the model sees for one input, and whether they were inverted.
+    An image file of another size is resized; an IDX image (a dataset's) of another size is
+    refused with a DataError naming both sizes."""
+    if item.pixels is not None and item.pixels.shape != tuple(shape):
+        h, w = item.pixels.shape
+        raise DataError(
+            f"is a {h} x {w} IDX image but the model takes {shape[0]} x {shape[1]} images; "
+            "refused (a dataset is not resized): classify it with a model trained on "
+            f"{h} x {w} images, or pass it as image files, which are resized"
+        )
     gray = item.pixels if item.pixels is not None else read_grayscale(item.path)
-    return fit_to_mnist(gray, invert)
+    return fit_to_mnist(gray, invert, shape)
+
+
+def _to_model_range(pixels: np.ndarray, pixel_max: int) -> np.ndarray:
+    """0..255 pixels onto the 0..pixel_max range the model was trained on (digits: 0..16)."""
+    if pixel_max == 255:
+        return pixels
+    return np.rint(pixels.astype(np.float64) * (pixel_max / 255)).astype(np.uint8)
 
 
 def normalize(pixels: np.ndarray, mean: float, std: float) -> torch.Tensor:
@@ -231,26 +255,37 @@ def classify(
         raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
     mean, std = loaded.normalization
     names = loaded.class_names
+    shape = loaded.input_shape
+    if len(shape) != 2:
+        raise UserError(
+            f"this model takes {shape[0]} features per example, not images; hpstudy predict "
+            "classifies images, so it cannot feed this model: evaluate it on feature vectors "
+            "in Python (hpstudy.modelfile.load_model(path).model(x))"
+        )
+    pixel_max = loaded.pixel_max or 255
     device = next(loaded.model.parameters()).device
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         outcomes: list[Prediction | Failure | None] = [None] * len(chunk)
         good: list[tuple[int, np.ndarray, bool]] = []  # (position in chunk, pixels, inverted)
+        resized: dict[int, tuple[int, int]] = {}  # position in chunk -> the file's (H, W)
         for i, item in enumerate(chunk):
             try:
-                pixels, inverted = prepare(item, invert)
+                pixels, inverted = prepare(item, invert, shape)
             except _UNREADABLE as exc:
                 outcomes[i] = Failure(item.name, _describe(exc, item.path))
             else:
-                good.append((i, pixels, inverted))
+                good.append((i, _to_model_range(pixels, pixel_max), inverted))
+                if item.pixels is None:
+                    resized[i] = _size_of(item.path)
         if good:
-            x = normalize(np.stack([p for _, p, _ in good]), mean, std).to(device)  # (B, 784)
+            x = normalize(np.stack([p for _, p, _ in good]), mean, std).to(device)  # (B, H * W)
             with torch.inference_mode():
                 logits = loaded.model(x).float().cpu()  # (B, 10)
             finite = torch.isfinite(logits).all(dim=1).tolist()  # (B,)
             # The class is the argmax of the logits, as every accuracy figure computes it.
             classes = logits.argmax(dim=1).tolist()
-            top_p, top_i = torch.softmax(logits, dim=1).topk(N_TOP, dim=1)  # (B, 3) each
+            top_p, top_i = torch.softmax(logits, dim=1).topk(min(N_TOP, len(names)), dim=1)
             for (i, _, inverted), ok, cls, ps, idx in zip(
                 good, finite, classes, top_p.tolist(), top_i.tolist(), strict=True
             ):
@@ -258,10 +293,21 @@ def classify(
                     outcomes[i] = Failure(chunk[i].name, _NOT_FINITE)
                     continue
                 top3 = tuple((names[j], p) for j, p in zip(idx, ps, strict=True))
-                outcomes[i] = Prediction(chunk[i].name, names[cls], top3, inverted)
+                was = resized.get(i)
+                outcomes[i] = Prediction(chunk[i].name, names[cls], top3, inverted,
+                                         was if was != shape else None)  # fmt: skip
         if on_progress is not None:
             on_progress(len(chunk))
         yield from outcomes  # type: ignore[misc] - every slot is filled above
+
+
+def _size_of(path: Path) -> tuple[int, int] | None:
+    """(H, W) of an image file, from its header (it was decoded once already)."""
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except _UNREADABLE:  # replaced since: the prediction stands, its note does not
+        return None
 
 
 def _folder_images(folder: Path, *, recursive: bool) -> list[Path]:

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     for failure in failures:
         _report(failure)
     rows: list[predict.Prediction] = []
+    resized: list[tuple[str, tuple[int, int]]] = []  # image files not of the model's size
     n_failed, n_ok = len(failures), 0
     with tqdm(
         total=len(items),
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                 _report(outcome)
             else:
                 n_ok += 1
+                if outcome.resized_from is not None:
+                    resized.append((outcome.input, outcome.resized_from))
                 if args.json:
                     # allow_nan=False: a NaN that slipped past classify fails loudly, not as JSON
                     # that strict parsers refuse.
@@ -105,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
                     rows.append(outcome)
     if not args.json:
         _print_table(rows)
+    if resized:
+        h, w = loaded.input_shape
+        first, (fh, fw) = resized[0]
+        print(f"hpstudy predict: resized {len(resized)} image(s) to the model's {h} x {w} input "
+              f"(the first, {first}, was {fh} x {fw})", file=sys.stderr)  # fmt: skip
     if n_failed:
         print(
             f"hpstudy predict: {n_failed} input(s) could not be classified (see above); "
