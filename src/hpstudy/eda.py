@@ -1,4 +1,5 @@
-"""Exploratory analysis of FashionMNIST: class balance, pixel statistics and sample images.
+"""Exploratory analysis of a dataset (FashionMNIST by default): class balance, pixel
+statistics and sample images.
 
     >>> from pathlib import Path
     >>> from hpstudy import data, eda
@@ -40,9 +41,9 @@ class EdaSummary:
     """What `hpstudy eda` reports about the dataset."""
 
     class_names: tuple[str, ...]
-    train_counts: np.ndarray  # (10,) images per class in the training set
-    test_counts: np.ndarray  # (10,) images per class in the test set
-    pixel_mean: float  # training pixels on [0, 1]
+    train_counts: np.ndarray  # (K,) examples per class in the training set
+    test_counts: np.ndarray  # (K,) examples per class in the test set
+    pixel_mean: float  # training pixels on [0, 1] (float features: their raw values)
     pixel_std: float  # population std (ddof=0) of the same
 
 
@@ -70,12 +71,25 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
     return mean, std
 
 
-def summarize(ds: data.FashionMNIST) -> EdaSummary:
-    mean, std = pixel_stats(ds.train_images)
+def _arrays(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(x_train, y_train, y_test, class names) of a `datasets.Dataset` or `data.FashionMNIST`."""
+    if hasattr(ds, "x_train"):
+        return ds.x_train, ds.y_train, ds.y_test, tuple(ds.class_names)
+    return ds.train_images, ds.train_labels, ds.test_labels, data.CLASS_NAMES
+
+
+def summarize(ds) -> EdaSummary:
+    """Class balance and value statistics of a `datasets.Dataset` (or `data.FashionMNIST`):
+    pixels on [0, 1] for uint8 images, the raw values for float features."""
+    x, y, y_test, names = _arrays(ds)
+    if x.dtype == np.uint8:
+        mean, std = pixel_stats(x)
+    else:
+        mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
     return EdaSummary(
-        class_names=data.CLASS_NAMES,
-        train_counts=class_counts(ds.train_labels),
-        test_counts=class_counts(ds.test_labels),
+        class_names=names,
+        train_counts=class_counts(y, len(names)),
+        test_counts=class_counts(y_test, len(names)),
         pixel_mean=mean,
         pixel_std=std,
     )
@@ -87,6 +101,7 @@ def plot_class_distribution(
     path: Path,
     *,
     class_names: Sequence[str] = data.CLASS_NAMES,
+    title: str = "FashionMNIST",
 ) -> Path:
     """Bars per class, train and test side by side, written atomically as a PNG at `path`."""
     from matplotlib.figure import Figure
@@ -107,7 +122,7 @@ def plot_class_distribution(
     ax.set_xticks(x, class_names, rotation=30, ha="right")
     ax.set_ylabel("images")
     ax.set_ylim(0, max(int(train.max()), int(test.max())) * 1.12)  # room for the bar labels
-    ax.set_title("FashionMNIST: images per class")
+    ax.set_title(f"{title}: images per class")
     ax.legend()
     return _save_atomic(fig, path)
 
@@ -142,7 +157,8 @@ def plot_samples(
         chosen = np.sort(rng.choice(members, size=n_per_class, replace=False))
         for col, index in enumerate(chosen):
             ax = fig.add_subplot(grid[row, col])
-            ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+            ax.imshow(images[index], cmap="gray_r", vmin=0, vmax=max(16, int(images.max())),
+                      interpolation="nearest")  # fmt: skip
             ax.set_axis_off()
         # The class name sits in the left margin, vertically centred on its row.
         fig.text(left - 0.01, 1 - (row + 0.5) / n_classes, name, ha="right", va="center")
@@ -163,17 +179,24 @@ def ensure_out_dir(out: Path) -> Path:
     return out
 
 
-def run_eda(ds: data.FashionMNIST, out: Path, *, seed: int = 0) -> EdaResult:
-    """Summarize `ds` and write both figures into `out` (created if missing)."""
+def run_eda(ds, out: Path, *, seed: int = 0, title: str = "FashionMNIST") -> EdaResult:
+    """Summarize `ds` (a `datasets.Dataset` or `data.FashionMNIST`) and write its figures into
+    `out` (created if missing): the sample grid only for images, with at most as many per class
+    as the smallest class holds (up to 10)."""
     out = ensure_out_dir(out)
     summary = summarize(ds)
-    figures = (
+    x, y, _, names = _arrays(ds)
+    figures = [
         plot_class_distribution(
-            summary.train_counts, summary.test_counts, out / CLASS_DISTRIBUTION_PNG
+            summary.train_counts, summary.test_counts, out / CLASS_DISTRIBUTION_PNG,
+            class_names=names, title=title,
         ),
-        plot_samples(ds.train_images, ds.train_labels, out / SAMPLES_PNG, seed=seed),
-    )
-    return EdaResult(summary=summary, figures=figures)
+    ]  # fmt: skip
+    if x.ndim == 3:
+        n_per_class = min(10, int(summary.train_counts.min()))
+        figures.append(plot_samples(x, y, out / SAMPLES_PNG, seed=seed, class_names=names,
+                                    n_per_class=n_per_class))  # fmt: skip
+    return EdaResult(summary=summary, figures=tuple(figures))
 
 
 def _save_atomic(fig, path: Path) -> Path:

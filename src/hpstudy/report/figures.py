@@ -195,9 +195,18 @@ def plot_importances(values: dict[str, float], path: Path, method: str = "fANOVA
     return save_atomic(fig, path)
 
 
-def plot_class_distribution(train_labels: np.ndarray, test_labels: np.ndarray, path: Path) -> Path:
-    """Images per class in the run's training and test splits (`hpstudy eda`'s plot)."""
-    from hpstudy import eda
+def plot_class_distribution(
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    path: Path,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str = "FashionMNIST",
+) -> Path:
+    """Examples per class in the run's training and test splits (`hpstudy eda`'s plot)."""
+    from hpstudy import data, eda
 
-    return eda.plot_class_distribution(eda.class_counts(train_labels),
-                                       eda.class_counts(test_labels), path)  # fmt: skip
+    names = tuple(class_names or data.CLASS_NAMES)
+    return eda.plot_class_distribution(eda.class_counts(train_labels, len(names)),
+                                       eda.class_counts(test_labels, len(names)), path,
+                                       class_names=names, title=title)  # fmt: skip

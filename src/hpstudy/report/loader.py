@@ -154,7 +154,8 @@ def published_numbers(view: RunView) -> dict[str, dict[str, Published]]:
     if study.protocol not in (ProtocolKind.STAGED, ProtocolKind.REPLICATE):
         return {}
     paper = None
-    if any(stage.published is None for stage in study.stages):
+    # The paper's numbers are FashionMNIST's: a study on other data borrows none of them.
+    if study.is_fashion_mnist and any(stage.published is None for stage in study.stages):
         from hpstudy.study import load_study
 
         try:
@@ -194,6 +195,8 @@ def published_final(view: RunView) -> float | None:
     """The paper's final test accuracy (%), from the study file or else paper.toml."""
     if view.study.published_final is not None:
         return view.study.published_final
+    if not view.study.is_fashion_mnist:
+        return None  # the paper's number is FashionMNIST's
     from hpstudy.study import load_study
 
     try:
@@ -212,7 +215,7 @@ class FinalModel:
     class_names: tuple[str, ...]
     labels: np.ndarray  # (N,) true classes of the test split
     predictions: np.ndarray  # (N,) the model's classes
-    images: np.ndarray  # (N, 28, 28) uint8, the test images as the model saw them
+    images: np.ndarray | None  # (N, H, W) uint8 on 0..255, the test images; None: features
     train_labels: np.ndarray  # (M,) classes of the training split (class distribution plot)
 
     @property
@@ -243,9 +246,13 @@ def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalMod
     state_dict = {k: v.detach() for k, v in loaded.model.state_dict().items()}
     evaluation = engine.evaluate(loaded.config, state_dict, data.test, device="cpu")
     mean, std = loaded.normalization
-    # Undo the normalisation to show the images: x = (pixel / 255 - mean) / std.
-    pixels = (data.test.x.double() * std + mean) * 255
-    images = pixels.round().clamp(0, 255).to(torch.uint8).numpy()
+    images = None
+    if len(data.input_shape) == 2:
+        # Undo the normalisation to show the images: x = (pixel / 255 - mean) / std; shown on
+        # 0..255 whatever range the data uses (digits: 0..16).
+        pixels = (data.test.x.double() * std + mean) * 255 * (255 / (data.pixel_max or 255))
+        images = pixels.round().clamp(0, 255).to(torch.uint8).numpy()
+        images = images.reshape(-1, *data.input_shape)
     return FinalModel(
         path=path,
         config=loaded.config,
@@ -253,6 +260,6 @@ def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalMod
         class_names=loaded.class_names,
         labels=data.test.y.cpu().numpy(),
         predictions=np.asarray(evaluation.predictions),
-        images=images.reshape(-1, 28, 28),
+        images=images,
         train_labels=data.train.y.cpu().numpy(),
     )

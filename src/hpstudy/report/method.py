@@ -19,15 +19,19 @@ from hpstudy.space import LEAKY_RELU_SLOPE
 
 
 def method_section(view: RunView) -> list[Block]:
-    study, norm = view.study, view.study.normalization
+    study = view.study
+    norm = view.split.get("normalization") or study.normalization
+    auto = " (from the training split)" if norm.get("from") else ""
     split = "the test set (the paper's leak)" if view.is_leaky else "a validation split"
     text = (
-        f"Inputs: pixels scaled to [0, 1], then (x - {norm['mean']:g}) / {norm['std']:g}, "
-        "flattened to 784 values. Model: fully connected layers of the topology's widths "
-        "with the activation after each hidden layer, 10 logits out. Loss: cross-entropy (mean "
-        "over the batch). Initialisation: PyTorch's default for `nn.Linear` (Kaiming-uniform "
-        "weights with a = √5, biases uniform in ±1/√fan_in), drawn after "
-        "`torch.manual_seed(seed)`. Optimizers: `torch.optim` defaults with the row's learning "
+        f"Data: {study.data_label}. Inputs: pixels scaled by 1/255 (feature values as they "
+        f"are), then (x - {norm['mean']:g}) / {norm['std']:g}{auto}, flattened to "
+        f"{study.n_inputs} values. Model: fully connected layers of the topology's widths "
+        f"with the activation after each hidden layer, {study.n_classes} logits out. Loss: "
+        "cross-entropy (mean over the batch). Initialisation: PyTorch's default for "
+        "`nn.Linear` (Kaiming-uniform weights with a = √5, biases uniform in ±1/√fan_in), "
+        "drawn after `torch.manual_seed(seed)`. Optimizers: `torch.optim` defaults with "
+        "the row's learning "
         "rate: SGD without momentum, dampening, Nesterov or weight decay; Adam with betas "
         "(0.9, 0.999), eps 1e-8, no weight decay, no AMSGrad; RMSprop with alpha 0.99, eps "
         "1e-8, no momentum, not centred. LeakyReLU slope "

@@ -23,6 +23,8 @@ def final_model_table(final: FinalModel, view: RunView, paper_final: float | Non
     metrics = final.metadata.get("metrics", {})
     stored = metrics.get("test_accuracy")
     rows = [
+        ("data", f"{view.study.data_label} ({config.n_inputs} inputs, {config.n_classes} "
+         "classes)"),
         ("topology", config.topology_label),
         ("optimizer", f"{config.optimizer} (torch.optim defaults)"),
         ("learning rate", f"{config.lr:g}"),

@@ -160,10 +160,11 @@ def final_model_section(view: RunView, final: FinalModel | None, figdir: Path) -
                          "class, columns: predicted), as the paper's Fig. 1."))  # fmt: skip
     blocks.append(model_card.per_class_table(metrics.per_class(cm), names))
     blocks.append(model_card.confused_pairs_table(metrics.confused_pairs(cm), names))
-    path = figures.plot_misclassified(final.images, final.labels, final.predictions, names,
-                                      figdir / "misclassified.png")  # fmt: skip
-    blocks.append(Figure(path, "Misclassified test images (the first 24 in test-set order), "
-                               "with true and predicted class."))  # fmt: skip
+    if final.images is not None:  # feature vectors have no picture
+        path = figures.plot_misclassified(final.images, final.labels, final.predictions, names,
+                                          figdir / "misclassified.png")  # fmt: skip
+        blocks.append(Figure(path, "Misclassified test images (the first 24 in test-set "
+                                   "order), with true and predicted class."))  # fmt: skip
     return blocks
 
 
@@ -192,7 +193,9 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
                                "cross where early stopping ended the trial."))  # fmt: skip
     if final is not None:
         path = figures.plot_class_distribution(final.train_labels, final.labels,
-                                               figdir / "class_distribution.png")  # fmt: skip
+                                               figdir / "class_distribution.png",
+                                               class_names=final.class_names,
+                                               title=view.study.data_label)  # fmt: skip
         blocks.append(
             Figure(
                 path,
@@ -287,6 +290,9 @@ def provenance_section(view: RunView, final: FinalModel | None, report_command: 
         ("quick-try limits", ", ".join(f"{k} {v}" for k, v in view.limits.items()) or "none"),
     ]
     for name, digest in sorted(digests.items()):
+        if not view.study.is_fashion_mnist:  # verified on loading, or the user's own file
+            rows.append((f"sha256 {name}", digest))
+            continue
         ok = "canonical" if data.SHA256.get(name) == digest else "NOT the canonical file"
         rows.append((f"sha256 {name}", f"{digest} ({ok})"))
     blocks: list[Block] = [
