@@ -223,3 +223,19 @@ def test_bad_data_table_is_one_line_and_no_run_folder(table, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and err.startswith("hpstudy run: error: "), err
     assert not out.exists()
     print(f"{table!r}: {err.strip()}")
+
+
+def test_run_warns_about_test_images_that_copy_training_images(tmp_path, capsys):
+    # _npz's default test split is the first 9 training images: all of them copies.
+    path = _npz(tmp_path / "copies.npz")
+    study = tmp_path / "copies.toml"
+    study.write_text(
+        'name = "copies"\nprotocol = "grid"\nselection = "test"\nmax_epochs = 1\n'
+        f'[data]\npath = "{path.name}"\n'
+        '[space]\ntopology = [[8]]\noptimizer = ["sgd"]\nlr = [0.1]\nactivation = ["relu"]\n'
+    )
+    code, _, err = _run(capsys, "run", str(study), "--out", str(tmp_path / "run"),
+                        "--device", "cpu", "--no-report")  # fmt: skip
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "9 of 9 test examples" in warning[0], err

@@ -28,6 +28,7 @@ from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.options import RunOptions
 from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
+from hpstudy.protocols.events import DataWarning
 from hpstudy.rundir import (
     MODEL_FILE,
     REPLICATION_FILE,
@@ -143,6 +144,8 @@ def run_study(
         check_durable(options.storage)
     # The data is loaded and checked before the run folder exists: bad data leaves nothing.
     data = prepare_data(study, options)
+    for text in data.warnings:
+        on_event(DataWarning(text))
     study = study.with_data_shape(data.n_inputs, data.n_classes)
     make_run_dir(run_dir)
     store = open_store(study, options, run_dir)

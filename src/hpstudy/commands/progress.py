@@ -31,10 +31,18 @@ class ProgressPrinter:
         self.stream, self.every_s, self.last = stream, every_s, 0.0
 
     def __call__(self, event) -> None:
-        from hpstudy.protocols.events import EpochDone, StageFinished, StageStarted, Waiting
+        from hpstudy.protocols.events import (
+            DataWarning,
+            EpochDone,
+            StageFinished,
+            StageStarted,
+            Waiting,
+        )
         from hpstudy.tables import format_table
 
-        if isinstance(event, StageStarted):
+        if isinstance(event, DataWarning):
+            self.say(f"warning: {event.text}")
+        elif isinstance(event, StageStarted):
             of = f"/{event.n_stages}" if event.n_stages else ""
             self.say(
                 f"stage {event.index}{of} {event.name}: {event.n_configs} trials, "

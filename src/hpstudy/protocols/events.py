@@ -45,4 +45,9 @@ class StageFinished:
     table: StageTable
 
 
-Event = StageStarted | EpochDone | Waiting | StageFinished
+@dataclass(frozen=True)
+class DataWarning:
+    text: str  # one line about the data, e.g. test images that copy training images
+
+
+Event = StageStarted | EpochDone | Waiting | StageFinished | DataWarning
