@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from hpstudy import data
@@ -11,6 +14,16 @@ from hpstudy import data
 def fashion() -> data.FashionMNIST:
     """The canonical dataset (installed by `make test` via dataset-fashion-mnist)."""
     return data.load(download=False)
+
+
+@pytest.fixture
+def copy_dir(tmp_path) -> Path:
+    """A folder with the four real .gz files, ready to be damaged one at a time."""
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for name in data.FILES.values():
+        shutil.copyfile(data.DEBIAN_DIR / f"{name}.gz", folder / f"{name}.gz")
+    return folder
 
 
 # The slow tier: whole studies (report runs, the replication), the browser, PostgreSQL, process

@@ -13,7 +13,6 @@ import functools
 import gzip
 import json
 import os
-import shutil
 import threading
 import time
 import tracemalloc
@@ -76,15 +75,6 @@ def _peak_while(call) -> tuple[BaseException | None, int]:
 
 
 # --- the data folder ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def copy_dir(tmp_path) -> Path:
-    folder = tmp_path / "fm"
-    folder.mkdir()
-    for name in data.FILES.values():
-        shutil.copyfile(data.DEBIAN_DIR / f"{name}.gz", folder / f"{name}.gz")
-    return folder
 
 
 def _verify_fails(folder: Path, capsys, *fragments: str) -> str:

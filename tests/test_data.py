@@ -108,16 +108,6 @@ def test_verify_command_prints_digests(capsys):
 # --- damaged copies ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def copy_dir(tmp_path) -> Path:
-    """A folder with the four real .gz files, ready to be damaged one at a time."""
-    folder = tmp_path / "fm"
-    folder.mkdir()
-    for name in data.FILES.values():
-        shutil.copyfile(data.DEBIAN_DIR / f"{name}.gz", folder / f"{name}.gz")
-    return folder
-
-
 def _raw(name: str) -> bytes:
     return gzip.decompress((data.DEBIAN_DIR / f"{name}.gz").read_bytes())
 

@@ -199,12 +199,8 @@ def test_bad_data_is_one_line_and_no_run_folder(case, tmp_path, capsys):
     study = tmp_path / "bad.toml"
     study.write_text(f'protocol = "grid"\nselection = "test"\n[data]\npath = "{path.name}"\n'
                      '[space]\ntopology = ["T1"]\n')  # fmt: skip
-    out = tmp_path / "run"
-    code, _, err = _run(capsys, "run", str(study), "--out", str(out), "--device", "cpu")
-    assert code != 0
-    assert len(err.strip().splitlines()) == 1 and err.startswith("hpstudy run: error: "), err
+    err = _refused(study, tmp_path, capsys)
     assert str(path) in err or path.name in err
-    assert not out.exists()
     print(f"{case}: {err.strip()}")  # shown with -s: the report quotes these lines
 
 
@@ -217,12 +213,18 @@ def test_bad_data_table_is_one_line_and_no_run_folder(table, tmp_path, capsys):
     study = tmp_path / "bad.toml"
     study.write_text(f'protocol = "grid"\nselection = "test"\n[data]\n{table}\n'
                      '[space]\ntopology = ["T1"]\n')  # fmt: skip
+    err = _refused(study, tmp_path, capsys)
+    print(f"{table!r}: {err.strip()}")
+
+
+def _refused(study: Path, tmp_path: Path, capsys) -> str:
+    """`hpstudy run` on a bad study: non-zero, one line on stderr, no run folder."""
     out = tmp_path / "run"
     code, _, err = _run(capsys, "run", str(study), "--out", str(out), "--device", "cpu")
     assert code != 0
     assert len(err.strip().splitlines()) == 1 and err.startswith("hpstudy run: error: "), err
     assert not out.exists()
-    print(f"{table!r}: {err.strip()}")
+    return err
 
 
 def test_run_warns_about_test_images_that_copy_training_images(tmp_path, capsys):
