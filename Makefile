@@ -42,7 +42,7 @@ test: setup lint
 
 # The fast tier, for a newcomer's first minute: everything not marked slow (whole studies, the
 # browser, PostgreSQL, kills, wheel builds; see tests/conftest.py).
-test-fast: setup
+test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: setup
