@@ -65,9 +65,10 @@ def build_report(
     figdir = view.run_dir / FIGURES_DIR
     figdir.mkdir(exist_ok=True)
     command = command or "hpstudy.report.build_report (from Python)"
+    replication = verdict.replication_of(view)  # computed once: the page and the json
     blocks = [
         *sections.title(view, final, related),
-        *verdict.verdict_section(view),
+        *verdict.verdict_section(replication, view.study.seeds),
         *verdict.noise_section(view),
         *sections.stage_section(view),
         *sections.final_model_section(view, final, figdir),
@@ -105,7 +106,6 @@ def build_report(
         "stage_tables": {f"{tb.index}_{tb.name}": tb.to_dict() for tb in view.tables},
         "provenance": _provenance_numbers(view),
     }
-    replication = verdict.replication_of(view)
     if replication is not None:
         payload["replication"] = replication.to_dict()
     text = json.dumps(_json_safe(payload), indent=1, default=str) + "\n"

@@ -1,6 +1,7 @@
 """The report's opening: the verdict on the paper, and how far each stage winner is from noise.
 
-    >>> blocks = verdict_section(view)      # replicate runs: cells, claims, what to use
+    >>> replication = replication_of(view)  # None unless a replicate run
+    >>> blocks = verdict_section(replication, view.study.seeds)  # cells, claims, what to use
     >>> blocks = noise_section(view)        # staged runs: each winner against its runner-up
 
 A replicate run re-measured every published number (`hpstudy.protocols.replicate`); its verdict
@@ -42,9 +43,8 @@ def replication_of(view: RunView):
     )
 
 
-def verdict_section(view: RunView) -> list[Block]:
+def verdict_section(replication, seeds: tuple[int, ...]) -> list[Block]:
     """Cells and claims first, then what a reader should use and how sure we are."""
-    replication = replication_of(view)
     if replication is None or not replication.cells:
         return []
     cells, claims = replication.cells, replication.claims
@@ -57,7 +57,7 @@ def verdict_section(view: RunView) -> list[Block]:
         f"{places[v.BELOW]} below it. Of its {len(claims)} conclusions, {said[v.SUPPORTED]} are "
         f"supported, {said[v.CONTRADICTED]} contradicted and {said[v.INCONCLUSIVE]} "
         f"inconclusive. Each cell is the paper's own configuration trained with "
-        f"{replication.n_seeds} seeds ({', '.join(map(str, view.study.seeds))}) under the "
+        f"{replication.n_seeds} seeds ({', '.join(map(str, seeds))}) under the "
         "paper's metric.", "note"))  # fmt: skip
     blocks.append(claims_table(claims))
     blocks += recommendation(replication)
