@@ -101,7 +101,7 @@ def test_grid_trains_the_whole_space_once(tmp_path: Path):
 
 
 def test_search_spends_its_budget_without_retraining(tmp_path: Path):
-    extra = '[search]\nn_trials = 6\nbatch = 3\npruner = "median"\n'
+    extra = '[search]\nn_trials = 6\nbatch = 3\npruner = "median"\nconfirm_top = 0\n'
     summary = run_tiny(tmp_path, name="search", protocol="search", selection="validation",
                        extra=extra)  # fmt: skip
     records = open_run(summary.run_dir).records()
@@ -113,7 +113,7 @@ def test_search_spends_its_budget_without_retraining(tmp_path: Path):
 
 
 def test_search_with_seeds_trains_each_proposal_once_per_seed(tmp_path: Path):
-    extra = '[search]\nn_trials = 4\nbatch = 2\npruner = "none"\n'
+    extra = '[search]\nn_trials = 4\nbatch = 2\npruner = "none"\nconfirm_top = 0\n'
     study = load_study(write_study(tmp_path, name="search", protocol="search",
                                    selection="validation", n_seeds=2, extra=extra))  # fmt: skip
     summary = run_study(study, RunOptions(out=str(tmp_path / "search"), **QUICK))
@@ -134,7 +134,7 @@ def test_search_with_seeds_trains_each_proposal_once_per_seed(tmp_path: Path):
 
 
 def test_resumed_search_with_more_seeds_trains_only_the_missing_seeds(tmp_path: Path):
-    extra = '[search]\nn_trials = 3\nbatch = 3\npruner = "none"\n'
+    extra = '[search]\nn_trials = 3\nbatch = 3\npruner = "none"\nconfirm_top = 0\n'
     study = load_study(write_study(tmp_path, name="search", protocol="search",
                                    selection="validation", n_seeds=1, extra=extra))  # fmt: skip
     options = RunOptions(out=str(tmp_path / "search"), **QUICK)

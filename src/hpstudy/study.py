@@ -30,6 +30,7 @@ from hpstudy.factors import FACTORS
 from hpstudy.space import MAX_SEED, Config
 
 SCHEMA_VERSION = 1
+CONFIRM_SEED_OFFSET = 1000  # search: confirmation seeds are seed + 1000 + i (never search seeds)
 # Package data (pyproject's package-data), so a wheel install finds `hpstudy run paper` too.
 STUDIES_DIR = Path(str(importlib.resources.files("hpstudy") / "studies"))
 # Study and stage names become folder and file names (runs/<study>, tables/<i>_<stage>.json)
@@ -100,6 +101,8 @@ class Study:
     n_trials: int = 100  # search: trial budget
     pruner: str = "median"  # search: "median" or "none"
     sampler_seed: int = 0  # search: TPE seed
+    confirm_top: int = 3  # search: best configurations retrained with new seeds (0: none)
+    confirm_seeds: int = 5  # search: seeds of that confirmation (seed + 1000, seed + 1001, ...)
     published_final: float | None = None  # the paper's final test accuracy (%)
     staged_seeds: int = 1  # replicate: seeds of the staged search run beside it (0: none)
     with_clean: bool = False  # replicate: also train every cell on the validation split
@@ -126,6 +129,13 @@ class Study:
     @property
     def seeds(self) -> tuple[int, ...]:
         return tuple(self.seed + i for i in range(self.n_seeds))
+
+    @property
+    def confirmation_seeds(self) -> tuple[int, ...]:
+        """search: seeds of the confirmation round, `seed + 1000 + i`, apart from `seeds`."""
+        if not self.confirm_top:
+            return ()
+        return tuple(self.seed + CONFIRM_SEED_OFFSET + i for i in range(self.confirm_seeds))
 
     def config(self, *, seed: int, **factors: Any) -> Config:
         """The Config for these factor values and seed, with the study's fixed settings (a
@@ -419,7 +429,11 @@ class _Parser:
                         f"protocol = {protocol.value!r}",
                     )
         grid = self.table(raw, "grid", {"batch"})
-        search = self.table(raw, "search", {"n_trials", "batch", "pruner", "sampler_seed"})
+        search = self.table(raw, "search", {"n_trials", "batch", "pruner", "sampler_seed",
+                                            "confirm_top", "confirm_seeds"})  # fmt: skip
+        confirm_top = self.integer(search, "confirm_top", 3, low=0, where="search")
+        confirm_seeds = self.integer(search, "confirm_seeds", 5, low=2 if confirm_top else 0,
+                                     where="search")  # fmt: skip
         batch_from = search if protocol is ProtocolKind.SEARCH else grid
         where = "search" if protocol is ProtocolKind.SEARCH else "grid"
         pruner = search.get("pruner", "median")
@@ -431,6 +445,11 @@ class _Parser:
             final = self.number(published, "final_accuracy", "published")
         seed, n_seeds = self.integer(raw, "seed", 42, low=0), self.integer(raw, "n_seeds", 1, low=1)
         check_last_seed(seed, n_seeds, f"{self.path}: seed")
+        if confirm_top and n_seeds > CONFIRM_SEED_OFFSET:
+            raise self.fail("n_seeds", f"must be at most {CONFIRM_SEED_OFFSET} with "
+                            f"search.confirm_top > 0 (confirmation seeds start at seed + "
+                            f"{CONFIRM_SEED_OFFSET}), got {n_seeds}")  # fmt: skip
+        check_last_seed(seed + CONFIRM_SEED_OFFSET, confirm_seeds, f"{self.path}: seed")
         return Study(
             name=name,
             path=self.path,
@@ -450,6 +469,8 @@ class _Parser:
             n_trials=self.integer(search, "n_trials", 100, low=1, where="search"),
             pruner=pruner,
             sampler_seed=self.integer(search, "sampler_seed", 0, low=0, where="search"),
+            confirm_top=confirm_top,
+            confirm_seeds=confirm_seeds,
             published_final=final,
             data=data,
             **kwargs,

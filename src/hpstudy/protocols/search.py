@@ -1,54 +1,85 @@
 """The search protocol: Optuna's TPE sampler with a median pruner, in engine-sized batches.
 
-    >>> tables = SearchProtocol(load_study("search"), trainer).run()   # one table, best first
+    >>> tables = SearchProtocol(load_study("search"), trainer).run()   # search, then confirmed
 
-Each round asks the sampler for `batch` trials, trains them as one population (reporting every
-epoch's accuracy so the pruner can stop weak members) and finishes them. A configuration the
-sampler proposes again is not retrained: the new trial is discarded. With several seeds
-(`n_seeds`, `--seeds N`) each proposed configuration is trained once per seed, each seed its own
-Optuna trial with the same params (the sampler sees every seed's result; the pruner judges each
-seed on its own), and the table gives mean ± CI over seeds. The budget (`n_trials`) counts
-configurations (tried or discarded), so a resumed search asks only for what is left, after first
-training any seed that an interrupted round left missing.
+Each round asks the sampler for `batch` new configurations, trains them as one population
+(reporting every epoch's accuracy so the pruner can stop weak members) and finishes them. With
+several seeds (`n_seeds`, `--seeds N`) each proposed configuration is trained once per seed, each
+seed its own Optuna trial with the same params (the sampler sees every seed's result; the pruner
+judges each seed on its own), and the table gives mean ± CI over seeds.
+
+The budget (`n_trials`) buys distinct configurations. A proposal that repeats a trained
+configuration is told that configuration's known result (mean over its seeds; the sampler learns
+from it) and spends nothing; one that repeats a configuration of the same round is dropped. The
+search ends when the budget is spent, when the space is exhausted, or after `max_repeats`
+proposals in a row that were all repeats; the table's rule says which. A resumed search asks only
+for what is left, after first training any seed an interrupted round left missing.
+
+Confirmation: the `confirm_top` best configurations (by their search score, the mean over search
+seeds) are retrained with `confirm_seeds` new seeds, `seed + 1000 + i` (never a search seed),
+on the same split and selection. The second table gives their confirmed mean ± CI, ranked; its
+winner is the final model. Search scores are maxima over many tried configurations, so they
+overstate what a configuration does on fresh seeds (the winner's curse); the rule says by how much.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
 from hpstudy.protocols.base import Protocol
 from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
 from hpstudy.space import Config
-from hpstudy.storage import TrialRecord, TrialStatus
+from hpstudy.storage import TrialRecord
 from hpstudy.storage.search import Searcher, SearchTrial
-from hpstudy.tables import StageTable
+from hpstudy.tables import StageTable, mean_ci
+
+MAX_REPEATS = 200  # proposals in a row that all repeat known configurations: the search stops
 
 
 class SearchProtocol(Protocol):
     name = "search"
+    max_repeats = MAX_REPEATS
 
     def run(self) -> list[StageTable]:
         trainer, study = self.trainer, self.study
         store = trainer.store
         self.searcher = Searcher(store, study.space, sampler_seed=study.sampler_seed,
                                  pruner=study.pruner)  # fmt: skip
+        self.n_told = 0  # repeated proposals told their known result (this process)
+        self.stopped_by_repeats = False
         self._complete_seeds()
         round_index = 0
-        while (used := self._used(store.records())) < study.n_trials:
+        while not self.stopped_by_repeats:
+            left = min(study.n_trials, self.space_size) - len(self._tried(store.records()))
+            if left <= 0:
+                break
             round_index += 1
-            asked = self._ask_round(min(study.batch, study.n_trials - used))
+            asked = self._ask_round(min(study.batch, left))
             name = f"search round {round_index}"
             trainer.on_event(StageStarted(round_index, None, name, len(asked), 0))
             self._train_round(name, asked)
+        search = self.tables(store.records(), {})[0]
+        self._confirm(search)
         tables = self.tables(store.records(), {})
-        trainer.on_event(StageFinished(tables[0]))
+        for table in tables:
+            trainer.on_event(StageFinished(table))
         return tables
 
-    def _used(self, records: Sequence[TrialRecord]) -> int:
-        """Budget spent: configurations with a finished trial, plus discarded proposals."""
-        tried = {self._base(r.config) for r in records if r.status.is_finished}
-        return len(tried) + sum(r.status is TrialStatus.DISCARDED for r in records)
+    @property
+    def space_size(self) -> int:
+        return math.prod(len(values) for values in self.study.space.values())
+
+    def _tried(self, records: Sequence[TrialRecord]) -> dict[Config, list[TrialRecord]]:
+        """Configurations with a finished search-seed trial on this split -> those trials."""
+        split, seeds = self.trainer.data.split, set(self.study.seeds)
+        tried: dict[Config, list[TrialRecord]] = {}
+        for r in records:
+            if r.status.is_finished and r.split == split and r.seed in seeds:
+                tried.setdefault(self._base(r.config), []).append(r)
+        return tried
 
     def _base(self, config: Config) -> Config:
         """A configuration without its seed (as the study's first seed)."""
@@ -57,34 +88,41 @@ class SearchProtocol(Protocol):
     def _ask_round(self, batch: int) -> list[tuple[SearchTrial, Config]]:
         """Up to `batch` new configurations from the sampler, each with a trial per seed.
 
-        A configuration already tried is discarded (it still spends budget, so a sampler that
-        keeps proposing known points cannot loop forever)."""
+        A proposal of a trained configuration is told its known result and spends nothing; one
+        of a configuration this round already holds is dropped. After `max_repeats` repeats in a
+        row the search stops (`stopped_by_repeats`), so a sampler stuck on known points ends."""
         trainer = self.trainer
-        finished = {r.key for r in trainer.store.records() if r.status.is_finished}
-        seen, asked = set(finished), []
-        for _ in range(batch):
+        tried = self._tried(trainer.store.records())
+        seen: set[Config] = set()
+        asked: list[tuple[SearchTrial, Config]] = []
+        repeats = 0
+        while len(seen) < batch:
             trial = self.searcher.ask()
             config = self.study.config(seed=self.study.seeds[0], **self._factors(trial.params))
-            trial.label(config, protocol=self.name, split=trainer.data.split)
-            if trainer.key(config) in seen:
-                trainer.store.discard(trial.trial_id, "configuration already trained")
+            if config in tried or config in seen:
+                if config in tried:
+                    trial.tell_known(_known_value(tried[config]), trainer.key(config))
+                    self.n_told += 1
+                else:
+                    self.searcher.drop(trial, "configuration already asked this round")
+                repeats += 1
+                if repeats >= self.max_repeats:
+                    self.stopped_by_repeats = True
+                    break
                 continue
-            seen.add(trainer.key(config))
+            repeats = 0
+            trial.label(config, protocol=self.name, split=trainer.data.split)
+            seen.add(config)
             asked.append((trial, config))
-            for seed in self.study.seeds[1:]:
-                other = config.replace(seed=seed)
-                if trainer.key(other) not in seen:
-                    seen.add(trainer.key(other))
-                    asked.append((self._ask_fixed(other), other))
+            asked += [(self._ask_fixed(config.replace(seed=s)), config.replace(seed=s))
+                      for s in self.study.seeds[1:]]  # fmt: skip
         return asked
 
     def _complete_seeds(self) -> None:
         """Train the seeds missing from configurations already tried: a run interrupted mid-round,
         or one resumed with more seeds, so that every row has all of its seeds."""
-        by_base: dict[Config, set[int]] = {}
-        for r in self.trainer.store.records():
-            if r.status.is_finished and r.split == self.trainer.data.split:
-                by_base.setdefault(self._base(r.config), set()).add(r.seed)
+        tried = self._tried(self.trainer.store.records())
+        by_base = {base: {r.seed for r in group} for base, group in tried.items()}
         missing = [base.replace(seed=s) for base, seeds in by_base.items()
                    for s in self.study.seeds if s not in seeds]  # fmt: skip
         if missing:
@@ -110,26 +148,87 @@ class SearchProtocol(Protocol):
     def _factors(self, params: dict) -> dict:
         return self.searcher.factors(params, self.study.space)
 
+    def _confirm(self, search: StageTable) -> None:
+        """Retrain the search table's `confirm_top` best configurations with the confirmation
+        seeds (ordinary trials through `Trainer.ensure`: a resume trains only what is missing)."""
+        seeds = self.study.confirmation_seeds
+        configs = [Config.from_dict(row.config).replace(seed=seed)
+                   for row in self._top(search) for seed in seeds]  # fmt: skip
+        if not configs:
+            return
+        name = "search: confirmation"
+        self.trainer.on_event(StageStarted(0, None, name, len(configs), 0))
+        self.trainer.stage = name
+        self.trainer.ensure(configs)
+
+    def _top(self, search: StageTable) -> list:
+        """The rows the confirmation round retrains: the best `confirm_top` with a score."""
+        return [row for row in search.rows if row.selection.n][: self.study.confirm_top]
+
     def tables(
         self, records: Sequence[TrialRecord], tests: dict[str, float], split: dict | None = None
     ) -> list[StageTable]:
+        """The search table (search seeds), then, where confirmation trials exist, the confirmed
+        table (confirmation seeds of the search table's top rows), whose winner is final."""
         from hpstudy.protocols.base import make_row, ranked_table
 
         split = self.trainer.data.split if split is None else split
+        leaky = self.study.selection.is_leaky
         groups: dict[Config, list[TrialRecord]] = {}
+        confirmed: dict[Config, list[TrialRecord]] = {}
+        confirmation_seeds = set(self.study.confirmation_seeds)
         for r in records:
-            if r.status.is_finished and r.split == split and r.seed in self.study.seeds:
+            if not (r.status.is_finished and r.split == split):
+                continue
+            if r.seed in self.study.seeds:
                 groups.setdefault(self._base(r.config), []).append(r)
-        rows = [make_row(config_label(base), group, tests=tests,
-                         leaky=self.study.selection.is_leaky)
+            elif r.seed in confirmation_seeds:
+                confirmed.setdefault(self._base(r.config), []).append(r)
+        rows = [make_row(config_label(base), group, tests=tests, leaky=leaky)
                 for base, group in groups.items()]  # fmt: skip
-        rule = self.rule() + f"; TPE sampler, {self.study.pruner} pruner"
-        table = ranked_table(
-            self.study,
-            self.name,
-            rows,
-            name="search",
-            title="Search: {n} configurations, best first",
-            rule=rule,
-        )
-        return [table]  # fmt: skip
+        table = ranked_table(self.study, self.name, rows, name="search",
+                             title="Search: {n} configurations, best first",
+                             rule=self._search_rule(len(rows)))  # fmt: skip
+        scores = {}
+        for row in self._top(table):
+            base = Config.from_dict(row.config)
+            if base in confirmed:
+                scores[base] = row.selection.mean
+        if not scores:
+            return [table]
+        rows = [make_row(config_label(base), confirmed[base], tests=tests, leaky=leaky)
+                for base in scores]  # fmt: skip
+        gaps = [scores[Config.from_dict(r.config).replace(seed=self.study.seeds[0])]
+                - r.selection.mean for r in rows]  # fmt: skip
+        over = mean_ci(gaps)
+        seeds = self.study.confirmation_seeds
+        selection = self.rule().rsplit("; winner", 1)[0]  # their own winner rule follows
+        rule = (f"{selection}; the top {len(rows)} by search score retrained with "
+                f"{len(seeds)} new seeds ({seeds[0]}-{seeds[-1]}: seed + 1000 + i), winner by "
+                f"their mean; the search-time score overstated the confirmed score by "
+                f"{100 * over.mean:+.2f} pp on average (winner's curse)")  # fmt: skip
+        title = "Confirmed: the search's top {n} on new seeds, best first"
+        confirmed_table = ranked_table(self.study, self.name, rows, name="confirmed",
+                                       title=title, rule=rule)  # fmt: skip
+        return [table, dataclasses.replace(confirmed_table, index=2)]
+
+    def _search_rule(self, n_tried: int) -> str:
+        """The search table's rule: the selection, the sampler and why the search ended."""
+        study, size = self.study, self.space_size
+        if n_tried >= size:
+            end = f"the space was exhausted (all {size} configurations)"
+        elif n_tried >= study.n_trials:
+            end = f"the budget of {study.n_trials} distinct configurations was spent"
+        else:
+            end = (
+                f"ended after {n_tried} of {study.n_trials} configurations: the sampler "
+                f"repeated known ones {self.max_repeats} times in a row, or the run stopped"
+            )
+        return f"{self.rule()}; TPE sampler, {study.pruner} pruner; {end}"
+
+
+def _known_value(records: Sequence[TrialRecord]) -> float:
+    """What a repeated proposal is told: the mean of its seeds' values as `Store.finish` set
+    them (best accuracy; 0 where a trial diverged before any epoch)."""
+    values = [r.best_accuracy if r.best_accuracy == r.best_accuracy else 0.0 for r in records]
+    return sum(values) / len(values)

@@ -5,6 +5,7 @@
     >>> trial.label(config, protocol="search", split=split)
     >>> trial.report(epoch, accuracy); trial.should_prune()
     >>> again = searcher.ask_fixed(config.replace(seed=43), protocol="search", split=split)
+    >>> repeat = searcher.ask(); repeat.tell_known(0.87, key)   # a known point: no training
 
 The search protocol sees trial ids and params, never an Optuna object: the sampler, the pruner and
 the enqueue-then-ask dance for a fixed configuration live here, beside the storage they share.
@@ -23,6 +24,7 @@ from hpstudy.space import Config
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.store import Store
 
+REPEAT_ATTR = "repeat_of"  # user attribute of a proposal told its known result: the trial key
 N_STARTUP_TRIALS = 10  # random trials before TPE models the space (Optuna's default)
 
 
@@ -62,6 +64,14 @@ class SearchTrial:
     def should_prune(self) -> bool:
         return self._trial.should_prune()
 
+    def tell_known(self, value: float, key: str) -> None:
+        """Complete a proposal that repeats a trained configuration with its known result.
+
+        The trial gets no identity attributes, so hpstudy's records ignore it; the sampler
+        (TPE models COMPLETE trials' values) learns that the point is known and how good."""
+        self._trial.set_user_attr(REPEAT_ATTR, key)
+        self._trial.study.tell(self._trial, value)
+
 
 class Searcher:
     """Asks the store's study for trials with a TPE sampler and a pruner."""
@@ -84,6 +94,15 @@ class Searcher:
         with warnings.catch_warnings():  # heartbeats: we keep them ourselves
             warnings.simplefilter("ignore", UserWarning)
             return SearchTrial(self.store._optuna.ask(self.distributions))
+
+    def drop(self, trial: SearchTrial, reason: str) -> None:
+        """Give up an unlabelled proposal (one this round already holds): FAIL, unseen by TPE."""
+        self.store.discard(trial.trial_id, reason)
+
+    def n_told(self) -> int:
+        """Proposals completed with a known result (`SearchTrial.tell_known`) so far."""
+        trials = self.store._optuna.get_trials(deepcopy=False)
+        return sum(REPEAT_ATTR in t.user_attrs for t in trials)
 
     def ask_fixed(self, config: Config, *, protocol: str, split: dict) -> SearchTrial:
         """A trial for `config` exactly (another seed of a proposed configuration)."""

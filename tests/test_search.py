@@ -1,0 +1,124 @@
+"""The search protocol's budget (distinct configurations, repeats told not trained, the space
+exhausted, a bound on repeats) and its confirmation round, on small slices of the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpstudy.errors import UserError
+from hpstudy.modelfile import load_model
+from hpstudy.options import RunOptions
+from hpstudy.protocols.search import SearchProtocol
+from hpstudy.rundir import MODEL_FILE, open_run
+from hpstudy.runner import recompute_tables, run_study
+from hpstudy.space import Config
+from hpstudy.storage import TrialStatus
+from hpstudy.storage.keys import params_of
+from hpstudy.storage.search import Searcher
+from hpstudy.study import load_study
+from hpstudy.tables import mean_ci
+from tiny_studies import write_study
+
+QUICK = {"limit_train": 320, "limit_eval": 250}
+SPACE = 2 * 2 * 2  # tiny_studies' space
+
+
+def run_search(tmp_path: Path, *, confirm_top: int = 0, confirm_seeds: int = 2, **search):
+    search = {"batch": 3, "pruner": '"none"', **search}
+    extra = "[search]\n" + "".join(f"{k} = {v}\n" for k, v in search.items())
+    extra += f"confirm_top = {confirm_top}\nconfirm_seeds = {confirm_seeds}\n"
+    study = load_study(write_study(tmp_path, name="search", protocol="search",
+                                   selection="validation", extra=extra))  # fmt: skip
+    return run_study(study, RunOptions(out=str(tmp_path / "search"), **QUICK))
+
+
+def n_told(run_dir: Path) -> int:
+    store = open_run(run_dir)
+    return sum("repeat_of" in t.user_attrs for t in store._optuna.get_trials())
+
+
+def test_repeated_proposals_spend_no_budget(tmp_path: Path):
+    summary = run_search(tmp_path, n_trials=7)
+    records = open_run(summary.run_dir).records()
+    finished = [r for r in records if r.status is TrialStatus.FINISHED]
+    assert len(finished) == len({r.key for r in finished}) == 7 == summary.n_trained
+    assert not [r for r in records if r.status is TrialStatus.DISCARDED]
+    (table,) = summary.tables
+    assert len(table.rows) == 7 and "budget of 7 distinct configurations was spent" in table.rule
+
+
+def test_a_space_smaller_than_the_budget_ends_exhausted(tmp_path: Path):
+    summary = run_search(tmp_path, n_trials=20)
+    (table,) = summary.tables
+    assert len(table.rows) == SPACE == summary.n_trained
+    assert "the space was exhausted (all 8 configurations)" in table.rule
+    assert n_told(summary.run_dir) > 0  # TPE proposed known points: told, not trained
+    again = run_search(tmp_path, n_trials=20)
+    assert again.n_trained == 0 and [t.to_dict() for t in again.tables] == [table.to_dict()]
+
+
+def test_the_repeat_bound_stops_a_sampler_that_only_repeats(tmp_path: Path, monkeypatch):
+    first = run_search(tmp_path, n_trials=2)
+    told_before = n_told(first.run_dir)
+    known = Config.from_dict(first.tables[0].rows[0].config)
+    ask = Searcher.ask
+
+    def ask_known(self):  # a sampler stuck on one trained configuration
+        self.store._optuna.enqueue_trial(params_of(known, self.names))
+        return ask(self)
+
+    monkeypatch.setattr(Searcher, "ask", ask_known)
+    monkeypatch.setattr(SearchProtocol, "max_repeats", 5)
+    again = run_search(tmp_path, n_trials=6)
+    assert again.n_trained == 0
+    assert n_told(again.run_dir) - told_before == 5
+    assert "ended after 2 of 6 configurations" in again.tables[0].rule
+    assert "repeated known ones 5 times in a row" in again.tables[0].rule
+
+
+def test_confirmation_retrains_the_top_with_new_seeds(tmp_path: Path):
+    summary = run_search(tmp_path, n_trials=4, confirm_top=2, confirm_seeds=3)
+    search, confirmed = summary.tables
+    assert summary.n_trained == 4 + 2 * 3
+    assert [t.name for t in summary.tables] == ["search", "confirmed"]
+    by_number = {r.number: r for r in open_run(summary.run_dir).records()}
+    top = {r.label: r for r in search.rows[:2]}
+    assert {r.label for r in confirmed.rows} == set(top)
+    gaps = []
+    for row in confirmed.rows:
+        records = [by_number[n] for n in row.trial_numbers]
+        assert [r.seed for r in records] == [1042, 1043, 1044]
+        assert all(r.status is TrialStatus.FINISHED for r in records)
+        assert all(r.config.replace(seed=42).to_dict() == top[row.label].config for r in records)
+        assert row.selection == mean_ci([r.best_accuracy for r in records])
+        gaps.append(top[row.label].selection.mean - row.selection.mean)
+    assert f"{100 * mean_ci(gaps).mean:+.2f} pp on average" in confirmed.rule
+    best = max(confirmed.rows, key=lambda r: r.selection.mean)
+    assert confirmed.winner == best
+    model = load_model(summary.run_dir / MODEL_FILE)
+    assert model.config.seed in (1042, 1043, 1044)
+    assert model.config.replace(seed=42).to_dict() == top[best.label].config
+    recomputed = recompute_tables(summary.run_dir)
+    assert [t.to_dict() for t in recomputed] == [t.to_dict() for t in summary.tables]
+    again = run_search(tmp_path, n_trials=4, confirm_top=2, confirm_seeds=3)
+    assert again.n_trained == 0
+    assert [t.to_dict() for t in again.tables] == [t.to_dict() for t in summary.tables]
+
+
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ("confirm_top = -1", "search.confirm_top: must be an integer >= 0, got -1"),
+        ("confirm_seeds = 1", "search.confirm_seeds: must be an integer >= 2, got 1"),
+        ("confirm_seeds = 'x'", "search.confirm_seeds: must be an integer >= 2, got 'x'"),
+    ],
+)
+def test_bad_confirmation_values_are_one_line_errors(tmp_path: Path, search: str, message: str):
+    path = write_study(tmp_path, protocol="search", extra=f"[search]\n{search}\n")
+    with pytest.raises(UserError) as caught:
+        load_study(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    load_study(write_study(tmp_path, protocol="search",
+                           extra="[search]\nconfirm_top = 0\nconfirm_seeds = 1\n"))  # fmt: skip
