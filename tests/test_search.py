@@ -122,3 +122,16 @@ def test_bad_confirmation_values_are_one_line_errors(tmp_path: Path, search: str
     assert message in str(caught.value) and "\n" not in str(caught.value)
     load_study(write_study(tmp_path, protocol="search",
                            extra="[search]\nconfirm_top = 0\nconfirm_seeds = 1\n"))  # fmt: skip
+
+
+def test_the_report_shows_how_much_the_search_score_overstated(tmp_path: Path):
+    from hpstudy.report.loader import load_run
+    from hpstudy.report.sections import stage_section
+
+    summary = run_search(tmp_path, n_trials=3, confirm_top=2, confirm_seeds=2)
+    search, confirmed = summary.tables
+    (table,) = [b for b in stage_section(load_run(summary.run_dir)) if b.key == "confirmation"]
+    gaps = [100 * (next(s for s in search.rows if s.label == r.label).selection.mean
+                   - r.selection.mean) for r in confirmed.rows]  # fmt: skip
+    assert [row[-1] for row in table.rows] == [f"{g:+.2f}" for g in gaps]
+    assert f"overstated the confirmed score by {sum(gaps) / len(gaps):+.2f} pp" in table.notes[0]

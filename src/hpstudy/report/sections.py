@@ -125,7 +125,13 @@ def _reproduction_summary(view: RunView) -> list[str]:
 def stage_section(view: RunView) -> list[Block]:
     if not view.is_staged:
         blocks: list[Block] = [Heading(2, "Best configurations")]
-        return [*blocks, t.best_configs(view, view.tables[0])] if view.tables else blocks
+        if not view.tables:
+            return blocks
+        blocks.append(t.best_configs(view, view.tables[0]))
+        confirmed = [tb for tb in view.tables[1:] if tb.name == "confirmed"]
+        if confirmed:  # search: the top configurations retrained on new seeds
+            blocks.append(t.confirmation_table(view.tables[0], confirmed[0]))
+        return blocks
     numbers = published_numbers(view)
     heading = "Tables I–IV" if numbers else "Stage tables"
     staged = [tb for tb in view.tables if tb.protocol == ProtocolKind.STAGED.value]

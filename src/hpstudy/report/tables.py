@@ -257,6 +257,39 @@ def best_configs(view: RunView, table: StageTable, k: int = 10) -> Table:
     )
 
 
+def confirmation_table(search: StageTable, confirmed: StageTable) -> Table:
+    """Search runs: each confirmed configuration's search-time score beside its confirmed mean
+    on new seeds, and by how much the search score overstated it (the winner's curse)."""
+    scores = {r.label: r.selection for r in search.rows}
+    cells, gaps = [], []
+    for row in confirmed.rows:
+        score = scores.get(row.label)
+        gap = 100 * (score.mean - row.selection.mean) if score else float("nan")
+        gaps.append(gap)
+        cells.append((row.label, cell_text(score), cell_text(row.selection), f"{gap:+.2f}"))
+    usable = [g for g in gaps if g == g]
+    mean_gap = sum(usable) / len(usable) if usable else float("nan")
+    sentence = (f"The search-time score overstated the confirmed score by {mean_gap:+.2f} pp on "
+                "average (winner's curse): a search score is the best of many tries.")  # fmt: skip
+    return Table(
+        "confirmation",
+        f"Confirmation: the search's top {len(cells)} on new seeds",
+        (
+            "configuration",
+            f"search score ({search.selection}, %)",
+            f"confirmed ({confirmed.selection}, %)",
+            "overstated by (pp)",
+        ),
+        tuple(cells),
+        (sentence, f"Rule: {confirmed.rule}."),
+        tuple(i for i, r in enumerate(confirmed.rows) if r.is_winner),
+        tuple(
+            {"label": r.label, "overstated_pp": g}
+            for r, g in zip(confirmed.rows, gaps, strict=True)
+        ),
+    )
+
+
 def main_effects_table(effects: dict[str, list[tuple[str, Cell]]]) -> Table:
     rows, data = [], []
     for factor, levels in effects.items():
