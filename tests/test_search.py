@@ -135,3 +135,32 @@ def test_the_report_shows_how_much_the_search_score_overstated(tmp_path: Path):
                    - r.selection.mean) for r in confirmed.rows]  # fmt: skip
     assert [row[-1] for row in table.rows] == [f"{g:+.2f}" for g in gaps]
     assert f"overstated the confirmed score by {sum(gaps) / len(gaps):+.2f} pp" in table.notes[0]
+
+
+def test_importances_leave_out_repeats_told_their_known_result(tmp_path):
+    import optuna
+
+    from hpstudy.storage import Store, default_url
+    from hpstudy.storage.importance import param_importances
+    from hpstudy.storage.search import REPEAT_ATTR
+
+    store = Store(default_url(tmp_path), "imp")
+    store.create_or_load()
+    categorical = optuna.distributions.CategoricalDistribution
+    dists = {"lr": categorical([0.01, 0.1]), "optimizer": categorical(["sgd", "adam"])}
+    points = [(0.01, "sgd", 0.80), (0.1, "sgd", 0.85), (0.01, "adam", 0.60), (0.1, "adam", 0.62),
+              (0.01, "sgd", 0.81), (0.1, "adam", 0.63)]  # fmt: skip
+    trials = [optuna.trial.create_trial(params={"lr": lr, "optimizer": o}, distributions=dists,
+                                        value=v) for lr, o, v in points]  # fmt: skip
+    repeat = optuna.trial.create_trial(params={"lr": 0.1, "optimizer": "adam"}, distributions=dists,
+                                       value=0.99, user_attrs={REPEAT_ATTR: "k"})  # fmt: skip
+    store._optuna.add_trials([*trials, repeat])
+    found = param_importances(store, ["lr", "optimizer"])
+    alone = optuna.create_study(direction="maximize")
+    alone.add_trials(trials)
+    want = optuna.importance.get_param_importances(
+        alone,
+        evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+        params=["lr", "optimizer"],
+    )
+    assert found.values == pytest.approx(dict(want))

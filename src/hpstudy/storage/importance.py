@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import optuna
 
+from hpstudy.storage.search import REPEAT_ATTR
 from hpstudy.storage.store import Store
 
 
@@ -30,6 +31,9 @@ def param_importances(store: Store, factors: Sequence[str], seed: int = 0) -> Im
 
     study = store._optuna
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    # A search's repeated proposals are told their configuration's known result so the
+    # sampler learns; counted here they would weigh that configuration twice.
+    complete = [t for t in complete if REPEAT_ATTR not in t.user_attrs]
     varied = [f for f in factors if len({t.params.get(f) for t in complete}) > 1]
     if len(complete) < 4 or not varied:
         reason = f"too few complete trials with varied factors ({len(complete)} complete)"
@@ -42,7 +46,9 @@ def param_importances(store: Store, factors: Sequence[str], seed: int = 0) -> Im
         reason = "fANOVA needs scikit-learn (`pip install scikit-learn`), which is not installed"
         evaluator = PedAnovaImportanceEvaluator()
     try:
-        found = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)
+        only = optuna.create_study(direction="maximize")  # in memory: these trials alone
+        only.add_trials(complete)
+        found = optuna.importance.get_param_importances(only, evaluator=evaluator, params=varied)
     except (ValueError, RuntimeError) as exc:  # optuna's message says what it lacked
         return Importances({}, method, f"{method} could not run: {exc}")
     return Importances({k: float(v) for k, v in found.items()}, method, reason)
