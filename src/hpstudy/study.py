@@ -431,7 +431,9 @@ class _Parser:
         grid = self.table(raw, "grid", {"batch"})
         search = self.table(raw, "search", {"n_trials", "batch", "pruner", "sampler_seed",
                                             "confirm_top", "confirm_seeds"})  # fmt: skip
-        confirm_top = self.integer(search, "confirm_top", 3, low=0, where="search")
+        # Only a search confirms its winners; other protocols have nothing to confirm.
+        default_top = 3 if protocol is ProtocolKind.SEARCH else 0
+        confirm_top = self.integer(search, "confirm_top", default_top, low=0, where="search")
         confirm_seeds = self.integer(search, "confirm_seeds", 5, low=2 if confirm_top else 0,
                                      where="search")  # fmt: skip
         batch_from = search if protocol is ProtocolKind.SEARCH else grid
@@ -449,7 +451,8 @@ class _Parser:
             raise self.fail("n_seeds", f"must be at most {CONFIRM_SEED_OFFSET} with "
                             f"search.confirm_top > 0 (confirmation seeds start at seed + "
                             f"{CONFIRM_SEED_OFFSET}), got {n_seeds}")  # fmt: skip
-        check_last_seed(seed + CONFIRM_SEED_OFFSET, confirm_seeds, f"{self.path}: seed")
+        if confirm_top:
+            check_last_seed(seed + CONFIRM_SEED_OFFSET, confirm_seeds, f"{self.path}: seed")
         return Study(
             name=name,
             path=self.path,
