@@ -41,13 +41,17 @@ class Protocol(abc.ABC):
         """
 
     def rule(self) -> str:
+        seeds = f"mean over {self.study.n_seeds} seeds" if self.study.n_seeds > 1 else "one seed"
+        return f"{self.selection_rule()}; winner by {seeds}"
+
+    def selection_rule(self) -> str:
+        """Which split stopped training and chose the epoch, in one phrase."""
         split = (
             "test set (the paper's leak)"
             if self.study.selection.is_leaky
             else (f"validation split ({self.study.validation_size:,} images held out of training)")
         )
-        seeds = f"mean over {self.study.n_seeds} seeds" if self.study.n_seeds > 1 else "one seed"
-        return f"early stopping and selection on the {split}; winner by {seeds}"
+        return f"early stopping and selection on the {split}"
 
 
 def ranked_table(study: Study, protocol: str, rows: list[Row], *, name: str, title: str,

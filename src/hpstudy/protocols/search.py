@@ -32,7 +32,7 @@ from hpstudy.protocols.base import Protocol
 from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
 from hpstudy.space import Config
-from hpstudy.storage import TrialRecord
+from hpstudy.storage import TrialRecord, objective_value
 from hpstudy.storage.search import Searcher, SearchTrial
 from hpstudy.tables import StageTable, mean_ci
 
@@ -202,8 +202,7 @@ class SearchProtocol(Protocol):
                 - r.selection.mean for r in rows]  # fmt: skip
         over = mean_ci(gaps)
         seeds = self.study.confirmation_seeds
-        selection = self.rule().rsplit("; winner", 1)[0]  # their own winner rule follows
-        rule = (f"{selection}; the top {len(rows)} by search score retrained with "
+        rule = (f"{self.selection_rule()}; the top {len(rows)} by search score retrained with "
                 f"{len(seeds)} new seeds ({seeds[0]}-{seeds[-1]}: seed + 1000 + i), winner by "
                 f"their mean; the search-time score overstated the confirmed score by "
                 f"{100 * over.mean:+.2f} pp on average (winner's curse)")  # fmt: skip
@@ -229,6 +228,5 @@ class SearchProtocol(Protocol):
 
 def _known_value(records: Sequence[TrialRecord]) -> float:
     """What a repeated proposal is told: the mean of its seeds' values as `Store.finish` set
-    them (best accuracy; 0 where a trial diverged before any epoch)."""
-    values = [r.best_accuracy if r.best_accuracy == r.best_accuracy else 0.0 for r in records]
-    return sum(values) / len(values)
+    them (`objective_value`)."""
+    return sum(objective_value(r.best_accuracy) for r in records) / len(records)

@@ -23,6 +23,7 @@ from hpstudy.storage.keys import (
 from hpstudy.storage.records import (
     TrialRecord,
     TrialStatus,
+    objective_value,
     pack_correct,
     record_from_trial,
     unpack_correct,
@@ -40,7 +41,8 @@ from hpstudy.storage.urls import (
 
 __all__ = [
     "GRACE_S", "HEARTBEAT_S", "TEST_META", "Store", "TrialRecord", "TrialStatus", "check_durable",
-    "default_url", "distributions_of", "explain_storage_error", "identity_attrs", "pack_correct",
-    "params_of", "record_from_trial", "redact_args", "redact_url", "sqlite_file",
+    "default_url", "distributions_of", "explain_storage_error", "identity_attrs",
+    "objective_value", "pack_correct", "params_of", "record_from_trial", "redact_args",
+    "redact_url", "sqlite_file",
     "storage_errors", "topology_param", "trial_key", "unpack_correct",
 ]  # fmt: skip

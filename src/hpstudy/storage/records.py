@@ -104,6 +104,12 @@ def unpack_correct(packed: dict) -> np.ndarray:
 
 
 # The Optuna state Store.finish() gives each outcome (all others: COMPLETE).
+def objective_value(best_accuracy: float) -> float:
+    """The value Optuna ranks a trial by: its best accuracy, 0 where it diverged before any
+    epoch finished (nan), so it ranks last."""
+    return best_accuracy if best_accuracy == best_accuracy else 0.0
+
+
 def final_state(outcome: Outcome) -> TrialState:
     """The Optuna state `Store.finish` gives a trial with this outcome."""
     return TrialState.PRUNED if outcome is Outcome.PRUNED else TrialState.COMPLETE

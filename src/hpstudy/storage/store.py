@@ -44,7 +44,13 @@ from hpstudy.errors import UserError
 from hpstudy.factors import searched
 from hpstudy.space import Config
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
-from hpstudy.storage.records import TrialRecord, final_state, pack_correct, record_from_trial
+from hpstudy.storage.records import (
+    TrialRecord,
+    final_state,
+    objective_value,
+    pack_correct,
+    record_from_trial,
+)
 from hpstudy.storage.urls import _with_driver, check_durable, explain_storage_error, redact_url
 
 _rdb = importlib.import_module("optuna.storages._rdb.storage")
@@ -199,9 +205,7 @@ class Store:
         }
         if result.eval_correct is not None:
             payload["eval_correct"] = pack_correct(result.eval_correct)
-        best = result.best_accuracy
-        value = best if best == best else 0.0  # diverged before any epoch: rank it last
-        state, values = final_state(result.outcome), [value]
+        state, values = final_state(result.outcome), [objective_value(result.best_accuracy)]
         try:
             self._rdb.set_trial_user_attr(trial_id, "result", payload)
             done = self._rdb.set_trial_state_values(trial_id, state, values)
