@@ -40,7 +40,24 @@ class Factor:
             if isinstance(value, int | float | bool):
                 raise UserError(f"expected 'T1'..'T5' or a list of widths, got {value!r}")
             return parse_topology(value)
-        return getattr(Config(**{self.name: value}), self.name)
+        # A value some other field must allow (betas are Adam's): check it in such a Config.
+        context = _PARSE_CONTEXT.get(self.name, {})
+        return getattr(Config(**context, **{self.name: value}), self.name)
+
+
+_PARSE_CONTEXT = {
+    "nesterov": {"momentum": 0.9},
+    "betas": {"optimizer": "adam"},
+    "batch_norm": {"conv": (8,)},
+}
+
+
+def _number(value) -> str:
+    return f"{value:g}"
+
+
+def _widths(value) -> str:
+    return "-".join(map(str, value)) or "none"
 
 
 def _topology_label(value) -> str:
@@ -57,6 +74,20 @@ FACTORS: dict[str, Factor] = {
                lambda v: f"{v:g}"),
         Factor("activation", "Activation", "activation", tuple(ACTIVATIONS),
                ACTIVATIONS.__getitem__),
+        # The wider space: searched only when a study's [space] lists them.
+        Factor("momentum", "Momentum", "momentum", (), _number),
+        Factor("nesterov", "Nesterov", "Nesterov momentum", (), lambda v: "yes" if v else "no"),
+        Factor("weight_decay", "Weight decay", "weight decay", (), _number),
+        Factor("betas", "Adam betas", "Adam's betas", (),
+               lambda v: ",".join(map(_number, v)), param=lambda v: ",".join(map(_number, v))),
+        Factor("schedule", "LR schedule", "learning-rate schedule", (), str),
+        Factor("dropout", "Dropout", "dropout", (), _number),
+        Factor("batch_size", "Batch size", "batch size", (), str),
+        # CNNs: convolution blocks before the dense layers.
+        Factor("conv", "Convolutions", "convolution channels", (), _widths, param=_widths),
+        Factor("kernel_size", "Kernel", "kernel size", (), str),
+        Factor("batch_norm", "Batch norm", "batch normalisation", (),
+               lambda v: "yes" if v else "no"),
     )
 }  # fmt: skip
 PAPER_FACTORS = ("topology", "optimizer", "lr", "activation")

@@ -43,6 +43,19 @@ LEAKY_RELU_SLOPE = 0.01
 
 OPTIMIZERS: dict[str, str] = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}
 
+# Learning-rate schedules, stepped once per epoch as torch.optim.lr_scheduler would be:
+# constant (none), cosine = CosineAnnealingLR(T_max=max_epochs), step = StepLR(step_size, gamma).
+SCHEDULES: dict[str, str] = {"constant": "constant", "cosine": "cosine", "step": "step"}
+STEP_GAMMA = 0.1  # StepLR: the rate falls tenfold at a third and two thirds of max_epochs
+
+
+def step_size(max_epochs: int) -> int:
+    """StepLR's step_size for `schedule = "step"`: a third of max_epochs (at least 1)."""
+    return max(1, round(max_epochs / 3))
+
+
+KERNEL_SIZES = (3, 5)  # CNN: square kernels, "same" padding
+
 # What can be built: a population stacks M copies of every layer, so one layer of 10^8
 # weights is already 400 MB per member in float32; seeds go to torch as 64-bit integers.
 MAX_LAYER_WEIGHTS = 100_000_000
@@ -120,6 +133,21 @@ class Config:
     # so every FashionMNIST trial keeps the key it had before other data existed.
     n_inputs: int = N_INPUTS  # input values per example (H * W, or D features)
     n_classes: int = N_CLASSES  # logits out
+    # The wider space. Each is left out of `to_dict` (and trial keys) at its default, so a
+    # configuration of the paper's space keeps the key it had before these existed. Optimizer
+    # arguments that the optimizer does not take are reset to their defaults (Adam ignores
+    # momentum), so equal training runs are one configuration.
+    momentum: float = 0.0  # SGD's momentum, in [0, 1)
+    nesterov: bool = False  # SGD's Nesterov momentum (needs momentum > 0)
+    weight_decay: float = 0.0  # L2 penalty as torch.optim adds it to the gradient, >= 0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's, each in [0, 1)
+    schedule: str = "constant"  # one of SCHEDULES, stepped per epoch
+    dropout: float = 0.0  # after each hidden activation, in [0, 1)
+    # CNN: channels of each convolution block (conv, [batch norm], activation, 2x2 max-pool)
+    # before the dense hidden layers of `topology`; () is an MLP. Inputs are square images.
+    conv: tuple[int, ...] = ()
+    kernel_size: int = 3  # one of KERNEL_SIZES, "same" padding
+    batch_norm: bool = False  # BatchNorm2d after each convolution
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields once, at construction
@@ -141,6 +169,8 @@ class Config:
             raise UserError(f"seed must be an integer in 0..2**63-1, got seed={self.seed}")
         if (self.n_inputs, self.n_classes) != (N_INPUTS, N_CLASSES):
             _check_buildable(self.topology, self.n_inputs, self.n_classes)
+        _check_wide(self)
+        _check_conv(self)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -156,12 +186,24 @@ class Config:
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def is_cnn(self) -> bool:
+        return bool(self.conv)
+
+    @property
+    def image_side(self) -> int:
+        """The side of a square input image (28 for FashionMNIST)."""
+        return math.isqrt(self.n_inputs)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["topology"] = list(self.topology)
-        for name, default in (("n_inputs", N_INPUTS), ("n_classes", N_CLASSES)):
-            if d[name] == default:
-                del d[name]  # FashionMNIST's shape: keys as before other data existed
+        for name in _OMITTED_AT_DEFAULT:
+            if d[name] == _DEFAULTS[name]:
+                del d[name]  # keys as before other data and the wider space existed
+        for name in ("betas", "conv"):
+            if name in d:
+                d[name] = list(d[name])
         return d
 
     @classmethod
@@ -173,8 +215,89 @@ class Config:
         return cls(**d)
 
     def __str__(self) -> str:
+        wide = " ".join(f"{name}={_value_text(getattr(self, name))}"
+                        for name in _WIDE_FIELDS if getattr(self, name) != _DEFAULTS[name])
+        conv = f"conv{list(self.conv)} " if self.conv else ""
         return (
-            f"{self.topology_label} {self.optimizer} lr={self.lr:g} {self.activation} "
+            f"{conv}{self.topology_label} {self.optimizer} lr={self.lr:g} {self.activation} "
             f"seed={self.seed} bs={self.batch_size} epochs={self.max_epochs} "
-            f"patience={self.patience}"
+            f"patience={self.patience}" + (f" {wide}" if wide else "")
         )
+
+
+def _value_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_value_text(v) for v in value) + ")"
+    return str(value)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
+_WIDE_FIELDS = ("momentum", "nesterov", "weight_decay", "betas", "schedule", "dropout",
+                "kernel_size", "batch_norm")  # printed by __str__ when not at their defaults
+_OMITTED_AT_DEFAULT = ("n_inputs", "n_classes", "conv", *_WIDE_FIELDS)
+
+
+def _unit_interval(name: str, value) -> float:
+    """A float in [0, 1), or a UserError naming the key and that domain."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise UserError(f"{name} must be a number in [0, 1), got {name}={value!r}")
+    return float(value)
+
+
+def _check_wide(config: Config) -> None:
+    """Validate and normalise the optimizer, schedule and dropout fields (see Config)."""
+    set_ = object.__setattr__
+    set_(config, "momentum", _unit_interval("momentum", config.momentum))
+    set_(config, "dropout", _unit_interval("dropout", config.dropout))
+    wd = config.weight_decay
+    if isinstance(wd, bool) or not isinstance(wd, int | float) or not (math.isfinite(wd)
+                                                                       and wd >= 0):
+        raise UserError(f"weight_decay must be a number >= 0, got weight_decay={wd!r}")
+    set_(config, "weight_decay", float(wd))
+    if not isinstance(config.nesterov, bool):
+        raise UserError(f"nesterov must be true or false, got nesterov={config.nesterov!r}")
+    betas = config.betas
+    if not isinstance(betas, list | tuple) or len(betas) != 2:
+        raise UserError(f"betas must be two numbers in [0, 1), got betas={betas!r}")
+    set_(config, "betas", tuple(_unit_interval("betas", b) for b in betas))
+    set_(config, "schedule", _canonical(config.schedule, SCHEDULES, "schedule"))
+    if config.optimizer != "sgd":  # arguments the optimizer does not take: one configuration
+        set_(config, "momentum", 0.0)
+        set_(config, "nesterov", False)
+    if config.optimizer != "adam":
+        set_(config, "betas", _DEFAULTS["betas"])
+    if config.nesterov and config.momentum == 0:
+        raise UserError("nesterov = true needs momentum > 0 (as torch.optim.SGD does), got "
+                        "momentum=0; set a momentum or nesterov = false")  # fmt: skip
+
+
+def _check_conv(config: Config) -> None:
+    """Validate the CNN fields: positive channels, a known kernel, square inputs that survive
+    a 2x2 pooling per block."""
+    set_ = object.__setattr__
+    conv = config.conv
+    if not isinstance(conv, list | tuple) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conv
+    ):
+        raise UserError(f"conv must be a list of positive channel counts, got conv={conv!r}")
+    set_(config, "conv", tuple(conv))
+    if config.kernel_size not in KERNEL_SIZES or isinstance(config.kernel_size, bool):
+        raise UserError(f"kernel_size must be one of {list(KERNEL_SIZES)}, got "
+                        f"kernel_size={config.kernel_size!r}")  # fmt: skip
+    if not isinstance(config.batch_norm, bool):
+        raise UserError(f"batch_norm must be true or false, got batch_norm={config.batch_norm!r}")
+    if not conv:
+        if config.batch_norm:
+            raise UserError("batch_norm = true needs convolution blocks (conv = [...])")
+        return
+    side = config.image_side
+    if side * side != config.n_inputs:
+        raise UserError(f"conv needs square images; these inputs have {config.n_inputs} values "
+                        "each: use an MLP (no conv) for feature data")  # fmt: skip
+    if side >> len(conv) < 1:
+        raise UserError(f"{len(conv)} convolution blocks halve a {side}x{side} image below 1x1; "
+                        f"use at most {side.bit_length() - 1}")  # fmt: skip
+    if len(conv) > MAX_HIDDEN_LAYERS:
+        raise UserError(f"at most {MAX_HIDDEN_LAYERS} convolution blocks, got {len(conv)}")
