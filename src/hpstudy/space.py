@@ -215,8 +215,11 @@ class Config:
         return cls(**d)
 
     def __str__(self) -> str:
-        wide = " ".join(f"{name}={_value_text(getattr(self, name))}"
-                        for name in _WIDE_FIELDS if getattr(self, name) != _DEFAULTS[name])
+        wide = " ".join(
+            f"{name}={_value_text(getattr(self, name))}"
+            for name in _WIDE_FIELDS
+            if getattr(self, name) != _DEFAULTS[name]
+        )
         conv = f"conv{list(self.conv)} " if self.conv else ""
         return (
             f"{conv}{self.topology_label} {self.optimizer} lr={self.lr:g} {self.activation} "
@@ -234,8 +237,16 @@ def _value_text(value) -> str:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
-_WIDE_FIELDS = ("momentum", "nesterov", "weight_decay", "betas", "schedule", "dropout",
-                "kernel_size", "batch_norm")  # printed by __str__ when not at their defaults
+_WIDE_FIELDS = (
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "betas",
+    "schedule",
+    "dropout",
+    "kernel_size",
+    "batch_norm",
+)  # printed by __str__ when not at their defaults
 _OMITTED_AT_DEFAULT = ("n_inputs", "n_classes", "conv", *_WIDE_FIELDS)
 
 
@@ -252,8 +263,11 @@ def _check_wide(config: Config) -> None:
     set_(config, "momentum", _unit_interval("momentum", config.momentum))
     set_(config, "dropout", _unit_interval("dropout", config.dropout))
     wd = config.weight_decay
-    if isinstance(wd, bool) or not isinstance(wd, int | float) or not (math.isfinite(wd)
-                                                                       and wd >= 0):
+    if (
+        isinstance(wd, bool)
+        or not isinstance(wd, int | float)
+        or not (math.isfinite(wd) and wd >= 0)
+    ):
         raise UserError(f"weight_decay must be a number >= 0, got weight_decay={wd!r}")
     set_(config, "weight_decay", float(wd))
     if not isinstance(config.nesterov, bool):
