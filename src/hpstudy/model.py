@@ -14,6 +14,7 @@ import itertools
 
 from torch import nn
 
+from hpstudy.errors import UserError
 from hpstudy.space import LEAKY_RELU_SLOPE, Config
 
 
@@ -30,11 +31,53 @@ def activation_module(name: str) -> nn.Module:
 
 
 def build_mlp(config: Config) -> nn.Sequential:
-    """Linear, activation, Linear, ..., Linear: the paper's MLP for `config` (uses torch's RNG)."""
+    """Linear, activation, [Dropout,] Linear, ..., Linear: the paper's MLP for `config` (uses
+    torch's RNG); Dropout only when config.dropout > 0, so the paper's models keep their keys."""
     sizes = config.layer_sizes
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(activation_module(config.activation))
+            if config.dropout:
+                layers.append(nn.Dropout(config.dropout))
     return nn.Sequential(*layers)
+
+
+def mlp_parameter_names(config: Config) -> list[str]:
+    """The state_dict keys of build_mlp(config), in order: ['0.weight', '0.bias', '2.weight',
+    ...] (the Linear modules sit every 3 places instead of 2 when there is dropout)."""
+    stride = 3 if config.dropout else 2
+    return [f"{stride * layer}.{kind}" for layer in range(len(config.layer_sizes) - 1)
+            for kind in ("weight", "bias")]  # fmt: skip
+
+
+def build_cnn(config: Config) -> nn.Sequential:
+    """The CNN for `config` (uses torch's RNG): inputs (N, side * side) as the MLP's, unflattened
+    to (N, 1, side, side); per block Conv2d ("same" padding; no bias before a BatchNorm2d, which
+    would cancel it), [BatchNorm2d,] activation, MaxPool2d(2); then Flatten and the dense layers
+    of `topology` with the activation between them."""
+    if config.dropout:
+        raise UserError(f"dropout is not supported for CNNs yet, got dropout={config.dropout} "
+                        f"with conv={list(config.conv)}: set dropout = 0")  # fmt: skip
+    side, k = config.image_side, config.kernel_size
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
+    channels = 1
+    for width in config.conv:
+        layers.append(nn.Conv2d(channels, width, k, padding=k // 2, bias=not config.batch_norm))
+        if config.batch_norm:
+            layers.append(nn.BatchNorm2d(width))
+        layers += [activation_module(config.activation), nn.MaxPool2d(2)]
+        channels = width
+    layers.append(nn.Flatten())
+    sizes = config.dense_sizes
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(activation_module(config.activation))
+    return nn.Sequential(*layers)
+
+
+def build_model(config: Config) -> nn.Sequential:
+    """The plain model `config` describes: build_cnn for a CNN (config.conv), else build_mlp."""
+    return build_cnn(config) if config.is_cnn else build_mlp(config)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from hpstudy.model import build_mlp
+from hpstudy.engine.dropout import dropout_generator, dropout_mask
+from hpstudy.model import build_mlp, mlp_parameter_names
 from hpstudy.space import LEAKY_RELU_SLOPE, Config
 
 # activation name -> (f(z), backward(grad wrt a, z, a) -> grad wrt z). The backward functions
@@ -39,8 +40,11 @@ _ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 
 
 def member_order_key(config: Config) -> tuple:
-    """Sort key that makes activation and (optimizer, lr) runs contiguous."""
-    return (config.activation, config.optimizer, config.lr, config.seed)
+    """Sort key that makes activation runs and optimizer-rule runs contiguous (a rule is the
+    optimizer with all its arguments; see optimizers.rule_key, whose fields follow here)."""
+    c = config
+    return (c.activation, c.optimizer, c.lr, c.schedule, c.max_epochs, c.momentum, c.nesterov,
+            c.weight_decay, c.betas, c.dropout, c.seed)  # fmt: skip
 
 
 def runs(values: Sequence) -> list[tuple[object, slice]]:
@@ -72,6 +76,7 @@ class Population:
         self.rows = [_to_rows(p) for p in params]
         self.grad_rows = [torch.zeros_like(r) for r in self.rows]
         self._make_views()
+        self._dropout_generators: list[torch.Generator | None] = [None] * len(self.configs)
 
     def _make_views(self) -> None:
         self.params = _views(self.rows, self.shapes)  # [W1 (M, out, in), b1 (M, out), ...]
@@ -84,6 +89,7 @@ class Population:
             for g in self.grads[::2]
         ]
         self.activation_runs = runs([c.activation for c in self.configs])
+        self.has_dropout = any(c.dropout for c in self.configs)
 
     @classmethod
     def from_configs(
@@ -121,6 +127,30 @@ class Population:
         self.rows = [r[keep] for r in self.rows]
         self.grad_rows = [g[keep] for g in self.grad_rows]
         self._make_views()
+        self._dropout_generators = [self._dropout_generators[i] for i in keep_list]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Seed each dropout member's mask generator for epoch `epoch` (see engine.dropout)."""
+        device = self.rows[0].device
+        self._dropout_generators = [
+            dropout_generator(c.seed, epoch, device) if c.dropout else None for c in self.configs
+        ]
+
+    def _dropout_masks(self, n_batch: int) -> list[torch.Tensor] | None:
+        """One (M, B, width) mask per hidden layer: ones for members without dropout, else
+        drawn from the member's generator step by step, layer by layer (as SeededDropout)."""
+        if not self.has_dropout:
+            return None
+        rows = self.rows[0]
+        widths = [self.shapes[2 * layer][0] for layer in range(self.n_layers - 1)]
+        masks = [rows.new_ones(self.n_members, n_batch, w) for w in widths]
+        for m, (config, generator) in enumerate(zip(self.configs, self._dropout_generators,
+                                                    strict=True)):  # fmt: skip
+            if generator is None:
+                continue
+            for mask, w in zip(masks, widths, strict=True):
+                mask[m] = dropout_mask(generator, (n_batch, w), config.dropout, dtype=rows.dtype)
+        return masks
 
     def _activate(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.activation_runs) == 1:
@@ -132,10 +162,11 @@ class Population:
             return _ACTIVATIONS[self.activation_runs[0][0]][1](grad, z, a)
         return torch.cat([_ACTIVATIONS[n][1](grad[s], z[s], a[s]) for n, s in self.activation_runs])
 
-    def forward(self, x: torch.Tensor, *, keep: bool = False):
+    def forward(self, x: torch.Tensor, *, keep: bool = False, masks=None):
         """Logits (M, B, 10) for inputs x (M, B, 784), or x (B, 784) shared by all members.
 
-        With keep=True also returns [(z, a)] per hidden layer, for the backward pass.
+        With keep=True also returns [(z, a, out)] per hidden layer, for the backward pass
+        (out = a times the layer's dropout mask, when `masks` are given: training only).
         """
         saved = []
         # A shared (B, in) batch is expanded (a view), never folded into one wide matmul: each
@@ -144,9 +175,10 @@ class Population:
         for layer in range(self.n_layers - 1):
             z = self._linear(layer, a)
             a_next = self._activate(z)
+            out = a_next * masks[layer] if masks is not None else a_next
             if keep:
-                saved.append((z, a_next))
-            a = a_next
+                saved.append((z, a_next, out))
+            a = out
         logits = self._linear(self.n_layers - 1, a)
         return (logits, saved) if keep else logits
 
@@ -161,7 +193,8 @@ class Population:
         The gradient of each member is exactly that of its own `CrossEntropyLoss()` (mean over
         the batch) backpropagated through its own `nn.Sequential`.
         """
-        logits, saved = self.forward(x, keep=True)
+        masks = self._dropout_masks(y.shape[1])
+        logits, saved = self.forward(x, keep=True, masks=masks)
         log_probs = torch.log_softmax(logits, dim=-1)  # (M, B, 10)
         loss = -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(dim=1)  # (M,)
         n_batch = y.shape[1]
@@ -169,14 +202,17 @@ class Population:
         dz.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(dz[..., :1], -1.0))
         dz.div_(n_batch)  # d(mean loss)/d(logits): (softmax - onehot) / B
         x = x.expand(self.n_members, *x.shape) if x.dim() == 2 else x
-        inputs = [x] + [a for _, a in saved]
+        inputs = [x] + [out for _, _, out in saved]
         for layer in reversed(range(self.n_layers)):
             self._weight_grad(layer, dz, inputs[layer])
             torch.sum(dz, dim=1, out=self.grads[2 * layer + 1])
             if layer == 0:
                 break
-            z, a = saved[layer - 1]
-            dz = self._activation_backward(torch.bmm(dz, self.params[2 * layer]), z, a)
+            z, a, _ = saved[layer - 1]
+            grad_out = torch.bmm(dz, self.params[2 * layer])
+            if masks is not None:
+                grad_out.mul_(masks[layer - 1])
+            dz = self._activation_backward(grad_out, z, a)
         return loss
 
     def _weight_grad(self, layer: int, dz: torch.Tensor, a: torch.Tensor) -> None:
@@ -192,11 +228,13 @@ class Population:
 
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's weights as `build_mlp(config).state_dict()`, on the CPU."""
-        out = {}
-        for layer in range(self.n_layers):
-            out[f"{2 * layer}.weight"] = self.params[2 * layer][i].detach().cpu().clone()
-            out[f"{2 * layer}.bias"] = self.params[2 * layer + 1][i].detach().cpu().clone()
-        return out
+        return member_state(self.configs[i], self.params, i)
+
+
+def member_state(config: Config, params: list[torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Row i of stacked [W1, b1, W2, ...] as `build_mlp(config).state_dict()`, on the CPU."""
+    names = mlp_parameter_names(config)
+    return {name: p[i].detach().cpu().clone() for name, p in zip(names, params, strict=True)}
 
 
 # Each member's slice of every stored tensor starts at a multiple of this many elements, so

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hpstudy.engine.dropout import dropout_generator, with_seeded_dropout
+from hpstudy.engine.schedules import make_scheduler
 from hpstudy.engine.splits import Split, batch_order
 from hpstudy.model import build_mlp
 from hpstudy.space import Config
@@ -32,9 +34,14 @@ def is_chaotic(config: Config) -> bool:
 
 
 def make_torch_optimizer(config: Config, params) -> torch.optim.Optimizer:
-    """torch.optim's optimizer for `config`, with its default arguments."""
-    classes = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
-    return classes[config.optimizer](params, lr=config.lr)
+    """torch.optim's optimizer for `config`: its arguments, torch's defaults for the rest."""
+    c = config
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                               weight_decay=c.weight_decay)  # fmt: skip
+    if c.optimizer == "adam":
+        return torch.optim.Adam(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+    return torch.optim.RMSprop(params, lr=c.lr, weight_decay=c.weight_decay)
 
 
 @dataclass
@@ -52,12 +59,16 @@ def train_reference(
     """Train `config` alone, exactly as a population member would be trained."""
     torch.manual_seed(config.seed)
     model = build_mlp(config).to(device=train.x.device, dtype=train.x.dtype)
+    model, dropout_slot = with_seeded_dropout(model)  # no change without dropout
     optimizer = make_torch_optimizer(config, model.parameters())
+    scheduler = make_scheduler(config, optimizer)
     loss_fn = nn.CrossEntropyLoss()
     run = ReferenceRun(model, [], [], [], 0)
     best, since_best = -1.0, 0
     for epoch in range(1, (max_epochs or config.max_epochs) + 1):
         order = batch_order(config.seed, epoch, len(train)).to(train.x.device)
+        dropout_slot[0] = dropout_generator(config.seed, epoch, train.x.device)
+        model.train()
         total, n_steps = 0.0, 0
         for idx in order.split(config.batch_size):
             loss = loss_fn(model(train.x[idx]), train.y[idx])
@@ -65,6 +76,9 @@ def train_reference(
             loss.backward()
             optimizer.step()
             total, n_steps = total + loss.item(), n_steps + 1
+        if scheduler is not None:
+            scheduler.step()
+        model.eval()
         with torch.no_grad():
             logits = model(evaluation.x)
             run.eval_loss.append(loss_fn(logits, evaluation.y).item())

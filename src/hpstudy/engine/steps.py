@@ -44,7 +44,8 @@ class StepRunner:
         if cuda_graph and not graphs_supported(train.x.device):
             raise ValueError(f"CUDA graphs need a CUDA device, got {train.x.device}")
         self.pop, self.optimizer, self.train = pop, optimizer, train
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = cuda_graph  # not for dropout: its generators advance outside a graph
+        self._scheduled = any(c.schedule != "constant" for c in pop.configs)
         self.capture_s = 0.0  # time spent capturing graphs (warm-up steps excluded)
         self.n_captures = 0
         self.reset()
@@ -66,6 +67,10 @@ class StepRunner:
         """
         pop, train = self.pop, self.train
         n, batch_size = len(train), pop.configs[0].batch_size
+        pop.start_epoch(epoch)
+        self.optimizer.start_epoch(epoch)
+        if self._graph is not None and self._scheduled:
+            self.reset()  # a graph holds the learning rates it was captured with
         seeds = [c.seed for c in pop.configs]
         unique = sorted(set(seeds))
         orders = {s: _to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
@@ -75,7 +80,7 @@ class StepRunner:
         starts = range(0, n, batch_size)[:max_steps]
         for start in starts:
             idx = order[..., start : start + batch_size]
-            if self.cuda_graph and idx.shape[-1] == batch_size:
+            if self.cuda_graph and not pop.has_dropout and idx.shape[-1] == batch_size:
                 self._graphed_step(idx)
             else:
                 self._eager_step(idx)

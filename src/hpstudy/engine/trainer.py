@@ -24,7 +24,7 @@ import torch
 from hpstudy.engine.flops import matmul_precision, n_parameters
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.planning import max_members, split_group
-from hpstudy.engine.population import Population, member_order_key
+from hpstudy.engine.population import Population, member_order_key, member_state
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.engine.splits import Split
 from hpstudy.engine.steps import StepRunner, graphs_supported
@@ -250,7 +250,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 if ctx.tracker is not None:
                     ctx.tracker.member_stopped(epoch, max_epochs)
                 usable = rec.best_epoch and rec.outcome is not Outcome.DIVERGED
-                state = _member_state(best_params, m) if usable else None
+                state = member_state(config, best_params, m) if usable else None
                 mask = best_correct[m].cpu().numpy() if rec.best_epoch else None
                 finished.append((rec, state, mask))
         if len(keep) < pop.n_members:
@@ -312,14 +312,6 @@ def _snapshot(best_params, params, improved: list[bool]) -> None:
     rows = torch.tensor([m for m, flag in enumerate(improved) if flag], device=params[0].device)
     for best, current in zip(best_params, params, strict=True):
         best[rows] = current[rows]
-
-
-def _member_state(best_params, m: int) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, tensor in enumerate(best_params):
-        kind = "weight" if i % 2 == 0 else "bias"
-        out[f"{i // 2 * 2}.{kind}"] = tensor[m].detach().cpu().clone()
-    return out
 
 
 def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records,
