@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from hpstudy.atomic import atomic_file
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
+from hpstudy.factors import space_size, topologies
 from hpstudy.options import RunOptions
 from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
@@ -74,7 +74,7 @@ def run_dir_for(study: Study, options: RunOptions) -> Path:
 def planned_trials(study: Study) -> int:
     """Most trials the study can ask for (reuse between stages only lowers it)."""
     if study.protocol is ProtocolKind.GRID:
-        n_configs = math.prod(len(values) for values in study.space.values())
+        n_configs = int(space_size(study.space))  # a grid has no ranges
     elif study.protocol is ProtocolKind.SEARCH:
         n_configs = study.n_trials
     else:
@@ -93,7 +93,7 @@ def check_plan(study: Study, options: RunOptions) -> None:
         return
     model_epochs = n_trials * study.max_epochs
     n_train = options.limit_train or 60_000
-    widest = max(model_epoch_flops(Config(topology=t), n_train) for t in study.space["topology"])
+    widest = max(model_epoch_flops(Config(topology=t), n_train) for t in topologies(study.space))
     raise UserError(f"{study.name} with {study.n_seeds:,} seeds plans up to {n_trials:,} trials "
                     f"({model_epochs:,} model-epochs, up to {model_epochs * widest / 1e15:,.3g} "
                     f"PFLOP); above {MAX_TRIALS_UNASKED:,} trials hpstudy asks first: add --yes "

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hpstudy.errors import UserError
-from hpstudy.factors import FACTORS
+from hpstudy.factors import FACTORS, SHAPE_FACTORS, Domain, Range, config_values, ranged_names
 from hpstudy.space import MAX_SEED, Config
 
 SCHEMA_VERSION = 1
@@ -94,7 +94,8 @@ class Study:
     )
     validation_size: int = 6000  # used when selection = validation
     validation_seed: int = 0  # seed of the stratified validation split
-    space: dict[str, tuple] = field(default_factory=dict)  # factor -> canonical choices
+    # factor -> canonical choices, or (search only) a Range: see hpstudy.factors
+    space: dict[str, Domain] = field(default_factory=dict)
     start: dict[str, Any] = field(default_factory=dict)  # staged: the configuration stage 1 uses
     stages: tuple[Stage, ...] = ()
     batch: int = 375  # grid/search: members per engine call (and per worker claim)
@@ -143,7 +144,7 @@ class Study:
         fixed = {"batch_size": self.batch_size, "max_epochs": self.max_epochs,
                  "patience": self.patience, "n_inputs": self.n_inputs,
                  "n_classes": self.n_classes}  # fmt: skip
-        return Config(**(fixed | factors), seed=seed)
+        return Config(**(fixed | config_values(factors)), seed=seed)
 
     def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None,
                        with_clean: bool | None = None) -> Study:  # fmt: skip
@@ -165,6 +166,17 @@ class Study:
         if "n_seeds" in changes:
             check_last_seed(self.seed, changes["n_seeds"], f"--seeds {changes['n_seeds']}")
         return dataclasses.replace(self, **changes)
+
+
+def _example(raw: dict, kind: type) -> str:
+    """A list in place of a range (its ends and middle), for the message that refuses it."""
+    low, high = raw.get("low"), raw.get("high")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+        return "[...]"
+    middle = math.sqrt(low * high) if raw.get("log") is True and low > 0 else (low + high) / 2
+    points = dict.fromkeys(round(v) if kind is int else float(f"{v:.3g}")
+                           for v in (low, middle, high))  # fmt: skip
+    return "[" + ", ".join(f"{v:g}" if kind is float else str(v) for v in points) + "]"
 
 
 def check_last_seed(seed: int, n_seeds: int, where: str) -> None:
@@ -292,22 +304,100 @@ class _Parser:
         except UserError as exc:
             raise self.fail(where, str(exc)) from None
 
-    def space(self, raw: dict) -> dict[str, tuple]:
+    def space(self, raw: dict, protocol: ProtocolKind) -> dict[str, Domain]:
         table = self.table(raw, "space", set(FACTORS))
-        space = {}
+        shape = self.shape(table, protocol)
+        space: dict[str, Domain] = {}
         for factor in FACTORS:
-            if factor not in table and not FACTORS[factor].default:
-                continue  # an optional factor the study does not search
+            if factor not in table and (not FACTORS[factor].default or shape):
+                continue  # an optional factor the study does not search (or depth and width)
             values = table.get(factor, list(FACTORS[factor].default))
+            if isinstance(values, dict):
+                space[factor] = self.range(factor, values, protocol)
+                continue
             if not isinstance(values, list | tuple) or not values:
-                raise self.fail(f"space.{factor}", f"must be a non-empty list, got {values!r}")
+                raise self.fail(f"space.{factor}", f"must be a non-empty list (or, in a search, "
+                                f"a range table), got {values!r}")  # fmt: skip
             canon = tuple(
                 self.factor_value(factor, v, f"space.{factor}[{i}]") for i, v in enumerate(values)
             )
             if len(set(canon)) != len(canon):
                 raise self.fail(f"space.{factor}", f"lists a value twice: {values!r}")
             space[factor] = canon
+        self.nesterov(space)
         return space
+
+    def shape(self, table: dict, protocol: ProtocolKind) -> bool:
+        """Whether [space] gives depth and width (instead of topology); checks they come as a
+        pair, without topology, in a grid or search study."""
+        given = [name for name in SHAPE_FACTORS if name in table]
+        if not given:
+            return False
+        where = f"space.{given[0]}"
+        if "topology" in table:
+            raise self.fail(where, "depth and width stand for topology = (width,) * depth; give "
+                            "depth and width or topology, not both")  # fmt: skip
+        if len(given) == 1:
+            other = next(name for name in SHAPE_FACTORS if name not in table)
+            raise self.fail(f"space.{other}", "missing: depth and width go together (topology = "
+                            "(width,) * depth)")  # fmt: skip
+        if protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE):
+            raise self.fail(where, f"depth and width are for grid and search studies; a "
+                            f"{protocol.value} study lists topologies, such as topology = "
+                            "['T1', [512, 512]]")  # fmt: skip
+        return True
+
+    def range(self, factor: str, raw: dict, protocol: ProtocolKind) -> Range:
+        """`{ low = 1e-4, high = 0.3, log = true }`: a search's interval for one factor, its
+        ends checked as single values of that factor are (so the whole interval is allowed)."""
+        where, kind = f"space.{factor}", FACTORS[factor].ranged
+        if kind is None:
+            raise self.fail(where, f"{FACTORS[factor].noun} takes a list of values, not a range; "
+                            f"ranges are for {', '.join(ranged_names())}")  # fmt: skip
+        if protocol is not ProtocolKind.SEARCH:
+            raise self.fail(where, f"a range is for search studies; a {protocol.value} study "
+                            "trains every value it names: list the values instead, such as "
+                            f"{factor} = {_example(raw, kind)}")  # fmt: skip
+        self.no_unknown(raw, {"low", "high", "log"}, where)
+        ends = {}
+        for end in ("low", "high"):
+            value = raw.get(end)
+            ok = isinstance(value, kind | int) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value):
+                need = "an integer" if kind is int else "a finite number"
+                raise self.fail(f"{where}.{end}", f"must be {need}, got {value!r}")
+            ends[end] = kind(value)
+        low, high = ends["low"], ends["high"]
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            raise self.fail(f"{where}.log", f"must be true or false, got {log!r}")
+        if low > high:
+            raise self.fail(where, f"low must be <= high, got low={low:g}, high={high:g}")
+        if log and low <= 0:
+            raise self.fail(f"{where}.low", f"a log range needs low > 0, got low={low:g}; give "
+                            "a positive low or log = false")  # fmt: skip
+        for end, value in ends.items():  # the factor's domain, as Config states it
+            self.factor_value(factor, value, f"{where}.{end}")
+        return Range(low, high, log=log, integer=kind is int)
+
+    def nesterov(self, space: dict[str, Domain]) -> None:
+        """nesterov = true needs momentum > 0 for SGD: refuse a space where SGD could meet it
+        with momentum 0 (every point of a grid is trained; a search may sample it)."""
+        if True not in space.get("nesterov", ()) or "sgd" not in space["optimizer"]:
+            return
+        if "momentum" not in space:
+            raise self.fail("space.nesterov", "nesterov = true needs momentum > 0 (as SGD "
+                            "does), and this space leaves momentum at 0: add momentum values "
+                            "above 0 to [space], such as momentum = [0.9]")  # fmt: skip
+        momentum = space["momentum"]
+        if 0 in momentum:
+            label = FACTORS["momentum"].label
+            given = (momentum.text(label) if isinstance(momentum, Range)
+                     else ", ".join(map(label, momentum)))  # fmt: skip
+            raise self.fail("space.nesterov", f"nesterov = true needs momentum > 0 (as SGD "
+                            f"does), but space.momentum includes 0 ({given}): give momentum "
+                            "values above 0 (a range with low > 0) or nesterov = "
+                            "[false]")  # fmt: skip
 
     def stages(self, raw: dict, space: dict[str, tuple]) -> tuple[Stage, ...]:
         items = raw.get("stages", [])
@@ -369,6 +459,10 @@ class _Parser:
                     f"start.{factor}",
                     "missing: the first stage needs a value for every factor it does not vary",
                 )
+        try:  # values fine alone may not go together (nesterov = true, momentum 0)
+            Config(**start)
+        except UserError as exc:
+            raise self.fail("start", str(exc)) from None
         return start
 
     def replicate(
@@ -411,7 +505,7 @@ class _Parser:
         fashion = data.get("name", "fashion-mnist") == "fashion-mnist" and "path" not in data
         if fashion and validation_size >= 60_000:
             raise self.fail("validation.size", f"must be below 60000, got {validation_size}")
-        space = self.space(raw)
+        space = self.space(raw, protocol)
         kwargs: dict[str, Any] = {}
         if protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE):
             kwargs["stages"] = self.stages(raw, space)

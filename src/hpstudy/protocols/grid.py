@@ -13,7 +13,7 @@ import itertools
 import time
 from collections.abc import Sequence
 
-from hpstudy.factors import PAPER_FACTORS, factor_label, searched
+from hpstudy.factors import FACTORS, PAPER_FACTORS, factor_label, searched, shown, value_of
 from hpstudy.protocols.base import Protocol, make_row, ranked_table
 from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
 from hpstudy.protocols.trainer import POLL_S
@@ -29,16 +29,15 @@ class GridProtocol(Protocol):
     name = "grid"
 
     def configs(self) -> list[list[Config]]:
-        """One list (one config per seed) for each point of the factorial space."""
+        """One list (one config per seed) for each distinct configuration of the factorial
+        space (points that differ only in a factor their optimizer ignores, such as Adam's
+        momentum, are one configuration)."""
         space, names = self.study.space, searched(self.study.space)
         points = itertools.product(*(space[f] for f in names))
-        return [
-            [
-                self.study.config(seed=s, **dict(zip(names, p, strict=True)))
-                for s in self.study.seeds
-            ]
-            for p in points
-        ]
+        first = (self.study.config(seed=self.study.seed, **dict(zip(names, p, strict=True)))
+                 for p in points)  # fmt: skip
+        return [[config.replace(seed=s) for s in self.study.seeds]
+                for config in dict.fromkeys(first)]  # fmt: skip
 
     def run(self) -> list[StageTable]:
         trainer = self.trainer
@@ -80,7 +79,7 @@ class GridProtocol(Protocol):
         for group in self.configs():
             found = [by_key[k] for c in group if (k := trial_key(c, split)) in by_key]
             if found:
-                label = config_label(group[0], searched(self.study.space))
+                label = config_label(group[0], shown(self.study.space))
                 rows.append(make_row(label, found, tests=tests,
                                      leaky=self.study.selection.is_leaky))  # fmt: skip
         table = ranked_table(
@@ -95,5 +94,7 @@ class GridProtocol(Protocol):
 
 
 def config_label(config: Config, names: Sequence[str] = PAPER_FACTORS) -> str:
-    """'T4 Adam 0.005 ReLU' (and any other factor the study searches)."""
-    return " ".join(factor_label(f, getattr(config, f)) for f in names)
+    """'T4 Adam 0.005 ReLU' (and any other factor the study searches that applies to it: no
+    momentum for Adam)."""
+    return " ".join(factor_label(f, value_of(config, f)) for f in names
+                    if FACTORS[f].applies(config.optimizer))  # fmt: skip

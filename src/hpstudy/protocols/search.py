@@ -25,9 +25,9 @@ overstate what a configuration does on fresh seeds (the winner's curse); the rul
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
+from hpstudy.factors import shown, space_size
 from hpstudy.protocols.base import Protocol
 from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
@@ -69,8 +69,9 @@ class SearchProtocol(Protocol):
         return tables
 
     @property
-    def space_size(self) -> int:
-        return math.prod(len(values) for values in self.study.space.values())
+    def space_size(self) -> float:
+        """Configurations the space holds (math.inf with a float range: never exhausted)."""
+        return space_size(self.study.space)
 
     def _tried(self, records: Sequence[TrialRecord]) -> dict[Config, list[TrialRecord]]:
         """Configurations with a finished search-seed trial on this split -> those trials."""
@@ -184,7 +185,8 @@ class SearchProtocol(Protocol):
                 groups.setdefault(self._base(r.config), []).append(r)
             elif r.seed in confirmation_seeds:
                 confirmed.setdefault(self._base(r.config), []).append(r)
-        rows = [make_row(config_label(base), group, tests=tests, leaky=leaky)
+        names = shown(self.study.space)
+        rows = [make_row(config_label(base, names), group, tests=tests, leaky=leaky)
                 for base, group in groups.items()]  # fmt: skip
         table = ranked_table(self.study, self.name, rows, name="search",
                              title="Search: {n} configurations, best first",
@@ -196,7 +198,7 @@ class SearchProtocol(Protocol):
                 scores[base] = row.selection.mean
         if not scores:
             return [table]
-        rows = [make_row(config_label(base), confirmed[base], tests=tests, leaky=leaky)
+        rows = [make_row(config_label(base, names), confirmed[base], tests=tests, leaky=leaky)
                 for base in scores]  # fmt: skip
         gaps = [scores[Config.from_dict(r.config).replace(seed=self.study.seeds[0])]
                 - r.selection.mean for r in rows]  # fmt: skip

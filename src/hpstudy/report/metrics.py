@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpstudy.factors import factor_label, factors_of, searched
+from hpstudy.factors import FACTORS, Range, factor_label, factors_of, searched
 from hpstudy.report.loader import FACTOR_KEYS, RunView
 from hpstudy.storage import TrialRecord
 from hpstudy.storage.importance import Importances, param_importances
@@ -94,22 +94,56 @@ def config_means(records: Iterable[TrialRecord], names=FACTOR_KEYS) -> dict[tupl
     return {k: mean_ci(v) for k, v in groups.items()}
 
 
+MAX_LEVELS = 6  # a range's tried values: one level each up to this many, else bins
+N_BINS = 4  # ... else this many bins of (nearly) equal count
+
+
 def main_effects(view: RunView) -> dict[str, list[tuple[str, Cell]]]:
     """Factor -> [(level label, mean ± CI over the configurations at that level)], in space order.
 
-    Each configuration enters once, as its mean over seeds.
+    Each configuration enters once, as its mean over seeds, and only where the factor applies
+    to it (momentum: SGD's configurations). A range's levels are the values the search tried:
+    one level per value if there are at most `MAX_LEVELS`, else `N_BINS` bins of equal count
+    ('0.0001–0.00234'), in value order.
     """
-    names = searched(view.study.space)
+    space = view.study.space
+    names = searched(space)
     means = config_means(view.finished, names)
+    configs = {factors_of(r.config, names): r.config for r in view.finished}
     effects = {}
     for i, factor in enumerate(names):
-        levels = []
-        for value in view.study.space[factor]:
-            key = factors_of(view.study.config(seed=0, **{factor: value}), (factor,))[0]
-            found = [c.mean for k, c in means.items() if k[i] == key]
-            levels.append((factor_label(factor, value), mean_ci(found)))
-        effects[factor] = levels
+        applies = FACTORS[factor].applies
+        points = sorted((k[i], c.mean) for k, c in means.items() if applies(configs[k].optimizer))
+        domain = space[factor]
+        if isinstance(domain, Range):
+            effects[factor] = _range_levels(factor, points)
+        else:
+            effects[factor] = [(factor_label(factor, value),
+                                mean_ci([m for x, m in points if x == _hashable(value)]))
+                               for value in domain]  # fmt: skip
     return effects
+
+
+def _range_levels(factor: str, points: list[tuple]) -> list[tuple[str, Cell]]:
+    """(value, configuration mean) pairs in value order -> levels (see `main_effects`)."""
+    values = sorted({x for x, _ in points})
+    if len(values) <= MAX_LEVELS:
+        return [(factor_label(factor, v), mean_ci([m for x, m in points if x == v]))
+                for v in values]  # fmt: skip
+    levels = []
+    for chunk in np.array_split(np.arange(len(points)), N_BINS):
+        low, high = points[chunk[0]][0], points[chunk[-1]][0]
+        label = f"{_short(low)}–{_short(high)}"
+        levels.append((label, mean_ci([points[j][1] for j in chunk])))
+    return levels
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 @dataclass(frozen=True)
@@ -121,9 +155,12 @@ class Interaction:
     cells: dict[str, np.ndarray]  # topology label -> (n_optimizers, n_lrs), nan where untried
 
 
-def interaction(view: RunView) -> Interaction:
-    """Optimizer x learning rate per topology: the mean over activations (and seeds)."""
+def interaction(view: RunView) -> Interaction | None:
+    """Optimizer x learning rate per topology: the mean over activations (and seeds); None
+    where the space does not list all three (a range of lr, depth and width)."""
     space = view.study.space
+    if not all(isinstance(space.get(f), tuple) for f in ("topology", "optimizer", "lr")):
+        return None
     means = config_means(view.finished)
     cells = {}
     for topology in space["topology"]:

@@ -12,12 +12,14 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
-from hpstudy.factors import factor_label
+from hpstudy.factors import Range, factor_label, factor_title
 from hpstudy.report import figures, metrics, model_card, verdict
 from hpstudy.report import tables as t
 from hpstudy.report.loader import FinalModel, RunView, published_final, published_numbers
 from hpstudy.report.render import Block, Code, Figure, Heading, Text
 from hpstudy.study import ProtocolKind
+
+MAX_PANELS = 8  # curves of a grid or search: one panel per topology, or per depth beyond this
 
 
 def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) -> list[Block]:
@@ -187,10 +189,15 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
         caption = "Accuracy per epoch of every trial, one panel per table; ★ the winner"
     else:
         panels = {}
-        for r in sorted(view.finished, key=lambda r: r.number):
-            title = factor_label("topology", r.config.topology)
+        finished = sorted(view.finished, key=lambda r: r.number)
+        by_depth = len({r.config.topology for r in finished}) > MAX_PANELS  # a width range
+        for r in finished:
+            depth = len(r.config.topology)
+            title = (f"{depth} hidden layer{'s' if depth > 1 else ''}" if by_depth
+                     else factor_label("topology", r.config.topology))  # fmt: skip
             panels.setdefault(title, []).append((factor_label("optimizer", r.config.optimizer), r))
-        caption = "Accuracy per epoch of every trial, one panel per topology"
+        caption = ("Accuracy per epoch of every trial, one panel per "
+                   + ("number of hidden layers" if by_depth else "topology"))  # fmt: skip
     split = "test" if view.is_leaky else "validation"
     winners = {n for tb in view.tables if tb.winner for n in tb.winner.trial_numbers}
     path = figures.plot_curves(panels, figdir / "curves.png", max_epochs=view.study.max_epochs,
@@ -223,14 +230,18 @@ def space_section(view: RunView, figdir: Path) -> list[Block]:
                          "Main effect of each factor: mean accuracy per level with its 95% "
                          "interval over configurations."))  # fmt: skip
     blocks.append(t.main_effects_table(effects))
-    path = figures.plot_interaction(metrics.interaction(view), figdir / "optimizer_lr.png")
-    blocks.append(
-        Figure(
-            path,
-            "Optimizer × learning rate, one heatmap per topology (mean "
-            "accuracy over activations and seeds; blank: not tried).",
-        )
-    )
+    ranged = [factor_title(f).lower() for f, d in view.study.space.items() if isinstance(d, Range)]
+    if ranged:
+        blocks.append(Text(f"Searched as ranges: {', '.join(ranged)}. A range's levels are the "
+                           f"values the search tried, one level each up to "
+                           f"{metrics.MAX_LEVELS}, else {metrics.N_BINS} bins of equal count "
+                           "(lowest-highest value in the bin).", "note"))  # fmt: skip
+    pairs = metrics.interaction(view)
+    if pairs is not None:
+        path = figures.plot_interaction(pairs, figdir / "optimizer_lr.png")
+        blocks.append(Figure(path, "Optimizer × learning rate, one heatmap per topology (mean "
+                                   "accuracy over activations and seeds; blank: not "
+                                   "tried)."))  # fmt: skip
     found = metrics.importances(view)
     blocks.append(t.importance_table(found))
     if found.values:

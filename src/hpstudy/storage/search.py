@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from hpstudy.factors import searched
+from hpstudy.factors import FACTORS, Domain, Range, searched
 from hpstudy.space import Config
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.store import Store
@@ -76,24 +77,29 @@ class SearchTrial:
 class Searcher:
     """Asks the store's study for trials with a TPE sampler and a pruner."""
 
-    def __init__(self, store: Store, space: dict[str, tuple], *, sampler_seed: int,
+    def __init__(self, store: Store, space: dict[str, Domain], *, sampler_seed: int,
                  pruner: str) -> None:  # fmt: skip
         self.store, self.distributions = store, distributions_of(space)
         self.names = searched(space)
         store._optuna.sampler = make_sampler(sampler_seed)
         store._optuna.pruner = make_pruner(pruner)
 
-    def factors(self, params: dict[str, Any], space: dict[str, tuple]) -> dict[str, Any]:
-        """The factor values behind a trial's Optuna params (topology 'T4' -> its widths)."""
-        from hpstudy.factors import FACTORS
-
-        return {name: next(v for v in space[name] if FACTORS[name].param(v) == params[name])
-                for name in self.names}  # fmt: skip
+    def factors(self, params: dict[str, Any], space: dict[str, Domain]) -> dict[str, Any]:
+        """The factor values behind a trial's Optuna params: a listed value by its param
+        (topology 'T4' -> its widths), a range's param as it is (lr 0.0123, depth 3)."""
+        return {name: _value(name, space[name], params[name]) for name in self.names
+                if name in params}  # fmt: skip
 
     def ask(self) -> SearchTrial:
+        """A proposal (or the oldest enqueued trial), its params suggested in factor order so
+        that a factor is sampled only where it applies (momentum once the optimizer is SGD)."""
         with warnings.catch_warnings():  # heartbeats: we keep them ourselves
             warnings.simplefilter("ignore", UserWarning)
-            return SearchTrial(self.store._optuna.ask(self.distributions))
+            trial = self.store._optuna.ask()
+            for name in self.names:
+                if FACTORS[name].applies(trial.params.get("optimizer", "")):
+                    _suggest(trial, name, self.distributions[name])
+            return SearchTrial(trial)
 
     def drop(self, trial: SearchTrial, reason: str) -> None:
         """Give up an unlabelled proposal (one this round already holds): FAIL, unseen by TPE."""
@@ -110,8 +116,24 @@ class Searcher:
         self.store._optuna.enqueue_trial(params)
         while True:
             trial = self.ask()  # takes the oldest enqueued trial
-            if trial.params == params:
+            # (it also samples a param the config has none for, such as Adam's momentum)
+            if all(trial.params.get(name) == value for name, value in params.items()):
                 trial.label(config, protocol=protocol, split=split)
                 return trial
             # A trial enqueued by a run that died before asking for it: not ours.
             self.store.discard(trial.trial_id, "stale enqueued trial")
+
+
+def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> None:
+    if isinstance(distribution, CategoricalDistribution):
+        trial.suggest_categorical(name, distribution.choices)
+    elif isinstance(distribution, IntDistribution):
+        trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    else:
+        trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+
+
+def _value(name: str, domain: Domain, param: Any) -> Any:
+    if isinstance(domain, Range):
+        return int(param) if domain.integer else float(param)
+    return next(v for v in domain if FACTORS[name].param(v) == param)

@@ -158,10 +158,11 @@ class Store:
         distributions = distributions_of(space)
         ids = []
         for config in configs:
+            params = params_of(config, searched(space))  # none for a factor that does not apply
             template = optuna.trial.create_trial(
                 state=TrialState.WAITING,
-                params=params_of(config, searched(space)),
-                distributions=distributions,
+                params=params,
+                distributions={name: distributions[name] for name in params},
                 user_attrs=identity_attrs(config, protocol=protocol, split=split),
             )
             ids.append(self._rdb.create_new_trial(self._optuna._study_id, template))
