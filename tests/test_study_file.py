@@ -44,6 +44,15 @@ def test_other_shipped_studies():
     assert search.protocol is ProtocolKind.SEARCH and search.n_trials >= search.batch > 1
 
 
+def test_the_wide_study_searches_the_new_factors_cleanly_and_confirms():
+    wide = load_study("wide")
+    assert wide.protocol is ProtocolKind.SEARCH and wide.selection is Selection.VALIDATION
+    assert (wide.confirm_top, wide.confirm_seeds) == (3, 5)
+    new = {"momentum", "nesterov", "weight_decay", "dropout", "schedule", "batch_size"}
+    assert new <= set(wide.space)
+    assert wide.config(seed=1, dropout=0.2, schedule="cosine").dropout == 0.2
+
+
 def test_overrides_and_seeds():
     study = load_study("paper").with_overrides(n_seeds=3, max_epochs=2)
     assert study.seeds == (42, 43, 44) and study.config(seed=43, topology="T4").max_epochs == 2
