@@ -6,7 +6,9 @@ Each round asks the sampler for `batch` new configurations, trains them as one p
 (reporting every epoch's accuracy so the pruner can stop weak members) and finishes them. With
 several seeds (`n_seeds`, `--seeds N`) each proposed configuration is trained once per seed, each
 seed its own Optuna trial with the same params (the sampler sees every seed's result; the pruner
-judges each seed on its own), and the table gives mean ± CI over seeds.
+judges each seed on its own), and the table gives mean ± CI over seeds. The space may give
+ranges (`lr = { low = 1e-4, high = 0.3, log = true }`, depth and width): Optuna samples them as
+numbers (`storage.search`), and a trial's configuration holds exactly the sampled values.
 
 The budget (`n_trials`) buys distinct configurations. A proposal that repeats a trained
 configuration is told that configuration's known result (mean over its seeds; the sampler learns
