@@ -279,8 +279,10 @@ def test_report_and_status_of_a_search_over_ranges(tmp_path: Path):
     n_momentum = sum(e["accuracy"]["n"] for e in effects if e["factor"] == "momentum")
     sgd = sum(Config.from_dict(r.config).optimizer == "sgd" for r in summary.tables[0].rows)
     assert n_momentum == sgd  # momentum's levels hold SGD's configurations only
-    importances = {row["factor"] for row in report["tables"]["importances"]["data"]}
-    assert importances and importances <= set(levels)
+    found = report["tables"]["importances"]
+    importances = {row["factor"] for row in found["data"]}
+    assert "optimizer" in importances and importances <= set(levels) - {"momentum"}
+    assert any("momentum left out" in note for note in found["notes"])  # SGD's trials only
     html = Path(paths.html).read_text() if hasattr(paths, "html") else ""
     html = html or (summary.run_dir / "report.html").read_text()
     assert "Searched as ranges: depth, width, learning rate, momentum" in html

@@ -319,7 +319,7 @@ def importance_table(found: Importances) -> Table:
         "selection accuracy over the complete trials that each factor explains; they sum to 1."
     ]
     if found.reason:
-        notes.append(f"{'Method' if found.values else 'No importances'}: {found.reason}.")
+        notes.append(f"{'Note' if found.values else 'No importances'}: {found.reason}.")
     return Table(
         "importances",
         f"Parameter importances ({found.method})",

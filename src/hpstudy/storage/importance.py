@@ -5,7 +5,8 @@
 
 fANOVA fits a random forest to (params -> value), which needs scikit-learn; without it the report
 says so and uses Optuna's PED-ANOVA instead (no extra dependency), named as such. A factor with
-one value among the trials has no variance to explain and is left out.
+one value among the trials has no variance to explain and is left out, and so is one that only
+some trials have (momentum: a param of SGD's trials alone), with the reason given.
 """
 
 from __future__ import annotations
@@ -35,15 +36,23 @@ def param_importances(store: Store, factors: Sequence[str], seed: int = 0) -> Im
     # sampler learns; counted here they would weigh that configuration twice.
     complete = [t for t in complete if REPEAT_ATTR not in t.user_attrs]
     varied = [f for f in factors if len({t.params.get(f) for t in complete}) > 1]
+    # A conditional param (momentum: SGD's trials only) would make Optuna keep only the trials
+    # that have it, and the optimizer would then explain nothing: leave it out, and say so.
+    partial = [f for f in varied if any(f not in t.params for t in complete)]
+    varied = [f for f in varied if f not in partial]
     if len(complete) < 4 or not varied:
         reason = f"too few complete trials with varied factors ({len(complete)} complete)"
         return Importances({}, "fANOVA", reason)
     method, reason = "fANOVA", ""
+    if partial:
+        reason = (f"{', '.join(partial)} left out: only the trials of the optimizer it applies "
+                  "to have it, and the evaluator needs every trial to")  # fmt: skip
     try:
         evaluator = FanovaImportanceEvaluator(seed=seed)
     except ImportError:
         method = "PED-ANOVA"
-        reason = "fANOVA needs scikit-learn (`pip install scikit-learn`), which is not installed"
+        reason = "; ".join(filter(None, ["fANOVA needs scikit-learn (`pip install scikit-learn`), "
+                                         "which is not installed", reason]))  # fmt: skip
         evaluator = PedAnovaImportanceEvaluator()
     try:
         only = optuna.create_study(direction="maximize")  # in memory: these trials alone
