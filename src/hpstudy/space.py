@@ -195,6 +195,15 @@ class Config:
         """The side of a square input image (28 for FashionMNIST)."""
         return math.isqrt(self.n_inputs)
 
+    @property
+    def dense_sizes(self) -> tuple[int, ...]:
+        """The dense layers' sizes: layer_sizes for an MLP; for a CNN the flattened output of
+        the last 2x2 pooling (channels x side x side), then the hidden widths and the classes."""
+        if not self.conv:
+            return self.layer_sizes
+        side = self.image_side >> len(self.conv)  # each pooling floors: 28 -> 14 -> 7 -> 3
+        return (self.conv[-1] * side * side, *self.topology, self.n_classes)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["topology"] = list(self.topology)

@@ -3,7 +3,9 @@
     >>> floor = flop_floor_s(model_epoch_flops(Config(topology="T4"), 60_000), device="cpu")
 
 A model-epoch costs about 6 x parameters x examples FLOPs (2 forward, 4 backward per weight and
-example); dividing by the matmul throughput measured here gives a lower bound on its time.
+example); dividing by the matmul throughput measured here gives a lower bound on its time. A
+convolution's weights are used at every position of the image, so for a CNN each block counts
+2 x H x W x C_out x C_in x k x k FLOPs forward per example, and backward twice that.
 """
 
 from __future__ import annotations
@@ -19,13 +21,33 @@ from hpstudy.space import Config
 
 
 def n_parameters(config: Config) -> int:
-    sizes = config.layer_sizes
-    return sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
+    """Trainable parameters: dense weights and biases, and a CNN's convolutions and batch norms."""
+    sizes = config.dense_sizes
+    dense = sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
+    conv, c_in, k = 0, 1, config.kernel_size
+    for c_out in config.conv:  # weights, then a bias or batch norm's (gamma, beta)
+        conv += c_out * c_in * k * k + (2 * c_out if config.batch_norm else c_out)
+        c_in = c_out
+    return dense + conv
+
+
+def conv_forward_flops(config: Config) -> float:
+    """Forward FLOPs of a CNN's convolutions for one example (0 for an MLP)."""
+    flops, c_in, side, k = 0.0, 1, config.image_side, config.kernel_size
+    for c_out in config.conv:
+        flops += 2.0 * side * side * c_out * c_in * k * k  # "same" padding: side x side outputs
+        c_in, side = c_out, side // 2
+    return flops
 
 
 def model_epoch_flops(config: Config, n_train: int) -> float:
-    """FLOPs of one training epoch of `config` over `n_train` examples (matmuls only)."""
-    return 6.0 * n_parameters(config) * n_train
+    """FLOPs of one training epoch of `config` over `n_train` examples (matmuls and
+    convolutions only): dense layers 6 per weight, convolutions 3 x their forward FLOPs."""
+    dense_weights = sum(a * b for a, b in itertools.pairwise(config.dense_sizes))
+    dense_biases = sum(config.dense_sizes[1:])
+    if not config.is_cnn:  # as before CNNs: 6 x parameters, biases included
+        return 6.0 * (dense_weights + dense_biases) * n_train
+    return (6.0 * dense_weights + 3.0 * conv_forward_flops(config)) * n_train
 
 
 def synchronize(device: torch.device) -> None:

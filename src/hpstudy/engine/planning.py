@@ -6,7 +6,8 @@
 A population holds five copies of its parameters (weights, gradients, two optimizer moments and
 the best-epoch snapshot) plus one step's activations. The budget is a fraction of the device's
 free memory (CUDA) or of the machine's available memory (CPU); larger groups are split into
-several populations that run one after another.
+several populations that run one after another. A CNN population runs its members one at a
+time, so one member's step activations are counted once for the whole population.
 """
 
 from __future__ import annotations
@@ -27,11 +28,28 @@ def bytes_per_member(config: Config, dtype: torch.dtype, n_eval: int = 10_000) -
     """Parameters and their copies, one step's activations, and the per-image buffers of an
     evaluation (each image's loss, and the best epoch's correctness mask, one byte each)."""
     element = torch.empty((), dtype=dtype).element_size()
+    per_image = n_eval * (element + 2)  # loss; this epoch's and the best epoch's masks
+    if config.is_cnn:  # activations are one member's at a time (see shared_bytes)
+        statistics = 2 * sum(config.conv) if config.batch_norm else 0  # running mean and var
+        return element * (_PARAMETER_COPIES * n_parameters(config) + 2 * statistics) + per_image
     activations = config.batch_size * (
         config.n_inputs + _ACTIVATION_COPIES * sum(config.layer_sizes[1:])
     )
-    per_image = n_eval * (element + 2)  # loss; this epoch's and the best epoch's masks
     return element * (_PARAMETER_COPIES * n_parameters(config) + activations) + per_image
+
+
+def shared_bytes(config: Config, dtype: torch.dtype) -> int:
+    """Memory a population needs once whatever its size: a CNN member's step activations
+    (each block: conv output, batch norm output, activation, their gradients, the pooled
+    output), or for an evaluation chunk of 1024 images if that is more; 0 for an MLP."""
+    if not config.is_cnn:
+        return 0
+    element = torch.empty((), dtype=dtype).element_size()
+    per_image, side = 0, config.image_side
+    for c_out in config.conv:
+        per_image += (_ACTIVATION_COPIES + 2) * c_out * side * side
+        side //= 2
+    return element * max(config.batch_size, 1024) * (per_image + sum(config.dense_sizes))
 
 
 def free_bytes(device: torch.device) -> int:
@@ -48,7 +66,7 @@ def max_members(
     config: Config, *, device: torch.device, dtype: torch.dtype, n_eval: int = 10_000
 ) -> int:
     """The largest population of `config`'s shape that fits the memory budget (at least 1)."""
-    budget = _BUDGET_FRACTION * free_bytes(device)
+    budget = _BUDGET_FRACTION * free_bytes(device) - shared_bytes(config, dtype)
     return max(1, int(budget // bytes_per_member(config, dtype, n_eval)))
 
 

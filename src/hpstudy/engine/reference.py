@@ -18,7 +18,7 @@ from torch import nn
 from hpstudy.engine.dropout import dropout_generator, with_seeded_dropout
 from hpstudy.engine.schedules import make_scheduler
 from hpstudy.engine.splits import Split, batch_order
-from hpstudy.model import build_mlp
+from hpstudy.model import build_model
 from hpstudy.space import Config
 
 # Learning rates from which Adam and RMSprop are chaotic here: a rounding-level difference
@@ -58,7 +58,7 @@ def train_reference(
 ) -> ReferenceRun:
     """Train `config` alone, exactly as a population member would be trained."""
     torch.manual_seed(config.seed)
-    model = build_mlp(config).to(device=train.x.device, dtype=train.x.dtype)
+    model = build_model(config).to(device=train.x.device, dtype=train.x.dtype)
     model, dropout_slot = with_seeded_dropout(model)  # no change without dropout
     optimizer = make_torch_optimizer(config, model.parameters())
     scheduler = make_scheduler(config, optimizer)

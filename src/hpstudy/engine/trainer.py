@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import matmul_precision, n_parameters
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.planning import max_members, split_group
@@ -158,7 +159,8 @@ def plan_populations(
     more members than fit in memory (or `max_size`) with `n_eval` evaluation images."""
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
-        groups.setdefault((config.layer_sizes, config.batch_size), []).append(i)
+        shape = (config.layer_sizes, config.conv, config.kernel_size, config.batch_norm)
+        groups.setdefault((shape, config.batch_size), []).append(i)
     populations = []
     for indices in groups.values():
         limit = max_members(configs[indices[0]], device=device, dtype=dtype, n_eval=n_eval)
@@ -212,13 +214,14 @@ class _RunContext:
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
     order = sorted(indices, key=lambda i: member_order_key(configs[i]))
-    pop = Population.from_configs(
+    population_class = CNNPopulation if configs[order[0]].is_cnn else Population
+    pop = population_class.from_configs(
         [configs[i] for i in order], device=train.x.device, dtype=train.x.dtype
     )
     optimizer = StackedOptimizer(pop)
     steps = StepRunner(pop, optimizer, train, cuda_graph=ctx.cuda_graphs)
     records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
-    best_params = [p.clone() for p in pop.params]
+    best_params = [p.clone() for p in _state_tensors(pop)]
     best_correct = torch.zeros(
         pop.n_members, len(evaluation), dtype=torch.bool, device=train.x.device
     )  # (M, N) at each member's best epoch
@@ -235,7 +238,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         stats = torch.stack([train_loss.double(), eval_loss.double(), accuracy]).tolist()
         per_member = zip(*stats, strict=True)  # (train loss, eval loss, accuracy) per member
         improved = [rec.record_epoch(*row) for rec, row in zip(records, per_member, strict=True)]
-        _snapshot(best_params, pop.params, improved)
+        _snapshot(best_params, _state_tensors(pop), improved)
         _snapshot([best_correct], [correct_mask], improved)
         n_params = n_parameters(pop.configs[0])
         if ctx.tracker is not None:
@@ -250,7 +253,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 if ctx.tracker is not None:
                     ctx.tracker.member_stopped(epoch, max_epochs)
                 usable = rec.best_epoch and rec.outcome is not Outcome.DIVERGED
-                state = member_state(config, best_params, m) if usable else None
+                state = _member_state(pop, config, best_params, m) if usable else None
                 mask = best_correct[m].cpu().numpy() if rec.best_epoch else None
                 finished.append((rec, state, mask))
         if len(keep) < pop.n_members:
@@ -314,6 +317,17 @@ def _snapshot(best_params, params, improved: list[bool]) -> None:
         best[rows] = current[rows]
 
 
+def _state_tensors(pop) -> list[torch.Tensor]:
+    """The stacked tensors a saved member holds: parameters, and a CNN's batch statistics."""
+    return pop.state_tensors() if isinstance(pop, CNNPopulation) else pop.params
+
+
+def _member_state(pop, config: Config, tensors, m: int) -> dict[str, torch.Tensor]:
+    if isinstance(pop, CNNPopulation):
+        return pop.state_dict_from(tensors, m)
+    return member_state(config, tensors, m)
+
+
 def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records,
                   n_params: int) -> set[int]:  # fmt: skip
     if ctx.on_epoch is None:
@@ -359,9 +373,9 @@ def evaluate(
     config: Config, state_dict: dict[str, torch.Tensor], split: Split, *, device="cpu"
 ) -> Evaluation:
     """Evaluate one saved configuration on `split` (e.g. the test set, once)."""
-    from hpstudy.model import build_mlp
+    from hpstudy.model import build_model
 
-    net = build_mlp(config)
+    net = build_model(config)
     net.load_state_dict(state_dict)
     net.to(device=device, dtype=split.x.dtype).eval()
     split = split.to(device, split.x.dtype)

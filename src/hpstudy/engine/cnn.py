@@ -1,0 +1,340 @@
+"""A CNN population: CNNs of one shape, their parameters stacked along a member axis.
+
+    >>> pop = CNNPopulation.from_configs(configs, device="cpu", dtype=torch.float32)
+    >>> loss = pop.loss_and_grads(x, y)     # x (M, B, 784) or (B, 784) shared, y (M, B) -> (M,)
+    >>> pop.params[0].shape                 # the first convolution's weights
+    torch.Size([M, 32, 1, 3, 3])
+
+The same interface as `Population` (`configs`, `rows`, `grad_rows`, `params`, `grads`,
+`select`, `forward`, `loss_and_grads`, `member_state_dict`), so `StackedOptimizer`, the
+`StepRunner` and the trainer drive it unchanged; plus each BatchNorm2d's running statistics per
+member (`buffers`), which a saved member carries and evaluation uses.
+
+Layout, chosen by measurement on this 2-core CPU (docs/design.md, "CNN populations"): the
+parameters and the optimizer are stacked, but the convolutions run member by member, each on its
+own channels-last (N, H, W, C) activations with PyTorch's own kernels. Folding members into
+channels (grouped convolutions, `groups = M`) was slower here than one member at a time: its
+activations are M times larger than the caches, and oneDNN's grouped kernels are not faster per
+group. Channels-last is what pays: max-pooling with indices runs about 9x faster and batch
+normalisation about 4x faster than in the NCHW layout of a plain `nn.Sequential`. The first
+block (one input channel, where oneDNN's convolution is slow) is `unfold` + one matmul; its
+unfolded batch is shared by all members when they share the batch.
+
+A member's forward and backward are the kernels autograd runs for its `nn.Sequential`
+(`convolution_backward`, `native_batch_norm_backward`, `max_pool2d_with_indices_backward`, the
+activations' backward), called on that member's tensors only: no graph is built, gradients land
+in the stacked rows, and a member's bits cannot depend on its neighbours. Batch statistics are
+each member's own, per channel; running statistics are updated per member as BatchNorm2d does
+(momentum 0.1, unbiased variance) and `forward` (evaluation) uses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The activation kernels and the padded row layout are the MLP population's, so both engines
+# share one definition of each (population.ROW_ALIGN explains the padding).
+from hpstudy.engine.population import _ACTIVATIONS, _to_rows, _views, member_order_key
+from hpstudy.model import build_cnn
+from hpstudy.space import Config
+
+_aten = torch.ops.aten
+_CL = torch.channels_last
+_BN_MOMENTUM, _BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
+_POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # MaxPool2d(2): kernel, stride, pad, dilation
+_EVAL_CHUNK = 1024  # images per evaluation pass of one member (~100 MB of float32 activations)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Where one convolution block's tensors sit in the population's lists."""
+
+    weight: int  # index into params: (M, C_out, C_in, k, k)
+    bias: int | None  # (M, C_out); None before a batch norm
+    bn: tuple[int, int, int, int] | None  # (gamma, beta) in params, (mean, var) in buffers
+
+
+@dataclass(frozen=True)
+class CNNLayout:
+    """One member's tensors, the same for every member of a shape: the state_dict keys and, for
+    each, where it is stored."""
+
+    keys: tuple[str, ...]  # build_cnn(config).state_dict() keys, in order
+    places: tuple[tuple[str, int], ...]  # per key: ("param" | "buffer" | "count", index)
+    blocks: tuple[_Block, ...]
+    dense: tuple[tuple[int, int], ...]  # (weight, bias) params of each Linear
+    kernel_size: int
+
+    @classmethod
+    def of(cls, net: nn.Sequential, kernel_size: int) -> CNNLayout:
+        n_params = n_buffers = 0
+        places, blocks, dense = {}, [], []
+        pending: dict = {}
+        for index, module in enumerate(net):
+            if isinstance(module, nn.Conv2d):
+                if pending:
+                    blocks.append(_Block(**pending))
+                has_bias = module.bias is not None
+                pending = {"weight": n_params, "bias": n_params + 1 if has_bias else None,
+                           "bn": None}  # fmt: skip
+            elif isinstance(module, nn.BatchNorm2d):
+                pending["bn"] = (n_params, n_params + 1, n_buffers, n_buffers + 1)
+            elif isinstance(module, nn.Linear):
+                dense.append((n_params, n_params + 1))
+            for name, _ in module.named_parameters():
+                places[f"{index}.{name}"] = ("param", n_params)
+                n_params += 1
+            for name, _ in module.named_buffers():
+                if name == "num_batches_tracked":
+                    places[f"{index}.{name}"] = ("count", 0)
+                else:
+                    places[f"{index}.{name}"] = ("buffer", n_buffers)
+                    n_buffers += 1
+        blocks.append(_Block(**pending))
+        keys = tuple(net.state_dict())
+        return cls(keys, tuple(places[k] for k in keys), tuple(blocks), tuple(dense),
+                   kernel_size)  # fmt: skip
+
+
+def initial_state(config: Config) -> tuple[list[torch.Tensor], list[torch.Tensor], CNNLayout]:
+    """(parameters, running statistics, layout) exactly as `torch.manual_seed(seed)` +
+    `build_cnn` makes them; the caller's global RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        net = build_cnn(config)
+    buffers = [b for name, b in net.named_buffers() if not name.endswith("num_batches_tracked")]
+    params = [p.detach() for p in net.parameters()]
+    return params, buffers, CNNLayout.of(net, config.kernel_size)
+
+
+def _shape_key(config: Config) -> tuple:
+    return (config.conv, config.kernel_size, config.batch_norm, config.dense_sizes,
+            config.n_inputs)  # fmt: skip
+
+
+class CNNPopulation:
+    """Stacked parameters and running statistics of M same-shape CNNs."""
+
+    has_dropout = False  # build_cnn refuses dropout
+
+    def __init__(self, configs, params, buffers, layout: CNNLayout):
+        self.configs = list(configs)  # member i's configuration, sorted by member_order_key
+        self.layout = layout
+        self.shapes = [p.shape[1:] for p in params]
+        self.rows = [_to_rows(p) for p in params]  # (M, padded numel) per tensor
+        self.grad_rows = [torch.zeros_like(r) for r in self.rows]
+        self.buffers = buffers  # [(M, C) running mean, (M, C) running var] per batch norm
+        # BatchNorm2d's num_batches_tracked, per member so a best-epoch snapshot keeps its own.
+        self.batches_tracked = torch.zeros(len(configs), dtype=torch.long, device=params[0].device)
+        self._make_views()
+
+    def _make_views(self) -> None:
+        self.params = _views(self.rows, self.shapes)
+        self.grads = _views(self.grad_rows, self.shapes)
+
+    @classmethod
+    def from_configs(
+        cls, configs: Sequence[Config], *, device: torch.device | str, dtype: torch.dtype
+    ) -> CNNPopulation:
+        if list(configs) != sorted(configs, key=member_order_key):
+            raise ValueError("sort a population's configurations by member_order_key first")
+        if not all(c.is_cnn for c in configs) or len({_shape_key(c) for c in configs}) != 1:
+            raise ValueError("a CNN population needs CNN configurations of one shape")
+        cache: dict[int, tuple] = {}  # init depends on (seed, shape) only
+        for config in configs:
+            if config.seed not in cache:
+                cache[config.seed] = initial_state(config)
+        per_member = [cache[c.seed] for c in configs]
+        layout = per_member[0][2]
+
+        def stack(tensors):
+            return torch.stack(tensors).to(device=device, dtype=dtype)
+
+        params = [stack([m[0][i] for m in per_member]) for i in range(len(per_member[0][0]))]
+        buffers = [stack([m[1][i] for m in per_member]) for i in range(len(per_member[0][1]))]
+        return cls(configs, params, buffers, layout)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.configs)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Nothing to prepare per epoch (the MLP population seeds its dropout here)."""
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at positions `keep` (a sorted index tensor)."""
+        self.configs = [self.configs[i] for i in keep.tolist()]
+        self.rows = [r[keep] for r in self.rows]
+        self.grad_rows = [g[keep] for g in self.grad_rows]
+        self.buffers = [b[keep] for b in self.buffers]
+        self.batches_tracked = self.batches_tracked[keep]
+        self._make_views()
+
+    # -- training --------------------------------------------------------------------------
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member mean cross-entropy (M,) for x (M, B, D) or (B, D) shared, y (M, B); fills
+        self.grads with each member's gradient of its own `CrossEntropyLoss()` and updates its
+        running statistics, as one training step of its `nn.Sequential` would."""
+        shared = self._unfold(x) if x.dim() == 2 else None
+        losses = [
+            self._member_step(m, shared if shared is not None else self._unfold(x[m]), y[m])
+            for m in range(self.n_members)
+        ]
+        self.batches_tracked += 1
+        return torch.stack(losses)
+
+    def _member_step(self, m: int, unfolded: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        act, act_backward = _ACTIVATIONS[self.configs[m].activation]
+        saved, h = [], unfolded
+        for b, block in enumerate(self.layout.blocks):
+            z = self._conv(b, block, m, h)
+            zb, mean, invstd = z, None, None
+            if block.bn is not None:
+                gamma, beta, r_mean, r_var = self._bn_tensors(block, m)
+                zb, mean, invstd = _aten.native_batch_norm(
+                    z, gamma, beta, r_mean, r_var, True, _BN_MOMENTUM, _BN_EPS
+                )
+            a = act(zb)
+            pooled, indices = _aten.max_pool2d_with_indices(a, *_POOL)
+            saved.append((h, z, zb, mean, invstd, a, indices))
+            h = pooled
+        n_batch = y.shape[0]
+        dense_in = [h.reshape(n_batch, -1)]  # (B, C * h * w) in NCHW order, as nn.Flatten
+        dense_z = []
+        for layer, (w, bias) in enumerate(self.layout.dense):
+            z = torch.addmm(self.params[bias][m], dense_in[-1], self.params[w][m].t())
+            if layer < len(self.layout.dense) - 1:
+                dense_z.append(z)
+                dense_in.append(act(z))
+        log_probs = torch.log_softmax(z, dim=-1)  # (B, classes)
+        loss = -log_probs.gather(-1, y.unsqueeze(-1)).mean()
+        dz = log_probs.exp()
+        dz.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(dz[:, :1], -1.0))
+        dz.div_(n_batch)  # d(mean loss)/d(logits)
+        for layer in reversed(range(len(self.layout.dense))):
+            w, bias = self.layout.dense[layer]
+            torch.mm(dz.t(), dense_in[layer], out=self.grads[w][m])
+            torch.sum(dz, dim=0, out=self.grads[bias][m])
+            grad_in = torch.mm(dz, self.params[w][m])
+            if layer > 0:
+                dz = act_backward(grad_in, dense_z[layer - 1], dense_in[layer])
+        grad = grad_in.view(h.shape).contiguous(memory_format=_CL)  # back to the last pooling
+        for b in reversed(range(len(self.layout.blocks))):
+            block = self.layout.blocks[b]
+            h_in, z, zb, mean, invstd, a, indices = saved[b]
+            grad = _aten.max_pool2d_with_indices_backward(grad, a, *_POOL, indices)
+            grad = act_backward(grad, zb, a)
+            if block.bn is not None:
+                gamma, _, r_mean, r_var = self._bn_tensors(block, m)
+                grad, g_gamma, g_beta = _aten.native_batch_norm_backward(
+                    grad, z, gamma, r_mean, r_var, mean, invstd, True, _BN_EPS, [True] * 3
+                )
+                self.grads[block.bn[0]][m].copy_(g_gamma)
+                self.grads[block.bn[1]][m].copy_(g_beta)
+            grad = self._conv_backward(b, block, m, h_in, grad)
+        return loss
+
+    def _bn_tensors(self, block: _Block, m: int):
+        gamma, beta, mean, var = block.bn
+        params, buffers = self.params, self.buffers
+        return params[gamma][m], params[beta][m], buffers[mean][m], buffers[var][m]
+
+    def _unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, side * side) images -> (B * side * side, k * k): the first block's patches."""
+        side, k = self.configs[0].image_side, self.layout.kernel_size
+        padded = F.pad(x.view(-1, side, side), [k // 2] * 4)  # (B, side + k - 1, ...)
+        # F.unfold's order (row, column of the kernel), built in the layout the matmul reads:
+        # measured 10x faster than F.unfold + transpose here.
+        shifted = [padded[:, i : i + side, j : j + side] for i in range(k) for j in range(k)]
+        return torch.stack(shifted, dim=-1).view(-1, k * k)
+
+    def _conv(self, b: int, block: _Block, m: int, h: torch.Tensor) -> torch.Tensor:
+        """Block b's convolution: (B, C_out, H, W) channels-last. Block 0 takes the unfolded
+        patches (one input channel: a (B*H*W, k*k) x (k*k, C_out) matmul), the others a
+        channels-last (B, C_in, H, W)."""
+        weight = self.params[block.weight][m]  # (C_out, C_in, k, k)
+        bias = self.params[block.bias][m] if block.bias is not None else None
+        if b > 0:
+            return F.conv2d(h, weight, bias, padding=self.layout.kernel_size // 2)
+        side, c_out = self.configs[0].image_side, weight.shape[0]
+        flat = weight.view(c_out, -1).t()
+        z = torch.mm(h, flat) if bias is None else torch.addmm(bias, h, flat)
+        return z.view(-1, side, side, c_out).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last
+
+    def _conv_backward(self, b, block: _Block, m: int, h_in, grad) -> torch.Tensor | None:
+        """Fill block b's weight and bias gradients; return the gradient wrt its input."""
+        grad_w, grad_b = self.grads[block.weight][m], None
+        if block.bias is not None:
+            grad_b = self.grads[block.bias][m]
+        if b == 0:
+            flat = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # (B*H*W, C_out)
+            torch.mm(flat.t(), h_in, out=grad_w.view(grad_w.shape[0], -1))
+            if grad_b is not None:
+                torch.sum(flat, dim=0, out=grad_b)
+            return None
+        pad = self.layout.kernel_size // 2
+        weight = self.params[block.weight][m]
+        grad_in, g_w, g_b = _aten.convolution_backward(
+            grad, h_in, weight, None if grad_b is None else [weight.shape[0]], [1, 1], [pad, pad],
+            [1, 1], False, [0, 0], 1, [True, True, grad_b is not None],
+        )  # fmt: skip
+        grad_w.copy_(g_w)
+        if grad_b is not None:
+            grad_b.copy_(g_b)
+        return grad_in
+
+    # -- evaluation and saving --------------------------------------------------------------
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits (M, N, classes) for x (N, D) shared or (M, N, D): each member as
+        its `nn.Sequential` in eval mode (running statistics), in chunks of images."""
+        out = []
+        for m in range(self.n_members):
+            xm = x if x.dim() == 2 else x[m]
+            chunks = [self._member_eval(m, c) for c in xm.split(_EVAL_CHUNK)]
+            out.append(torch.cat(chunks))
+        return torch.stack(out)
+
+    def _member_eval(self, m: int, x: torch.Tensor) -> torch.Tensor:
+        act = _ACTIVATIONS[self.configs[m].activation][0]
+        h = self._unfold(x)
+        for b, block in enumerate(self.layout.blocks):
+            z = self._conv(b, block, m, h)
+            if block.bn is not None:
+                gamma, beta, r_mean, r_var = self._bn_tensors(block, m)
+                z = _aten.native_batch_norm(
+                    z, gamma, beta, r_mean, r_var, False, _BN_MOMENTUM, _BN_EPS
+                )[0]
+            h = F.max_pool2d(act(z), 2)
+        h = h.reshape(len(x), -1)
+        for layer, (w, bias) in enumerate(self.layout.dense):
+            h = torch.addmm(self.params[bias][m], h, self.params[w][m].t())
+            if layer < len(self.layout.dense) - 1:
+                h = act(h)
+        return h
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Everything a saved member holds, stacked: parameters, running statistics, and the
+        batch count (the trainer snapshots these at each member's best epoch)."""
+        return [*self.params, *self.buffers, self.batches_tracked]
+
+    def state_dict_from(self, tensors: Sequence[torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+        """Row i of `state_tensors()`-shaped `tensors` as `build_cnn(config).state_dict()`."""
+        n_params, n_buffers = len(self.params), len(self.buffers)
+        out = {}
+        for key, (kind, index) in zip(self.layout.keys, self.layout.places, strict=True):
+            position = {"param": index, "buffer": n_params + index,
+                        "count": n_params + n_buffers}[kind]  # fmt: skip
+            out[key] = tensors[position][i].detach().cpu().clone()
+        return out
+
+    def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's weights and statistics as `build_cnn(config).state_dict()`, on the CPU."""
+        return self.state_dict_from(self.state_tensors(), i)
