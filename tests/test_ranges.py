@@ -3,6 +3,7 @@ refusals, Optuna's float and integer distributions, a real search over them, its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,13 +12,13 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpstudy.errors import UserError
-from hpstudy.factors import Range, space_size
+from hpstudy.factors import Range, config_values, shown, space_size, topologies, value_of
 from hpstudy.options import RunOptions
 from hpstudy.protocols.grid import GridProtocol
 from hpstudy.protocols.search import SearchProtocol
 from hpstudy.report import build_report
 from hpstudy.rundir import open_run
-from hpstudy.runner import run_study
+from hpstudy.runner import check_plan, run_study
 from hpstudy.space import Config
 from hpstudy.status import run_status
 from hpstudy.storage import Store, TrialStatus, default_url, distributions_of, params_of
@@ -74,6 +75,24 @@ def test_a_search_space_with_ranges_parses_to_ranges_and_optuna_distributions():
     adam = study.config(seed=42, depth=1, width=16, optimizer="adam", lr=0.01,
                         momentum=0.7, activation="relu")  # fmt: skip
     assert adam.momentum == 0.0 and "momentum" not in params_of(adam, list(dists))
+
+
+def test_depth_and_width_are_a_topology_everywhere_a_factor_is_named():
+    assert config_values({"depth": 3, "width": 8, "lr": 0.1}) == {"lr": 0.1, "topology": (8, 8, 8)}
+    with pytest.raises(UserError, match="depth and width go together"):
+        config_values({"depth": 2, "lr": 0.1})
+    space = {"depth": Range(1, 3, integer=True), "width": (16, 32), "optimizer": ("sgd",)}
+    assert shown(space) == ("topology", "optimizer")  # what a table's label shows
+    assert space_size(space) == 3 * 2 * 1
+    assert topologies(space) == [(32, 32, 32)]  # the widest, for the plan's FLOP estimate
+    assert value_of(Config(topology=(8, 8)), "depth") == 2
+    assert value_of(Config(topology=(8, 8)), "width") == 8
+
+
+def test_a_big_search_over_depth_and_width_names_its_cost_before_it_runs():
+    study = dataclasses.replace(parse(RANGES), n_trials=20_000)
+    with pytest.raises(UserError, match=r"plans up to 20,000 trials \(20,000 model-epochs, up"):
+        check_plan(study, RunOptions())  # its FLOPs from the deepest, widest topology
 
 
 def test_lists_keep_their_categorical_params_and_keys():
@@ -290,3 +309,24 @@ def test_report_and_status_of_a_search_over_ranges(tmp_path: Path):
     status = run_status(str(summary.run_dir))
     assert status["counts"]["complete"] == 12 + 2
     assert status["best"]["config"] == summary.tables[-1].winner.config
+
+
+def test_a_grid_over_depth_width_and_sgd_momentum_beside_adam_runs(tmp_path: Path):
+    """Adam's configurations have no momentum param (its list holds no 0, which Adam's reset
+    momentum would have needed as a categorical choice); each is trained once."""
+    path = tmp_path / "grid.toml"
+    path.write_text(study_text('depth = [1, 2]\nwidth = [16]\noptimizer = ["sgd", "adam"]\n'
+                               'lr = [0.05]\nactivation = ["relu"]\nmomentum = [0.5, 0.9]',
+                               protocol="grid"))  # fmt: skip
+    summary = run_study(parse_study(path.read_text(), path),
+                        RunOptions(out=str(tmp_path / "run"), **QUICK))  # fmt: skip
+    labels = sorted(row.label for row in summary.tables[0].rows)
+    assert labels == ["16 Adam 0.05 ReLU", "16 SGD 0.05 ReLU 0.5", "16 SGD 0.05 ReLU 0.9",
+                      "16-16 Adam 0.05 ReLU", "16-16 SGD 0.05 ReLU 0.5",
+                      "16-16 SGD 0.05 ReLU 0.9"]  # fmt: skip
+    store = open_run(summary.run_dir)
+    params = [t.params for t in store._optuna.get_trials()]
+    assert summary.n_trained == len(params) == 6
+    assert sorted((p["depth"], p["optimizer"], p.get("momentum")) for p in params) == [
+        (1, "adam", None), (1, "sgd", 0.5), (1, "sgd", 0.9),
+        (2, "adam", None), (2, "sgd", 0.5), (2, "sgd", 0.9)]  # fmt: skip
