@@ -47,6 +47,9 @@ SLOW_TESTS = {
                         "test_pickle_that_runs_code_is_refused_and_never_runs"},
     "test_own_data.py": {"test_user_npz_with_three_classes_end_to_end"},
     "test_engine.py": {"test_cuda_graph_training_matches_eager_training"},
+    "test_cnn.py": {"test_float32_curves_match_plain_pytorch_within_the_stated_tolerance",
+                    "test_cnn_study_runs_end_to_end_with_report_and_model",
+                    "test_bench_family_cnn_reports_the_issues_keys"},
     "test_store.py": {"test_stale_running_trials_are_interrupted"},
     "test_factors.py": {"test_a_factor_declared_in_one_place_reaches_parser_store_table_and_"
                         "report"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -189,3 +190,99 @@ def test_population_refuses_mixed_shapes_and_unsorted_members():
 def test_dropout_with_convolutions_is_one_line_naming_the_fix():
     with pytest.raises(UserError, match=r"dropout=0.5 with conv=\[4, 8\]: set dropout = 0"):
         build_model(Config(**SMALL, dropout=0.5))
+
+
+def test_cnn_model_file_loads_as_nn_sequential_and_predicts_pngs(fashion, tmp_path, capsys):
+    """The saved CNN is the plain nn.Sequential (batch norm in eval mode) and `hpstudy predict`
+    classifies PNG files of test images exactly as the model classifies the tensors."""
+    from PIL import Image
+
+    from hpstudy import data
+    from hpstudy.cli import main
+    from hpstudy.modelfile import load_model, save_model
+
+    train_split, eval_split = _splits(fashion, torch.float32)
+    norm = {"mean": 0.5, "std": 0.5}
+    config = Config(**SMALL, optimizer="adam", lr=0.01, batch_norm=True, max_epochs=1)
+    (result,) = train([config], train_split, eval_split)
+    path = save_model(tmp_path / "cnn.pth", state_dict=result.state_dict, config=config,
+                      normalization=norm, metrics={}, data_digests=fashion.digests)  # fmt: skip
+    loaded = load_model(path)
+    assert not loaded.model.training and isinstance(loaded.model[2], nn.BatchNorm2d)
+    images = fashion.test_images[:40]
+    for i, pixels in enumerate(images):
+        Image.fromarray(pixels, mode="L").save(tmp_path / f"{i:02d}.png")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(path), "--invert", "never", "--json",
+                 *sorted(str(p) for p in tmp_path.glob("*.png"))]) == 0  # fmt: skip
+    got = [json.loads(line)["class"] for line in capsys.readouterr().out.splitlines()]
+    with torch.no_grad():
+        expected = loaded.model(eval_split.x[:40]).argmax(1).tolist()
+    assert got == [data.CLASS_NAMES[c] for c in expected]
+
+
+CNN_STUDY = """
+name = "tinycnn"
+protocol = "search"
+selection = "validation"
+n_seeds = 1
+batch_size = 64
+max_epochs = 1
+patience = 2
+[normalization]
+mean = 0.5
+std = 0.5
+[validation]
+size = 250
+seed = 0
+[space]
+conv = [[4, 8], [8]]
+kernel_size = [3, 5]
+batch_norm = [true, false]
+topology = [[16]]
+optimizer = ["adam"]
+lr = [0.003]
+activation = ["relu"]
+[search]
+n_trials = 3
+batch = 3
+sampler_seed = 0
+confirm_top = 1
+confirm_seeds = 2
+"""
+
+
+def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
+    """A search over a CNN space from a study file: trials, confirmation, the model file
+    (loadable, BatchNorm statistics included where chosen) and the report's model card."""
+    from hpstudy.cli import main
+    from hpstudy.modelfile import load_model
+
+    study = tmp_path / "tinycnn.toml"
+    study.write_text(CNN_STUDY)
+    out = tmp_path / "run"
+    args = ["run", str(study), "--out", str(out), "--limit-train", "320", "--limit-eval", "250"]
+    assert main(args) == 0
+    loaded = load_model(out / "final_best_model.pth")
+    assert loaded.config.is_cnn and loaded.config.kernel_size in (3, 5)
+    assert isinstance(loaded.model[1], nn.Conv2d)
+    card = (out / "report.md").read_text()
+    assert "| convolutions |" in card and "| dense layers |" in card
+
+
+def test_bench_family_cnn_reports_the_issues_keys(capsys):
+    """`hpstudy bench --family cnn --json`: the paper loop, the engine at 1, 8 and 32 members
+    and the FLOP floor with convolutions counted, timed in one run."""
+    from hpstudy.cli import main
+
+    assert main(["bench", "--family", "cnn", "--steps", "1", "--repeats", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["family"] == "cnn" and "conv[32, 64]" in report["model"]
+    times = report["per_model_epoch_s"]
+    assert {"paper_loop", "engine_1", "engine_8", "engine_32"} <= set(times)
+    assert all(seconds > 0 for seconds in times.values())
+    assert report["speedup_8"] == pytest.approx(times["paper_loop"] / times["engine_8"])
+    cnn = Config(topology=(128,), conv=(32, 64), batch_norm=True)
+    assert report["floor_s"] * report["matmul_tflops"] * 1e12 == pytest.approx(
+        model_epoch_flops(cnn, 60_000)
+    )

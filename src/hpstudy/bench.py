@@ -3,11 +3,14 @@ the FLOP floor, all measured in one run on one device.
 
     >>> report = run_benchmark(device="cpu", steps=100)
     >>> report["speedup_15"], report["floor_ratio_15"]
+    >>> report = run_benchmark(device="cpu", steps=20, family="cnn")   # members 1, 8, 32
+    >>> report["speedup_8"]
 
-Everything is T4 with Adam on the full 60,000-image training set; only training steps are timed
-(evaluation excluded), after a warm-up. With `steps`, each variant times that many steps and
-scales to a full epoch. Seconds are per model-epoch: a population's epoch time divided by its
-members.
+The MLP family is T4 with Adam; the CNN family is conv [32, 64] (3x3, batch norm), one dense
+layer of 128, Adam, batches of 128 (`bench_configs`). Both train on the full 60,000-image
+training set; only training steps are timed (evaluation excluded), after a warm-up. With
+`steps`, each variant times that many steps and scales to a full epoch. Seconds are per
+model-epoch: a population's epoch time divided by its members.
 
 A shared or noisy machine can halve or double one timing minutes apart, so every variant is set
 up and warmed once, then timed `repeats` times interleaved (A B C, A B C, ...): a slow spell hits
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 
 from hpstudy import data
+from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import (
     matmul_precision,
     measure_matmul_flops,
@@ -48,19 +52,30 @@ from hpstudy.engine.splits import Split
 from hpstudy.engine.steps import StepRunner, graphs_supported
 from hpstudy.engine.trainer import describe_device
 from hpstudy.errors import DataError
-from hpstudy.model import build_mlp
+from hpstudy.model import build_model
 from hpstudy.space import Config
 
 PAPER_LRS = (0.001, 0.005, 0.01, 0.05, 0.1)
+CNN_LRS = (0.001, 0.0005, 0.002)
 _WARMUP_STEPS = 5
+# Per family: the benchmarked shape, the population sizes timed by default, and the size whose
+# ratio to the paper loop is reported as speedup_N and floor_ratio_N.
+FAMILIES = {
+    "mlp": (Config(topology="T4", optimizer="adam"), PAPER_LRS, (1, 15, 75), 15),
+    "cnn": (
+        Config(topology=(128,), conv=(32, 64), batch_norm=True, optimizer="adam", batch_size=128),
+        CNN_LRS,
+        (1, 8, 32),
+        8,
+    ),
+}
 
 
-def bench_configs(n_members: int) -> list[Config]:
-    """T4 + Adam members differing in learning rate and seed, as in a grid with seeds."""
-    configs = [
-        Config(topology="T4", optimizer="adam", lr=PAPER_LRS[i % len(PAPER_LRS)], seed=i)
-        for i in range(n_members)
-    ]
+def bench_configs(n_members: int, family: str = "mlp") -> list[Config]:
+    """Members of the family's shape with Adam, differing in learning rate and seed, as in a
+    grid with seeds."""
+    base, lrs, _, _ = FAMILIES[family]
+    configs = [base.replace(lr=lrs[i % len(lrs)], seed=i) for i in range(n_members)]
     return sorted(configs, key=member_order_key)
 
 
@@ -76,16 +91,16 @@ Timer = Callable[[], float]  # times one repetition: seconds per epoch
 
 
 def _paper_steps_timer(
-    loader: torch.utils.data.DataLoader, device: torch.device, steps: int | None
+    loader: torch.utils.data.DataLoader, device: torch.device, steps: int | None, config: Config
 ) -> Timer:
     """Timer of the paper's inner loop (nn.Sequential + Adam) over `loader`, warmed up.
 
     Both paper-loop variants share it, so they differ only in where the batches come from;
-    inputs (B, 784) or (B, 1, 28, 28) are flattened to (B, 784).
+    inputs (B, 784) or (B, 1, 28, 28) are flattened to (B, 784) (a CNN's first module restores
+    the image).
     """
-    config = bench_configs(1)[0]
     torch.manual_seed(config.seed)
-    model = build_mlp(config).to(device)
+    model = build_model(config).to(device)
     optimizer = make_torch_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     n_steps = len(loader)
@@ -104,12 +119,14 @@ def _paper_steps_timer(
     return lambda: _timed(lambda: run(limit), device) * n_steps / limit
 
 
-def paper_loop_timer(train: Split, device: torch.device, steps: int | None) -> Timer:
+def paper_loop_timer(
+    train: Split, device: torch.device, steps: int | None, family: str = "mlp"
+) -> Timer:
     """Timer of DataLoader(TensorDataset, shuffle=True) + nn.Sequential + Adam."""
+    config = bench_configs(1, family)[0]
     dataset = torch.utils.data.TensorDataset(train.x.cpu(), train.y.cpu())
-    batch_size = bench_configs(1)[0].batch_size
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    return _paper_steps_timer(loader, device, steps)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True)
+    return _paper_steps_timer(loader, device, steps, config)
 
 
 @functools.cache
@@ -169,15 +186,16 @@ def paper_loop_torchvision_timer(
     data_dir: str | os.PathLike | None,
     device: torch.device,
     steps: int | None,
+    family: str = "mlp",
 ) -> Timer:
     """Timer of DataLoader(torchvision FashionMNIST + ToTensor + Normalize), staged in `root`
     (which must outlive the timer)."""
+    config = bench_configs(1, family)[0]
     dataset = torchvision_fashion_mnist(stage_torchvision_root(root, data_dir))
-    batch_size = bench_configs(1)[0].batch_size
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=0
+        dataset, batch_size=config.batch_size, shuffle=True, num_workers=0
     )
-    return _paper_steps_timer(loader, device, steps)
+    return _paper_steps_timer(loader, device, steps, config)
 
 
 def engine_timer(
@@ -187,13 +205,16 @@ def engine_timer(
     steps: int | None,
     *,
     cuda_graph: bool = False,
+    family: str = "mlp",
 ) -> tuple[Timer, StepRunner]:
     """Timer of a population of `n_members` (seconds per population-epoch), and its runner.
 
     Training steps only; with `cuda_graph` the capture happens during the warm-up, so the
     epoch time is that of replays and `runner.capture_s` is the capture time, on its own.
     """
-    pop = Population.from_configs(bench_configs(n_members), device=device, dtype=train.x.dtype)
+    configs = bench_configs(n_members, family)
+    population_class = CNNPopulation if family == "cnn" else Population
+    pop = population_class.from_configs(configs, device=device, dtype=train.x.dtype)
     runner = StepRunner(pop, StackedOptimizer(pop), train, cuda_graph=cuda_graph)
     n_steps = math.ceil(len(train) / pop.configs[0].batch_size)
     runner.epoch(1, max_steps=_WARMUP_STEPS)
@@ -223,21 +244,29 @@ def run_benchmark(
     train: Split,
     *,
     device: torch.device | str = "cpu",
-    members: Sequence[int] = (1, 15, 75),
+    members: Sequence[int] | None = None,
     steps: int | None = None,
     repeats: int = 5,
     data_dir: str | os.PathLike | None = None,
     tf32: bool = False,
     progress: Callable[[str], None] | None = None,
+    family: str = "mlp",
 ) -> dict:
     """Time every variant `repeats` times, interleaved; returns the JSON-ready report (see
     `hpstudy bench --json`).
+
+    `family` is "mlp" (T4; members default to 1, 15, 75, ratios at 15) or "cnn" (members 1, 8,
+    32, ratios at 8): see `FAMILIES`.
 
     `data_dir` is where the torchvision variant reads the four files (as `data.locate`). On
     CUDA each population size is also timed with CUDA graphs (`engine_N_graphs`). `tf32=True`
     (CUDA only) lets every variant and the floor's matmuls use TensorFloat-32.
     """
     device = torch.device(device)
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got family={family!r}")
+    _, _, default_members, ratio_members = FAMILIES[family]
+    members = default_members if members is None else members
     if tf32 and device.type != "cuda":
         raise ValueError(f"tf32 needs a CUDA device, got {device}")
     if repeats < 1:
@@ -245,7 +274,9 @@ def run_benchmark(
     say = progress or (lambda _msg: None)
     with matmul_precision(tf32), tempfile.TemporaryDirectory(prefix="hpstudy-torchvision-") as root:
         train = train.to(device, torch.float32)
-        timers, per_member, capture = _prepare(train, device, members, steps, (root, data_dir), say)
+        timers, per_member, capture = _prepare(
+            train, device, members, steps, (root, data_dir), say, family
+        )
         say(f"timing {len(timers)} variants, {repeats} interleaved rounds")
         samples = interleave(timers, repeats)
         say("matmul throughput for the FLOP floor")
@@ -253,9 +284,11 @@ def run_benchmark(
     per_model_epoch = {
         name: [t / per_member[name] for t in values] for name, values in samples.items()
     }
-    floor = model_epoch_flops(bench_configs(1)[0], len(train)) / flops
+    floor = model_epoch_flops(bench_configs(1, family)[0], len(train)) / flops
     torchvision, torchvision_skipped = import_torchvision()
     report = {
+        "family": family,
+        "model": str(bench_configs(1, family)[0]),
         "device": describe_device(device),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__ if torchvision else None,
@@ -268,56 +301,57 @@ def run_benchmark(
         "graph_capture_s": {name: runner.capture_s for name, runner in capture.items()},
         "floor_s": floor,
     }
-    report |= _summaries(per_model_epoch, floor)
+    report |= _summaries(per_model_epoch, floor, ratio_members)
     return report
 
 
-def _prepare(train, device, members, steps, torchvision_paths, say):
+def _prepare(train, device, members, steps, torchvision_paths, say, family="mlp"):
     """(timers, members per timed run, CUDA-graph runners), each variant set up and warm."""
     timers: dict[str, Timer] = {}
     per_member: dict[str, int] = {}
     capture: dict[str, StepRunner] = {}
     say("paper loop (DataLoader + nn.Sequential + torch.optim, 1 configuration)")
-    timers["paper_loop"] = paper_loop_timer(train, device, steps)
+    timers["paper_loop"] = paper_loop_timer(train, device, steps, family)
     torchvision, torchvision_skipped = import_torchvision()
     if torchvision is None:
         say(f"paper loop with torchvision skipped: {torchvision_skipped}")
     else:
         say("paper loop with torchvision FashionMNIST + ToTensor + Normalize")
         timers["paper_loop_torchvision"] = paper_loop_torchvision_timer(
-            *torchvision_paths, device, steps
+            *torchvision_paths, device, steps, family
         )
     for n_members in members:
         say(f"engine, {n_members} member(s)")
-        timers[f"engine_{n_members}"], _ = engine_timer(train, n_members, device, steps)
+        timers[f"engine_{n_members}"], _ = engine_timer(
+            train, n_members, device, steps, family=family
+        )
         per_member[f"engine_{n_members}"] = n_members
         if graphs_supported(device):
             say(f"engine with CUDA graphs, {n_members} member(s)")
             name = f"engine_{n_members}_graphs"
             timers[name], capture[name] = engine_timer(
-                train, n_members, device, steps, cuda_graph=True
+                train, n_members, device, steps, cuda_graph=True, family=family
             )
             per_member[name] = n_members
     return timers, {name: per_member.get(name, 1) for name in timers}, capture
 
 
-def _summaries(per_model_epoch: dict[str, list[float]], floor: float) -> dict:
-    """Medians and spreads of the times and of the ratios, each ratio taken round by round."""
+def _summaries(per_model_epoch: dict[str, list[float]], floor: float, n: int = 15) -> dict:
+    """Medians and spreads of the times and of the ratios, each ratio taken round by round;
+    the ratios compare the population of `n` members (speedup_n, floor_ratio_n)."""
     out: dict = {"per_model_epoch_s": {}, "per_model_epoch_spread_s": {}}
     for name, values in per_model_epoch.items():
         out["per_model_epoch_s"][name], out["per_model_epoch_spread_s"][name] = summarise(values)
-    if "engine_15" not in per_model_epoch:
+    if f"engine_{n}" not in per_model_epoch:
         return out
-    engine_15 = per_model_epoch["engine_15"]
+    engine = per_model_epoch[f"engine_{n}"]
     ratios = {
-        "speedup_15": [
-            p / e for p, e in zip(per_model_epoch["paper_loop"], engine_15, strict=True)
-        ],
-        "floor_ratio_15": [e / floor for e in engine_15],
+        f"speedup_{n}": [p / e for p, e in zip(per_model_epoch["paper_loop"], engine, strict=True)],
+        f"floor_ratio_{n}": [e / floor for e in engine],
     }
     if "paper_loop_torchvision" in per_model_epoch:
-        ratios["speedup_15_torchvision"] = [
-            p / e for p, e in zip(per_model_epoch["paper_loop_torchvision"], engine_15, strict=True)
+        ratios[f"speedup_{n}_torchvision"] = [
+            p / e for p, e in zip(per_model_epoch["paper_loop_torchvision"], engine, strict=True)
         ]
     for name, values in ratios.items():
         out[name], out[f"{name}_spread"] = summarise(values)

@@ -11,7 +11,7 @@
 On disk (schema version 1) the file is `torch.save` of one dict:
 
     {"format": "hpstudy-model", "schema_version": 1,
-     "state_dict": {"0.weight": Tensor, ...},               # CPU tensors, keys of build_mlp(config)
+     "state_dict": {"0.weight": Tensor, ...},             # CPU tensors, keys of build_model(config)
      "metadata": {"config": Config.to_dict(), "normalization": {"mean": float, "std": float},
                   "class_names": [...], "metrics": {...}, "data_digests": {...},
                   "input_shape": [H, W] or [D] (absent: [28, 28]), "pixel_max": 255 (digits 16),
@@ -43,7 +43,7 @@ from torch import nn
 from hpstudy import __version__, data
 from hpstudy.atomic import atomic_file
 from hpstudy.errors import UserError
-from hpstudy.model import build_mlp
+from hpstudy.model import build_model
 from hpstudy.space import Config
 
 FORMAT = "hpstudy-model"
@@ -70,7 +70,7 @@ class ModelFileError(UserError):
 class LoadedModel:
     """A model rebuilt from its file: ready to call, with the metadata it was saved with."""
 
-    model: nn.Sequential  # build_mlp(config) with the saved weights, in eval mode
+    model: nn.Sequential  # build_model(config) with the saved weights, in eval mode
     config: Config
     metadata: dict
 
@@ -108,7 +108,7 @@ def save_model(
 ) -> Path:
     """Write a model file atomically (temp file in the same folder, then rename); returns its path.
 
-    The state_dict must match `build_mlp(config)`; it is checked before anything is written, so
+    The state_dict must match `build_model(config)`; it is checked before anything is written, so
     a file at `path` is always a complete, loadable model.
     """
     path = Path(path)
@@ -197,10 +197,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
             f"values in all (the model's inputs), got {shape!r:.200}"
         )
     check_state_dict(state_dict, config, where=str(path))
-    # build_mlp draws initial weights from torch's global RNG; fork it so loading a model does not
-    # change the random stream of whoever calls us.
+    # build_model draws initial weights from torch's global RNG; fork it so loading a model does
+    # not change the random stream of whoever calls us.
     with torch.random.fork_rng(devices=[]):
-        model = build_mlp(config)
+        model = build_model(config)
     model.load_state_dict(state_dict, strict=True)
     return LoadedModel(model=model.to(device).eval(), config=config, metadata=metadata)
 
@@ -208,7 +208,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
 def check_state_dict(state_dict: dict, config: Config, *, where: str) -> None:
     """Raise ModelFileError unless `state_dict` has exactly the keys and shapes of the config."""
     with torch.device("meta"):  # shapes only: no memory, no RNG
-        expected = build_mlp(config).state_dict()
+        expected = build_model(config).state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
@@ -228,6 +228,11 @@ def check_state_dict(state_dict: dict, config: Config, *, where: str) -> None:
                 f"{config} expects {tuple(want.shape)}; the weights and metadata do not belong "
                 "together"
             )
+        if not want.is_floating_point():  # a batch norm's num_batches_tracked (int64)
+            if got.dtype != want.dtype or got.numel() != 1:
+                raise ModelFileError(f"{where}: state_dict[{key!r}] has dtype {got.dtype}, "
+                                     f"expected {want.dtype}")  # fmt: skip
+            continue
         if not got.is_floating_point():
             raise ModelFileError(f"{where}: state_dict[{key!r}] has dtype {got.dtype}, not float")
         n_bad = int((~torch.isfinite(got)).sum())

@@ -3,10 +3,12 @@
     hpstudy bench                      # full epochs, T4 + Adam, 60,000 images
     hpstudy bench --steps 100 --json   # quick: 100 steps per variant, scaled to an epoch
     hpstudy bench --steps 100 --repeats 9   # more rounds on a noisy machine
+    hpstudy bench --family cnn --steps 20   # the CNN: engine at 1, 8, 32 members, speedup_8
 
 Variants are timed in interleaved rounds (A B C, A B C, ...); each time and ratio is the median
 over rounds, with its spread (min-max). Seconds are per model-epoch; `speedup_15` is paper loop /
-engine with 15 members and `floor_ratio_15` is engine with 15 members / FLOP floor. Where
+engine with 15 members and `floor_ratio_15` is engine with 15 members / FLOP floor (with
+`--family cnn`: `speedup_8` and `floor_ratio_8`, convolution FLOPs in the floor). Where
 torchvision imports, the row `paper_loop_torchvision` (torchvision's FashionMNIST + ToTensor +
 Normalize) and `speedup_15_torchvision` are added; otherwise the table says why they are
 missing. On CUDA
@@ -33,7 +35,18 @@ def _members(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, metavar="N", help="time N steps per variant")
+    parser.add_argument(
+        "--family",
+        choices=["cnn", "mlp"],  # hpstudy.bench.FAMILIES (not imported here: torch)
+        default="mlp",
+        help="mlp: T4 + Adam (default); cnn: conv [32, 64] with batch norm, dense 128, Adam",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="time N steps per variant, scaled to an epoch (a CNN run: --steps 20, minutes)",
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -44,9 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--members",
         type=_members,
-        default=[1, 15, 75],
+        default=None,
         metavar="LIST",
-        help="population sizes to time (default: 1,15,75)",
+        help="population sizes to time (default: 1,15,75; with --family cnn 1,8,32)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
     parser.add_argument(
@@ -84,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         data_dir=ds.source,
         tf32=args.tf32,
+        family=args.family,
         progress=lambda msg: print(f"bench: {msg} ...", file=sys.stderr, flush=True),
     )
     if args.json:
@@ -94,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(report: dict) -> None:
+    print(f"{report['family']}: {report['model']}")
     print(
         f"device {report['device']}, torch {report['torch']}, {report['threads']} threads, "
         f"{report['precision']}, matmul {report['matmul_tflops'] * 1e3:.0f} GFLOP/s, "
@@ -115,7 +130,8 @@ def _print_table(report: dict) -> None:
         print(f"{name}: capturing its CUDA graph took {seconds:.3f} s (not in the epoch time)")
     if report["torchvision_skipped"]:
         print(f"paper_loop_torchvision skipped: {report['torchvision_skipped']}")
-    for name in ("speedup_15", "speedup_15_torchvision", "floor_ratio_15"):
+    ratios = [k for k in report if k.startswith(("speedup_", "floor_ratio_"))]
+    for name in (k for k in ratios if not k.endswith("_spread")):
         if name in report:
             low, high = report[f"{name}_spread"]
             print(f"{name} {report[name]:.2f} (spread {low:.2f}-{high:.2f})")

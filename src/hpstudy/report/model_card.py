@@ -25,7 +25,7 @@ def final_model_table(final: FinalModel, view: RunView, paper_final: float | Non
     rows = [
         ("data", f"{view.study.data_label} ({config.n_inputs} inputs, {config.n_classes} "
          "classes)"),
-        ("topology", config.topology_label),
+        *_architecture_rows(config),
         ("optimizer", f"{config.optimizer} (torch.optim defaults)"),
         ("learning rate", f"{config.lr:g}"),
         ("activation", config.activation),
@@ -53,6 +53,19 @@ def final_model_table(final: FinalModel, view: RunView, paper_final: float | Non
             },
         ),
     )
+
+
+def _architecture_rows(config: Config) -> list[tuple[str, str]]:
+    """The topology row; for a CNN its convolution blocks, then its dense layers."""
+    if not config.is_cnn:
+        return [("topology", config.topology_label)]
+    k = config.kernel_size
+    norm = "BatchNorm2d, " if config.batch_norm else ""
+    return [
+        ("convolutions", f"{', '.join(map(str, config.conv))} channels; per block Conv2d "
+         f"{k}x{k} (same padding), {norm}{config.activation}, 2x2 max-pooling"),
+        ("dense layers", "-".join(map(str, config.dense_sizes))),
+    ]  # fmt: skip
 
 
 def per_class_table(scores: Sequence[ClassScore], names: Sequence[str]) -> Table:
