@@ -9,6 +9,8 @@ an (M, 1) tensor per parameter, so the one-rule population is a lower bound on w
 reach. This times training steps (forward, backward, update; T4, batch 64, FashionMNIST) of:
 one rule, 15 learning rates, 15 (learning rate, momentum, weight decay) rules, and the same
 for Adam, in interleaved rounds, and prints medians and ratios to the one-rule population.
+Then it times the optimizer update alone for SGD with momentum: one rule, 15 runs, and a
+prototype with per-member (M, 1) learning-rate and momentum tensors (one op sequence).
 """
 
 from __future__ import annotations
@@ -52,6 +54,41 @@ def time_steps(configs: list[Config], train, steps: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
+def time_updates(m: int, steps: int) -> dict[str, float]:
+    """Seconds per SGD-momentum update of M T4 members with M learning rates: the engine's
+    per-member (M, 1) columns (one op sequence), and the alternative it replaced, one run of
+    torch.optim's `_foreach_` sequence per learning rate; and one shared rule for reference."""
+    lrs = [0.01 * (1 + i / m) for i in range(m)]
+    one = sorted([Config(lr=0.01, momentum=0.9, seed=i) for i in range(m)], key=member_order_key)
+    many = sorted([Config(lr=lr, momentum=0.9, seed=i) for i, lr in enumerate(lrs)],
+                  key=member_order_key)  # fmt: skip
+    out = {}
+    for name, configs in (("update, one rule", one), (f"update, {m} lrs as columns", many)):
+        pop = Population.from_configs(configs, device=torch.device("cpu"), dtype=torch.float32)
+        for g in pop.grad_rows:
+            g.normal_()
+        opt = StackedOptimizer(pop)
+        opt.step()
+        started = time.perf_counter()
+        for _ in range(steps):
+            opt.step()
+        out[name] = (time.perf_counter() - started) / steps
+    pop = Population.from_configs(many, device=torch.device("cpu"), dtype=torch.float32)
+    for g in pop.grad_rows:
+        g.normal_()
+    bufs = [g.clone() for g in pop.grad_rows]
+    started = time.perf_counter()
+    for _ in range(steps):
+        for i, config in enumerate(many):  # one run per learning rate
+            params, grads = [r[i : i + 1] for r in pop.rows], [g[i : i + 1] for g in pop.grad_rows]
+            buffers = [b[i : i + 1] for b in bufs]
+            torch._foreach_mul_(buffers, config.momentum)
+            torch._foreach_add_(buffers, grads)
+            torch._foreach_add_(params, buffers, alpha=-config.lr)
+    out[f"update, {m} lrs as runs"] = (time.perf_counter() - started) / steps
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
@@ -67,8 +104,14 @@ def main() -> None:
             times[name].append(time_steps(configs, train, args.steps))
     print(f"ms per step, {args.members} members, T4, batch 64, median of {args.rounds} rounds "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")  # fmt: skip
+    updates: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for name, seconds in time_updates(args.members, args.steps).items():
+            updates.setdefault(name, []).append(seconds)
+    times |= updates
     for name, values in times.items():
         base = "adam, one rule" if name.startswith("adam") else "sgd, one rule"
+        base = "update, one rule" if name.startswith("update") else base
         ratio = statistics.median(values) / statistics.median(times[base])
         print(f"  {name:<32} {1e3 * statistics.median(values):8.2f}  x{ratio:.3f} of {base}")
 

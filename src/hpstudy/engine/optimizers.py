@@ -4,17 +4,13 @@
     >>> opt.start_epoch(1)                       # each member's scheduled learning rate
     >>> population.loss_and_grads(x, y); opt.step()
 
-Members are sorted so that each rule (optimizer, learning rate, schedule, momentum, nesterov,
-weight decay, betas) is a contiguous range along the member axis; each range is updated by the
-same multi-tensor kernels torch.optim uses (`_fused_adam_`, the `_foreach_` ops of SGD and
-RMSprop), with torch.optim's semantics for every argument, on views of the stacked tensors.
-Updating a member never reads another member's numbers, and each member's elements start at an
-aligned offset of the row blocks these kernels see, so its bits do not depend on its position.
-
-Members that differ only in a scalar argument (lr, momentum, weight decay) share a population as
-separate runs of one kernel sequence each. Per-member argument tensors would make that one
-sequence, but `_fused_adam_` and the `_foreach_` ops take their scalars as numbers, and the
-measured cost of a run is small beside the step's matmuls (docs/design.md, "The engine").
+Members are sorted so that each update group (see `group_key`) is a contiguous range along the
+member axis. Adam's groups are whole rules, updated by torch.optim's own `_fused_adam_`; SGD and
+RMSprop follow torch.optim's op sequence with their learning rate (scheduled), momentum and
+weight decay as per-member (k, 1) columns, so members that differ only in those numbers are one
+range. Updating a member never reads another member's numbers, and each member's elements start
+at an aligned offset of the row blocks these kernels see, so its bits do not depend on its
+position.
 """
 
 from __future__ import annotations
@@ -32,31 +28,32 @@ RMSPROP_ALPHA = 0.99  # torch.optim.RMSprop defaults
 RMSPROP_EPS = 1e-8
 
 
-@dataclass(frozen=True)
-class Rule:
-    """What decides a member's update, apart from its numbers (members with equal rules form
-    one run)."""
+def group_key(config: Config) -> tuple:
+    """Members with equal keys are updated together, as one run of the member axis.
 
-    optimizer: str
-    lr: float  # the base rate; the schedule gives each epoch's
-    schedule: str
-    max_epochs: int  # the schedule's horizon
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    betas: tuple[float, float]
-
-    @classmethod
-    def of(cls, c: Config) -> Rule:
-        return cls(c.optimizer, c.lr, c.schedule, c.max_epochs, c.momentum, c.nesterov,
-                   c.weight_decay, c.betas)  # fmt: skip
-
-
-def rule_key(config: Config) -> tuple:
-    """The part of a population's sort key that makes each rule a contiguous range."""
+    Adam's fused kernel takes its arguments as numbers, so an Adam run is one whole rule. SGD
+    and RMSprop take the learning rate (scheduled), momentum and weight decay as per-member
+    (k, 1) columns, so one run holds every SGD member of a kind (with or without momentum,
+    Nesterov or not) and every RMSprop member: a population of 15 learning rates updates with
+    one op sequence instead of 15 (measured in benchmarks/scalar_runs.py).
+    """
     c = config
-    return (c.optimizer, c.lr, c.schedule, c.max_epochs, c.momentum, c.nesterov, c.weight_decay,
-            c.betas)  # fmt: skip
+    if c.optimizer == "adam":
+        return ("adam", c.lr, c.schedule, c.max_epochs, c.weight_decay, c.betas)
+    if c.optimizer == "sgd":
+        return ("sgd", c.momentum > 0, c.nesterov)
+    return ("rmsprop",)
+
+
+@dataclass
+class _Run:
+    """One run of members updated together, with its per-member argument columns."""
+
+    members: slice
+    first: Config  # the run's first member (Adam: every member has its arguments)
+    neg_lr: torch.Tensor  # (k, 1): minus each member's learning rate for this epoch
+    momentum: torch.Tensor | None  # (k, 1), SGD with momentum
+    weight_decay: torch.Tensor | None  # (k, 1), when some member has weight decay
 
 
 class StackedOptimizer:
@@ -76,21 +73,38 @@ class StackedOptimizer:
         # Every member of a population has taken the same number of steps.
         self.step_count = torch.zeros((), dtype=torch.float32, device=population.params[0].device)
         self.n_steps = 0  # the same count on the host (SGD's first momentum step)
-        self.start_epoch(1)
+        self.epoch = 1
+        self._make_runs()
+
+    def _make_runs(self) -> None:
+        configs, rows = self.population.configs, self.population.rows[0]
+
+        def column(values) -> torch.Tensor:
+            return torch.tensor(values, dtype=rows.dtype).unsqueeze(1).to(rows.device)
+
+        self.runs = []
+        for _, s in runs([group_key(c) for c in configs]):
+            members = configs[s]
+            decay = [c.weight_decay for c in members]
+            self.runs.append(_Run(
+                s, members[0], column([0.0] * len(members)),
+                column([c.momentum for c in members]) if members[0].momentum else None,
+                column(decay) if any(decay) else None,
+            ))  # fmt: skip
+        self.start_epoch(self.epoch)
 
     def start_epoch(self, epoch: int) -> None:
         """Use each member's scheduled learning rate for epoch `epoch` (1-based)."""
         self.epoch = epoch
         configs = self.population.configs
-        # (rule, this epoch's lr, member range) per run of equal rules
-        self.rule_runs = [
-            (Rule.of(configs[s.start]), epoch_lr(configs[s.start], epoch), s)
-            for _, s in runs([rule_key(c) for c in configs])
-        ]
+        for run in self.runs:
+            # Copied into the same tensor: a CUDA graph that reads it sees the new rates.
+            rates = [-epoch_lr(c, epoch) for c in configs[run.members]]
+            run.neg_lr.copy_(torch.tensor(rates, dtype=run.neg_lr.dtype).unsqueeze(1))
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep the state of members at `keep`; call right after Population.select(keep)."""
-        self.start_epoch(self.epoch)
+        self._make_runs()
         if self.exp_avg is not None:
             self.exp_avg = [t[keep] for t in self.exp_avg]
         if self.exp_avg_sq is not None:
@@ -100,40 +114,45 @@ class StackedOptimizer:
         pop = self.population
         self.step_count += 1
         self.n_steps += 1
-        for rule, lr, s in self.rule_runs:
+        for run in self.runs:
+            s = run.members
             params = [p[s] for p in pop.rows]  # (k, padded numel): padding stays zero
             grads = [g[s] for g in pop.grad_rows]
-            if rule.optimizer == "sgd":
-                buffers = [m[s] for m in self.exp_avg] if rule.momentum else None
-                _sgd(params, grads, buffers, rule, lr, first=self.n_steps == 1)
-            elif rule.optimizer == "adam":
+            if run.first.optimizer == "sgd":
+                buffers = [m[s] for m in self.exp_avg] if run.momentum is not None else None
+                _sgd(params, grads, buffers, run, first=self.n_steps == 1)
+            elif run.first.optimizer == "adam":
                 exp_avgs = [m[s] for m in self.exp_avg]
                 exp_avg_sqs = [v[s] for v in self.exp_avg_sq]
-                _adam(params, grads, exp_avgs, exp_avg_sqs, self.step_count, rule, lr)
+                lr = epoch_lr(run.first, self.epoch)
+                _adam(params, grads, exp_avgs, exp_avg_sqs, self.step_count, run.first, lr)
             else:
-                _rmsprop(params, grads, [v[s] for v in self.exp_avg_sq], rule, lr)
+                _rmsprop(params, grads, [v[s] for v in self.exp_avg_sq], run)
 
 
-def _sgd(params, grads, buffers, rule: Rule, lr: float, *, first: bool) -> None:
-    # torch.optim.SGD (dampening 0): grad += wd * param; buf = grad on the first step, else
-    # buf = momentum * buf + grad; the step is buf, or grad + momentum * buf with nesterov.
-    if rule.weight_decay:
-        torch._foreach_add_(grads, params, alpha=rule.weight_decay)
-    if buffers is not None:
-        if first:
-            torch._foreach_copy_(buffers, grads)
-        else:
-            torch._foreach_mul_(buffers, rule.momentum)
-            torch._foreach_add_(buffers, grads)
-        if rule.nesterov:
-            torch._foreach_add_(grads, buffers, alpha=rule.momentum)
-        else:
-            grads = buffers
-    torch._foreach_add_(params, grads, alpha=-lr)
+def _sgd(params, grads, buffers, run: _Run, *, first: bool) -> None:
+    # torch.optim.SGD (dampening 0), member by member through the (k, 1) columns:
+    # grad += wd * param; buf = grad on the first step, else buf = momentum * buf + grad; the
+    # step is buf, or grad + momentum * buf with Nesterov; param -= lr * step.
+    for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+        if run.weight_decay is not None:
+            grad.addcmul_(param, run.weight_decay)
+        step = grad
+        if buffers is not None:
+            buf = buffers[i]
+            if first:
+                buf.copy_(grad)
+            else:
+                buf.mul_(run.momentum).add_(grad)
+            if run.first.nesterov:
+                grad.addcmul_(buf, run.momentum)
+            else:
+                step = buf
+        param.addcmul_(step, run.neg_lr)
 
 
-def _adam(params, grads, exp_avgs, exp_avg_sqs, step: torch.Tensor, rule: Rule, lr: float):
-    beta1, beta2 = rule.betas
+def _adam(params, grads, exp_avgs, exp_avg_sqs, step: torch.Tensor, config: Config, lr: float):
+    beta1, beta2 = config.betas
     torch._fused_adam_(
         params,
         grads,
@@ -144,19 +163,23 @@ def _adam(params, grads, exp_avgs, exp_avg_sqs, step: torch.Tensor, rule: Rule, 
         lr=lr,
         beta1=beta1,
         beta2=beta2,
-        weight_decay=rule.weight_decay,
+        weight_decay=config.weight_decay,
         eps=ADAM_EPS,
         amsgrad=False,
         maximize=False,
     )
 
 
-def _rmsprop(params, grads, square_avgs, rule: Rule, lr: float) -> None:
-    # torch.optim.RMSprop with centered=False, momentum=0: grad += wd * param first.
-    if rule.weight_decay:
-        torch._foreach_add_(grads, params, alpha=rule.weight_decay)
+def _rmsprop(params, grads, square_avgs, run: _Run) -> None:
+    # torch.optim.RMSprop with centered=False, momentum=0: grad += wd * param first; then
+    # v = alpha v + (1 - alpha) grad^2 and param -= lr * grad / (sqrt(v) + eps).
+    if run.weight_decay is not None:
+        for param, grad in zip(params, grads, strict=True):
+            grad.addcmul_(param, run.weight_decay)
     torch._foreach_mul_(square_avgs, RMSPROP_ALPHA)
     torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - RMSPROP_ALPHA)
     avg = torch._foreach_sqrt(square_avgs)
     torch._foreach_add_(avg, RMSPROP_EPS)
-    torch._foreach_addcdiv_(params, grads, avg, value=-lr)
+    torch._foreach_div_(grads, avg)  # the gradients are recomputed by the next step
+    for param, grad in zip(params, grads, strict=True):
+        param.addcmul_(grad, run.neg_lr)

@@ -40,11 +40,11 @@ _ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 
 
 def member_order_key(config: Config) -> tuple:
-    """Sort key that makes activation runs and optimizer-rule runs contiguous (a rule is the
-    optimizer with all its arguments; see optimizers.rule_key, whose fields follow here)."""
+    """Sort key that makes each activation a contiguous run of members, and within it each
+    optimizer update group (optimizers.group_key: its fields come first here)."""
     c = config
-    return (c.activation, c.optimizer, c.lr, c.schedule, c.max_epochs, c.momentum, c.nesterov,
-            c.weight_decay, c.betas, c.dropout, c.seed)  # fmt: skip
+    return (c.activation, c.optimizer, c.momentum > 0, c.nesterov, c.lr, c.schedule,
+            c.max_epochs, c.weight_decay, c.betas, c.momentum, c.dropout, c.seed)  # fmt: skip
 
 
 def runs(values: Sequence) -> list[tuple[object, slice]]:
