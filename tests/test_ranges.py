@@ -321,9 +321,10 @@ def test_a_grid_over_depth_width_and_sgd_momentum_beside_adam_runs(tmp_path: Pat
     summary = run_study(parse_study(path.read_text(), path),
                         RunOptions(out=str(tmp_path / "run"), **QUICK))  # fmt: skip
     labels = sorted(row.label for row in summary.tables[0].rows)
-    assert labels == ["16 Adam 0.05 ReLU", "16 SGD 0.05 ReLU 0.5", "16 SGD 0.05 ReLU 0.9",
-                      "16-16 Adam 0.05 ReLU", "16-16 SGD 0.05 ReLU 0.5",
-                      "16-16 SGD 0.05 ReLU 0.9"]  # fmt: skip
+    assert labels == ["16 Adam 0.05 ReLU", "16 SGD 0.05 ReLU momentum 0.5",
+                      "16 SGD 0.05 ReLU momentum 0.9", "16-16 Adam 0.05 ReLU",
+                      "16-16 SGD 0.05 ReLU momentum 0.5",
+                      "16-16 SGD 0.05 ReLU momentum 0.9"]  # fmt: skip
     store = open_run(summary.run_dir)
     params = [t.params for t in store._optuna.get_trials()]
     assert summary.n_trained == len(params) == 6

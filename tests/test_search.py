@@ -84,6 +84,8 @@ def test_confirmation_retrains_the_top_with_new_seeds(tmp_path: Path):
     assert summary.n_trained == 4 + 2 * 3
     assert [t.name for t in summary.tables] == ["search", "confirmed"]
     by_number = {r.number: r for r in open_run(summary.run_dir).records()}
+    tests = open_run(summary.run_dir).test_accuracies()
+    assert all(row.test is None for row in search.rows)  # the search never reads the test set
     top = {r.label: r for r in search.rows[:2]}
     assert {r.label for r in confirmed.rows} == set(top)
     gaps = []
@@ -93,6 +95,8 @@ def test_confirmation_retrains_the_top_with_new_seeds(tmp_path: Path):
         assert all(r.status is TrialStatus.FINISHED for r in records)
         assert all(r.config.replace(seed=42).to_dict() == top[row.label].config for r in records)
         assert row.selection == mean_ci([r.best_accuracy for r in records])
+        # Selection was on validation; each confirming trial then read the test set once.
+        assert row.test == mean_ci([tests[r.key] for r in records])
         gaps.append(top[row.label].selection.mean - row.selection.mean)
     assert f"{100 * mean_ci(gaps).mean:+.2f} pp on average" in confirmed.rule
     best = max(confirmed.rows, key=lambda r: r.selection.mean)

@@ -82,6 +82,13 @@ class Factor:
     # Config resets it to its default, and a trial has no param for it (Optuna's conditional
     # params: the search samples it only where it applies).
     optimizers: tuple[str, ...] = ()
+    # How a configuration's one-line label names the value ('wd 0.0001'); "" prints the value
+    # alone, for the paper's factors and values that say what they are ('cosine').
+    tag: str = ""
+
+    def tagged(self, value: Any) -> str:
+        """The value as a configuration's label shows it: 'wd 0.0001', 'Adam'."""
+        return f"{self.tag} {self.label(value)}" if self.tag else self.label(value)
 
     def applies(self, optimizer: str) -> bool:
         """Whether the factor means anything to a configuration with this optimizer."""
@@ -147,21 +154,24 @@ FACTORS: dict[str, Factor] = {
         Factor("activation", "Activation", "activation", tuple(ACTIVATIONS),
                ACTIVATIONS.__getitem__),
         # The wider space: searched only when a study's [space] lists them.
-        Factor("momentum", "Momentum", "momentum", (), _number, ranged=float, optimizers=("sgd",)),
+        Factor("momentum", "Momentum", "momentum", (), _number, ranged=float, optimizers=("sgd",),
+               tag="momentum"),
         Factor("nesterov", "Nesterov", "Nesterov momentum", (), lambda v: "yes" if v else "no",
-               optimizers=("sgd",)),
-        Factor("weight_decay", "Weight decay", "weight decay", (), _number, ranged=float),
+               optimizers=("sgd",), tag="nesterov"),
+        Factor("weight_decay", "Weight decay", "weight decay", (), _number, ranged=float,
+               tag="wd"),
         Factor("betas", "Adam betas", "Adam's betas", (),
                lambda v: ",".join(map(_number, v)), param=lambda v: ",".join(map(_number, v)),
-               optimizers=("adam",)),
+               optimizers=("adam",), tag="betas"),
         Factor("schedule", "LR schedule", "learning-rate schedule", (), str),
-        Factor("dropout", "Dropout", "dropout", (), _number, ranged=float),
-        Factor("batch_size", "Batch size", "batch size", (), str),
+        Factor("dropout", "Dropout", "dropout", (), _number, ranged=float, tag="dropout"),
+        Factor("batch_size", "Batch size", "batch size", (), str, tag="bs"),
         # CNNs: convolution blocks before the dense layers.
-        Factor("conv", "Convolutions", "convolution channels", (), _widths, param=_widths),
-        Factor("kernel_size", "Kernel", "kernel size", (), str),
+        Factor("conv", "Convolutions", "convolution channels", (), _widths, param=_widths,
+               tag="conv"),
+        Factor("kernel_size", "Kernel", "kernel size", (), str, tag="k"),
         Factor("batch_norm", "Batch norm", "batch normalisation", (),
-               lambda v: "yes" if v else "no"),
+               lambda v: "yes" if v else "no", tag="BN"),
     )
 }  # fmt: skip
 PAPER_FACTORS = ("topology", "optimizer", "lr", "activation")

@@ -44,8 +44,9 @@ class ProgressPrinter:
             self.say(f"warning: {event.text}")
         elif isinstance(event, StageStarted):
             of = f"/{event.n_stages}" if event.n_stages else ""
+            stage = f"stage {event.index}{of} " if event.index else ""  # 0: not a numbered stage
             self.say(
-                f"stage {event.index}{of} {event.name}: {event.n_configs} trials, "
+                f"{stage}{event.name}: {event.n_configs} trials, "
                 f"{event.n_reused} already in the store"
             )
         elif isinstance(event, EpochDone):

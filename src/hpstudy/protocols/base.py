@@ -3,6 +3,7 @@
 >>> protocol = make_protocol(study, trainer); tables = protocol.run()
 >>> row = make_row("T4", records, tests={}, leaky=True)      # mean ± CI over the seeds
 >>> pick_winner(rows)                                         # highest mean selection accuracy
+>>> evaluate_test_once(trainer, configs, by_key)    # clean protocols: the test set, once a trial
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from hpstudy.protocols.trainer import Trainer
+from hpstudy.space import Config
 from hpstudy.storage import TrialRecord
 from hpstudy.study import Study
 from hpstudy.tables import Cell, Row, StageTable, mean_ci
@@ -118,3 +120,21 @@ def pick_winner(rows: Sequence[Row]) -> int | None:
         if row.selection.n and row.selection.mean > best:
             best, best_i = row.selection.mean, i
     return best_i
+
+
+def evaluate_test_once(
+    trainer: Trainer, configs: Sequence[Config], by_key: dict[str, TrialRecord]
+) -> None:
+    """Each trial's test accuracy at its chosen epoch, measured once and kept in the store
+    (`Store.set_test_accuracy`), never recomputed."""
+    from hpstudy import engine
+
+    tests = trainer.store.test_accuracies()
+    for config in configs:
+        record = by_key[trainer.key(config)]
+        if record.key in tests or not record.is_usable:
+            continue
+        state_dict, _ = trainer.weights_of(record)
+        evaluation = engine.evaluate(config, state_dict, trainer.data.test,
+                                     device=trainer.data.device)  # fmt: skip
+        trainer.store.set_test_accuracy(record.key, evaluation.accuracy)

@@ -13,7 +13,7 @@ import itertools
 import time
 from collections.abc import Sequence
 
-from hpstudy.factors import FACTORS, PAPER_FACTORS, factor_label, searched, shown, value_of
+from hpstudy.factors import FACTORS, PAPER_FACTORS, searched, shown, value_of
 from hpstudy.protocols.base import Protocol, make_row, ranked_table
 from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
 from hpstudy.protocols.trainer import POLL_S
@@ -94,7 +94,7 @@ class GridProtocol(Protocol):
 
 
 def config_label(config: Config, names: Sequence[str] = PAPER_FACTORS) -> str:
-    """'T4 Adam 0.005 ReLU' (and any other factor the study searches that applies to it: no
-    momentum for Adam)."""
-    return " ".join(factor_label(f, value_of(config, f)) for f in names
+    """'T4 Adam 0.005 ReLU' (and any other factor the study searches that applies to it, named:
+    'T4 SGD 0.01 ReLU momentum 0.9 wd 0.0001 cosine'; no momentum for Adam)."""
+    return " ".join(FACTORS[f].tagged(value_of(config, f)) for f in names
                     if FACTORS[f].applies(config.optimizer))  # fmt: skip

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from hpstudy import verdict as v
 from hpstudy.factors import FACTORS, PAPER_FACTORS, config_text, factor_label, factors_key
-from hpstudy.protocols.base import Protocol, make_row, pick_winner
+from hpstudy.protocols.base import Protocol, evaluate_test_once, make_row, pick_winner
 from hpstudy.protocols.events import StageFinished, StageStarted
-from hpstudy.protocols.staged import StagedProtocol, evaluate_test_once
+from hpstudy.protocols.staged import StagedProtocol
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key
 from hpstudy.study import ProtocolKind, Stage, Study

@@ -30,7 +30,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from hpstudy.factors import shown, space_size
-from hpstudy.protocols.base import Protocol
+from hpstudy.protocols.base import Protocol, evaluate_test_once
 from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
 from hpstudy.space import Config
@@ -65,7 +65,7 @@ class SearchProtocol(Protocol):
             self._train_round(name, asked)
         search = self.tables(store.records(), {})[0]
         self._confirm(search)
-        tables = self.tables(store.records(), {})
+        tables = self.tables(store.records(), store.test_accuracies())
         for table in tables:
             trainer.on_event(StageFinished(table))
         return tables
@@ -162,7 +162,11 @@ class SearchProtocol(Protocol):
         name = "search: confirmation"
         self.trainer.on_event(StageStarted(0, None, name, len(configs), 0))
         self.trainer.stage = name
-        self.trainer.ensure(configs)
+        by_key = self.trainer.ensure(configs)
+        if not self.study.selection.is_leaky:
+            # Selection is over (by validation); each confirming trial reads the test set once,
+            # at its best validation epoch: the confirmed table's test column.
+            evaluate_test_once(self.trainer, configs, by_key)
 
     def _top(self, search: StageTable) -> list:
         """The rows the confirmation round retrains: the best `confirm_top` with a score."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hpstudy.factors import factor_label
-from hpstudy.protocols.base import Protocol, make_row, pick_winner
+from hpstudy.protocols.base import Protocol, evaluate_test_once, make_row, pick_winner
 from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.space import Config
 from hpstudy.storage import TrialRecord, trial_key
@@ -136,22 +136,6 @@ class StagedProtocol(Protocol):
                     key = self.trainer.key(config)
                     if key not in self.keep:
                         (folder / f"{key}.pt").unlink(missing_ok=True)
-
-
-def evaluate_test_once(trainer, configs: list[Config], by_key: dict[str, TrialRecord]) -> None:
-    """Each trial's test accuracy at its chosen epoch, measured once and kept in the store
-    (`Store.set_test_accuracy`), never recomputed."""
-    from hpstudy import engine
-
-    tests = trainer.store.test_accuracies()
-    for config in configs:
-        record = by_key[trainer.key(config)]
-        if record.key in tests or not record.is_usable:
-            continue
-        state_dict, _ = trainer.weights_of(record)
-        evaluation = engine.evaluate(config, state_dict, trainer.data.test,
-                                     device=trainer.data.device)  # fmt: skip
-        trainer.store.set_test_accuracy(record.key, evaluation.accuracy)
 
 
 def _replace(row, **changes):
