@@ -16,6 +16,7 @@ import torch
 from hpstudy import cli
 from hpstudy.engine.flops import model_epoch_flops
 from hpstudy.rundir import load_trials
+from hpstudy.space import Config
 from hpstudy.storage import TrialStatus
 from hpstudy.tables import read_tables
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
@@ -138,7 +139,10 @@ def test_status_json(runs, capsys):
     winner = read_tables(runs["whole"])[-1].winner
     assert status["best"]["config"] == winner.config
     assert cli.main(["status", str(runs["whole"])]) == 0
-    assert "8 complete" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "8 complete" in out
+    best = Config.from_dict(winner.config)
+    assert f"best: {best.text(seed=False)}: " in out and "seed=" not in out
 
 
 def test_status_of_a_non_run_folder_exits_2(tmp_path, capsys):

@@ -224,15 +224,22 @@ class Config:
         return cls(**d)
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, *, seed: bool = True) -> str:
+        """One line: 'T4[784-256-128-64-10] sgd lr=0.01 relu seed=42 bs=64 ...', with the
+        wider fields that are not at their defaults; `seed=False` leaves the seed out (a
+        configuration over several seeds)."""
         wide = " ".join(
             f"{name}={_value_text(getattr(self, name))}"
             for name in _WIDE_FIELDS
             if getattr(self, name) != _DEFAULTS[name]
         )
         conv = f"conv{list(self.conv)} " if self.conv else ""
+        seed_text = f"seed={self.seed} " if seed else ""
         return (
             f"{conv}{self.topology_label} {self.optimizer} lr={self.lr:g} {self.activation} "
-            f"seed={self.seed} bs={self.batch_size} epochs={self.max_epochs} "
+            f"{seed_text}bs={self.batch_size} epochs={self.max_epochs} "
             f"patience={self.patience}" + (f" {wide}" if wide else "")
         )
 

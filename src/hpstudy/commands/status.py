@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
         config = Config.from_dict(best["config"])
         print(
-            f"best: {config.topology_label} {config.optimizer} lr={config.lr:g} "
-            f"{config.activation}: {100 * best['accuracy']:.2f}% {best['selection']} accuracy "
+            f"best: {config.text(seed=False)}: {100 * best['accuracy']:.2f}% "
+            f"{best['selection']} accuracy "
             f"(mean of {best['n']} seeds)"
         )
     print(
