@@ -19,7 +19,7 @@ from hpstudy.engine.trainer import plan_populations
 from hpstudy.errors import UserError
 from hpstudy.model import build_cnn, build_model
 
-N_TRAIN, N_EVAL = 400, 300
+N_TRAIN, N_EVAL = 200, 200
 LR = {"sgd": 0.05, "adam": 0.002, "rmsprop": 0.001}
 SMALL = dict(topology=(16,), conv=(4, 8), seed=7, batch_size=50)
 
@@ -165,7 +165,7 @@ def test_a_member_computes_the_same_bits_whoever_its_neighbours_are(fashion):
 
 
 def test_saved_cnn_reproduces_its_best_accuracy_and_divergence_spares_the_others(fashion):
-    train_split, eval_split = _splits(fashion, torch.float32)
+    train_split, eval_split = _splits(fashion, torch.float32, 400, 300)
     good = Config(**SMALL, optimizer="adam", lr=0.01, batch_norm=True, max_epochs=2)
     plain = good.replace(batch_norm=False)
     wild = plain.replace(optimizer="sgd", lr=1e6)  # batch norm would rescue it: none here
