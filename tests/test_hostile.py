@@ -352,6 +352,35 @@ def test_an_interrupt_while_claiming_or_finishing_leaves_no_running_trial(
     assert TrialStatus.RUNNING not in statuses and TrialStatus.INTERRUPTED in statuses
 
 
+def test_an_interrupt_keeps_the_populations_that_finished(tmp_path, capsys, monkeypatch):
+    """A grid of two topologies is one engine call of two populations; an interrupt while the
+    second trains keeps the first one's trials, and the rerun trains only the second's."""
+    import hpstudy.engine.trainer as engine_trainer
+
+    real = engine_trainer._train_population
+    started = []
+
+    def second_is_interrupted(configs, indices, *args, **kwargs):
+        started.append(indices)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        yield from real(configs, indices, *args, **kwargs)
+
+    monkeypatch.setattr(engine_trainer, "_train_population", second_is_interrupted)
+    study = write_study(tmp_path, protocol="grid", max_epochs=1)
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) == 130
+    trials = load_trials(run_dir)
+    finished = [r for r in trials if r.status.is_finished]
+    assert len(finished) == len(started[0]) == 4  # T1's four configurations
+    assert {r.config.topology for r in finished} == {(128,)}
+    assert all(r.status is TrialStatus.INTERRUPTED for r in trials if not r.status.is_finished)
+    monkeypatch.setattr(engine_trainer, "_train_population", real)
+    capsys.readouterr()
+    assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) == 0
+    assert "trained 4 trials now" in capsys.readouterr().out
+
+
 def _running(db: Path) -> int:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:

@@ -98,9 +98,13 @@ def train(
     max_population: int | None = None,
     tf32: bool = False,
     cuda_graphs: bool = False,
+    on_result: Callable[[int, TrialResult], None] | None = None,
 ) -> list[TrialResult]:
     """Train every configuration; results come back in the order of `configs`.
 
+    `on_result(i, result)` receives each configuration's result as soon as its population has
+    finished, before the next population starts: a caller that stores it there loses only the
+    running population's work when the call is interrupted.
     `max_population` caps the members of one population (default: what fits in memory).
     `tf32=True` (CUDA, float32 only) lets matmuls use TensorFloat-32: faster on Ampere and
     later, opt-in, and recorded in each result's dtype as "float32+tf32".
@@ -112,7 +116,7 @@ def train(
         raise ValueError(f"tf32 needs a CUDA device and float32, got {device} and {dtype}")
     if cuda_graphs and not graphs_supported(device):
         raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
-    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs)
+    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result)
     with matmul_precision(tf32):
         return _train(configs, train, evaluation, device, dtype, options)
 
@@ -123,6 +127,7 @@ class _TrainOptions:
     max_population: int | None
     tf32: bool
     cuda_graphs: bool
+    on_result: Callable[[int, TrialResult], None] | None = None
 
 
 def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
@@ -144,6 +149,8 @@ def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
         )  # fmt: skip
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
+            if options.on_result is not None:
+                options.on_result(result_index, result)
     return results
 
 

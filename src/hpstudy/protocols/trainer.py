@@ -158,26 +158,28 @@ class Trainer:
                 if prune(ids[i], event.epoch, acc)
             ]  # fmt: skip
 
+        n_train = len(self.data.train.y)
+
+        def on_result(i: int, result: TrialResult) -> None:
+            # Finished as each population ends: an interrupt costs only the running population.
+            if result.state_dict is not None:
+                self._keep(self.key(result.config), result)
+            if self.store.finish(ids[i], result, n_train=n_train, digests=self.data.digests):
+                self.trained.append(self.store.record(ids[i]))
+
         try:
             with self.store.heartbeat(ids):
-                results = engine.train(
+                return engine.train(
                     configs,
                     self.data.train,
                     self.data.evaluation,
                     on_epoch=on_epoch,
+                    on_result=on_result,
                     **self.data.engine_options(),
                 )
         except BaseException:
-            self.store.fail_running(ids)
+            self.store.fail_running(ids)  # the trials not yet finished
             raise
-        n_train = len(self.data.train.y)
-        for tid, result in zip(ids, results, strict=True):
-            key = self.key(result.config)
-            if result.state_dict is not None:
-                self._keep(key, result)
-            if self.store.finish(tid, result, n_train=n_train, digests=self.data.digests):
-                self.trained.append(self.store.record(tid))
-        return results
 
     def _keep(self, key: str, result: TrialResult) -> None:
         """Cache best-epoch weights: all on disk when `weights_dir` is set (staged runs prune
