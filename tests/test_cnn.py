@@ -275,9 +275,12 @@ def test_bench_family_cnn_reports_the_issues_keys(capsys):
     and the FLOP floor with convolutions counted, timed in one run."""
     from hpstudy.cli import main
 
-    assert main(["bench", "--family", "cnn", "--steps", "1", "--repeats", "1", "--json"]) == 0
+    threads = torch.get_num_threads()
+    args = ["bench", "--family", "cnn", "--steps", "1", "--repeats", "1", "--threads", "1"]
+    assert main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["family"] == "cnn" and "conv[32, 64]" in report["model"]
+    assert report["threads"] == 1 and torch.get_num_threads() == threads  # restored
     times = report["per_model_epoch_s"]
     assert {"paper_loop", "engine_1", "engine_8", "engine_32"} <= set(times)
     assert all(seconds > 0 for seconds in times.values())

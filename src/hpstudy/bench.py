@@ -251,9 +251,10 @@ def run_benchmark(
     tf32: bool = False,
     progress: Callable[[str], None] | None = None,
     family: str = "mlp",
+    threads: int | None = None,
 ) -> dict:
     """Time every variant `repeats` times, interleaved; returns the JSON-ready report (see
-    `hpstudy bench --json`).
+    `hpstudy bench --json`). `threads` sets torch's CPU threads for the run (restored after).
 
     `family` is "mlp" (T4; members default to 1, 15, 75, ratios at 15) or "cnn" (members 1, 8,
     32, ratios at 8): see `FAMILIES`.
@@ -265,13 +266,26 @@ def run_benchmark(
     device = torch.device(device)
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}, got family={family!r}")
-    _, _, default_members, ratio_members = FAMILIES[family]
+    _, _, default_members, _ = FAMILIES[family]
     members = default_members if members is None else members
     if tf32 and device.type != "cuda":
         raise ValueError(f"tf32 needs a CUDA device, got {device}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got repeats={repeats}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got threads={threads}")
     say = progress or (lambda _msg: None)
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(train, device, members, steps, repeats, data_dir, tf32, say, family)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(train, device, members, steps, repeats, data_dir, tf32, say, family) -> dict:
+    _, _, _, ratio_members = FAMILIES[family]
     with matmul_precision(tf32), tempfile.TemporaryDirectory(prefix="hpstudy-torchvision-") as root:
         train = train.to(device, torch.float32)
         timers, per_member, capture = _prepare(

@@ -4,6 +4,7 @@
     hpstudy bench --steps 100 --json   # quick: 100 steps per variant, scaled to an epoch
     hpstudy bench --steps 100 --repeats 9   # more rounds on a noisy machine
     hpstudy bench --family cnn --steps 20   # the CNN: engine at 1, 8, 32 members, speedup_8
+    hpstudy bench --threads 1               # one torch thread: steadier on a shared machine
 
 Variants are timed in interleaved rounds (A B C, A B C, ...); each time and ratio is the median
 over rounds, with its spread (min-max). Seconds are per model-epoch; `speedup_15` is paper loop /
@@ -63,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads for every variant (default: torch's, one per core); 1 is "
+        "steadier where other processes share the cores",
+    )
+    parser.add_argument(
         "--tf32",
         action="store_true",
         help="TensorFloat-32 matmuls for every variant and the floor (CUDA only)",
@@ -84,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be >= 1, got --steps {args.steps}")
     if args.repeats < 1:
         raise UserError(f"--repeats must be >= 1, got --repeats {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got --threads {args.threads}")
     device = resolve_device(args.device)
     if args.tf32 and device.type != "cuda":
         raise UserError(f"--tf32 needs a CUDA device, got --device {device}")
@@ -98,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=ds.source,
         tf32=args.tf32,
         family=args.family,
+        threads=args.threads,
         progress=lambda msg: print(f"bench: {msg} ...", file=sys.stderr, flush=True),
     )
     if args.json:
