@@ -133,3 +133,23 @@ def test_a_dropout_member_is_the_same_alone_and_beside_others_in_float32(fashion
     assert beside.eval_accuracy == alone.eval_accuracy
     for key, tensor in alone.state_dict.items():
         assert torch.equal(tensor, beside.state_dict[key])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (dict(momentum=1.5), r"momentum must be a number in \[0, 1\), got momentum=1.5"),
+        (dict(dropout=1.0), r"dropout must be a number in \[0, 1\), got dropout=1.0"),
+        (dict(weight_decay=-1e-4), r"weight_decay must be a number >= 0"),
+        (dict(nesterov=True), r"nesterov = true needs momentum > 0"),
+        (dict(optimizer="adam", betas=(0.9, 1.0)), r"betas must be a number in \[0, 1\)"),
+        (dict(schedule="linear"), r"unknown schedule 'linear'; expected one of: constant"),
+        (dict(conv=(8,), dropout=0.2), r"dropout is for MLPs; a CNN \(conv = \[8\]\)"),
+    ],
+)
+def test_a_value_outside_its_domain_is_refused_in_one_line(values, message):
+    from hpstudy.errors import UserError
+
+    with pytest.raises(UserError, match=message) as error:
+        Config(**values)
+    assert "\n" not in str(error.value)

@@ -14,7 +14,6 @@ import itertools
 
 from torch import nn
 
-from hpstudy.errors import UserError
 from hpstudy.space import LEAKY_RELU_SLOPE, Config
 
 
@@ -57,9 +56,6 @@ def build_cnn(config: Config) -> nn.Sequential:
     to (N, 1, side, side); per block Conv2d ("same" padding; no bias before a BatchNorm2d, which
     would cancel it), [BatchNorm2d,] activation, MaxPool2d(2); then Flatten and the dense layers
     of `topology` with the activation between them."""
-    if config.dropout:
-        raise UserError(f"dropout is not supported for CNNs yet, got dropout={config.dropout} "
-                        f"with conv={list(config.conv)}: set dropout = 0")  # fmt: skip
     side, k = config.image_side, config.kernel_size
     layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
     channels = 1

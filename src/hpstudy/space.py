@@ -178,8 +178,9 @@ class Config:
 
     @property
     def topology_label(self) -> str:
-        """'T4[784-256-128-64-10]', or just the layer list for shapes the paper did not name."""
-        layers = "-".join(map(str, self.layer_sizes))
+        """'T4[784-256-128-64-10]', or just the layer list for shapes the paper did not name
+        (a CNN's dense layers start at its flattened convolution output: 'T1[3136-128-10]')."""
+        layers = "-".join(map(str, self.dense_sizes))
         name = topology_name(self.topology)
         return f"{name}[{layers}]" if name else f"[{layers}]"
 
@@ -322,6 +323,9 @@ def _check_conv(config: Config) -> None:
         if config.batch_norm:
             raise UserError("batch_norm = true needs convolution blocks (conv = [...])")
         return
+    if config.dropout:
+        raise UserError(f"dropout is for MLPs; a CNN (conv = {list(conv)}) takes none yet: "
+                        "set dropout = 0 or leave conv out")  # fmt: skip
     side = config.image_side
     if side * side != config.n_inputs:
         raise UserError(f"conv needs square images; these inputs have {config.n_inputs} values "
