@@ -15,7 +15,6 @@ from hpstudy.errors import UserError
 from hpstudy.factors import Range, config_values, shown, space_size, topologies, value_of
 from hpstudy.options import RunOptions
 from hpstudy.protocols.grid import GridProtocol
-from hpstudy.protocols.search import SearchProtocol
 from hpstudy.report import build_report
 from hpstudy.rundir import open_run
 from hpstudy.runner import check_plan, run_study
@@ -24,6 +23,7 @@ from hpstudy.status import run_status
 from hpstudy.storage import Store, TrialStatus, default_url, distributions_of, params_of
 from hpstudy.storage.search import Searcher
 from hpstudy.study import parse_study
+from tiny_studies import stick_sampler_on
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
 
@@ -261,19 +261,12 @@ def test_a_search_over_ranges_trains_its_samples_and_tells_repeats(tmp_path, mon
     top = Config.from_dict(search.rows[0].config)
     optimizer = {"sgd": "SGD", "adam": "Adam"}[top.optimizer]
     label = f"{'-'.join(map(str, top.topology))} {optimizer} {top.lr:g} ReLU"
-    label += f" {top.momentum:g}" if top.optimizer == "sgd" else ""
+    label += f" momentum {top.momentum:g}" if top.optimizer == "sgd" else ""
     assert search.rows[0].label == label  # no momentum shown for Adam
 
     # A proposal that repeats a trained configuration is told its result, never trained.
     known = Config.from_dict(search.rows[-1].config)
-    ask = Searcher.ask
-
-    def ask_known(self):
-        self.store._optuna.enqueue_trial(params_of(known, self.names))
-        return ask(self)
-
-    monkeypatch.setattr(Searcher, "ask", ask_known)
-    monkeypatch.setattr(SearchProtocol, "max_repeats", 3)
+    stick_sampler_on(monkeypatch, known, max_repeats=3)
     again = run_ranges(tmp_path, n_trials=10)
     assert again.n_trained == 0
     told = [t for t in open_run(again.run_dir)._optuna.get_trials() if "repeat_of" in t.user_attrs]

@@ -10,16 +10,13 @@ import pytest
 from hpstudy.errors import UserError
 from hpstudy.modelfile import load_model
 from hpstudy.options import RunOptions
-from hpstudy.protocols.search import SearchProtocol
 from hpstudy.rundir import MODEL_FILE, open_run
 from hpstudy.runner import recompute_tables, run_study
 from hpstudy.space import Config
 from hpstudy.storage import TrialStatus
-from hpstudy.storage.keys import params_of
-from hpstudy.storage.search import Searcher
 from hpstudy.study import load_study
 from hpstudy.tables import mean_ci
-from tiny_studies import write_study
+from tiny_studies import stick_sampler_on, write_study
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
 SPACE = 2 * 2 * 2  # tiny_studies' space
@@ -63,14 +60,7 @@ def test_the_repeat_bound_stops_a_sampler_that_only_repeats(tmp_path: Path, monk
     first = run_search(tmp_path, n_trials=2)
     told_before = n_told(first.run_dir)
     known = Config.from_dict(first.tables[0].rows[0].config)
-    ask = Searcher.ask
-
-    def ask_known(self):  # a sampler stuck on one trained configuration
-        self.store._optuna.enqueue_trial(params_of(known, self.names))
-        return ask(self)
-
-    monkeypatch.setattr(Searcher, "ask", ask_known)
-    monkeypatch.setattr(SearchProtocol, "max_repeats", 5)
+    stick_sampler_on(monkeypatch, known, max_repeats=5)
     again = run_search(tmp_path, n_trials=6)
     assert again.n_trained == 0
     assert n_told(again.run_dir) - told_before == 5

@@ -72,3 +72,20 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # several processes share 2 cores
     return env
+
+
+def stick_sampler_on(monkeypatch, config, *, max_repeats: int) -> None:
+    """Make the search's sampler propose only `config` (a trained point it is stuck on) and stop
+    after `max_repeats` repeats in a row: how the repeat bound is tested."""
+    from hpstudy.protocols.search import SearchProtocol
+    from hpstudy.storage.keys import params_of
+    from hpstudy.storage.search import Searcher
+
+    ask = Searcher.ask
+
+    def ask_known(self):
+        self.store._optuna.enqueue_trial(params_of(config, self.names))
+        return ask(self)
+
+    monkeypatch.setattr(Searcher, "ask", ask_known)
+    monkeypatch.setattr(SearchProtocol, "max_repeats", max_repeats)
