@@ -120,7 +120,7 @@ def _shape_key(config: Config) -> tuple:
 class CNNPopulation:
     """Stacked parameters and running statistics of M same-shape CNNs."""
 
-    has_dropout = False  # build_cnn refuses dropout
+    has_dropout = False  # Config refuses dropout with conv
 
     def __init__(self, configs, params, buffers, layout: CNNLayout):
         self.configs = list(configs)  # member i's configuration, sorted by member_order_key

@@ -70,7 +70,7 @@ class StepRunner:
         pop.start_epoch(epoch)
         self.optimizer.start_epoch(epoch)
         if self._graph is not None and self._scheduled:
-            self.reset()  # a graph holds the learning rates it was captured with
+            self.reset()  # a graph holds Adam's learning rates as the numbers it captured
         seeds = [c.seed for c in pop.configs]
         unique = sorted(set(seeds))
         orders = {s: _to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
