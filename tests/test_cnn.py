@@ -16,7 +16,6 @@ from hpstudy.engine.flops import conv_forward_flops, model_epoch_flops, n_parame
 from hpstudy.engine.population import member_order_key
 from hpstudy.engine.reference import train_reference
 from hpstudy.engine.trainer import plan_populations
-from hpstudy.errors import UserError
 from hpstudy.model import build_cnn, build_model
 
 N_TRAIN, N_EVAL = 200, 200
@@ -78,6 +77,11 @@ def _contract_configs() -> list[Config]:
         configs.append(Config(**SMALL, optimizer=optimizer, activation=activation, lr=lr,
                               batch_norm=bn, max_epochs=1))  # fmt: skip
     configs.append(configs[0].replace(kernel_size=5, batch_norm=True))
+    # Dropout in the dense layers, beside members without it (its masks come from each
+    # member's own generator, as the reference's SeededDropout draws them).
+    configs += [Config(**SMALL, optimizer="sgd", lr=0.05, dropout=0.3, max_epochs=1),
+                Config(**SMALL, optimizer="adam", activation="elu", lr=0.002, dropout=0.5,
+                       batch_norm=True, max_epochs=1)]  # fmt: skip
     return configs
 
 
@@ -188,10 +192,21 @@ def test_population_refuses_mixed_shapes_and_unsorted_members():
         CNNPopulation.from_configs(configs[::-1], device="cpu", dtype=torch.float32)
 
 
-def test_dropout_with_convolutions_is_one_line_naming_the_fix():
-    # Refused where the configuration is made (a study file fails before anything trains).
-    with pytest.raises(UserError, match=r"a CNN \(conv = \[4, 8\]\) takes none yet: set dropout"):
-        Config(**SMALL, dropout=0.5)
+def test_dropout_sits_after_each_dense_hidden_activation_and_changes_the_member():
+    config = Config(topology=(64, 32), conv=(4,), dropout=0.25)
+    kinds = [type(m).__name__ for m in build_model(config)]
+    assert kinds[-7:] == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert "Dropout" not in kinds[:-7]  # none after a convolution block
+
+
+def test_a_dropout_member_keeps_its_own_keys_beside_members_without_dropout(float64_cnn):
+    configs, results, _ = float64_cnn
+    plain, dropped = configs[0], next(c for c in configs if c.dropout and not c.batch_norm)
+    with_dropout = next(r for c, r in zip(configs, results, strict=True) if c is dropped)
+    without = results[0]
+    assert list(with_dropout.state_dict) == list(build_model(dropped).state_dict())
+    assert list(without.state_dict) == list(build_model(plain).state_dict())
+    assert with_dropout.train_loss != without.train_loss  # the masks did something
 
 
 def test_cnn_model_file_loads_as_nn_sequential_and_predicts_pngs(fashion, tmp_path, capsys):

@@ -144,7 +144,6 @@ def test_a_dropout_member_is_the_same_alone_and_beside_others_in_float32(fashion
         (dict(nesterov=True), r"nesterov = true needs momentum > 0"),
         (dict(optimizer="adam", betas=(0.9, 1.0)), r"betas must be a number in \[0, 1\)"),
         (dict(schedule="linear"), r"unknown schedule 'linear'; expected one of: constant"),
-        (dict(conv=(8,), dropout=0.2), r"dropout is for MLPs; a CNN \(conv = \[8\]\)"),
     ],
 )
 def test_a_value_outside_its_domain_is_refused_in_one_line(values, message):

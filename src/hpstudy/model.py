@@ -55,7 +55,7 @@ def build_cnn(config: Config) -> nn.Sequential:
     """The CNN for `config` (uses torch's RNG): inputs (N, side * side) as the MLP's, unflattened
     to (N, 1, side, side); per block Conv2d ("same" padding; no bias before a BatchNorm2d, which
     would cancel it), [BatchNorm2d,] activation, MaxPool2d(2); then Flatten and the dense layers
-    of `topology` with the activation between them."""
+    of `topology` with the activation (and Dropout, when config.dropout > 0) between them."""
     side, k = config.image_side, config.kernel_size
     layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
     channels = 1
@@ -71,6 +71,8 @@ def build_cnn(config: Config) -> nn.Sequential:
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(activation_module(config.activation))
+            if config.dropout:
+                layers.append(nn.Dropout(config.dropout))
     return nn.Sequential(*layers)
 
 

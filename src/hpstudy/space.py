@@ -142,7 +142,7 @@ class Config:
     weight_decay: float = 0.0  # L2 penalty as torch.optim adds it to the gradient, >= 0
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's, each in [0, 1)
     schedule: str = "constant"  # one of SCHEDULES, stepped per epoch
-    dropout: float = 0.0  # after each hidden activation, in [0, 1)
+    dropout: float = 0.0  # after each dense hidden activation (MLP or CNN), in [0, 1)
     # CNN: channels of each convolution block (conv, [batch norm], activation, 2x2 max-pool)
     # before the dense hidden layers of `topology`; () is an MLP. Inputs are square images.
     conv: tuple[int, ...] = ()
@@ -323,9 +323,6 @@ def _check_conv(config: Config) -> None:
         if config.batch_norm:
             raise UserError("batch_norm = true needs convolution blocks (conv = [...])")
         return
-    if config.dropout:
-        raise UserError(f"dropout is for MLPs; a CNN (conv = {list(conv)}) takes none yet: "
-                        "set dropout = 0 or leave conv out")  # fmt: skip
     side = config.image_side
     if side * side != config.n_inputs:
         raise UserError(f"conv needs square images; these inputs have {config.n_inputs} values "

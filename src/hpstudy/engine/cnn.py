@@ -39,6 +39,7 @@ from torch import nn
 
 # The activation kernels and the padded row layout are the MLP population's, so both engines
 # share one definition of each (population.ROW_ALIGN explains the padding).
+from hpstudy.engine.dropout import dropout_generator, dropout_mask
 from hpstudy.engine.population import _ACTIVATIONS, _to_rows, _views, member_order_key
 from hpstudy.model import build_cnn
 from hpstudy.space import Config
@@ -120,17 +121,20 @@ def _shape_key(config: Config) -> tuple:
 class CNNPopulation:
     """Stacked parameters and running statistics of M same-shape CNNs."""
 
-    has_dropout = False  # Config refuses dropout with conv
-
-    def __init__(self, configs, params, buffers, layout: CNNLayout):
+    def __init__(self, configs, params, buffers, layout: CNNLayout, keys_with_dropout=None):
         self.configs = list(configs)  # member i's configuration, sorted by member_order_key
         self.layout = layout
+        # A member with dropout has Dropout modules in its nn.Sequential, which shift the dense
+        # layers' state_dict keys; its tensors sit in the same places.
+        self._keys = {False: layout.keys, True: keys_with_dropout or layout.keys}
         self.shapes = [p.shape[1:] for p in params]
         self.rows = [_to_rows(p) for p in params]  # (M, padded numel) per tensor
         self.grad_rows = [torch.zeros_like(r) for r in self.rows]
         self.buffers = buffers  # [(M, C) running mean, (M, C) running var] per batch norm
         # BatchNorm2d's num_batches_tracked, per member so a best-epoch snapshot keeps its own.
         self.batches_tracked = torch.zeros(len(configs), dtype=torch.long, device=params[0].device)
+        self.has_dropout = any(c.dropout for c in self.configs)  # dense layers only
+        self._dropout_generators: list[torch.Generator | None] = [None] * len(self.configs)
         self._make_views()
 
     def _make_views(self) -> None:
@@ -145,26 +149,33 @@ class CNNPopulation:
             raise ValueError("sort a population's configurations by member_order_key first")
         if not all(c.is_cnn for c in configs) or len({_shape_key(c) for c in configs}) != 1:
             raise ValueError("a CNN population needs CNN configurations of one shape")
-        cache: dict[int, tuple] = {}  # init depends on (seed, shape) only
+        cache: dict[tuple, tuple] = {}  # init depends on (seed, shape) only; keys on dropout
         for config in configs:
-            if config.seed not in cache:
-                cache[config.seed] = initial_state(config)
-        per_member = [cache[c.seed] for c in configs]
-        layout = per_member[0][2]
+            if (config.seed, config.dropout > 0) not in cache:
+                cache[config.seed, config.dropout > 0] = initial_state(config)
+        per_member = [cache[c.seed, c.dropout > 0] for c in configs]
+        layouts = {dropout: state[2] for (_, dropout), state in cache.items()}
+        layout = layouts.get(False, layouts.get(True))
+        keys_with_dropout = layouts[True].keys if True in layouts else None
 
         def stack(tensors):
             return torch.stack(tensors).to(device=device, dtype=dtype)
 
         params = [stack([m[0][i] for m in per_member]) for i in range(len(per_member[0][0]))]
         buffers = [stack([m[1][i] for m in per_member]) for i in range(len(per_member[0][1]))]
-        return cls(configs, params, buffers, layout)
+        return cls(configs, params, buffers, layout, keys_with_dropout)
 
     @property
     def n_members(self) -> int:
         return len(self.configs)
 
     def start_epoch(self, epoch: int) -> None:
-        """Nothing to prepare per epoch (the MLP population seeds its dropout here)."""
+        """Seed each dropout member's mask generator for epoch `epoch` (as the MLP population:
+        the masks of its dense hidden layers, drawn step by step, layer by layer)."""
+        device = self.rows[0].device
+        self._dropout_generators = [
+            dropout_generator(c.seed, epoch, device) if c.dropout else None for c in self.configs
+        ]
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members at positions `keep` (a sorted index tensor)."""
@@ -173,6 +184,7 @@ class CNNPopulation:
         self.grad_rows = [g[keep] for g in self.grad_rows]
         self.buffers = [b[keep] for b in self.buffers]
         self.batches_tracked = self.batches_tracked[keep]
+        self._dropout_generators = [self._dropout_generators[i] for i in keep.tolist()]
         self._make_views()
 
     # -- training --------------------------------------------------------------------------
@@ -190,7 +202,8 @@ class CNNPopulation:
         return torch.stack(losses)
 
     def _member_step(self, m: int, unfolded: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        act, act_backward = _ACTIVATIONS[self.configs[m].activation]
+        config, generator = self.configs[m], self._dropout_generators[m]
+        act, act_backward = _ACTIVATIONS[config.activation]
         saved, h = [], unfolded
         for b, block in enumerate(self.layout.blocks):
             z = self._conv(b, block, m, h)
@@ -206,12 +219,17 @@ class CNNPopulation:
             h = pooled
         n_batch = y.shape[0]
         dense_in = [h.reshape(n_batch, -1)]  # (B, C * h * w) in NCHW order, as nn.Flatten
-        dense_z = []
+        dense_z, dense_a, masks = [], [], []
         for layer, (w, bias) in enumerate(self.layout.dense):
             z = torch.addmm(self.params[bias][m], dense_in[-1], self.params[w][m].t())
             if layer < len(self.layout.dense) - 1:
+                a = act(z)
+                mask = None if generator is None else dropout_mask(
+                    generator, a.shape, config.dropout, dtype=a.dtype)  # fmt: skip
                 dense_z.append(z)
-                dense_in.append(act(z))
+                dense_a.append(a)
+                masks.append(mask)
+                dense_in.append(a if mask is None else a * mask)
         log_probs = torch.log_softmax(z, dim=-1)  # (B, classes)
         loss = -log_probs.gather(-1, y.unsqueeze(-1)).mean()
         dz = log_probs.exp()
@@ -223,7 +241,9 @@ class CNNPopulation:
             torch.sum(dz, dim=0, out=self.grads[bias][m])
             grad_in = torch.mm(dz, self.params[w][m])
             if layer > 0:
-                dz = act_backward(grad_in, dense_z[layer - 1], dense_in[layer])
+                if masks[layer - 1] is not None:
+                    grad_in.mul_(masks[layer - 1])
+                dz = act_backward(grad_in, dense_z[layer - 1], dense_a[layer - 1])
         grad = grad_in.view(h.shape).contiguous(memory_format=_CL)  # back to the last pooling
         for b in reversed(range(len(self.layout.blocks))):
             block = self.layout.blocks[b]
@@ -330,7 +350,8 @@ class CNNPopulation:
         """Row i of `state_tensors()`-shaped `tensors` as `build_cnn(config).state_dict()`."""
         n_params, n_buffers = len(self.params), len(self.buffers)
         out = {}
-        for key, (kind, index) in zip(self.layout.keys, self.layout.places, strict=True):
+        keys = self._keys[self.configs[i].dropout > 0]
+        for key, (kind, index) in zip(keys, self.layout.places, strict=True):
             position = {"param": index, "buffer": n_params + index,
                         "count": n_params + n_buffers}[kind]  # fmt: skip
             out[key] = tensors[position][i].detach().cpu().clone()
