@@ -191,11 +191,12 @@ def test_run_with_a_password_free_storage_url_keeps_it_as_given(tmp_path, capsys
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     run_dir = tmp_path / "run"
     cmd = hpstudy_cmd("run", str(study), *QUICK, "--out", str(run_dir), f"--storage={url}",
-                      "--no-report")  # fmt: skip
+                      "--no-report", "--threads", "1")  # fmt: skip
     run = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert not (run_dir / "study.db").exists()  # the trials went to the given storage
     info = json.loads((run_dir / "run.json").read_text())
+    assert info["machine"]["threads"] == 1 and info["options"]["threads"] == 1
     assert info["storage"] == info["options"]["storage"] == url
     assert f"--storage={url}" in info["command"]
     assert cli.main(["status", str(run_dir), "--json"]) == 0  # reads run.json's URL
@@ -213,3 +214,27 @@ def test_cuda_only_options_are_refused_on_the_cpu(tmp_path, capsys, flags, messa
     code = cli.main(["run", "paper", "--device", "cpu", "--out", str(tmp_path / "r"), *flags])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_zero_threads_are_refused_before_anything_is_written(tmp_path, capsys):
+    code = cli.main(["run", "paper", "--threads", "0", "--out", str(tmp_path / "r")])
+    assert code == 2 and "--threads must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_busy_machine_suggests_one_thread_unless_threads_are_chosen(monkeypatch):
+    import os
+
+    import torch
+
+    from hpstudy.commands.study_args import busy_machine_hint
+    from hpstudy.options import RunOptions
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 2.0))
+    assert "load 3.5 on 2 cores" in busy_machine_hint(RunOptions())
+    assert "--threads 1" in busy_machine_hint(RunOptions())
+    assert busy_machine_hint(RunOptions(threads=2)) is None  # the user chose
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.3, 0.2))
+    assert busy_machine_hint(RunOptions()) is None  # a quiet machine

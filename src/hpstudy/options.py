@@ -32,13 +32,14 @@ class RunOptions:
     grace_s: int = GRACE_S  # heartbeat age after which another process counts as dead
     cuda_graphs: bool = False  # replay training steps from CUDA graphs (CUDA only)
     yes: bool = False  # go ahead with a plan above MAX_TRIALS_UNASKED trials
+    threads: int | None = None  # torch CPU threads (default: torch's, one per core)
 
     def __post_init__(self) -> None:
         _check_options(self)
 
 
 def _check_options(options: RunOptions) -> None:
-    for name in ("limit_train", "limit_eval", "batch"):
+    for name in ("limit_train", "limit_eval", "batch", "threads"):
         value = getattr(options, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):  # fmt: skip

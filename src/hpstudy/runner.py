@@ -100,6 +100,15 @@ def check_plan(study: Study, options: RunOptions) -> None:
                     "to go ahead, or lower --seeds")  # fmt: skip
 
 
+def use_threads(options: RunOptions) -> None:
+    """torch's CPU threads as --threads asks, for the rest of the process (the run info and the
+    report record the count in use)."""
+    if options.threads is not None:
+        import torch
+
+        torch.set_num_threads(options.threads)
+
+
 @contextlib.contextmanager
 def releasing(store: Store, *, private: bool) -> Iterator[None]:
     """On any exit by exception (Ctrl-C, SIGTERM, a crash), mark the trials this process holds
@@ -138,6 +147,7 @@ def run_study(
 ) -> RunSummary:
     """Run (or resume) a study; returns its tables, final model and costs."""
     start = time.perf_counter()
+    use_threads(options)
     run_dir = run_dir_for(study, options)
     check_plan(study, options)
     if options.storage:
@@ -214,6 +224,7 @@ def run_worker(
             "every worker and the final `hpstudy run` share"
         )
     check_plan(study, options)
+    use_threads(options)
     store = open_store(study, options, Path("."))
     with storage_errors(store.url), releasing(store, private=False):
         data = prepare_data(study, options)

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from hpstudy.commands.progress import ProgressPrinter
-from hpstudy.commands.study_args import add_study_options, options_from
+from hpstudy.commands.study_args import add_study_options, busy_machine_hint, options_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from hpstudy.runner import run_study
 
     study, options = options_from(args)
+    if hint := busy_machine_hint(options):
+        print(hint, file=sys.stderr)
     summary = run_study(study, options, on_event=ProgressPrinter())
     print(f"run folder: {summary.run_dir}  (tables in {summary.run_dir / 'tables'})")
     if summary.model_path:
