@@ -40,7 +40,7 @@ from torch import nn
 # The activation kernels and the padded row layout are the MLP population's, so both engines
 # share one definition of each (population.ROW_ALIGN explains the padding).
 from hpstudy.engine.dropout import dropout_generator, dropout_mask
-from hpstudy.engine.population import _ACTIVATIONS, _to_rows, _views, member_order_key
+from hpstudy.engine.population import ACTIVATIONS, member_order_key, row_views, to_rows
 from hpstudy.model import build_cnn
 from hpstudy.space import Config
 
@@ -128,7 +128,7 @@ class CNNPopulation:
         # layers' state_dict keys; its tensors sit in the same places.
         self._keys = {False: layout.keys, True: keys_with_dropout or layout.keys}
         self.shapes = [p.shape[1:] for p in params]
-        self.rows = [_to_rows(p) for p in params]  # (M, padded numel) per tensor
+        self.rows = [to_rows(p) for p in params]  # (M, padded numel) per tensor
         self.grad_rows = [torch.zeros_like(r) for r in self.rows]
         self.buffers = buffers  # [(M, C) running mean, (M, C) running var] per batch norm
         # BatchNorm2d's num_batches_tracked, per member so a best-epoch snapshot keeps its own.
@@ -138,8 +138,8 @@ class CNNPopulation:
         self._make_views()
 
     def _make_views(self) -> None:
-        self.params = _views(self.rows, self.shapes)
-        self.grads = _views(self.grad_rows, self.shapes)
+        self.params = row_views(self.rows, self.shapes)
+        self.grads = row_views(self.grad_rows, self.shapes)
 
     @classmethod
     def from_configs(
@@ -203,7 +203,7 @@ class CNNPopulation:
 
     def _member_step(self, m: int, unfolded: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         config, generator = self.configs[m], self._dropout_generators[m]
-        act, act_backward = _ACTIVATIONS[config.activation]
+        act, act_backward = ACTIVATIONS[config.activation]
         saved, h = [], unfolded
         for b, block in enumerate(self.layout.blocks):
             z = self._conv(b, block, m, h)
@@ -324,7 +324,7 @@ class CNNPopulation:
         return torch.stack(out)
 
     def _member_eval(self, m: int, x: torch.Tensor) -> torch.Tensor:
-        act = _ACTIVATIONS[self.configs[m].activation][0]
+        act = ACTIVATIONS[self.configs[m].activation][0]
         h = self._unfold(x)
         for b, block in enumerate(self.layout.blocks):
             z = self._conv(b, block, m, h)

@@ -27,7 +27,7 @@ from hpstudy.space import LEAKY_RELU_SLOPE, Config
 # activation name -> (f(z), backward(grad wrt a, z, a) -> grad wrt z). The backward functions
 # are the kernels autograd itself runs for these modules, so gradients match nn bit for bit.
 _aten = torch.ops.aten
-_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     "relu": (torch.relu, lambda g, z, a: _aten.threshold_backward(g, a, 0)),
     "sigmoid": (torch.sigmoid, lambda g, z, a: _aten.sigmoid_backward(g, a)),
     "tanh": (torch.tanh, lambda g, z, a: _aten.tanh_backward(g, a)),
@@ -73,14 +73,14 @@ class Population:
         self.configs = list(configs)  # member i's configuration, sorted by member_order_key
         self.shapes = [p.shape[1:] for p in params]  # one member's shape of each tensor
         # Storage: one (M, padded numel) row block per tensor; params and grads are views.
-        self.rows = [_to_rows(p) for p in params]
+        self.rows = [to_rows(p) for p in params]
         self.grad_rows = [torch.zeros_like(r) for r in self.rows]
         self._make_views()
         self._dropout_generators: list[torch.Generator | None] = [None] * len(self.configs)
 
     def _make_views(self) -> None:
-        self.params = _views(self.rows, self.shapes)  # [W1 (M, out, in), b1 (M, out), ...]
-        self.grads = _views(self.grad_rows, self.shapes)
+        self.params = row_views(self.rows, self.shapes)  # [W1 (M, out, in), b1 (M, out), ...]
+        self.grads = row_views(self.grad_rows, self.shapes)
         # (M, in, out) scratch for the weight gradients computed transposed (see backward).
         self._grads_t = [
             g.new_empty(g.shape[0], g.shape[2], g.shape[1])
@@ -154,13 +154,13 @@ class Population:
 
     def _activate(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.activation_runs) == 1:
-            return _ACTIVATIONS[self.activation_runs[0][0]][0](z)
-        return torch.cat([_ACTIVATIONS[name][0](z[s]) for name, s in self.activation_runs])
+            return ACTIVATIONS[self.activation_runs[0][0]][0](z)
+        return torch.cat([ACTIVATIONS[name][0](z[s]) for name, s in self.activation_runs])
 
     def _activation_backward(self, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor):
         if len(self.activation_runs) == 1:
-            return _ACTIVATIONS[self.activation_runs[0][0]][1](grad, z, a)
-        return torch.cat([_ACTIVATIONS[n][1](grad[s], z[s], a[s]) for n, s in self.activation_runs])
+            return ACTIVATIONS[self.activation_runs[0][0]][1](grad, z, a)
+        return torch.cat([ACTIVATIONS[n][1](grad[s], z[s], a[s]) for n, s in self.activation_runs])
 
     def forward(self, x: torch.Tensor, *, keep: bool = False, masks=None):
         """Logits (M, B, 10) for inputs x (M, B, 784), or x (B, 784) shared by all members.
@@ -251,7 +251,7 @@ ROW_ALIGN = 64
 _MIN_DIRECT_ROWS = 64
 
 
-def _to_rows(stacked: torch.Tensor) -> torch.Tensor:
+def to_rows(stacked: torch.Tensor) -> torch.Tensor:
     """(M, *shape) -> (M, numel padded to ROW_ALIGN), zeros in the padding."""
     n_members, numel = stacked.shape[0], stacked[0].numel()
     rows = stacked.new_zeros(n_members, -(-numel // ROW_ALIGN) * ROW_ALIGN)
@@ -259,7 +259,7 @@ def _to_rows(stacked: torch.Tensor) -> torch.Tensor:
     return rows
 
 
-def _views(rows: list[torch.Tensor], shapes: list[torch.Size]) -> list[torch.Tensor]:
+def row_views(rows: list[torch.Tensor], shapes: list[torch.Size]) -> list[torch.Tensor]:
     """(M, *shape) views of the unpadded part of each row block."""
     return [
         r[:, : shape.numel()].view(r.shape[0], *shape)
