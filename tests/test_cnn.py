@@ -156,12 +156,15 @@ def test_float32_curves_match_plain_pytorch_within_the_stated_tolerance(fashion)
 
 def test_a_member_computes_the_same_bits_whoever_its_neighbours_are(fashion):
     """Neighbour-free: alone, or beside members of other seeds (per-member batches) and of its
-    own seed (a shared batch), a float32 member ends with the same bits."""
+    own seed (a shared batch), with and without dropout, a float32 member ends with the same
+    bits."""
     train_split, eval_split = _splits(fashion, torch.float32)
-    target = Config(**SMALL, optimizer="adam", lr=0.002, batch_norm=True, max_epochs=2)
+    target = Config(**SMALL, optimizer="adam", lr=0.002, batch_norm=True, dropout=0.3,
+                    max_epochs=2)  # fmt: skip
     (alone,) = train([target], train_split, eval_split)
-    for others in ([target.replace(seed=3), target.replace(optimizer="sgd", lr=0.05, seed=9)],
-                   [target.replace(lr=0.001), target.replace(activation="elu")]):  # fmt: skip
+    other_seeds = [target.replace(seed=3), target.replace(optimizer="sgd", lr=0.05, seed=9)]
+    same_seed = [target.replace(lr=0.001), target.replace(activation="elu", dropout=0.0)]
+    for others in (other_seeds, same_seed):
         mixed = train([*others, target], train_split, eval_split)[-1]
         assert mixed.train_loss == alone.train_loss
         assert mixed.eval_accuracy == alone.eval_accuracy
