@@ -64,13 +64,34 @@ def digits_run(tmp_path_factory):
     return tmp, out
 
 
+def _digits_training_images(info: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(the images a digits run trains on, all its training split's images), as stored (uint8,
+    0..16; the model sees them / 255 as any uint8 image)."""
+    from hpstudy.data import stratified_split
+    from hpstudy.options import RunOptions
+    from hpstudy.studydata import load_study_data
+
+    ds = load_study_data(load_study("digits"), RunOptions())
+    split = info["split"]
+    train_idx, _ = stratified_split(ds.y_train, split["validation_size"], split["validation_seed"])
+    return ds.x_train[train_idx].astype(np.float64), ds.x_train.astype(np.float64)
+
+
 def test_digits_end_to_end(digits_run, capsys):
     from sklearn.datasets import load_digits
 
     tmp, out = digits_run
     info = json.loads((out / "run.json").read_text())
     assert info["split"]["data"] == {"name": "digits", "test_size": 0.2, "split_seed": 0}
-    assert info["split"]["normalization"]["from"] == "training split"
+    norm = info["split"]["normalization"]
+    assert norm["from"] == "training split less validation"  # digits selects on validation
+    # The 288 validation images are held out of the statistics as they are of training.
+    trained_on, whole_split = _digits_training_images(info)
+    assert norm["mean"] == pytest.approx(trained_on.mean() / 255, rel=1e-12)
+    assert norm["std"] == pytest.approx(trained_on.std() / 255, rel=1e-12)
+    # (digits images are so alike that the two means differ by 8e-7 relative: still 1e5 times
+    # the tolerance above)
+    assert norm["mean"] != pytest.approx(whole_split.mean() / 255, rel=1e-10)
     assert info["data"]["input_shape"] == [8, 8] and len(info["data"]["class_names"]) == 10
     (table,) = read_tables(out)
     assert len(table.rows) == 16

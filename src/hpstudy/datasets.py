@@ -175,6 +175,19 @@ def _n_test(test_size: object, n: int) -> int:
     )
 
 
+def pixel_statistics(x: np.ndarray, name: str) -> tuple[float, float]:
+    """(mean, population std) of `x` as the model sees it before normalising: pixels / 255 for
+    uint8 images, the raw values for float features."""
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    mean, std = x.mean(dtype=np.float64) / scale, x.std(dtype=np.float64) / scale
+    if not std > 0:
+        raise DataError(
+            f"the training split of {name} is constant (every value {mean:g}): "
+            "there is nothing to learn and no std to normalise by; check the data"
+        )
+    return float(mean), float(std)
+
+
 def normalization_of(dataset: Dataset, spec: Mapping) -> tuple[float, float]:
     """(mean, std) of the values the model sees before normalising: pixels / 255 for uint8
     images, the raw values for float features. `spec["normalization"]` is "auto" (from the
@@ -184,15 +197,7 @@ def normalization_of(dataset: Dataset, spec: Mapping) -> tuple[float, float]:
     if given is None and dataset.name == "fashion-mnist":
         return data.PIXEL_MEAN, data.PIXEL_STD
     if given is None or given == "auto":
-        x = dataset.x_train
-        scale = 255.0 if x.dtype == np.uint8 else 1.0
-        mean, std = x.mean(dtype=np.float64) / scale, x.std(dtype=np.float64) / scale
-        if not std > 0:
-            raise DataError(
-                f"the training split of {dataset.name} is constant (every value {mean:g}): "
-                "there is nothing to learn and no std to normalise by; check the data"
-            )
-        return float(mean), float(std)
+        return pixel_statistics(dataset.x_train, dataset.name)
     if isinstance(given, Mapping) and set(given) == {"mean", "std"}:
         given = [given["mean"], given["std"]]
     if isinstance(given, list | tuple) and len(given) == 2:

@@ -94,16 +94,11 @@ def prepare_data(study: Study, options: RunOptions, dataset=None) -> Data:
     is the study's `datasets.Dataset` when the caller has loaded it already."""
     from hpstudy import data as datamod
     from hpstudy import engine
-    from hpstudy.datasets import normalization_of
+    from hpstudy.datasets import pixel_statistics
 
     ds = dataset if dataset is not None else load_study_data(study, options)
     train_x, train_y = ds.x_train, ds.y_train
-    if study.normalization == AUTO:
-        mean, std = normalization_of(ds, {"normalization": "auto"})
-        norm = {"mean": mean, "std": std, "from": "training split"}
-    else:
-        norm = dict(study.normalization)
-    split: dict = {"selection": study.selection.value, "normalization": norm}
+    split: dict = {"selection": study.selection.value, "normalization": None}  # set below
     if not study.is_fashion_mnist:
         split["data"] = data_identity(study, ds)
     if study.selection.is_leaky:
@@ -123,6 +118,16 @@ def prepare_data(study: Study, options: RunOptions, dataset=None) -> Data:
             "validation_size": study.validation_size,
             "validation_seed": study.validation_seed,
         }
+    if study.normalization == AUTO:
+        # From the images the model trains on: a validation split's images are held out of
+        # its statistics as they are of training (the limits below are quick tries; they keep
+        # a full run's statistics).
+        mean, std = pixel_statistics(train_x, ds.name)
+        source = "training split" if study.selection.is_leaky else "training split less validation"
+        norm = {"mean": mean, "std": std, "from": source}
+    else:
+        norm = dict(study.normalization)
+    split["normalization"] = norm
     test_x, test_y = ds.x_test, ds.y_test
     if options.limit_train:
         train_x, train_y = _subset(train_x, train_y, options.limit_train)
