@@ -11,6 +11,7 @@ writes the tables and the final model without training anything.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hpstudy.commands.progress import ProgressPrinter
 from hpstudy.commands.study_args import add_study_options
@@ -22,10 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.commands.study_args import options_from
+    from hpstudy.commands.study_args import busy_machine_hint, options_from
     from hpstudy.runner import run_worker
 
     study, options = options_from(args)
+    if hint := busy_machine_hint(options):
+        print(hint, file=sys.stderr)
     n = run_worker(study, options, on_event=ProgressPrinter())
     print(f"worker done: trained {n} trials; the grid is complete")
     return 0
