@@ -102,3 +102,19 @@ def test_planning_splits_evenly_and_sizes_from_memory():
         >= max_members(t5, device=cpu, dtype=torch.float32)
         >= 1
     )
+
+
+def test_a_printed_table_says_which_trials_the_pruner_stopped():
+    from hpstudy.tables import Row, StageTable, format_table
+
+    def row(label, accuracy, epochs, outcomes):
+        cell = Cell(accuracy, math.nan, 1, (accuracy,))
+        return Row(label, {}, (42,) * len(epochs), cell, best_epochs=epochs, outcomes=outcomes)
+
+    rows = (row("A", 0.93, (14,), ("complete",)), row("B", 0.90, (2,), ("pruned",)),
+            row("C", 0.91, (12, 3), ("complete", "diverged")))  # fmt: skip
+    text = format_table(StageTable("s", "search", 1, "search", "Search", "", "validation",
+                                   "rule", rows))  # fmt: skip
+    lines = text.splitlines()
+    assert lines[2].endswith(" 14") and lines[3].endswith(" 2 pruned")
+    assert lines[4].endswith(" 12,3 diverged")

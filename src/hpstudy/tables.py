@@ -166,7 +166,7 @@ def format_table(table: StageTable, limit: int | None = None) -> str:
         line = ["*" if r.is_winner else "", r.label, str(r.selection)]
         line += [str(r.test) if r.test else ""] if show_test else []
         line += ["" if r.published is None else f"{r.published:.1f}"] if show_paper else []
-        line += [",".join(map(str, r.best_epochs))]
+        line += [_best_epochs(r)]
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = [f"{table.title or table.name}"]
@@ -177,6 +177,14 @@ def format_table(table: StageTable, limit: int | None = None) -> str:
         text.append(f"  ... {len(table.rows) - limit} more rows in the CSV and JSON tables")
     text.append(f"  ({table.rule})")
     return "\n".join(text)
+
+
+def _best_epochs(row: Row) -> str:
+    """'12,13,13', with each trial that did not complete saying how it ended ('2 pruned'): a
+    pruned trial's score is its best before the pruner stopped it."""
+    outcomes = row.outcomes or ("complete",) * len(row.best_epochs)
+    return ",".join(str(e) if o == "complete" else f"{e} {o}"
+                    for e, o in zip(row.best_epochs, outcomes, strict=True))  # fmt: skip
 
 
 def _write_atomic(path: Path, text: str) -> None:
