@@ -158,3 +158,23 @@ def test_importances_leave_out_repeats_told_their_known_result(tmp_path):
         params=["lr", "optimizer"],
     )
     assert found.values == pytest.approx(dict(want))
+
+
+def test_confirming_trials_read_the_test_set_with_their_own_weights(tmp_path, monkeypatch):
+    """More confirming trials than the weights kept in memory: none is retrained to read its
+    test accuracy (a retrained copy matches only up to float32 rounding)."""
+    from hpstudy.protocols import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "MEMORY_WEIGHTS", 1)
+    retrained = []
+    weights_of = trainer_module.Trainer.weights_of
+
+    def spy(self, record):
+        state_dict, again = weights_of(self, record)
+        retrained.append(again)
+        return state_dict, again
+
+    monkeypatch.setattr(trainer_module.Trainer, "weights_of", spy)
+    summary = run_search(tmp_path, n_trials=4, confirm_top=2, confirm_seeds=3)
+    assert len(open_run(summary.run_dir).test_accuracies()) == 2 * 3
+    assert retrained and not any(retrained)

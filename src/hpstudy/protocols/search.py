@@ -162,11 +162,12 @@ class SearchProtocol(Protocol):
         name = "search: confirmation"
         self.trainer.on_event(StageStarted(0, None, name, len(configs), 0))
         self.trainer.stage = name
-        by_key = self.trainer.ensure(configs)
-        if not self.study.selection.is_leaky:
-            # Selection is over (by validation); each confirming trial reads the test set once,
-            # at its best validation epoch: the confirmed table's test column.
-            evaluate_test_once(self.trainer, configs, by_key)
+        with self.trainer.keeping(configs):  # more of them than MEMORY_WEIGHTS may train
+            by_key = self.trainer.ensure(configs)
+            if not self.study.selection.is_leaky:
+                # Selection is over (by validation); each confirming trial reads the test set
+                # once, at its best validation epoch: the confirmed table's test column.
+                evaluate_test_once(self.trainer, configs, by_key)
 
     def _top(self, search: StageTable) -> list:
         """The rows the confirmation round retrains: the best `confirm_top` with a score."""

@@ -12,8 +12,9 @@ per key.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Trainer:
     trained: list[TrialRecord] = field(default_factory=list)  # finished by this process
     weights: dict[str, dict] = field(default_factory=dict)  # key -> state_dict, this process
     _accuracy: dict[str, float] = field(default_factory=dict)  # key -> best accuracy (weights)
+    _kept: set[str] = field(default_factory=set)  # keys never evicted (see `keeping`)
 
     def key(self, config: Config) -> str:
         return trial_key(config, self.data.split)
@@ -189,9 +191,21 @@ class Trainer:
             return
         self.weights[key] = result.state_dict
         self._accuracy[key] = result.best_accuracy if result.outcome.is_usable else -1.0
-        if len(self.weights) > MEMORY_WEIGHTS:
-            worst = min(self.weights, key=lambda k: self._accuracy[k])
-            del self.weights[worst]
+        evictable = [k for k in self.weights if k not in self._kept]
+        if len(self.weights) > MEMORY_WEIGHTS and evictable:
+            del self.weights[min(evictable, key=self._accuracy.__getitem__)]
+
+    @contextlib.contextmanager
+    def keeping(self, configs: Sequence[Config]) -> Iterator[None]:
+        """Keep these configurations' best-epoch weights in memory however many trials train
+        meanwhile, until the block ends: a protocol that reads their test set after they all
+        finish must read their own weights, not a retrained copy (weights_of)."""
+        keys = {self.key(c) for c in configs} - self._kept
+        self._kept |= keys
+        try:
+            yield
+        finally:
+            self._kept -= keys
 
     def weights_of(self, record: TrialRecord) -> tuple[dict, bool]:
         """(best-epoch state_dict, retrained?) of a finished trial.
