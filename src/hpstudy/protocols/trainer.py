@@ -211,8 +211,8 @@ class Trainer:
         """(best-epoch state_dict, retrained?) of a finished trial.
 
         From this process's memory, else the run's weights cache, else trained again alone
-        (not stored as a trial): same seed and device give the same weights up to float32
-        rounding, since the population it first trained in may have been batched differently.
+        (not stored as a trial): on the same device that gives the bits it had in the population
+        it first trained in (the engine is neighbour-free: tests/test_invariance.py).
         """
         if record.key in self.weights:
             return self.weights[record.key], False
