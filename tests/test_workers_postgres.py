@@ -124,15 +124,18 @@ def test_a_killed_worker_is_replaced_by_the_others(postgres_url, tmp_path):
                         max_epochs=3)  # fmt: skip
     extra = ("--grace", "5", "--limit-train", "15000")
     # The victim starts alone, so a RUNNING trial is surely its own: it is killed while it
-    # holds its second trial, after finishing one. Only then do the others start.
+    # holds its second trial, after finishing one. Only then do the others start. It is
+    # stopped (SIGSTOP) before the store is read again, so on a loaded machine it cannot finish
+    # that trial between the read and the kill.
     (victim,) = _workers(study, postgres_url, 1, *extra)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and victim.poll() is None:
-        records = load_trials(postgres_url, "pgkill") if _exists(postgres_url, "pgkill") else []
-        running = sum(r.status is TrialStatus.RUNNING for r in records)
-        if running == 1 and any(r.status is TrialStatus.FINISHED for r in records):
-            victim.send_signal(signal.SIGKILL)
-            break
+        if _holds_a_trial_after_one(postgres_url):
+            victim.send_signal(signal.SIGSTOP)
+            if _holds_a_trial_after_one(postgres_url):
+                victim.send_signal(signal.SIGKILL)
+                break
+            victim.send_signal(signal.SIGCONT)
         time.sleep(0.2)
     victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL, "the victim was never caught holding a trial"
@@ -145,6 +148,12 @@ def test_a_killed_worker_is_replaced_by_the_others(postgres_url, tmp_path):
     interrupted = [r for r in records if r.status is TrialStatus.INTERRUPTED]
     assert len(interrupted) >= 1
     assert {r.key for r in interrupted} <= {r.key for r in records if r.status.is_finished}
+
+
+def _holds_a_trial_after_one(url: str) -> bool:
+    records = load_trials(url, "pgkill") if _exists(url, "pgkill") else []
+    running = sum(r.status is TrialStatus.RUNNING for r in records)
+    return running == 1 and any(r.status is TrialStatus.FINISHED for r in records)
 
 
 def _exists(url: str, name: str) -> bool:
