@@ -172,6 +172,8 @@ FACTORS: dict[str, Factor] = {
         Factor("kernel_size", "Kernel", "kernel size", (), str, tag="k"),
         Factor("batch_norm", "Batch norm", "batch normalisation", (),
                lambda v: "yes" if v else "no", tag="BN"),
+        # Images, MLP or CNN: random flips and shifts of the training images.
+        Factor("augment", "Augmentation", "training-image augmentation", (), str, tag="aug"),
     )
 }  # fmt: skip
 PAPER_FACTORS = ("topology", "optimizer", "lr", "activation")

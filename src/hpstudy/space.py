@@ -56,6 +56,12 @@ def step_size(max_epochs: int) -> int:
 
 KERNEL_SIZES = (3, 5)  # CNN: square kernels, "same" padding
 
+# Training-image augmentation (engine/augment.py): random horizontal flips, random shifts of up
+# to 2 pixels, or both; images only (square inputs), never applied to evaluation images.
+AUGMENTATIONS: dict[str, str] = {
+    "none": "none", "flip": "flip", "shift": "shift", "flip_shift": "flip_shift"
+}  # fmt: skip
+
 # What can be built: a population stacks M copies of every layer, so one layer of 10^8
 # weights is already 400 MB per member in float32; seeds go to torch as 64-bit integers.
 MAX_LAYER_WEIGHTS = 100_000_000
@@ -148,6 +154,7 @@ class Config:
     conv: tuple[int, ...] = ()
     kernel_size: int = 3  # one of KERNEL_SIZES, "same" padding
     batch_norm: bool = False  # BatchNorm2d after each convolution
+    augment: str = "none"  # one of AUGMENTATIONS, of the training images (MLP or CNN)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise fields once, at construction
@@ -171,6 +178,7 @@ class Config:
             _check_buildable(self.topology, self.n_inputs, self.n_classes)
         _check_wide(self)
         _check_conv(self)
+        _check_augment(self)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -263,6 +271,7 @@ _WIDE_FIELDS = (
     "dropout",
     "kernel_size",
     "batch_norm",
+    "augment",
 )  # printed by __str__ when not at their defaults
 _OMITTED_AT_DEFAULT = ("n_inputs", "n_classes", "conv", *_WIDE_FIELDS)
 
@@ -332,3 +341,13 @@ def _check_conv(config: Config) -> None:
                         f"use at most {side.bit_length() - 1}")  # fmt: skip
     if len(conv) > MAX_HIDDEN_LAYERS:
         raise UserError(f"at most {MAX_HIDDEN_LAYERS} convolution blocks, got {len(conv)}")
+
+
+def _check_augment(config: Config) -> None:
+    """Validate the augmentation: a known one, of square images."""
+    object.__setattr__(config, "augment", _canonical(config.augment, AUGMENTATIONS, "augmentation"))
+    side = config.image_side
+    if config.augment != "none" and side * side != config.n_inputs:
+        raise UserError(f"augment = {config.augment!r} flips and shifts square images; these "
+                        f"inputs have {config.n_inputs} values each: use augment = 'none' for "
+                        "feature data")  # fmt: skip

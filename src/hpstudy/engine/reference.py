@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hpstudy.engine.augment import augment as augment_images
+from hpstudy.engine.augment import epoch_draws
 from hpstudy.engine.dropout import dropout_generator, with_seeded_dropout
 from hpstudy.engine.schedules import make_scheduler
 from hpstudy.engine.splits import Split, batch_order
@@ -68,10 +70,15 @@ def train_reference(
     for epoch in range(1, (max_epochs or config.max_epochs) + 1):
         order = batch_order(config.seed, epoch, len(train)).to(train.x.device)
         dropout_slot[0] = dropout_generator(config.seed, epoch, train.x.device)
+        draws = epoch_draws(config, epoch, len(train), train.x.device)
         model.train()
         total, n_steps = 0.0, 0
-        for idx in order.split(config.batch_size):
-            loss = loss_fn(model(train.x[idx]), train.y[idx])
+        for start in range(0, len(train), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            x = train.x[idx]
+            if config.augment != "none":
+                x = augment_images(x, draws.slice(start, start + len(idx)), config.image_side)
+            loss = loss_fn(model(x), train.y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

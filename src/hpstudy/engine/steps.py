@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from hpstudy.engine.augment import Draws, augment, population_draws
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import Population
 from hpstudy.engine.splits import Split, batch_order
@@ -44,7 +45,9 @@ class StepRunner:
         if cuda_graph and not graphs_supported(train.x.device):
             raise ValueError(f"CUDA graphs need a CUDA device, got {train.x.device}")
         self.pop, self.optimizer, self.train = pop, optimizer, train
-        self.cuda_graph = cuda_graph  # not for dropout: its generators advance outside a graph
+        # Not for dropout (its generators advance outside a graph) nor augmentation (its draws
+        # are per step, not in the graph's static buffers).
+        self.cuda_graph = cuda_graph
         self._scheduled = any(c.schedule != "constant" for c in pop.configs)
         self.capture_s = 0.0  # time spent capturing graphs (warm-up steps excluded)
         self.n_captures = 0
@@ -76,18 +79,21 @@ class StepRunner:
         orders = {s: _to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
         # (n,): one batch broadcast to every member, or (M, n): row m is member m's order.
         order = orders[unique[0]] if len(unique) == 1 else torch.stack([orders[s] for s in seeds])
+        draws = population_draws(pop.configs, epoch, n, train.x.device)
+        graphable = self.cuda_graph and not pop.has_dropout and draws is None
         self._loss_sum.zero_()
         starts = range(0, n, batch_size)[:max_steps]
         for start in starts:
             idx = order[..., start : start + batch_size]
-            if self.cuda_graph and not pop.has_dropout and idx.shape[-1] == batch_size:
+            if graphable and idx.shape[-1] == batch_size:
                 self._graphed_step(idx)
             else:
-                self._eager_step(idx)
+                batch_draws = draws.slice(start, start + batch_size) if draws else None
+                self._eager_step(idx, batch_draws)
         return self._loss_sum / len(starts)
 
-    def _eager_step(self, idx: torch.Tensor) -> None:
-        train_step(self.pop, self.optimizer, self.train, idx, self._loss_sum)
+    def _eager_step(self, idx: torch.Tensor, draws: Draws | None = None) -> None:
+        train_step(self.pop, self.optimizer, self.train, idx, self._loss_sum, draws)
 
     def _graphed_step(self, idx: torch.Tensor) -> None:
         if self._graph is not None:
@@ -112,8 +118,10 @@ def train_step(
     train: Split,
     idx: torch.Tensor,
     loss_sum: torch.Tensor,
+    draws: Draws | None = None,
 ) -> None:
-    """One step on the batch at `idx`: (B,) shared by all members, or (M, B) one row each.
+    """One step on the batch at `idx`: (B,) shared by all members, or (M, B) one row each,
+    its images augmented by `draws` when given.
 
     Adds each member's batch loss to `loss_sum` (M,). Launches device work only, so that it can
     be captured in a CUDA graph.
@@ -122,7 +130,9 @@ def train_step(
     flat = idx.reshape(-1)
     x = train.x.index_select(0, flat).view(*idx.shape, -1)
     y = train.y.index_select(0, flat).view(idx.shape)
-    if idx.dim() == 1:  # a (B, 784) batch broadcasts; labels need one row per member
+    if draws is not None:  # per-member draws make a shared batch (M, B, 784)
+        x = augment(x, draws, pop.configs[0].image_side)
+    if y.dim() == 1:  # a shared (B, 784) batch broadcasts; labels need one row per member
         y = y.expand(pop.n_members, -1)
     loss_sum += pop.loss_and_grads(x, y)
     optimizer.step()
