@@ -263,6 +263,7 @@ topology = [[16]]
 optimizer = ["adam"]
 lr = [0.003]
 activation = ["relu"]
+augment = ["flip_shift"]
 [search]
 n_trials = 3
 batch = 3
@@ -274,7 +275,8 @@ confirm_seeds = 2
 
 def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
     """A search over a CNN space from a study file: trials, confirmation, the model file
-    (loadable, BatchNorm statistics included where chosen) and the report's model card."""
+    (loadable, BatchNorm statistics included where chosen) and the report's model card and
+    method, augmentation included."""
     from hpstudy.cli import main
     from hpstudy.modelfile import load_model
 
@@ -288,6 +290,8 @@ def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
     assert isinstance(loaded.model[1], nn.Conv2d)
     card = (out / "report.md").read_text()
     assert "| convolutions |" in card and "| dense layers |" in card
+    assert loaded.config.augment == "flip_shift" and "aug flip_shift |" in card
+    assert "Augmentation (the trials that list it): each training image" in card
 
 
 def test_bench_family_cnn_reports_the_issues_keys(capsys):

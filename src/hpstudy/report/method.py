@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shlex
 
+from hpstudy.engine.augment import MAX_SHIFT
 from hpstudy.report.loader import RunView
 from hpstudy.report.render import Block, Heading, Text
 from hpstudy.report.tables import key_value_table
@@ -43,6 +44,15 @@ def method_section(view: RunView) -> list[Block]:
         f"accuracy, or at {study.max_epochs} epochs; the best epoch's accuracy is the "
         "trial's number."
     )
+    if any(r.config.augment != "none" for r in view.finished):
+        text += (
+            " Augmentation (the trials that list it): each training image of an epoch is "
+            f"shifted by up to {MAX_SHIFT} pixels each way, the border's pixels repeated into "
+            "the gap, then flipped left-right with probability 1/2 (`flip` or `shift` alone: "
+            "that part only), drawn per position of the epoch's order from a generator seeded "
+            "by `SeedSequence([s, e, 2])` (`hpstudy.engine.augment`); evaluation images are "
+            "never augmented."
+        )
     return [Heading(2, "Method in full", "method"), Text(text)]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hpstudy.factors import FACTORS
 from hpstudy.report.loader import FinalModel, RunView
 from hpstudy.report.metrics import ClassScore, ConfusedPair
 from hpstudy.report.tables import Table, pct, split_note
@@ -29,6 +30,7 @@ def final_model_table(final: FinalModel, view: RunView, paper_final: float | Non
         ("optimizer", f"{config.optimizer} (torch.optim defaults)"),
         ("learning rate", f"{config.lr:g}"),
         ("activation", config.activation),
+        *_training_rows(config),
         ("seed, batch, max epochs, patience",
          f"{config.seed}, {config.batch_size}, {config.max_epochs}, {config.patience}"),
         ("best epoch", f"{metrics.get('best_epoch', float('nan')):.0f}"),
@@ -66,6 +68,21 @@ def _architecture_rows(config: Config) -> list[tuple[str, str]]:
          f"{k}x{k} (same padding), {norm}{config.activation}, 2x2 max-pooling"),
         ("dense layers", "-".join(map(str, config.dense_sizes))),
     ]  # fmt: skip
+
+
+# Training settings beyond the paper's, shown when not at their defaults.
+_TRAINING_FIELDS = ("momentum", "nesterov", "weight_decay", "betas", "schedule", "dropout",
+                    "augment")  # fmt: skip
+
+
+def _training_rows(config: Config) -> list[tuple[str, str]]:
+    """'other training settings': e.g. 'wd 0.0001, cosine, dropout 0.3, aug flip_shift'."""
+    default = Config()
+    names = [n for n in _TRAINING_FIELDS if getattr(config, n) != getattr(default, n)]
+    if not names:
+        return []
+    return [("other training settings",
+             ", ".join(FACTORS[n].tagged(getattr(config, n)) for n in names))]  # fmt: skip
 
 
 def per_class_table(scores: Sequence[ClassScore], names: Sequence[str]) -> Table:
