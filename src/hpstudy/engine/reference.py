@@ -3,7 +3,8 @@
     >>> curves = train_reference(config, train_split, eval_split)
 
 This is the paper's training loop with two deliberate choices that make it comparable member by
-member: the batch order comes from `batch_order(seed, epoch)`, and early stopping follows the same
+member: the batch order comes from `batch_order(seed, epoch)` (and an augmenting configuration's
+flips and shifts from `augment.epoch_draws(config, epoch)`), and early stopping follows the same
 rule as the engine (stop after `patience` epochs without a strictly better evaluation accuracy).
 It is the reference for the exactness tests, not a fast path.
 """
