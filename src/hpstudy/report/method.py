@@ -27,15 +27,15 @@ def method_section(view: RunView) -> list[Block]:
     text = (
         f"Data: {study.data_label}. Inputs: pixels scaled by 1/255 (feature values as they "
         f"are), then (x - {norm['mean']:g}) / {norm['std']:g}{auto}, flattened to "
-        f"{study.n_inputs} values. Model: fully connected layers of the topology's widths "
-        f"with the activation after each hidden layer, {study.n_classes} logits out. Loss: "
-        "cross-entropy (mean over the batch). Initialisation: PyTorch's default for "
-        "`nn.Linear` (Kaiming-uniform weights with a = √5, biases uniform in ±1/√fan_in), "
-        "drawn after `torch.manual_seed(seed)`. Optimizers: `torch.optim` defaults with "
-        "the row's learning "
-        "rate: SGD without momentum, dampening, Nesterov or weight decay; Adam with betas "
-        "(0.9, 0.999), eps 1e-8, no weight decay, no AMSGrad; RMSprop with alpha 0.99, eps "
-        "1e-8, no momentum, not centred. LeakyReLU slope "
+        f"{study.n_inputs} values. Model: {_model_text(view)}, {study.n_classes} logits "
+        "out. Loss: cross-entropy (mean over the batch). Initialisation: PyTorch's default "
+        "for `nn.Linear` and `nn.Conv2d` (Kaiming-uniform weights with a = √5, biases "
+        "uniform in ±1/√fan_in), drawn after `torch.manual_seed(seed)`. Optimizers: "
+        "`torch.optim` with the row's learning rate and the arguments the row lists "
+        "(momentum, Nesterov, weight decay, betas, a schedule stepped per epoch), torch's "
+        "defaults for the rest: SGD without momentum, dampening, Nesterov or weight decay; "
+        "Adam with betas (0.9, 0.999), eps 1e-8, no weight decay, no AMSGrad; RMSprop with "
+        "alpha 0.99, eps 1e-8, no momentum, not centred. LeakyReLU slope "
         f"{LEAKY_RELU_SLOPE:g}; ELU alpha 1. Shuffling: epoch e of seed s visits the training "
         "images in the order of `torch.randperm` from a generator seeded by "
         f"`SeedSequence([s, e])` (`hpstudy.engine.batch_order`), in batches of "
@@ -54,6 +54,17 @@ def method_section(view: RunView) -> list[Block]:
             "never augmented."
         )
     return [Heading(2, "Method in full", "method"), Text(text)]
+
+
+def _model_text(view: RunView) -> str:
+    """The architecture in words: fully connected, or convolution blocks then dense layers."""
+    dense = "fully connected layers of the topology's widths with the activation after each"
+    if not any(r.config.is_cnn for r in view.finished):
+        return dense + " hidden layer"
+    return ("for the trials with convolutions (`conv`), the images reshaped to one channel, "
+            "then per block `Conv2d` (same padding), `BatchNorm2d` where the trial lists it, "
+            "the activation and 2x2 max-pooling, flattened; then " + dense + " hidden layer "
+            "(and `Dropout` after it where the trial lists it)")  # fmt: skip
 
 
 def reproduce_section(view: RunView, report_command: str) -> list[Block]:
