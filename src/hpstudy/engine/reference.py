@@ -71,13 +71,14 @@ def train_reference(
     for epoch in range(1, (max_epochs or config.max_epochs) + 1):
         order = batch_order(config.seed, epoch, len(train)).to(train.x.device)
         dropout_slot[0] = dropout_generator(config.seed, epoch, train.x.device)
-        draws = epoch_draws(config, epoch, len(train), train.x.device)
+        augmenting = config.augment != "none"
+        draws = epoch_draws(config, epoch, len(train), train.x.device) if augmenting else None
         model.train()
         total, n_steps = 0.0, 0
         for start in range(0, len(train), config.batch_size):
             idx = order[start : start + config.batch_size]
             x = train.x[idx]
-            if config.augment != "none":
+            if draws is not None:
                 x = augment_images(x, draws.slice(start, start + len(idx)), config.image_side)
             loss = loss_fn(model(x), train.y[idx])
             optimizer.zero_grad()

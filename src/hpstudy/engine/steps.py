@@ -88,7 +88,7 @@ class StepRunner:
             if graphable and idx.shape[-1] == batch_size:
                 self._graphed_step(idx)
             else:
-                batch_draws = draws.slice(start, start + batch_size) if draws else None
+                batch_draws = None if draws is None else draws.slice(start, start + batch_size)
                 self._eager_step(idx, batch_draws)
         return self._loss_sum / len(starts)
 

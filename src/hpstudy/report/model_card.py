@@ -27,7 +27,7 @@ def final_model_table(final: FinalModel, view: RunView, paper_final: float | Non
         ("data", f"{view.study.data_label} ({config.n_inputs} inputs, {config.n_classes} "
          "classes)"),
         *_architecture_rows(config),
-        ("optimizer", f"{config.optimizer} (torch.optim defaults)"),
+        ("optimizer", f"{config.optimizer} (torch.optim defaults but for the settings listed)"),
         ("learning rate", f"{config.lr:g}"),
         ("activation", config.activation),
         *_training_rows(config),
