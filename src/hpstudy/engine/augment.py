@@ -62,7 +62,10 @@ def population_draws(configs: Sequence[Config], epoch: int, n: int, device) -> D
     if all(c.augment == "none" for c in configs):
         return None
     keys = [(c.seed, c.augment) for c in configs]
-    by_key = {key: epoch_draws(c, epoch, n, device) for key, c in zip(keys, configs, strict=True)}
+    by_key: dict[tuple, Draws] = {}
+    for key, config in zip(keys, configs, strict=True):
+        if key not in by_key:  # once per (seed, augmentation), not once per member
+            by_key[key] = epoch_draws(config, epoch, n, device)
     if len(by_key) == 1:
         return next(iter(by_key.values()))
     rows = [by_key[key] for key in keys]
