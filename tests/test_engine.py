@@ -281,14 +281,21 @@ def test_tf32_is_opt_in_and_refused_without_cuda(fashion):
     train_split, eval_split = _splits(fashion, torch.float32)
     with pytest.raises(ValueError, match="tf32 needs a CUDA device"):
         train([Config(topology="T1", max_epochs=1)], train_split, eval_split, tf32=True)
+
     # The switch is scoped: on inside the block, restored after it, even when the block raises.
-    assert torch.backends.cuda.matmul.allow_tf32 is False
+    # It covers cuDNN's convolutions too, whose TF32 is on by default: a float32 run turns it off.
+    def switches():
+        return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+    before = switches()
+    with matmul_precision(False):
+        assert switches() == (False, False)
     with matmul_precision(True):
-        assert torch.backends.cuda.matmul.allow_tf32 is True
-    assert torch.backends.cuda.matmul.allow_tf32 is False
-    with pytest.raises(RuntimeError), matmul_precision(True):
+        assert switches() == (True, True)
+    assert switches() == before
+    with pytest.raises(RuntimeError), matmul_precision(False):
         raise RuntimeError("a training step failed")
-    assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert switches() == before
 
 
 @pytest.mark.gpu

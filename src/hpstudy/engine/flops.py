@@ -58,13 +58,15 @@ def synchronize(device: torch.device) -> None:
 
 @contextlib.contextmanager
 def matmul_precision(tf32: bool):
-    """Allow TF32 matmuls inside the block only, restoring the global setting after."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    """Allow TF32 matmuls and convolutions inside the block only, restoring the global settings
+    after. Both are set: cuDNN's convolutions use TF32 by default (`cudnn.allow_tf32` is True
+    unless told otherwise), so a float32 CNN run would otherwise not be float32 on CUDA."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def measure_matmul_flops(
