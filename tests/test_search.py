@@ -101,9 +101,31 @@ def test_confirmation_retrains_the_top_with_new_seeds(tmp_path: Path):
     assert [t.to_dict() for t in again.tables] == [t.to_dict() for t in summary.tables]
 
 
+def test_a_spent_time_budget_ends_the_search_but_not_the_confirmation(tmp_path: Path):
+    summary = run_search(tmp_path, n_trials=7, confirm_top=1, time_budget_s=0.001)
+    search, confirmed = summary.tables
+    assert len(search.rows) == 3 and summary.n_trained == 3 + 2  # one round, then 1 x 2 seeds
+    assert "ended after 3 of 7 configurations: the time budget of 0.001 s" in search.rule
+    assert [len(row.trial_numbers) for row in confirmed.rows] == [2]
+
+
+def test_the_time_budget_keeps_back_the_confirmation_at_the_measured_rate(monkeypatch):
+    from hpstudy.protocols import search
+
+    now = [100.0]
+    monkeypatch.setattr(search.time, "monotonic", lambda: now[0])
+    budget = search.TimeBudget(60.0)
+    assert budget.allows(10**6, 10**6)  # nothing measured yet: the first round always runs
+    now[0] += 20.0
+    budget.spent(20.0, model_epochs=40)  # 0.5 s per model-epoch, 40 s left
+    assert budget.allows(40, 40) and not budget.allows(41, 40) and not budget.allows(0, 81)
+    assert search.TimeBudget(None).allows(10**9, 10**9)
+
+
 @pytest.mark.parametrize(
     ("search", "message"),
     [
+        ("time_budget_s = 0", "search.time_budget_s: must be a positive number, got 0"),
         ("confirm_top = -1", "search.confirm_top: must be an integer >= 0, got -1"),
         ("confirm_seeds = 1", "search.confirm_seeds: must be an integer >= 2, got 1"),
         ("confirm_seeds = 'x'", "search.confirm_seeds: must be an integer >= 2, got 'x'"),

@@ -104,6 +104,7 @@ class Study:
     sampler_seed: int = 0  # search: TPE seed
     confirm_top: int = 3  # search: best configurations retrained with new seeds (0: none)
     confirm_seeds: int = 5  # search: seeds of that confirmation (seed + 1000, seed + 1001, ...)
+    time_budget_s: float | None = None  # search: wall-clock seconds, confirmation included
     published_final: float | None = None  # the paper's final test accuracy (%)
     staged_seeds: int = 1  # replicate: seeds of the staged search run beside it (0: none)
     with_clean: bool = False  # replicate: also train every cell on the validation split

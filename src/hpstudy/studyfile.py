@@ -342,7 +342,11 @@ class StudyFileParser:
                     )
         grid = self.table(raw, "grid", {"batch"})
         search = self.table(raw, "search", {"n_trials", "batch", "pruner", "sampler_seed",
-                                            "confirm_top", "confirm_seeds"})  # fmt: skip
+                                            "confirm_top", "confirm_seeds",
+                                            "time_budget_s"})  # fmt: skip
+        time_budget_s = None
+        if "time_budget_s" in search:
+            time_budget_s = self.number(search, "time_budget_s", "search", positive=True)
         # Only a search confirms its winners; other protocols have nothing to confirm.
         default_top = 3 if protocol is ProtocolKind.SEARCH else 0
         confirm_top = self.integer(search, "confirm_top", default_top, low=0, where="search")
@@ -386,6 +390,7 @@ class StudyFileParser:
             sampler_seed=self.integer(search, "sampler_seed", 0, low=0, where="search"),
             confirm_top=confirm_top,
             confirm_seeds=confirm_seeds,
+            time_budget_s=time_budget_s,
             published_final=final,
             data=data,
             **kwargs,

@@ -10,6 +10,11 @@ judges each seed on its own), and the table gives mean ± CI over seeds. The spa
 ranges (`lr = { low = 1e-4, high = 0.3, log = true }`, depth and width): Optuna samples them as
 numbers (`storage.search`), and a trial's configuration holds exactly the sampled values.
 
+A time budget (`[search] time_budget_s`) bounds the run's wall time as well: a round starts only
+if it and the confirmation round, at the seconds per model-epoch this process has measured so far
+(full length for every trial, no pruning assumed), fit in what is left; the first round always
+runs. It counts this process's time: a resumed run starts a new budget.
+
 The budget (`n_trials`) buys distinct configurations. A proposal that repeats a trained
 configuration is told that configuration's known result (mean over its seeds; the sampler learns
 from it) and spends nothing; one that repeats a configuration of the same round is dropped. The
@@ -27,7 +32,9 @@ overstate what a configuration does on fresh seeds (the winner's curse); the rul
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from hpstudy.factors import shown, space_size
 from hpstudy.protocols.base import Protocol, evaluate_test_once
@@ -52,14 +59,19 @@ class SearchProtocol(Protocol):
                                  pruner=study.pruner)  # fmt: skip
         self.n_told = 0  # repeated proposals told their known result (this process)
         self.stopped_by_repeats = False
+        self.clock = TimeBudget(study.time_budget_s)
         self._complete_seeds()
         round_index = 0
+        confirmation_epochs = study.confirm_top * study.confirm_seeds * study.max_epochs
         while not self.stopped_by_repeats:
             left = min(study.n_trials, self.space_size) - len(self._tried(store.records()))
             if left <= 0:
                 break
+            size = min(study.batch, left)
+            if not self.clock.allows(size * study.n_seeds * study.max_epochs, confirmation_epochs):
+                break
             round_index += 1
-            asked = self._ask_round(min(study.batch, left))
+            asked = self._ask_round(size)
             name = f"search round {round_index}"
             trainer.on_event(StageStarted(round_index, None, name, len(asked), 0))
             self._train_round(name, asked)
@@ -142,7 +154,11 @@ class SearchProtocol(Protocol):
             return trials[trial_id].should_prune()
 
         self.trainer.stage = stage
+        started = time.monotonic()
         self.trainer.train_trials([(t.trial_id, c) for t, c in asked], prune=prune)
+        records = {r.trial_id: r for r in self.trainer.store.records()}
+        self.clock.spent(time.monotonic() - started,
+                         sum(records[t].epochs for t in trials if t in records))  # fmt: skip
 
     def _ask_fixed(self, config: Config) -> SearchTrial:
         """A trial for `config` exactly (another seed of a proposed configuration)."""
@@ -227,12 +243,43 @@ class SearchProtocol(Protocol):
             end = f"the space was exhausted (all {size} configurations)"
         elif n_tried >= study.n_trials:
             end = f"the budget of {study.n_trials} distinct configurations was spent"
+        elif study.time_budget_s is not None:
+            end = (
+                f"ended after {n_tried} of {study.n_trials} configurations: the time budget of "
+                f"{study.time_budget_s:g} s (the confirmation's share kept back) was spent, the "
+                f"sampler repeated known ones {self.max_repeats} times in a row, or the run stopped"
+            )
         else:
             end = (
                 f"ended after {n_tried} of {study.n_trials} configurations: the sampler "
                 f"repeated known ones {self.max_repeats} times in a row, or the run stopped"
             )
         return f"{self.rule()}; TPE sampler, {study.pruner} pruner; {end}"
+
+
+@dataclass
+class TimeBudget:
+    """The search's wall-clock budget in seconds (None: none), counted from its creation.
+
+    `allows(next, reserve)` says whether a round of `next` model-epochs and a later `reserve`
+    (the confirmation) fit in what is left, at the seconds per model-epoch `spent` has measured;
+    before any measurement it allows, so a search always trains at least one round."""
+
+    seconds: float | None
+    started: float = field(default_factory=lambda: time.monotonic())
+    trained_s: float = 0.0
+    model_epochs: int = 0
+
+    def spent(self, wall_s: float, model_epochs: int) -> None:
+        self.trained_s += wall_s
+        self.model_epochs += model_epochs
+
+    def allows(self, next_epochs: int, reserve_epochs: int) -> bool:
+        if self.seconds is None or not self.model_epochs:
+            return True
+        per_epoch = self.trained_s / self.model_epochs
+        elapsed = time.monotonic() - self.started
+        return elapsed + per_epoch * (next_epochs + reserve_epochs) <= self.seconds
 
 
 def _known_value(records: Sequence[TrialRecord]) -> float:
