@@ -314,3 +314,43 @@ def test_bench_family_cnn_reports_the_issues_keys(capsys):
     assert report["floor_s"] * report["matmul_tflops"] * 1e12 == pytest.approx(
         model_epoch_flops(cnn, 60_000)
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cnn_contract_and_neighbour_free_bits_hold_on_cuda(fashion):
+    """On CUDA: the float64 contract for a mixed population (batch norm, dropout, flip-and-shift
+    augmentation, two seeds) against the plain loop on the same device; an augmented float32
+    member's bits alone and beside others; and an augmented epoch that never waits on the host."""
+    from hpstudy.engine.optimizers import StackedOptimizer
+    from hpstudy.engine.steps import StepRunner
+
+    train64, eval64 = (s.to("cuda", torch.float64) for s in _splits(fashion, torch.float64))
+    base = Config(**SMALL, optimizer="adam", lr=0.002, batch_norm=True, max_epochs=1)
+    configs = [base, base.replace(augment="flip_shift", dropout=0.3),
+               base.replace(optimizer="sgd", lr=0.05, activation="elu", augment="shift"),
+               base.replace(optimizer="rmsprop", lr=0.001, batch_norm=False, seed=9,
+                            augment="flip_shift")]  # fmt: skip
+    results = train(configs, train64, eval64, device="cuda", dtype=torch.float64)
+    for config, result in zip(configs, results, strict=True):
+        ref = train_reference(config, train64, eval64)
+        assert _max_error(ref.model, result.state_dict) < 1e-9, config
+        assert result.train_loss[0] == pytest.approx(ref.train_loss[0], rel=1e-10)
+
+    train32, eval32 = (s.to("cuda", torch.float32) for s in _splits(fashion, torch.float32))
+    target = configs[1].replace(max_epochs=2)
+    (alone,) = train([target], train32, eval32, device="cuda")
+    mixed = train([target.replace(seed=3), target.replace(lr=0.001), target], train32, eval32,
+                  device="cuda")[-1]  # fmt: skip
+    assert mixed.train_loss == alone.train_loss
+    for key, tensor in alone.state_dict.items():
+        assert torch.equal(mixed.state_dict[key], tensor), key
+
+    members = sorted([target, target.replace(seed=3)], key=member_order_key)
+    pop = CNNPopulation.from_configs(members, device=train32.x.device, dtype=torch.float32)
+    runner = StepRunner(pop, StackedOptimizer(pop), train32)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        runner.epoch(1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
