@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hpstudy.engine.splits import to_device
 from hpstudy.space import Config
 
 MAX_SHIFT = 2  # pixels, each way, in each direction
@@ -53,7 +54,7 @@ def epoch_draws(config: Config, epoch: int, n: int, device="cpu") -> Draws:
         flip = torch.zeros_like(flip)
     if "shift" not in config.augment:
         shift = torch.zeros_like(shift)
-    return Draws(flip.to(device), shift[0].to(device), shift[1].to(device))
+    return Draws(to_device(flip, device), to_device(shift[0], device), to_device(shift[1], device))
 
 
 def population_draws(configs: Sequence[Config], epoch: int, n: int, device) -> Draws | None:

@@ -21,6 +21,7 @@ import torch
 
 from hpstudy.engine.population import Population, runs
 from hpstudy.engine.schedules import epoch_lr
+from hpstudy.engine.splits import to_device
 from hpstudy.space import Config
 
 ADAM_EPS = 1e-8  # torch.optim.Adam default
@@ -99,8 +100,9 @@ class StackedOptimizer:
         configs = self.population.configs
         for run in self.runs:
             # Copied into the same tensor: a CUDA graph that reads it sees the new rates.
-            rates = [-epoch_lr(c, epoch) for c in configs[run.members]]
-            run.neg_lr.copy_(torch.tensor(rates, dtype=run.neg_lr.dtype).unsqueeze(1))
+            rates = torch.tensor([-epoch_lr(c, epoch) for c in configs[run.members]],
+                                 dtype=run.neg_lr.dtype).unsqueeze(1)  # fmt: skip
+            run.neg_lr.copy_(to_device(rates, run.neg_lr.device))
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep the state of members at `keep`; call right after Population.select(keep)."""

@@ -52,6 +52,15 @@ def make_split(
     return Split(x.to(device), y.to(device))
 
 
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Host-to-device copy that does not make the host wait (pinned memory on CUDA): what the
+    engine copies each epoch (batch order, augmentation draws, learning rates) must not stall
+    the steps already queued."""
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def batch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The permutation of range(n) that orders epoch `epoch` (1-based) for `seed`, on the CPU."""
     # SeedSequence mixes (seed, epoch) into an independent stream: epochs never share an order

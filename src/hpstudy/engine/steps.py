@@ -24,7 +24,7 @@ import torch
 from hpstudy.engine.augment import Draws, augment, population_draws
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import Population
-from hpstudy.engine.splits import Split, batch_order
+from hpstudy.engine.splits import Split, batch_order, to_device
 
 # Eager steps before a capture, on a side stream as CUDA graphs require: they initialise cuBLAS
 # workspaces and the caching allocator for these shapes. They are real training steps.
@@ -76,7 +76,7 @@ class StepRunner:
             self.reset()  # a graph holds Adam's learning rates as the numbers it captured
         seeds = [c.seed for c in pop.configs]
         unique = sorted(set(seeds))
-        orders = {s: _to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
+        orders = {s: to_device(batch_order(s, epoch, n), train.x.device) for s in unique}
         # (n,): one batch broadcast to every member, or (M, n): row m is member m's order.
         order = orders[unique[0]] if len(unique) == 1 else torch.stack([orders[s] for s in seeds])
         draws = population_draws(pop.configs, epoch, n, train.x.device)
@@ -157,10 +157,3 @@ def on_side_stream(step) -> None:
     with torch.cuda.stream(stream):
         step()
     torch.cuda.current_stream().wait_stream(stream)
-
-
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host-to-device copy that does not make the host wait (pinned memory on CUDA)."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
