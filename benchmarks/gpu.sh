@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu.sh engine    # GPU tests, then the side-by-side benchmark (fp32, tf32)
 #   bash benchmarks/gpu.sh studies   # paper x 5 seeds; grid x 5 seeds in fp32 and in tf32
 #   bash benchmarks/gpu.sh cnn       # issue 16 on a GPU: CNN tests, studies/cnn-gpu.toml, bench
+#   bash benchmarks/gpu.sh probe     # CUDA tests; a CNN step eager and graphed (cnn_gpu_probe.py)
 #
 # Every training run uses --cuda-graphs (opt-in until these numbers exist); `engine` times the
 # engine with and without graphs side by side. Results go under $OUT.
@@ -21,7 +22,7 @@
 # benchmarks/runs/ (ignored by git, kept between calls), only summaries and logs go to $OUT.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn}
+phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn|probe}
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -73,5 +74,11 @@ case $phase in
     timeout 40 python3 -m hpstudy.cli bench --family cnn --device cuda --steps 40 --repeats 2 \
       2>&1 | tee "$OUT/bench-cnn.txt"
     ;;
-  *) echo "unknown phase $phase: use engine, studies or cnn" >&2; exit 2 ;;
+  probe)  # after `cnn`: the CUDA tests again, then what a CNN step costs eager and graphed
+    set +e
+    timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cnn.py \
+      tests/test_engine.py 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 5
+    timeout 120 python3 benchmarks/cnn_gpu_probe.py 2>&1 | tee "$OUT/probe.txt"
+    ;;
+  *) echo "unknown phase $phase: use engine, studies, cnn or probe" >&2; exit 2 ;;
 esac

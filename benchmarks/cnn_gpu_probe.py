@@ -1,0 +1,114 @@
+"""What one CNN member-step costs on a GPU, eager or replayed from a CUDA graph, with and without
+augmentation and dropout; and whether a dropout member's own generator can be replayed from a
+graph. These decide whether graphing augmented and dropout steps is worth building (today those
+steps always run eagerly, launching each kernel from Python).
+
+    python3 benchmarks/cnn_gpu_probe.py        # CUDA only; one table and one line per probe
+
+The shape is studies/cnn-gpu.toml's (conv 64-128-256, batch norm, dense 256, Adam, batch 128) in
+float32 with TF32, as that study runs. Each variant trains `STEPS` steps once to warm up (and
+capture), then `STEPS` timed steps; 'kernels' is the GPU's own time for those steps by the
+profiler, so wall - kernels is what launching from Python costs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from hpstudy import Config
+from hpstudy.data import load
+from hpstudy.engine import make_split
+from hpstudy.engine.cnn import CNNPopulation
+from hpstudy.engine.flops import matmul_precision
+from hpstudy.engine.optimizers import StackedOptimizer
+from hpstudy.engine.population import member_order_key
+from hpstudy.engine.steps import StepRunner
+
+STEPS = 60
+SHAPE = dict(topology=(256,), conv=(64, 128, 256), batch_norm=True, optimizer="adam",
+             batch_size=128, max_epochs=30)  # fmt: skip
+
+
+def members(n: int, **factors) -> list[Config]:
+    base = Config(**SHAPE, lr=1e-3, **factors)
+    return sorted([base.replace(lr=1e-3 * (1 + i / 10)) for i in range(n)], key=member_order_key)
+
+
+def step_cost(train, configs, graphs: bool) -> tuple[float, float]:
+    """(wall, kernel) seconds per member-step."""
+    pop = CNNPopulation.from_configs(configs, device=train.x.device, dtype=torch.float32)
+    runner = StepRunner(pop, StackedOptimizer(pop), train, cuda_graph=graphs)
+    runner.epoch(1, max_steps=STEPS)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        started = time.perf_counter()
+        runner.epoch(2, max_steps=STEPS)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - started
+    kernel_us = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages())
+    n = STEPS * len(configs)
+    return wall / n, kernel_us * 1e-6 / n
+
+
+def generator_probe() -> str:
+    """Can a CUDA graph replay draws from a non-default generator, reseeded between replays?"""
+    generator = torch.Generator(device="cuda")
+
+    def draw() -> torch.Tensor:
+        return torch.rand((128, 256), generator=generator, device="cuda")
+
+    generator.manual_seed(7)
+    eager = [draw() for _ in range(3)]
+    graph = torch.cuda.CUDAGraph()
+    try:
+        graph.register_generator_state(generator)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            draw()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            out = draw()
+        generator.manual_seed(7)
+        replays = []
+        for _ in range(3):
+            graph.replay()
+            replays.append(out.clone())
+        generator.manual_seed(8)
+        graph.replay()
+        reseeded = out.clone()
+        generator.manual_seed(8)
+        fresh = draw()
+    except Exception as exc:  # a probe reports whatever fails
+        return f"generator probe: {type(exc).__name__}: {exc}"
+    same = all(torch.equal(a, b) for a, b in zip(eager, replays, strict=True))
+    return (f"generator probe: graph replays equal the eager draws: {same}; "
+            f"after manual_seed(8): {torch.equal(reseeded, fresh)}")  # fmt: skip
+
+
+def main() -> None:
+    dataset = load(download=False)
+    train = make_split(dataset.train_images, dataset.train_labels, mean=0.5, std=0.5,
+                       dtype=torch.float32).to("cuda", torch.float32)  # fmt: skip
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, f"{STEPS} steps per variant")
+    variants = [
+        ("plain, 1 member, eager", members(1), False),
+        ("plain, 4 members, eager", members(4), False),
+        ("plain, 4 members, graphs", members(4), True),
+        ("augmented, 4 members, eager", members(4, augment="flip_shift"), False),
+        ("augmented + dropout, 4, eager", members(4, augment="flip_shift", dropout=0.3), False),
+    ]
+    print(f"{'variant':32} {'ms/member-step':>15} {'kernels ms':>11} {'s/model-epoch':>14}")
+    with matmul_precision(True):
+        for name, configs, graphs in variants:
+            wall, kernels = step_cost(train, configs, graphs)
+            per_epoch = wall * -(-54_000 // SHAPE["batch_size"])
+            print(f"{name:32} {1e3 * wall:15.3f} {1e3 * kernels:11.3f} {per_epoch:14.3f}")
+    print(generator_probe())
+
+
+if __name__ == "__main__":
+    main()
