@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from cuda_cases import DEVICES, use_stand_in_graphs
 from hpstudy import Config
 from hpstudy.engine import Outcome, evaluate, make_split, train
 from hpstudy.engine.cnn import CNNPopulation, initial_state
@@ -35,7 +36,8 @@ def _splits(fashion, dtype, n_train=N_TRAIN, n_eval=N_EVAL):
 def _max_error(reference: nn.Module, state_dict: dict) -> float:
     expected = reference.state_dict()
     assert list(expected) == list(state_dict)
-    return max((expected[k].double() - state_dict[k].double()).abs().max().item() for k in expected)
+    return max((expected[k].cpu().double() - state_dict[k].cpu().double()).abs().max().item()
+               for k in expected)  # fmt: skip
 
 
 def test_plain_form_is_an_nn_sequential_of_torch_modules():
@@ -119,10 +121,11 @@ def test_batch_norm_statistics_are_each_members_own(float64_cnn):
 
 def test_members_stopping_early_leave_the_others_exact(fashion):
     """Members dropped after epoch 1 take their rows, moments and statistics with them; the
-    member that goes on still matches its plain loop after three epochs."""
+    member that goes on still matches its plain loop after three epochs (its dropout masks
+    reseeded for each epoch)."""
     train_split, eval_split = _splits(fashion, torch.float64)
     base = Config(**SMALL, optimizer="adam", lr=0.002, batch_norm=True, patience=5)
-    configs = [base.replace(max_epochs=1, lr=0.001), base.replace(max_epochs=3),
+    configs = [base.replace(max_epochs=1, lr=0.001), base.replace(max_epochs=3, dropout=0.3),
                base.replace(max_epochs=1, activation="tanh")]  # fmt: skip
     results = train(configs, train_split, eval_split, dtype=torch.float64)
     assert [r.epochs_run for r in results] == [1, 3, 1]
@@ -354,3 +357,28 @@ def test_cnn_contract_and_neighbour_free_bits_hold_on_cuda(fashion):
         runner.epoch(1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_graphed_steps_of_augmented_and_dropout_members_match_eager_steps(
+    fashion, monkeypatch, device
+):
+    """CUDA graphs now cover augmented and dropout members: their draws are copied into the
+    graph's static buffers, their generators registered with it and reseeded in place each epoch
+    (a cosine schedule captures a new graph each epoch). Replays must give the eager steps' bits.
+    On the CPU a stand-in graph (replay = run the step again) checks the buffers' side of it."""
+    if device == "cpu":
+        use_stand_in_graphs(monkeypatch)
+    train_split, eval_split = (s.to(device, torch.float32)
+                               for s in _splits(fashion, torch.float32, 1000))  # fmt: skip
+    base = Config(**SMALL, optimizer="adam", lr=0.002, batch_norm=True, max_epochs=3,
+                  patience=5, schedule="cosine")  # fmt: skip
+    configs = [base.replace(augment="flip_shift", dropout=0.3),
+               base.replace(augment="shift", seed=9), base.replace(dropout=0.5, lr=0.001),
+               base]  # fmt: skip
+    eager = train(configs, train_split, eval_split, device=device)
+    graphed = train(configs, train_split, eval_split, device=device, cuda_graphs=True)
+    for config, a, b in zip(configs, eager, graphed, strict=True):
+        assert b.train_loss == a.train_loss, config
+        for key, tensor in a.state_dict.items():
+            assert torch.equal(b.state_dict[key], tensor), (config, key)

@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from cuda_cases import DEVICES, use_stand_in_graphs
 from hpstudy import Config
 from hpstudy.engine import Outcome, batch_order, evaluate, make_split, train
 from hpstudy.engine.population import initial_parameters
@@ -16,17 +17,6 @@ from hpstudy.space import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
 
 N_TRAIN, N_EVAL = 2000, 1000
 LR = {"sgd": 0.05, "adam": 0.002, "rmsprop": 0.001}
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[
-            pytest.mark.gpu,
-            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-        ],
-    ),
-]
 
 
 def _splits(fashion, dtype, device="cpu"):
@@ -348,16 +338,6 @@ def test_expected_progress_learns_from_members_that_stopped(fashion):
     assert eta_text(events[0]).startswith("ETA <= ")  # nothing stopped yet: only the bound
 
 
-class _StandInGraph:
-    """A CPU stand-in for torch.cuda.CUDAGraph: replay() re-runs the captured step."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def replay(self):
-        self.step()
-
-
 def _population(fashion, seeds, dtype=torch.float64):
     from hpstudy.engine.optimizers import StackedOptimizer
     from hpstudy.engine.population import Population, member_order_key
@@ -381,9 +361,7 @@ def test_graphed_steps_read_their_batches_from_static_buffers(fashion, monkeypat
     very same numbers as plain eager steps."""
     from hpstudy.engine import steps
 
-    monkeypatch.setattr(steps, "graphs_supported", lambda device: True)
-    monkeypatch.setattr(steps, "capture_graph", _StandInGraph)
-    monkeypatch.setattr(steps, "on_side_stream", lambda step: step())
+    use_stand_in_graphs(monkeypatch)
     train_split, _ = _splits(fashion, torch.float64)  # 2,000 images: 31 batches of 64 and 16
     runs = {}
     for graphed in (False, True):
@@ -419,12 +397,7 @@ def test_cuda_graph_training_matches_eager_training(fashion, monkeypatch, device
     diverges and one is pruned, so the graph is captured again for each new member set. On the
     CPU a stand-in graph (replay = run the step again) checks the trainer's side of it."""
     if device == "cpu":
-        from hpstudy.engine import steps, trainer
-
-        for module in (steps, trainer):
-            monkeypatch.setattr(module, "graphs_supported", lambda device: True)
-        monkeypatch.setattr(steps, "capture_graph", _StandInGraph)
-        monkeypatch.setattr(steps, "on_side_stream", lambda step: step())
+        use_stand_in_graphs(monkeypatch)
     train_split, eval_split = _splits(fashion, dtype, device)
     configs = [
         Config(topology="T4", optimizer=o, activation=a, lr=lr, seed=s, max_epochs=4, patience=2)

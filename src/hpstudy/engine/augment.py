@@ -40,6 +40,15 @@ class Draws:
     def slice(self, start: int, stop: int) -> Draws:
         return Draws(*(t[..., start:stop] for t in (self.flip, self.dy, self.dx)))
 
+    def clone(self) -> Draws:
+        return Draws(self.flip.clone(), self.dy.clone(), self.dx.clone())
+
+    def copy_(self, other: Draws) -> None:
+        """Overwrite these tensors with `other`'s (a CUDA graph's static draws)."""
+        for mine, theirs in zip((self.flip, self.dy, self.dx), (other.flip, other.dy, other.dx),
+                                strict=True):  # fmt: skip
+            mine.copy_(theirs)
+
 
 def epoch_draws(config: Config, epoch: int, n: int, device="cpu") -> Draws:
     """The draws of `config`'s training epoch `epoch` (1-based) over `n` positions; all

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpstudy.engine.dropout import dropout_generator, dropout_mask
+from hpstudy.engine.dropout import dropout_mask, epoch_generators
 
 # The activation kernels and the padded row layout are the MLP population's, so both engines
 # share one definition of each (population.ROW_ALIGN explains the padding).
@@ -173,10 +173,14 @@ class CNNPopulation:
     def start_epoch(self, epoch: int) -> None:
         """Seed each dropout member's mask generator for epoch `epoch` (as the MLP population:
         the masks of its dense hidden layers, drawn step by step, layer by layer)."""
-        device = self.rows[0].device
-        self._dropout_generators = [
-            dropout_generator(c.seed, epoch, device) if c.dropout else None for c in self.configs
-        ]
+        self._dropout_generators = epoch_generators(
+            self._dropout_generators, self.configs, epoch, self.rows[0].device
+        )
+
+    @property
+    def dropout_generators(self) -> list[torch.Generator]:
+        """The members' own mask generators, which a CUDA graph of a step must register."""
+        return [g for g in self._dropout_generators if g is not None]
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members at positions `keep` (a sorted index tensor)."""

@@ -14,17 +14,42 @@ do nothing at inference).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
+
+from hpstudy.space import Config
 
 _STREAM = 1  # SeedSequence([seed, epoch, 1]): apart from batch_order's [seed, epoch]
 
 
 def dropout_generator(seed: int, epoch: int, device: torch.device | str) -> torch.Generator:
     """The generator of a member's dropout masks in epoch `epoch` (1-based)."""
+    return torch.Generator(device=device).manual_seed(_epoch_seed(seed, epoch))
+
+
+def epoch_generators(
+    generators: Sequence[torch.Generator | None], configs: Sequence[Config], epoch: int, device
+) -> list[torch.Generator | None]:
+    """Each dropout member's generator for epoch `epoch` (None for members without dropout).
+    A generator it already has is reseeded in place, not replaced: a CUDA graph that registered
+    it draws from it at each replay, so the graph's masks follow the new epoch's seed."""
+    fresh = []
+    for generator, config in zip(generators, configs, strict=True):
+        if not config.dropout:
+            fresh.append(None)
+        elif generator is None:
+            fresh.append(dropout_generator(config.seed, epoch, device))
+        else:
+            fresh.append(generator.manual_seed(_epoch_seed(config.seed, epoch)))
+    return fresh
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
     state = np.random.SeedSequence([seed, epoch, _STREAM]).generate_state(1, dtype=np.uint64)
-    return torch.Generator(device=device).manual_seed(int(state[0]))
+    return int(state[0])
 
 
 def dropout_mask(generator: torch.Generator, shape, p: float, *, dtype, device=None):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from hpstudy.engine.dropout import dropout_generator, dropout_mask
+from hpstudy.engine.dropout import dropout_mask, epoch_generators
 from hpstudy.model import build_mlp, mlp_parameter_names
 from hpstudy.space import LEAKY_RELU_SLOPE, Config
 
@@ -131,10 +131,14 @@ class Population:
 
     def start_epoch(self, epoch: int) -> None:
         """Seed each dropout member's mask generator for epoch `epoch` (see engine.dropout)."""
-        device = self.rows[0].device
-        self._dropout_generators = [
-            dropout_generator(c.seed, epoch, device) if c.dropout else None for c in self.configs
-        ]
+        self._dropout_generators = epoch_generators(
+            self._dropout_generators, self.configs, epoch, self.rows[0].device
+        )
+
+    @property
+    def dropout_generators(self) -> list[torch.Generator]:
+        """The members' own mask generators, which a CUDA graph of a step must register."""
+        return [g for g in self._dropout_generators if g is not None]
 
     def _dropout_masks(self, n_batch: int) -> list[torch.Tensor] | None:
         """One (M, B, width) mask per hidden layer: ones for members without dropout, else

@@ -9,6 +9,10 @@ can take longer than the GPU takes to run them. A CUDA graph records the kernels
 and replays them with one call. The graph reads its batch from static buffers, so each step is
 one small copy of the batch indices plus one replay. Replaying runs the same kernels on the same
 addresses as the eager step, so results do not change; the GPU tests check that bit for bit.
+Augmented steps copy their draws into static buffers too. Dropout members draw their masks from
+their own generators, which the graph registers (`CUDAGraph.register_generator_state`): each
+replay advances them as an eager step would, and reseeding them in place for a new epoch reaches
+the graph. Where torch lacks that call, steps of dropout members run eagerly.
 
 What a graph fixes at capture time (tensor addresses, member ranges, batch shape) changes when
 members are selected away, so `reset()` drops the graph and the next full batch captures a new
@@ -45,8 +49,6 @@ class StepRunner:
         if cuda_graph and not graphs_supported(train.x.device):
             raise ValueError(f"CUDA graphs need a CUDA device, got {train.x.device}")
         self.pop, self.optimizer, self.train = pop, optimizer, train
-        # Not for dropout (its generators advance outside a graph) nor augmentation (its draws
-        # are per step, not in the graph's static buffers).
         self.cuda_graph = cuda_graph
         self._scheduled = any(c.schedule != "constant" for c in pop.configs)
         self.capture_s = 0.0  # time spent capturing graphs (warm-up steps excluded)
@@ -58,6 +60,7 @@ class StepRunner:
         self._graph = None  # frees the old graph's memory pool
         self._warm_steps = 0
         self._idx: torch.Tensor | None = None  # the graph's static batch indices
+        self._draws: Draws | None = None  # and its static augmentation draws
         self._loss_sum = torch.zeros(
             self.pop.n_members, dtype=self.train.x.dtype, device=self.train.x.device
         )
@@ -80,33 +83,37 @@ class StepRunner:
         # (n,): one batch broadcast to every member, or (M, n): row m is member m's order.
         order = orders[unique[0]] if len(unique) == 1 else torch.stack([orders[s] for s in seeds])
         draws = population_draws(pop.configs, epoch, n, train.x.device)
-        graphable = self.cuda_graph and not pop.has_dropout and draws is None
+        graphable = self.cuda_graph and (not pop.has_dropout or graphs_replay_generators())
         self._loss_sum.zero_()
         starts = range(0, n, batch_size)[:max_steps]
         for start in starts:
             idx = order[..., start : start + batch_size]
+            batch_draws = None if draws is None else draws.slice(start, start + batch_size)
             if graphable and idx.shape[-1] == batch_size:
-                self._graphed_step(idx)
+                self._graphed_step(idx, batch_draws)
             else:
-                batch_draws = None if draws is None else draws.slice(start, start + batch_size)
                 self._eager_step(idx, batch_draws)
         return self._loss_sum / len(starts)
 
     def _eager_step(self, idx: torch.Tensor, draws: Draws | None = None) -> None:
         train_step(self.pop, self.optimizer, self.train, idx, self._loss_sum, draws)
 
-    def _graphed_step(self, idx: torch.Tensor) -> None:
+    def _graphed_step(self, idx: torch.Tensor, draws: Draws | None) -> None:
         if self._graph is not None:
             self._idx.copy_(idx)
+            if draws is not None:
+                self._draws.copy_(draws)
             self._graph.replay()
         elif self._warm_steps < _WARMUP_STEPS:
             self._warm_steps += 1
-            on_side_stream(lambda: self._eager_step(idx))
+            on_side_stream(lambda: self._eager_step(idx, draws))
         else:
             self._idx = idx.clone()
+            self._draws = None if draws is None else draws.clone()
             started = time.perf_counter()
             # Capturing records the step without running it; the replay below runs it.
-            self._graph = capture_graph(lambda: self._eager_step(self._idx))
+            self._graph = capture_graph(lambda: self._eager_step(self._idx, self._draws),
+                                        self.pop.dropout_generators)  # fmt: skip
             self.capture_s += time.perf_counter() - started
             self.n_captures += 1
             self._graph.replay()
@@ -142,9 +149,19 @@ def graphs_supported(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def capture_graph(step) -> torch.cuda.CUDAGraph:
-    """Record `step()` as a CUDA graph (tests on CPU replace this with a stand-in)."""
+def graphs_replay_generators() -> bool:
+    """Whether this torch's CUDA graphs can replay draws from a member's own generator. Probed
+    on an H200 with torch 2.11 (benchmarks/cnn_gpu_probe.py): replays equal the eager draws,
+    also after the generator is reseeded between replays."""
+    return hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+
+
+def capture_graph(step, generators=()) -> torch.cuda.CUDAGraph:
+    """Record `step()` as a CUDA graph, registering the generators it draws from (tests on CPU
+    replace this with a stand-in)."""
     graph = torch.cuda.CUDAGraph()
+    for generator in generators:
+        graph.register_generator_state(generator)
     with torch.cuda.graph(graph):
         step()
     return graph
