@@ -216,6 +216,22 @@ def test_cuda_only_options_are_refused_on_the_cpu(tmp_path, capsys, flags, messa
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize(
+    "study,budget,message",
+    [
+        ("paper", "60", "--time-budget is for search studies; paper has protocol = 'staged'"),
+        ("search", "0", "--time-budget must be a positive number of seconds, got 0.0"),
+        ("search", "nan", "--time-budget must be a positive number of seconds, got nan"),
+    ],
+)
+def test_bad_time_budgets_are_refused_before_anything_is_written(
+    tmp_path, capsys, study, budget, message
+):
+    code = cli.main(["run", study, "--time-budget", budget, "--out", str(tmp_path / "r")])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_zero_threads_are_refused_before_anything_is_written(tmp_path, capsys):
     code = cli.main(["run", "paper", "--threads", "0", "--out", str(tmp_path / "r")])
     assert code == 2 and "--threads must be an integer >= 1, got 0" in capsys.readouterr().err

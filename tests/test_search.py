@@ -109,6 +109,19 @@ def test_a_spent_time_budget_ends_the_search_but_not_the_confirmation(tmp_path: 
     assert [len(row.trial_numbers) for row in confirmed.rows] == [2]
 
 
+def test_time_budget_on_the_command_line_overrides_the_study_file(tmp_path: Path, capsys):
+    from hpstudy import cli
+
+    extra = "[search]\nbatch = 2\nn_trials = 6\nconfirm_top = 0\ntime_budget_s = 3600\n"
+    path = write_study(tmp_path, name="timed", protocol="search", selection="validation",
+                       extra=extra)  # fmt: skip
+    args = ["run", str(path), "--out", str(tmp_path / "timed"), "--no-report", "--device", "cpu",
+            "--limit-train", "320", "--limit-eval", "250"]  # fmt: skip
+    assert cli.main([*args, "--time-budget", "0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "ended after 2 of 6 configurations: the time budget of 0.001 s" in out
+
+
 def test_the_time_budget_keeps_back_the_confirmation_at_the_measured_rate(monkeypatch):
     from hpstudy.protocols import search
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib.resources
+import math
 import os
 import re
 import tomllib
@@ -148,9 +149,19 @@ class Study:
         return Config(**(fixed | config_values(factors)), seed=seed)
 
     def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None,
-                       with_clean: bool | None = None) -> Study:  # fmt: skip
-        """The study with command-line overrides (`--seeds`, `--max-epochs`, `--with-clean`)."""
+                       with_clean: bool | None = None,
+                       time_budget_s: float | None = None) -> Study:  # fmt: skip
+        """The study with command-line overrides (`--seeds`, `--max-epochs`, `--with-clean`,
+        `--time-budget`)."""
         changes: dict[str, Any] = {}
+        if time_budget_s is not None:
+            if self.protocol is not ProtocolKind.SEARCH:
+                raise UserError(f"--time-budget is for search studies; {self.name} has "
+                                f"protocol = {self.protocol.value!r}")  # fmt: skip
+            if not math.isfinite(time_budget_s) or time_budget_s <= 0:
+                raise UserError(f"--time-budget must be a positive number of seconds, "
+                                f"got {time_budget_s!r}")  # fmt: skip
+            changes["time_budget_s"] = float(time_budget_s)
         if with_clean:
             if self.protocol is not ProtocolKind.REPLICATE:
                 raise UserError(f"--with-clean is for replicate studies; {self.name} has "

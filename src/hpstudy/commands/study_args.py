@@ -43,6 +43,13 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
     parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="S",
+        help="search studies: wall-clock seconds for the search and its confirmation; a round "
+        "starts only if it and the confirmation fit (default: the study file's time_budget_s)",
+    )
+    parser.add_argument(
         "--limit-train",
         type=int,
         metavar="N",
@@ -92,7 +99,7 @@ def options_from(args: argparse.Namespace):
 
     study = load_study(args.study).with_overrides(
         n_seeds=args.seeds, max_epochs=args.max_epochs,
-        with_clean=getattr(args, "with_clean", None),
+        with_clean=getattr(args, "with_clean", None), time_budget_s=args.time_budget,
     )  # fmt: skip
     options = RunOptions(
         out=getattr(args, "out", None),
