@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu.sh studies   # paper x 5 seeds; grid x 5 seeds in fp32 and in tf32
 #   bash benchmarks/gpu.sh cnn       # issue 16 on a GPU: CNN tests, studies/cnn-gpu.toml, bench
 #   bash benchmarks/gpu.sh probe     # CUDA tests; a CNN step eager and graphed (cnn_gpu_probe.py)
+#   bash benchmarks/gpu.sh graphs    # CUDA tests, then cnn-gpu with --cuda-graphs (BUDGET s)
 #
 # Every training run uses --cuda-graphs (opt-in until these numbers exist); `engine` times the
 # engine with and without graphs side by side. Results go under $OUT.
@@ -22,7 +23,7 @@
 # benchmarks/runs/ (ignored by git, kept between calls), only summaries and logs go to $OUT.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn|probe}
+phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn|probe|graphs}
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -80,5 +81,19 @@ case $phase in
       tests/test_engine.py 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 5
     timeout 120 python3 benchmarks/cnn_gpu_probe.py 2>&1 | tee "$OUT/probe.txt"
     ;;
-  *) echo "unknown phase $phase: use engine, studies, cnn or probe" >&2; exit 2 ;;
+  graphs)  # the CUDA tests, then (passing) cnn-gpu with graphed steps in a shorter budget
+    set +e
+    timeout 45 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cnn.py \
+      tests/test_engine.py 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 5
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "CUDA tests failed: no study"; exit 1; }
+    start=$(date +%s)
+    timeout 270 python3 -m hpstudy.cli run cnn-gpu --device cuda --dtype tf32 --cuda-graphs \
+      --time-budget "${BUDGET:-220}" --out "$RUNS/cnn-gpu-graphs" --no-report \
+      2>"$OUT/cnn-gpu-graphs.log" >"$OUT/cnn-gpu-graphs.txt"
+    echo "rc $? cnn-gpu-graphs end to end: $(($(date +%s) - start)) s" \
+      | tee -a "$OUT/cnn-gpu-graphs.txt"
+    tail -n 20 "$OUT/cnn-gpu-graphs.txt"
+    tar -czf "$OUT/cnn-gpu-graphs.tar.gz" -C "$RUNS" cnn-gpu-graphs
+    ;;
+  *) echo "unknown phase $phase: use engine, studies, cnn, probe or graphs" >&2; exit 2 ;;
 esac
