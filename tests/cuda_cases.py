@@ -17,6 +17,7 @@ DEVICES = [
         ],
     ),
 ]
+ON_CUDA = DEVICES[1:]  # the CUDA case alone
 
 
 class StandInGraph:
