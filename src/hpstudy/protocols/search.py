@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from hpstudy.factors import shown, space_size
 from hpstudy.protocols.base import Protocol, evaluate_test_once
@@ -155,10 +154,8 @@ class SearchProtocol(Protocol):
 
         self.trainer.stage = stage
         started = time.monotonic()
-        self.trainer.train_trials([(t.trial_id, c) for t, c in asked], prune=prune)
-        records = {r.trial_id: r for r in self.trainer.store.records()}
-        self.clock.spent(time.monotonic() - started,
-                         sum(records[t].epochs for t in trials if t in records))  # fmt: skip
+        results = self.trainer.train_trials([(t.trial_id, c) for t, c in asked], prune=prune)
+        self.clock.spent(time.monotonic() - started, sum(r.epochs_run for r in results))
 
     def _ask_fixed(self, config: Config) -> SearchTrial:
         """A trial for `config` exactly (another seed of a proposed configuration)."""
@@ -257,7 +254,7 @@ class SearchProtocol(Protocol):
         return f"{self.rule()}; TPE sampler, {study.pruner} pruner; {end}"
 
 
-@dataclass
+@dataclasses.dataclass
 class TimeBudget:
     """The search's wall-clock budget in seconds (None: none), counted from its creation.
 
@@ -266,7 +263,7 @@ class TimeBudget:
     before any measurement it allows, so a search always trains at least one round."""
 
     seconds: float | None
-    started: float = field(default_factory=lambda: time.monotonic())
+    started: float = dataclasses.field(default_factory=lambda: time.monotonic())
     trained_s: float = 0.0
     model_epochs: int = 0
 
