@@ -40,6 +40,7 @@ SLOW_TESTS = {
                         "test_a_full_disk_is_one_line_and_a_rerun_resumes",
                         "test_a_folder_holding_another_study_is_refused_unless_fresh",
                         "test_a_run_json_of_the_wrong_shape_is_one_line",
+                        "test_a_gpu_run_is_reported_on_a_machine_without_one",
                         "test_a_damaged_study_db_is_one_line",
                         "test_an_interrupt_while_claiming_or_finishing_leaves_no_running_trial"},
     "test_predict.py": {"test_model_saved_by_a_study_predicts_the_test_pngs_with_its_recorded_"

@@ -326,6 +326,19 @@ def test_a_run_json_of_the_wrong_shape_is_one_line(finished_run, tmp_path, capsy
     assert "trained 0 trials now" in capsys.readouterr().out
 
 
+def test_a_gpu_run_is_reported_on_a_machine_without_one(finished_run, tmp_path):
+    """A run trained on CUDA in TF32 with graphs (as run.json records it): the report evaluates
+    its model on the CPU instead of refusing those options there."""
+    from hpstudy.report.loader import evaluate_final_model, load_run
+
+    run_dir = _copy_run(finished_run, tmp_path)
+    info = json.loads((run_dir / RUN_FILE).read_text())
+    info["options"] |= {"device": "cuda", "dtype": "tf32", "cuda_graphs": True}
+    (run_dir / RUN_FILE).write_text(json.dumps(info))
+    final = evaluate_final_model(load_run(run_dir))
+    assert final is not None and 0.0 < final.accuracy <= 1.0
+
+
 # -- 5. interrupts leave an honest store -----------------------------------------------------
 
 

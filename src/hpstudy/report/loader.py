@@ -240,8 +240,12 @@ def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalMod
     known = {f.name for f in dataclasses.fields(RunOptions)}
     options = {k: v for k, v in view.info.get("options", {}).items() if k in known}
     # Evaluate on the CPU whatever the run trained on: 10,000 images take well under a second,
-    # and the report must work on a laptop that has no GPU.
-    options |= {"device": "cpu", "data_dir": data_dir or options.get("data_dir")}
+    # and the report must work on a laptop that has no GPU (so no TF32 and no CUDA graphs, which
+    # the CPU refuses; TF32 is float32 data).
+    options |= {"device": "cpu", "data_dir": data_dir or options.get("data_dir"),
+                "cuda_graphs": False}  # fmt: skip
+    if options.get("dtype") == "tf32":
+        options["dtype"] = "float32"
     data = prepare_data(view.study, RunOptions(**options))
     state_dict = {k: v.detach() for k, v in loaded.model.state_dict().items()}
     evaluation = engine.evaluate(loaded.config, state_dict, data.test, device="cpu")
