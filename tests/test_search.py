@@ -120,6 +120,13 @@ def test_time_budget_on_the_command_line_overrides_the_study_file(tmp_path: Path
     assert cli.main([*args, "--time-budget", "0.001"]) == 0
     out = capsys.readouterr().out
     assert "ended after 2 of 6 configurations: the time budget of 0.001 s" in out
+    # run.json keeps the override, so the report states the budget the run had; the study
+    # file's own epochs are no quick-try limit.
+    from hpstudy.report.loader import load_run
+
+    view = load_run(tmp_path / "timed")
+    assert "the time budget of 0.001 s" in view.tables[0].rule
+    assert view.limits == {"limit_train": 320, "limit_eval": 250}
 
 
 def test_the_time_budget_keeps_back_the_confirmation_at_the_measured_rate(monkeypatch):

@@ -144,6 +144,7 @@ def run_info(
             "n_seeds": study.n_seeds,
             "max_epochs": study.max_epochs,
             "with_clean": study.with_clean,
+            "time_budget_s": study.time_budget_s,
         },
         "options": asdict(options) | {"storage": storage},
         "split": split,

@@ -78,12 +78,16 @@ class RunView:
 
     @property
     def limits(self) -> dict:
-        """Quick-try limits this run used (`--limit-train`, `--max-epochs`, ...); {} if none."""
+        """Quick-try limits this run used (`--limit-train`, `--max-epochs` below the study file's
+        own), {} if none. A study file that trains longer than the paper is no quick try."""
+        from hpstudy.study import parse_study
+
         options = self.info.get("options", {})
         found = {k: options[k] for k in ("limit_train", "limit_eval") if options.get(k)}
-        overrides = self.info.get("overrides", {})
-        if overrides.get("max_epochs") not in (None, 20):
-            found["max_epochs"] = overrides["max_epochs"]
+        capped = self.info.get("overrides", {}).get("max_epochs")
+        if capped is not None and capped < parse_study(self.info["study_toml"],
+                                                       self.study.path).max_epochs:  # fmt: skip
+            found["max_epochs"] = capped
         return found
 
 
