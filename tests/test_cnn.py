@@ -296,6 +296,7 @@ def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
     assert loaded.config.augment == "flip_shift" and "aug flip_shift |" in card
     assert "Augmentation (the trials that list it): each training image" in card
     assert "then per block `Conv2d` (same padding)" in card  # the method, not an MLP's
+    assert "6 × dense weights + 3 × convolution forward FLOPs)" in card  # the cost's, too
 
 
 def test_bench_family_cnn_reports_the_issues_keys(capsys):

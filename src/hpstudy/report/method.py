@@ -75,6 +75,9 @@ def reproduce_section(view: RunView, report_command: str) -> list[Block]:
     machine = info.get("machine", {})
     epochs = sum(r.epochs for r in finished)
     flops = sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in finished)
+    how = "6 × parameters × images per model-epoch"
+    if any(r.config.is_cnn for r in finished):
+        how = "per image: 6 × dense weights + 3 × convolution forward FLOPs"
     wall = sum(r.wall_s for r in finished)
     versions = {k: v for r in finished for k, v in r.versions.items()}
     versions |= machine.get("packages", {})
@@ -88,7 +91,7 @@ def reproduce_section(view: RunView, report_command: str) -> list[Block]:
         ("end-to-end time", f"{elapsed:.1f} s (last `hpstudy run`)" if elapsed else "–"),
         ("training wall time", f"{wall:.1f} s over {len(finished)} trials"),
         ("model-epochs", f"{epochs:,}"),
-        ("training FLOPs", f"{flops:.3g} (6 × parameters × images per model-epoch)"),
+        ("training FLOPs", f"{flops:.3g} ({how})"),
         ("rerun", "the same command resumes and trains nothing twice; `--fresh` retrains "
                   "from the same seeds"),
         ("report command", report_command),
