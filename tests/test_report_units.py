@@ -118,3 +118,25 @@ def test_a_printed_table_says_which_trials_the_pruner_stopped():
     lines = text.splitlines()
     assert lines[2].endswith(" 14") and lines[3].endswith(" 2 pruned")
     assert lines[4].endswith(" 12,3 diverged")
+
+
+def test_the_git_commit_says_when_the_code_that_ran_was_not_that_commit(tmp_path):
+    import subprocess
+
+    from hpstudy.rundir import git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+
+    assert git_commit(tmp_path) == ""  # not a checkout
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "a")
+    head = git("rev-parse", "HEAD")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("untracked files are not the code that ran\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{head} with uncommitted changes"

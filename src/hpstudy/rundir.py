@@ -157,17 +157,30 @@ def run_info(
     }
 
 
+def git_commit(folder: Path) -> str:
+    """The checkout's HEAD commit, marked when tracked files differ from it (the code that ran
+    is then not that commit's); "" outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder,
+                              timeout=10).stdout.strip()  # fmt: skip
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        if commit and git("status", "--porcelain", "--untracked-files=no"):
+            commit += " with uncommitted changes"
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return commit
+
+
 def machine_info(device: str) -> dict:
     """What the report's "reproduce and cost" block names: commit, packages, device, threads."""
     import platform
-    import subprocess
     from importlib import metadata
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = git_commit(Path(__file__).parent)
     packages = {"python": platform.python_version()}
     for name in ("torch", "numpy", "optuna", "scipy"):
         with contextlib.suppress(metadata.PackageNotFoundError):
