@@ -274,6 +274,9 @@ _WIDE_FIELDS = (
     "augment",
 )  # printed by __str__ when not at their defaults
 _OMITTED_AT_DEFAULT = ("n_inputs", "n_classes", "conv", *_WIDE_FIELDS)
+# How a model is trained beyond optimizer, learning rate and batch (the model card's "other
+# training settings"): the wide fields less the convolutions' shape.
+TRAINING_FIELDS = tuple(f for f in _WIDE_FIELDS if f not in ("kernel_size", "batch_norm"))
 
 
 def _unit_interval(name: str, value) -> float:

@@ -16,7 +16,7 @@ from hpstudy.factors import FACTORS
 from hpstudy.report.loader import FinalModel, RunView
 from hpstudy.report.metrics import ClassScore, ConfusedPair
 from hpstudy.report.tables import Table, pct, split_note
-from hpstudy.space import Config
+from hpstudy.space import TRAINING_FIELDS, Config
 
 
 def final_model_table(final: FinalModel, view: RunView, paper_final: float | None) -> Table:
@@ -71,14 +71,10 @@ def _architecture_rows(config: Config) -> list[tuple[str, str]]:
 
 
 # Training settings beyond the paper's, shown when not at their defaults.
-_TRAINING_FIELDS = ("momentum", "nesterov", "weight_decay", "betas", "schedule", "dropout",
-                    "augment")  # fmt: skip
-
-
 def _training_rows(config: Config) -> list[tuple[str, str]]:
     """'other training settings': e.g. 'wd 0.0001, cosine, dropout 0.3, aug flip_shift'."""
     default = Config()
-    names = [n for n in _TRAINING_FIELDS if getattr(config, n) != getattr(default, n)]
+    names = [n for n in TRAINING_FIELDS if getattr(config, n) != getattr(default, n)]
     if not names:
         return []
     return [("other training settings",
