@@ -324,6 +324,38 @@ class StudyFileParser:
         if fashion and validation_size >= 60_000:
             raise self.fail("validation.size", f"must be below 60000, got {validation_size}")
         space = self.space(raw, protocol)
+        published = self.table(raw, "published", {"final_accuracy"})
+        final = published.get("final_accuracy")
+        if final is not None:
+            final = self.number(published, "final_accuracy", "published")
+        seed, n_seeds = self.integer(raw, "seed", 42, low=0), self.integer(raw, "n_seeds", 1, low=1)
+        check_last_seed(seed, n_seeds, f"{self.path}: seed")
+        kwargs = self.protocol_settings(raw, protocol, selection, space)
+        kwargs |= self.search_settings(raw, protocol, seed, n_seeds)
+        return Study(
+            name=name,
+            path=self.path,
+            protocol=protocol,
+            selection=selection,
+            description=description,
+            seed=seed,
+            n_seeds=n_seeds,
+            batch_size=self.integer(raw, "batch_size", 64, low=1),
+            max_epochs=self.integer(raw, "max_epochs", 20, low=1),
+            patience=self.integer(raw, "patience", 3, low=1),
+            normalization=normalization,
+            validation_size=validation_size,
+            validation_seed=self.integer(val, "seed", 0, low=0, where="validation"),
+            space=space,
+            published_final=final,
+            data=data,
+            **kwargs,
+        )
+
+    def protocol_settings(
+        self, raw: dict, protocol: ProtocolKind, selection: Selection, space: dict[str, Domain]
+    ) -> dict[str, Any]:
+        """Stages and their start (staged and replicate studies), the replicate's extras."""
         kwargs: dict[str, Any] = {}
         if protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE):
             kwargs["stages"] = self.stages(raw, space)
@@ -340,6 +372,13 @@ class StudyFileParser:
                         f"only staged and replicate studies have {key}; this one is "
                         f"protocol = {protocol.value!r}",
                     )
+        return kwargs
+
+    def search_settings(
+        self, raw: dict, protocol: ProtocolKind, seed: int, n_seeds: int
+    ) -> dict[str, Any]:
+        """[grid] and [search]: members per engine call, the search's budget, sampler, pruner,
+        time budget and confirmation round."""
         grid = self.table(raw, "grid", {"batch"})
         search = self.table(raw, "search", {"n_trials", "batch", "pruner", "sampler_seed",
                                             "confirm_top", "confirm_seeds",
@@ -357,33 +396,13 @@ class StudyFileParser:
         pruner = search.get("pruner", "median")
         if pruner not in ("median", "none"):
             raise self.fail("search.pruner", f"must be 'median' or 'none', got {pruner!r}")
-        published = self.table(raw, "published", {"final_accuracy"})
-        final = published.get("final_accuracy")
-        if final is not None:
-            final = self.number(published, "final_accuracy", "published")
-        seed, n_seeds = self.integer(raw, "seed", 42, low=0), self.integer(raw, "n_seeds", 1, low=1)
-        check_last_seed(seed, n_seeds, f"{self.path}: seed")
         if confirm_top and n_seeds > CONFIRM_SEED_OFFSET:
             raise self.fail("n_seeds", f"must be at most {CONFIRM_SEED_OFFSET} with "
                             f"search.confirm_top > 0 (confirmation seeds start at seed + "
                             f"{CONFIRM_SEED_OFFSET}), got {n_seeds}")  # fmt: skip
         if confirm_top:
             check_last_seed(seed + CONFIRM_SEED_OFFSET, confirm_seeds, f"{self.path}: seed")
-        return Study(
-            name=name,
-            path=self.path,
-            protocol=protocol,
-            selection=selection,
-            description=description,
-            seed=seed,
-            n_seeds=n_seeds,
-            batch_size=self.integer(raw, "batch_size", 64, low=1),
-            max_epochs=self.integer(raw, "max_epochs", 20, low=1),
-            patience=self.integer(raw, "patience", 3, low=1),
-            normalization=normalization,
-            validation_size=validation_size,
-            validation_seed=self.integer(val, "seed", 0, low=0, where="validation"),
-            space=space,
+        return dict(
             batch=self.integer(batch_from, "batch", 375, low=1, where=where),
             n_trials=self.integer(search, "n_trials", 100, low=1, where="search"),
             pruner=pruner,
@@ -391,9 +410,6 @@ class StudyFileParser:
             confirm_top=confirm_top,
             confirm_seeds=confirm_seeds,
             time_budget_s=time_budget_s,
-            published_final=final,
-            data=data,
-            **kwargs,
         )
 
     def data(self, raw: dict) -> dict[str, Any]:
