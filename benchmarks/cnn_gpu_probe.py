@@ -22,7 +22,7 @@ from hpstudy import Config
 from hpstudy.data import load
 from hpstudy.engine import make_split
 from hpstudy.engine.cnn import CNNPopulation
-from hpstudy.engine.flops import matmul_precision
+from hpstudy.engine.flops import training_numerics
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import member_order_key
 from hpstudy.engine.steps import StepRunner
@@ -103,7 +103,7 @@ def main() -> None:
         ("augmented + dropout, 4, graphs", members(4, augment="flip_shift", dropout=0.3), True),
     ]
     print(f"{'variant':32} {'ms/member-step':>15} {'kernels ms':>11} {'s/model-epoch':>14}")
-    with matmul_precision(True):
+    with training_numerics(True):
         for name, configs, graphs in variants:
             wall, kernels = step_cost(train, configs, graphs)
             per_epoch = wall * -(-54_000 // SHAPE["batch_size"])

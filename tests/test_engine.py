@@ -266,24 +266,26 @@ def test_cuda_float64_members_match_plain_pytorch_and_steps_never_sync(fashion):
 
 
 def test_tf32_is_opt_in_and_refused_without_cuda(fashion):
-    from hpstudy.engine.flops import matmul_precision
+    from hpstudy.engine.flops import training_numerics
 
     train_split, eval_split = _splits(fashion, torch.float32)
     with pytest.raises(ValueError, match="tf32 needs a CUDA device"):
         train([Config(topology="T1", max_epochs=1)], train_split, eval_split, tf32=True)
 
-    # The switch is scoped: on inside the block, restored after it, even when the block raises.
-    # It covers cuDNN's convolutions too, whose TF32 is on by default: a float32 run turns it off.
+    # The switches are scoped: set inside the block, restored after it, even when the block
+    # raises. TF32 covers cuDNN's convolutions too, whose TF32 is on by default (a float32 run
+    # turns it off), and training asks cuDNN for deterministic algorithms.
     def switches():
-        return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        cudnn = torch.backends.cudnn
+        return torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.deterministic
 
     before = switches()
-    with matmul_precision(False):
-        assert switches() == (False, False)
-    with matmul_precision(True):
-        assert switches() == (True, True)
+    with training_numerics(False):
+        assert switches() == (False, False, True)
+    with training_numerics(True):
+        assert switches() == (True, True, True)
     assert switches() == before
-    with pytest.raises(RuntimeError), matmul_precision(False):
+    with pytest.raises(RuntimeError), training_numerics(False):
         raise RuntimeError("a training step failed")
     assert switches() == before
 

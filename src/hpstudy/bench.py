@@ -40,10 +40,10 @@ from torch import nn
 from hpstudy import data
 from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import (
-    matmul_precision,
     measure_matmul_flops,
     model_epoch_flops,
     synchronize,
+    training_numerics,
 )
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import Population, member_order_key
@@ -286,7 +286,8 @@ def run_benchmark(
 
 def _run(train, device, members, steps, repeats, data_dir, tf32, say, family) -> dict:
     _, _, _, ratio_members = FAMILIES[family]
-    with matmul_precision(tf32), tempfile.TemporaryDirectory(prefix="hpstudy-torchvision-") as root:
+    numerics = training_numerics(tf32)
+    with numerics, tempfile.TemporaryDirectory(prefix="hpstudy-torchvision-") as root:
         train = train.to(device, torch.float32)
         timers, per_member, capture = _prepare(
             train, device, members, steps, (root, data_dir), say, family

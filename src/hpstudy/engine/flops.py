@@ -57,16 +57,22 @@ def synchronize(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def matmul_precision(tf32: bool):
-    """Allow TF32 matmuls and convolutions inside the block only, restoring the global settings
-    after. Both are set: cuDNN's convolutions use TF32 by default (`cudnn.allow_tf32` is True
-    unless told otherwise), so a float32 CNN run would otherwise not be float32 on CUDA."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+def training_numerics(tf32: bool):
+    """The numeric settings training runs under, inside the block only (the global settings are
+    restored after). TF32 for matmuls and for convolutions, both as asked: cuDNN's convolutions
+    use TF32 by default (`cudnn.allow_tf32`), so a float32 CNN run would otherwise not be float32
+    on CUDA. And cuDNN's deterministic algorithms: torch lets cuDNN pick ones that sum in a
+    varying order, and a member's bits must depend on neither the run nor its neighbours (on an
+    H200 two trainings of one CNN member came out a few bits apart; that this setting closes the
+    gap is not yet measured)."""
+    switches = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (switches[0].allow_tf32, switches[1].allow_tf32, switches[1].deterministic)
+    switches[0].allow_tf32 = switches[1].allow_tf32 = tf32
+    switches[1].deterministic = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        switches[0].allow_tf32, switches[1].allow_tf32, switches[1].deterministic = before
 
 
 def measure_matmul_flops(
@@ -74,7 +80,7 @@ def measure_matmul_flops(
 ) -> float:
     """Sustained FLOP/s of a large square matmul on `device` (best of a few timed repeats);
     `tf32=True` measures TensorFloat-32 matmuls (CUDA float32)."""
-    with matmul_precision(tf32):
+    with training_numerics(tf32):
         return _measure_matmul_flops(str(device), dtype, size, tf32)
 
 

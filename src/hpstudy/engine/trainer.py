@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hpstudy.engine.cnn import CNNPopulation
-from hpstudy.engine.flops import matmul_precision, n_parameters
+from hpstudy.engine.flops import n_parameters, training_numerics
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.planning import max_members, split_group
 from hpstudy.engine.population import Population, member_order_key, member_state
@@ -117,7 +117,7 @@ def train(
     if cuda_graphs and not graphs_supported(device):
         raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
     options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result)
-    with matmul_precision(tf32):
+    with training_numerics(tf32):
         return _train(configs, train, evaluation, device, dtype, options)
 
 
