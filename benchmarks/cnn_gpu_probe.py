@@ -1,6 +1,7 @@
 """What one CNN member-step costs on a GPU, eager or replayed from a CUDA graph, with and without
-augmentation and dropout; and whether a dropout member's own generator can be replayed from a
-graph. These decided that graphing augmented and dropout steps was worth building; the last
+augmentation and dropout; whether a dropout member's own generator can be replayed from a
+graph; and whether one member trained twice alone ends with the same bits, with cuDNN's
+deterministic algorithms (as training now asks) and without. These decided that graphing augmented and dropout steps was worth building; the last
 variant measures what it gives.
 
     python3 benchmarks/cnn_gpu_probe.py        # CUDA only; one table and one line per probe
@@ -13,6 +14,7 @@ profiler, so wall - kernels is what launching from Python costs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -89,6 +91,38 @@ def generator_probe() -> str:
             f"after manual_seed(8): {torch.equal(reseeded, fresh)}")  # fmt: skip
 
 
+def determinism_probe(dataset) -> str:
+    """Train one augmented dropout CNN member twice alone (2,000 images, 2 epochs, float32),
+    with cuDNN's deterministic algorithms, as training asks for them, and without: do the two
+    trainings end with the same bits? (The H200 showed batch norm's weights a few bits apart.)"""
+    from hpstudy.engine import train, trainer
+
+    split = make_split(dataset.train_images[:2000], dataset.train_labels[:2000], mean=0.5,
+                       std=0.5, dtype=torch.float32).to("cuda", torch.float32)  # fmt: skip
+    config = members(1, augment="flip_shift", dropout=0.3)[0].replace(max_epochs=2)
+    strict = trainer.training_numerics
+
+    @contextlib.contextmanager
+    def loose(tf32: bool):  # training's settings but for cuDNN's deterministic algorithms
+        with strict(tf32):
+            torch.backends.cudnn.deterministic = False
+            yield
+
+    lines = []
+    for name, numerics in (("deterministic cuDNN", strict), ("torch's default cuDNN", loose)):
+        trainer.training_numerics = numerics
+        try:
+            first, second = (train([config], split, split, device="cuda")[0].state_dict
+                             for _ in range(2))  # fmt: skip
+        finally:
+            trainer.training_numerics = strict
+        differ = [k for k in first if not torch.equal(first[k], second[k])]
+        gap = max(((first[k] - second[k]).abs().max().item() for k in differ), default=0.0)
+        lines.append(f"{name}: {len(differ)} of {len(first)} tensors differ (largest gap "
+                     f"{gap:.3g}{', first ' + differ[0] if differ else ''})")  # fmt: skip
+    return "determinism probe: " + "; ".join(lines)
+
+
 def main() -> None:
     dataset = load(download=False)
     train = make_split(dataset.train_images, dataset.train_labels, mean=0.5, std=0.5,
@@ -109,6 +143,7 @@ def main() -> None:
             per_epoch = wall * -(-54_000 // SHAPE["batch_size"])
             print(f"{name:32} {1e3 * wall:15.3f} {1e3 * kernels:11.3f} {per_epoch:14.3f}")
     print(generator_probe())
+    print(determinism_probe(dataset))
 
 
 if __name__ == "__main__":

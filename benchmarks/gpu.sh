@@ -76,7 +76,7 @@ case $phase in
     timeout 40 python3 -m hpstudy.cli bench --family cnn --device cuda --steps 40 --repeats 2 \
       2>&1 | tee "$OUT/bench-cnn.txt"
     ;;
-  probe)  # after `cnn`: the CUDA tests again, then what a CNN step costs eager and graphed
+  probe)  # the CUDA tests, then cnn_gpu_probe.py: step costs, generators in graphs, determinism
     set +e
     timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cnn.py \
       tests/test_engine.py 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 5
