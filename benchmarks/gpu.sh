@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU device checks for issue 7, in two calls that each fit one device command (< 10 min):
+# The GPU device checks (issues 7 and 16), one phase per device command (< 10 min each). A
+# session's 15 device minutes fit about three calls; session 7 ran cnn, probe and graphs.
 #
 #   bash benchmarks/gpu.sh engine    # GPU tests, then the side-by-side benchmark (fp32, tf32)
 #   bash benchmarks/gpu.sh studies   # paper x 5 seeds; grid x 5 seeds in fp32 and in tf32
 #   bash benchmarks/gpu.sh cnn       # issue 16 on a GPU: CNN tests, studies/cnn-gpu.toml, bench
-#   bash benchmarks/gpu.sh probe     # CUDA tests; a CNN step eager and graphed (cnn_gpu_probe.py)
+#   bash benchmarks/gpu.sh probe     # CUDA tests; cnn_gpu_probe.py (step costs, determinism)
 #   bash benchmarks/gpu.sh graphs    # CUDA tests, then cnn-gpu with --cuda-graphs (BUDGET s)
 #
 # Every training run uses --cuda-graphs (opt-in until these numbers exist); `engine` times the
