@@ -23,9 +23,8 @@ ON_CUDA = DEVICES[1:]  # the CUDA case alone
 class StandInGraph:
     """A CPU stand-in for torch.cuda.CUDAGraph: replay() re-runs the captured step."""
 
-    def __init__(self, step, generators=()):
+    def __init__(self, step, generators=()):  # a real graph registers the generators
         self.step = step
-        self.generators = list(generators)  # registered in a real graph; here drawn from eagerly
 
     def replay(self):
         self.step()
