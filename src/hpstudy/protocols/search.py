@@ -240,17 +240,13 @@ class SearchProtocol(Protocol):
             end = f"the space was exhausted (all {size} configurations)"
         elif n_tried >= study.n_trials:
             end = f"the budget of {study.n_trials} distinct configurations was spent"
-        elif study.time_budget_s is not None:
-            end = (
-                f"ended after {n_tried} of {study.n_trials} configurations: the time budget of "
-                f"{study.time_budget_s:g} s (the confirmation's share kept back) was spent, the "
-                f"sampler repeated known ones {self.max_repeats} times in a row, or the run stopped"
-            )
         else:
-            end = (
-                f"ended after {n_tried} of {study.n_trials} configurations: the sampler "
-                f"repeated known ones {self.max_repeats} times in a row, or the run stopped"
-            )
+            causes = (f"the sampler repeated known ones {self.max_repeats} times in a row, or "
+                      "the run stopped")  # fmt: skip
+            if study.time_budget_s is not None:
+                causes = (f"the time budget of {study.time_budget_s:g} s (the confirmation's "
+                          f"share kept back) was spent, {causes}")  # fmt: skip
+            end = f"ended after {n_tried} of {study.n_trials} configurations: {causes}"
         return f"{self.rule()}; TPE sampler, {study.pruner} pruner; {end}"
 
 
