@@ -1,20 +1,23 @@
 """What one CNN member-step costs on a GPU, eager or replayed from a CUDA graph, with and without
 augmentation and dropout; whether a dropout member's own generator can be replayed from a
 graph; and whether one member trained twice alone ends with the same bits, with cuDNN's
-deterministic algorithms (as training now asks) and without. These decided that graphing augmented and dropout steps was worth building; the last
-variant measures what it gives.
+deterministic algorithms (as training now asks) and without. These decided that graphing
+augmented and dropout steps was worth building; the last variant measures what it gives.
 
-    python3 benchmarks/cnn_gpu_probe.py        # CUDA only; one table and one line per probe
+    python3 benchmarks/cnn_gpu_probe.py                 # CUDA only; a table, a line per probe
+    python3 benchmarks/cnn_gpu_probe.py determinism     # the determinism probe alone (~20 s)
 
-The shape is studies/cnn-gpu.toml's (conv 64-128-256, batch norm, dense 256, Adam, batch 128) in
-float32 with TF32, as that study runs. Each variant trains `STEPS` steps once to warm up (and
-capture), then `STEPS` timed steps; 'kernels' is the GPU's own time for those steps by the
-profiler, so wall - kernels is what launching from Python costs.
+The shape is studies/cnn-gpu.toml's design 1 (conv 64-128-256, one convolution per block,
+batch norm, dense 256, Adam, batch 128) in float32 with TF32, as that study ran. Each variant
+trains `STEPS` steps once to warm up (and capture), then `STEPS` timed steps; 'kernels' is the
+GPU's own time for those steps by the profiler, so wall - kernels is what launching from
+Python costs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 
 import torch
@@ -125,6 +128,9 @@ def determinism_probe(dataset) -> str:
 
 def main() -> None:
     dataset = load(download=False)
+    if sys.argv[1:] == ["determinism"]:
+        print(determinism_probe(dataset))
+        return
     train = make_split(dataset.train_images, dataset.train_labels, mean=0.5, std=0.5,
                        dtype=torch.float32).to("cuda", torch.float32)  # fmt: skip
     print(torch.cuda.get_device_name(), "torch", torch.__version__, f"{STEPS} steps per variant")

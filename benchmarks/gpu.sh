@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU device checks (issues 7 and 16), one phase per device command (< 10 min each). A
-# session's 15 device minutes fit about three calls; session 7 ran cnn, probe and graphs.
+# session's 15 device minutes fit about three short calls or one long one; session 7 ran cnn,
+# probe and graphs, session 8 cnn (design 2 of studies/cnn-gpu.toml).
 #
 #   bash benchmarks/gpu.sh engine    # GPU tests, then the side-by-side benchmark (fp32, tf32)
 #   bash benchmarks/gpu.sh studies   # paper x 5 seeds; grid x 5 seeds in fp32 and in tf32
-#   bash benchmarks/gpu.sh cnn       # issue 16 on a GPU: CNN tests, studies/cnn-gpu.toml, bench
+#   bash benchmarks/gpu.sh cnn       # issue 16: studies/cnn-gpu.toml, CNN tests, determinism
 #   bash benchmarks/gpu.sh probe     # CUDA tests; cnn_gpu_probe.py (step costs, determinism)
 #   bash benchmarks/gpu.sh graphs    # CUDA tests, then cnn-gpu with --cuda-graphs (BUDGET s)
 #
@@ -60,22 +61,21 @@ case $phase in
     python3 benchmarks/compare_precision.py "$RUNS/grid-fp32" "$RUNS/grid-tf32" \
       | tee "$OUT/tf32-vs-fp32.txt"
     ;;
-  cnn)  # issue 16 on a GPU, one device call (< 10 min): tests, studies/cnn-gpu.toml, bench
+  cnn)  # issue 16 on a GPU, one device call (< 10 min): studies/cnn-gpu.toml, then the CUDA
+    # tests and the determinism probe (session 7 ran design 1 so, with the bench for the tests)
     set +e  # each step is bounded by its own timeout; a failing step must not cost the next
     nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
     python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
-    timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cnn.py \
-      tests/test_engine.py 2>&1 | tail -n 15 | tee "$OUT/cnn-tests.txt"
     # The study: search and 1 x 5 confirmation inside its time_budget_s; TF32 convolutions.
-    # (The first run, before augmented and dropout steps could be graphed, ran without graphs.)
     start=$(date +%s)
-    timeout 460 python3 -m hpstudy.cli run cnn-gpu --device cuda --dtype tf32 --cuda-graphs \
+    timeout 520 python3 -m hpstudy.cli run cnn-gpu --device cuda --dtype tf32 --cuda-graphs \
       --out "$RUNS/cnn-gpu" --no-report 2>"$OUT/cnn-gpu.log" >"$OUT/cnn-gpu.txt"
     echo "rc $? cnn-gpu end to end: $(($(date +%s) - start)) s" | tee -a "$OUT/cnn-gpu.txt"
     tail -n 20 "$OUT/cnn-gpu.txt"
     tar -czf "$OUT/cnn-gpu.tar.gz" -C "$RUNS" cnn-gpu
-    timeout 40 python3 -m hpstudy.cli bench --family cnn --device cuda --steps 40 --repeats 2 \
-      2>&1 | tee "$OUT/bench-cnn.txt"
+    timeout 40 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cnn.py 2>&1 \
+      | tail -n 15 | tee "$OUT/cnn-tests.txt"
+    timeout 25 python3 benchmarks/cnn_gpu_probe.py determinism 2>&1 | tee "$OUT/probe.txt"
     ;;
   probe)  # the CUDA tests, then cnn_gpu_probe.py: step costs, generators in graphs, determinism
     set +e

@@ -17,6 +17,7 @@ from hpstudy.engine.flops import conv_forward_flops, model_epoch_flops, n_parame
 from hpstudy.engine.population import member_order_key
 from hpstudy.engine.reference import train_reference
 from hpstudy.engine.trainer import plan_populations
+from hpstudy.errors import UserError
 from hpstudy.model import build_cnn, build_model
 
 N_TRAIN, N_EVAL = 200, 200
@@ -55,6 +56,27 @@ def test_plain_form_is_an_nn_sequential_of_torch_modules():
     assert model_epoch_flops(config, 1) > 3 * conv_forward_flops(config)
 
 
+def test_two_convolutions_per_block_pool_after_the_second():
+    config = Config(topology=(32,), conv=(8, 16), batch_norm=True, convs_per_block=2)
+    net = build_model(config)
+    kinds = [type(m).__name__ for m in net]
+    conv = ["Conv2d", "BatchNorm2d", "ReLU"]
+    block = [*conv, *conv, "MaxPool2d"]
+    assert kinds == ["Unflatten", *block, *block, "Flatten", "Linear", "ReLU", "Linear"]
+    assert [(m.in_channels, m.out_channels) for m in net if isinstance(m, nn.Conv2d)] == [
+        (1, 8), (8, 8), (8, 16), (16, 16)]  # fmt: skip
+    assert config.dense_sizes == (16 * 7 * 7, 32, 10)
+    assert net(torch.zeros(3, 784)).shape == (3, 10)
+    assert n_parameters(config) == sum(p.numel() for p in net.parameters())
+    # 28x28 outputs of 8 channels from 1 and from 8, then 14x14 of 16 from 8 and from 16.
+    assert conv_forward_flops(config) == 2.0 * 9 * (28 * 28 * 8 * (1 + 8)
+                                                    + 14 * 14 * 16 * (8 + 16))  # fmt: skip
+    with pytest.raises(UserError, match=r"convs_per_block must be an integer in 1\.\.3"):
+        config.replace(convs_per_block=4)
+    with pytest.raises(UserError, match="convs_per_block = 2 needs convolution blocks"):
+        Config(convs_per_block=2)
+
+
 def test_initial_state_is_manual_seed_and_build_cnn_and_leaves_the_rng_alone():
     config = Config(**SMALL, batch_norm=True)
     torch.manual_seed(config.seed)
@@ -69,8 +91,9 @@ def test_initial_state_is_manual_seed_and_build_cnn_and_leaves_the_rng_alone():
 
 
 def _contract_configs() -> list[Config]:
-    """Every activation and optimizer, several learning rates, with and without batch norm, and
-    a 5x5 kernel: three shapes, so three populations in one train() call."""
+    """Every activation and optimizer, several learning rates, with and without batch norm, a
+    5x5 kernel and two convolutions per block: five shapes, so five populations in one train()
+    call."""
     cases = [("sgd", "relu"), ("adam", "tanh"), ("rmsprop", "elu"), ("adam", "leaky_relu"),
              ("sgd", "sigmoid"), ("rmsprop", "relu")]  # fmt: skip
     configs = []
@@ -84,6 +107,11 @@ def _contract_configs() -> list[Config]:
     configs += [Config(**SMALL, optimizer="sgd", lr=0.05, dropout=0.3, max_epochs=1),
                 Config(**SMALL, optimizer="adam", activation="elu", lr=0.002, dropout=0.5,
                        batch_norm=True, max_epochs=1)]  # fmt: skip
+    # Two convolutions per block (pooling after the second only), with and without batch norm:
+    # one more shape, whose second convolution of the first block is not the unfolded one.
+    configs += [Config(**SMALL, optimizer="rmsprop", lr=0.001, convs_per_block=2, max_epochs=1),
+                Config(**SMALL, optimizer="adam", lr=0.002, convs_per_block=2, batch_norm=True,
+                       dropout=0.3, max_epochs=1)]  # fmt: skip
     return configs
 
 
@@ -98,7 +126,7 @@ def test_mixed_cnn_population_matches_plain_pytorch_in_float64(float64_cnn):
     """The contract: after one epoch each member's weights and running statistics match its
     plain nn.Sequential + torch.optim loop to 1e-9, and so do its curves."""
     configs, results, (train_split, eval_split) = float64_cnn
-    assert len(plan_populations(configs, device=torch.device("cpu"), dtype=torch.float64)) == 3
+    assert len(plan_populations(configs, device=torch.device("cpu"), dtype=torch.float64)) == 5
     for config, result in zip(configs, results, strict=True):
         ref = train_reference(config, train_split, eval_split)
         assert result.config == config and result.epochs_run == result.best_epoch == 1
@@ -113,7 +141,7 @@ def test_batch_norm_statistics_are_each_members_own(float64_cnn):
     running statistics differ; BatchNorm2d's batch count travels with the saved model."""
     configs, results, _ = float64_cnn
     with_bn = [r.state_dict for c, r in zip(configs, results, strict=True)
-               if c.batch_norm and c.kernel_size == 3]  # fmt: skip
+               if c.batch_norm and c.kernel_size == 3 and c.convs_per_block == 1]  # fmt: skip
     means = [sd["6.running_mean"] for sd in with_bn]
     assert all(not torch.equal(means[0], m) for m in means[1:])
     assert all(int(sd["2.num_batches_tracked"]) == N_TRAIN // 50 for sd in with_bn)
@@ -400,7 +428,8 @@ def test_graphed_steps_of_augmented_and_dropout_members_match_eager_steps(
                   patience=5, schedule="cosine")  # fmt: skip
     configs = [base.replace(augment="flip_shift", dropout=0.3),
                base.replace(augment="shift", seed=9), base.replace(dropout=0.5, lr=0.001),
-               base]  # fmt: skip
+               base, base.replace(convs_per_block=2, augment="flip_shift",
+                                  dropout=0.3)]  # fmt: skip
     eager = train(configs, train_split, eval_split, device=device)
     graphed = train(configs, train_split, eval_split, device=device, cuda_graphs=True)
     for a, b in zip(eager, graphed, strict=True):

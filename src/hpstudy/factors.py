@@ -111,6 +111,7 @@ _PARSE_CONTEXT = {
     "nesterov": {"momentum": 0.9},
     "betas": {"optimizer": "adam"},
     "batch_norm": {"conv": (8,)},
+    "convs_per_block": {"conv": (8,)},
 }
 
 
@@ -172,6 +173,8 @@ FACTORS: dict[str, Factor] = {
         Factor("kernel_size", "Kernel", "kernel size", (), str, tag="k"),
         Factor("batch_norm", "Batch norm", "batch normalisation", (),
                lambda v: "yes" if v else "no", tag="BN"),
+        Factor("convs_per_block", "Convs per block", "convolutions per block", (), str,
+               tag="convs"),
         # Images, MLP or CNN: random flips and shifts of the training images.
         Factor("augment", "Augmentation", "training-image augmentation", (), str, tag="aug"),
     )

@@ -53,18 +53,20 @@ def mlp_parameter_names(config: Config) -> list[str]:
 
 def build_cnn(config: Config) -> nn.Sequential:
     """The CNN for `config` (uses torch's RNG): inputs (N, side * side) as the MLP's, unflattened
-    to (N, 1, side, side); per block Conv2d ("same" padding; no bias before a BatchNorm2d, which
-    would cancel it), [BatchNorm2d,] activation, MaxPool2d(2); then Flatten and the dense layers
-    of `topology` with the activation (and Dropout, when config.dropout > 0) between them."""
+    to (N, 1, side, side); per block `convs_per_block` times Conv2d ("same" padding; no bias
+    before a BatchNorm2d, which would cancel it), [BatchNorm2d,] activation, then MaxPool2d(2);
+    then Flatten and the dense layers of `topology` with the activation (and Dropout, when
+    config.dropout > 0) between them."""
     side, k = config.image_side, config.kernel_size
     layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
-    channels = 1
-    for width in config.conv:
-        layers.append(nn.Conv2d(channels, width, k, padding=k // 2, bias=not config.batch_norm))
+    for conv in config.conv_layers:
+        layers.append(nn.Conv2d(conv.c_in, conv.c_out, k, padding=k // 2,
+                                bias=not config.batch_norm))  # fmt: skip
         if config.batch_norm:
-            layers.append(nn.BatchNorm2d(width))
-        layers += [activation_module(config.activation), nn.MaxPool2d(2)]
-        channels = width
+            layers.append(nn.BatchNorm2d(conv.c_out))
+        layers.append(activation_module(config.activation))
+        if conv.pool:
+            layers.append(nn.MaxPool2d(2))
     layers.append(nn.Flatten())
     sizes = config.dense_sizes
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):

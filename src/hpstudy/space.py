@@ -55,6 +55,7 @@ def step_size(max_epochs: int) -> int:
 
 
 KERNEL_SIZES = (3, 5)  # CNN: square kernels, "same" padding
+MAX_CONVS_PER_BLOCK = 3  # CNN: convolutions before each block's pooling (VGG's blocks have 2-3)
 
 # Training-image augmentation (engine/augment.py): random horizontal flips, random shifts of up
 # to 2 pixels, or both; images only (square inputs), never applied to evaluation images.
@@ -124,6 +125,17 @@ def topology_name(hidden: tuple[int, ...]) -> str | None:
 
 
 @dataclass(frozen=True)
+class ConvLayer:
+    """One convolution of a CNN: channels in and out, the side of its (square, "same"-padded)
+    input and output, and whether a 2x2 max-pooling follows it."""
+
+    c_in: int
+    c_out: int
+    side: int
+    pool: bool
+
+
+@dataclass(frozen=True)
 class Config:
     """One trainable configuration: everything that decides a training run."""
 
@@ -154,6 +166,7 @@ class Config:
     conv: tuple[int, ...] = ()
     kernel_size: int = 3  # one of KERNEL_SIZES, "same" padding
     batch_norm: bool = False  # BatchNorm2d after each convolution
+    convs_per_block: int = 1  # conv, [batch norm], activation, this many times, then the pool
     augment: str = "none"  # one of AUGMENTATIONS, of the training images (MLP or CNN)
 
     def __post_init__(self) -> None:
@@ -213,6 +226,18 @@ class Config:
         side = self.image_side >> len(self.conv)  # each pooling floors: 28 -> 14 -> 7 -> 3
         return (self.conv[-1] * side * side, *self.topology, self.n_classes)
 
+    @property
+    def conv_layers(self) -> tuple[ConvLayer, ...]:
+        """Every convolution of a CNN in order, with its input side and whether a 2x2 pooling
+        follows it (the last of each block); () for an MLP."""
+        layers, c_in, side = [], 1, self.image_side
+        for width in self.conv:
+            for i in range(self.convs_per_block):
+                layers.append(ConvLayer(c_in, width, side, i == self.convs_per_block - 1))
+                c_in = width
+            side //= 2
+        return tuple(layers)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["topology"] = list(self.topology)
@@ -271,12 +296,14 @@ _WIDE_FIELDS = (
     "dropout",
     "kernel_size",
     "batch_norm",
+    "convs_per_block",
     "augment",
 )  # printed by __str__ when not at their defaults
 _OMITTED_AT_DEFAULT = ("n_inputs", "n_classes", "conv", *_WIDE_FIELDS)
 # How a model is trained beyond optimizer, learning rate and batch (the model card's "other
 # training settings"): the wide fields less the convolutions' shape.
-TRAINING_FIELDS = tuple(f for f in _WIDE_FIELDS if f not in ("kernel_size", "batch_norm"))
+_SHAPE_FIELDS = ("kernel_size", "batch_norm", "convs_per_block")
+TRAINING_FIELDS = tuple(f for f in _WIDE_FIELDS if f not in _SHAPE_FIELDS)
 
 
 def _unit_interval(name: str, value) -> float:
@@ -331,9 +358,15 @@ def _check_conv(config: Config) -> None:
                         f"kernel_size={config.kernel_size!r}")  # fmt: skip
     if not isinstance(config.batch_norm, bool):
         raise UserError(f"batch_norm must be true or false, got batch_norm={config.batch_norm!r}")
+    depth, most = config.convs_per_block, MAX_CONVS_PER_BLOCK
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= most:
+        raise UserError(f"convs_per_block must be an integer in 1..{MAX_CONVS_PER_BLOCK}, got "
+                        f"convs_per_block={depth!r}")  # fmt: skip
     if not conv:
         if config.batch_norm:
             raise UserError("batch_norm = true needs convolution blocks (conv = [...])")
+        if depth > 1:
+            raise UserError(f"convs_per_block = {depth} needs convolution blocks (conv = [...])")
         return
     side = config.image_side
     if side * side != config.n_inputs:

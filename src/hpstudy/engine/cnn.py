@@ -17,7 +17,7 @@ channels (grouped convolutions, `groups = M`) was slower here than one member at
 activations are M times larger than the caches, and oneDNN's grouped kernels are not faster per
 group. Channels-last is what pays: max-pooling with indices runs about 9x faster and batch
 normalisation about 4x faster than in the NCHW layout of a plain `nn.Sequential`. The first
-block (one input channel, where oneDNN's convolution is slow) is `unfold` + one matmul; its
+convolution (one input channel, where oneDNN's convolution is slow) is `unfold` + one matmul; its
 unfolded batch is shared by all members when they share the batch.
 
 A member's forward and backward are the kernels autograd runs for its `nn.Sequential`
@@ -53,12 +53,13 @@ _EVAL_CHUNK = 1024  # images per evaluation pass of one member (~100 MB of float
 
 
 @dataclass(frozen=True)
-class _Block:
-    """Where one convolution block's tensors sit in the population's lists."""
+class _Conv:
+    """Where one convolution's tensors sit in the population's lists, and what follows it."""
 
     weight: int  # index into params: (M, C_out, C_in, k, k)
     bias: int | None  # (M, C_out); None before a batch norm
     bn: tuple[int, int, int, int] | None  # (gamma, beta) in params, (mean, var) in buffers
+    pool: bool = False  # a 2x2 max-pooling after the activation (the last of a block)
 
 
 @dataclass(frozen=True)
@@ -68,24 +69,26 @@ class CNNLayout:
 
     keys: tuple[str, ...]  # build_cnn(config).state_dict() keys, in order
     places: tuple[tuple[str, int], ...]  # per key: ("param" | "buffer" | "count", index)
-    blocks: tuple[_Block, ...]
+    convs: tuple[_Conv, ...]
     dense: tuple[tuple[int, int], ...]  # (weight, bias) params of each Linear
     kernel_size: int
 
     @classmethod
     def of(cls, net: nn.Sequential, kernel_size: int) -> CNNLayout:
         n_params = n_buffers = 0
-        places, blocks, dense = {}, [], []
+        places, convs, dense = {}, [], []
         pending: dict = {}
         for index, module in enumerate(net):
             if isinstance(module, nn.Conv2d):
                 if pending:
-                    blocks.append(_Block(**pending))
+                    convs.append(_Conv(**pending))
                 has_bias = module.bias is not None
                 pending = {"weight": n_params, "bias": n_params + 1 if has_bias else None,
                            "bn": None}  # fmt: skip
             elif isinstance(module, nn.BatchNorm2d):
                 pending["bn"] = (n_params, n_params + 1, n_buffers, n_buffers + 1)
+            elif isinstance(module, nn.MaxPool2d):
+                pending["pool"] = True
             elif isinstance(module, nn.Linear):
                 dense.append((n_params, n_params + 1))
             for name, _ in module.named_parameters():
@@ -97,9 +100,9 @@ class CNNLayout:
                 else:
                     places[f"{index}.{name}"] = ("buffer", n_buffers)
                     n_buffers += 1
-        blocks.append(_Block(**pending))
+        convs.append(_Conv(**pending))
         keys = tuple(net.state_dict())
-        return cls(keys, tuple(places[k] for k in keys), tuple(blocks), tuple(dense),
+        return cls(keys, tuple(places[k] for k in keys), tuple(convs), tuple(dense),
                    kernel_size)  # fmt: skip
 
 
@@ -115,7 +118,7 @@ def initial_state(config: Config) -> tuple[list[torch.Tensor], list[torch.Tensor
 
 
 def _shape_key(config: Config) -> tuple:
-    return (config.conv, config.kernel_size, config.batch_norm, config.dense_sizes,
+    return (config.conv_layers, config.kernel_size, config.batch_norm, config.dense_sizes,
             config.n_inputs)  # fmt: skip
 
 
@@ -210,16 +213,16 @@ class CNNPopulation:
         config, generator = self.configs[m], self._dropout_generators[m]
         act, act_backward = ACTIVATIONS[config.activation]
         saved, h = [], unfolded
-        for b, block in enumerate(self.layout.blocks):
-            z = self._conv(b, block, m, h)
+        for c, conv in enumerate(self.layout.convs):
+            z = self._conv(c, conv, m, h)
             zb, mean, invstd = z, None, None
-            if block.bn is not None:
-                gamma, beta, r_mean, r_var = self._bn_tensors(block, m)
+            if conv.bn is not None:
+                gamma, beta, r_mean, r_var = self._bn_tensors(conv, m)
                 zb, mean, invstd = _aten.native_batch_norm(
                     z, gamma, beta, r_mean, r_var, True, _BN_MOMENTUM, _BN_EPS
                 )
             a = act(zb)
-            pooled, indices = _aten.max_pool2d_with_indices(a, *_POOL)
+            pooled, indices = _aten.max_pool2d_with_indices(a, *_POOL) if conv.pool else (a, None)
             saved.append((h, z, zb, mean, invstd, a, indices))
             h = pooled
         n_batch = y.shape[0]
@@ -250,28 +253,30 @@ class CNNPopulation:
                     grad_in.mul_(masks[layer - 1])
                 dz = act_backward(grad_in, dense_z[layer - 1], dense_a[layer - 1])
         grad = grad_in.view(h.shape).contiguous(memory_format=_CL)  # back to the last pooling
-        for b in reversed(range(len(self.layout.blocks))):
-            block = self.layout.blocks[b]
-            h_in, z, zb, mean, invstd, a, indices = saved[b]
-            grad = _aten.max_pool2d_with_indices_backward(grad, a, *_POOL, indices)
+        for c in reversed(range(len(self.layout.convs))):
+            conv = self.layout.convs[c]
+            h_in, z, zb, mean, invstd, a, indices = saved[c]
+            if conv.pool:
+                grad = _aten.max_pool2d_with_indices_backward(grad, a, *_POOL, indices)
             grad = act_backward(grad, zb, a)
-            if block.bn is not None:
-                gamma, _, r_mean, r_var = self._bn_tensors(block, m)
+            if conv.bn is not None:
+                gamma, _, r_mean, r_var = self._bn_tensors(conv, m)
                 grad, g_gamma, g_beta = _aten.native_batch_norm_backward(
                     grad, z, gamma, r_mean, r_var, mean, invstd, True, _BN_EPS, [True] * 3
                 )
-                self.grads[block.bn[0]][m].copy_(g_gamma)
-                self.grads[block.bn[1]][m].copy_(g_beta)
-            grad = self._conv_backward(b, block, m, h_in, grad)
+                self.grads[conv.bn[0]][m].copy_(g_gamma)
+                self.grads[conv.bn[1]][m].copy_(g_beta)
+            grad = self._conv_backward(c, conv, m, h_in, grad)
         return loss
 
-    def _bn_tensors(self, block: _Block, m: int):
-        gamma, beta, mean, var = block.bn
+    def _bn_tensors(self, conv: _Conv, m: int):
+        gamma, beta, mean, var = conv.bn
         params, buffers = self.params, self.buffers
         return params[gamma][m], params[beta][m], buffers[mean][m], buffers[var][m]
 
     def _unfold(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, side * side) images -> (B * side * side, k * k): the first block's patches."""
+        """(B, side * side) images -> (B * side * side, k * k): the first convolution's
+        patches."""
         side, k = self.configs[0].image_side, self.layout.kernel_size
         padded = F.pad(x.view(-1, side, side), [k // 2] * 4)  # (B, side + k - 1, ...)
         # F.unfold's order (row, column of the kernel), built in the layout the matmul reads:
@@ -279,25 +284,25 @@ class CNNPopulation:
         shifted = [padded[:, i : i + side, j : j + side] for i in range(k) for j in range(k)]
         return torch.stack(shifted, dim=-1).view(-1, k * k)
 
-    def _conv(self, b: int, block: _Block, m: int, h: torch.Tensor) -> torch.Tensor:
-        """Block b's convolution: (B, C_out, H, W) channels-last. Block 0 takes the unfolded
+    def _conv(self, c: int, conv: _Conv, m: int, h: torch.Tensor) -> torch.Tensor:
+        """Convolution c's output: (B, C_out, H, W) channels-last. The first takes the unfolded
         patches (one input channel: a (B*H*W, k*k) x (k*k, C_out) matmul), the others a
         channels-last (B, C_in, H, W)."""
-        weight = self.params[block.weight][m]  # (C_out, C_in, k, k)
-        bias = self.params[block.bias][m] if block.bias is not None else None
-        if b > 0:
+        weight = self.params[conv.weight][m]  # (C_out, C_in, k, k)
+        bias = self.params[conv.bias][m] if conv.bias is not None else None
+        if c > 0:
             return F.conv2d(h, weight, bias, padding=self.layout.kernel_size // 2)
         side, c_out = self.configs[0].image_side, weight.shape[0]
         flat = weight.view(c_out, -1).t()
         z = torch.mm(h, flat) if bias is None else torch.addmm(bias, h, flat)
         return z.view(-1, side, side, c_out).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last
 
-    def _conv_backward(self, b, block: _Block, m: int, h_in, grad) -> torch.Tensor | None:
-        """Fill block b's weight and bias gradients; return the gradient wrt its input."""
-        grad_w, grad_b = self.grads[block.weight][m], None
-        if block.bias is not None:
-            grad_b = self.grads[block.bias][m]
-        if b == 0:
+    def _conv_backward(self, c, conv: _Conv, m: int, h_in, grad) -> torch.Tensor | None:
+        """Fill convolution c's weight and bias gradients; return the gradient wrt its input."""
+        grad_w, grad_b = self.grads[conv.weight][m], None
+        if conv.bias is not None:
+            grad_b = self.grads[conv.bias][m]
+        if c == 0:
             flat = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # (B*H*W, C_out)
             # (patches^T grad)^T: MKL takes 1.4 ms for it, 9 ms for grad^T patches (measured).
             grad_w.view(grad_w.shape[0], -1).copy_(torch.mm(h_in.t(), flat).t())
@@ -305,7 +310,7 @@ class CNNPopulation:
                 torch.sum(flat, dim=0, out=grad_b)
             return None
         pad = self.layout.kernel_size // 2
-        weight = self.params[block.weight][m]
+        weight = self.params[conv.weight][m]
         grad_in, g_w, g_b = _aten.convolution_backward(
             grad, h_in, weight, None if grad_b is None else [weight.shape[0]], [1, 1], [pad, pad],
             [1, 1], False, [0, 0], 1, [True, True, grad_b is not None],
@@ -331,14 +336,14 @@ class CNNPopulation:
     def _member_eval(self, m: int, x: torch.Tensor) -> torch.Tensor:
         act = ACTIVATIONS[self.configs[m].activation][0]
         h = self._unfold(x)
-        for b, block in enumerate(self.layout.blocks):
-            z = self._conv(b, block, m, h)
-            if block.bn is not None:
-                gamma, beta, r_mean, r_var = self._bn_tensors(block, m)
+        for c, conv in enumerate(self.layout.convs):
+            z = self._conv(c, conv, m, h)
+            if conv.bn is not None:
+                gamma, beta, r_mean, r_var = self._bn_tensors(conv, m)
                 z = _aten.native_batch_norm(
                     z, gamma, beta, r_mean, r_var, False, _BN_MOMENTUM, _BN_EPS
                 )[0]
-            h = F.max_pool2d(act(z), 2)
+            h = F.max_pool2d(act(z), 2) if conv.pool else act(z)
         h = h.reshape(len(x), -1)
         for layer, (w, bias) in enumerate(self.layout.dense):
             h = torch.addmm(self.params[bias][m], h, self.params[w][m].t())

@@ -24,20 +24,18 @@ def n_parameters(config: Config) -> int:
     """Trainable parameters: dense weights and biases, and a CNN's convolutions and batch norms."""
     sizes = config.dense_sizes
     dense = sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
-    conv, c_in, k = 0, 1, config.kernel_size
-    for c_out in config.conv:  # weights, then a bias or batch norm's (gamma, beta)
-        conv += c_out * c_in * k * k + (2 * c_out if config.batch_norm else c_out)
-        c_in = c_out
+    k = config.kernel_size
+    conv = sum(  # weights, then a bias or batch norm's (gamma, beta)
+        c.c_out * c.c_in * k * k + (2 * c.c_out if config.batch_norm else c.c_out)
+        for c in config.conv_layers
+    )
     return dense + conv
 
 
 def conv_forward_flops(config: Config) -> float:
     """Forward FLOPs of a CNN's convolutions for one example (0 for an MLP)."""
-    flops, c_in, side, k = 0.0, 1, config.image_side, config.kernel_size
-    for c_out in config.conv:
-        flops += 2.0 * side * side * c_out * c_in * k * k  # "same" padding: side x side outputs
-        c_in, side = c_out, side // 2
-    return flops
+    k = config.kernel_size  # "same" padding: side x side outputs
+    return sum(2.0 * c.side * c.side * c.c_out * c.c_in * k * k for c in config.conv_layers)
 
 
 def model_epoch_flops(config: Config, n_train: int) -> float:

@@ -30,7 +30,8 @@ def bytes_per_member(config: Config, dtype: torch.dtype, n_eval: int = 10_000) -
     element = torch.empty((), dtype=dtype).element_size()
     per_image = n_eval * (element + 2)  # loss; this epoch's and the best epoch's masks
     if config.is_cnn:  # activations are one member's at a time (see shared_bytes)
-        statistics = 2 * sum(config.conv) if config.batch_norm else 0  # running mean and var
+        # running mean and var of every batch norm
+        statistics = 2 * sum(c.c_out for c in config.conv_layers) if config.batch_norm else 0
         return element * (_PARAMETER_COPIES * n_parameters(config) + 2 * statistics) + per_image
     activations = config.batch_size * (
         config.n_inputs + _ACTIVATION_COPIES * sum(config.layer_sizes[1:])
@@ -45,10 +46,8 @@ def shared_bytes(config: Config, dtype: torch.dtype) -> int:
     if not config.is_cnn:
         return 0
     element = torch.empty((), dtype=dtype).element_size()
-    per_image, side = 0, config.image_side
-    for c_out in config.conv:
-        per_image += (_ACTIVATION_COPIES + 2) * c_out * side * side
-        side //= 2
+    per_image = sum((_ACTIVATION_COPIES + 2) * c.c_out * c.side * c.side
+                    for c in config.conv_layers)  # fmt: skip
     return element * max(config.batch_size, 1024) * (per_image + sum(config.dense_sizes))
 
 

@@ -166,7 +166,7 @@ def plan_populations(
     more members than fit in memory (or `max_size`) with `n_eval` evaluation images."""
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
-        shape = (config.layer_sizes, config.conv, config.kernel_size, config.batch_norm)
+        shape = (config.layer_sizes, config.conv_layers, config.kernel_size, config.batch_norm)
         groups.setdefault((shape, config.batch_size), []).append(i)
     populations = []
     for indices in groups.values():

@@ -62,8 +62,9 @@ def _model_text(view: RunView) -> str:
     if not any(r.config.is_cnn for r in view.finished):
         return dense + " hidden layer"
     return ("for the trials with convolutions (`conv`), the images reshaped to one channel, "
-            "then per block `Conv2d` (same padding), `BatchNorm2d` where the trial lists it, "
-            "the activation and 2x2 max-pooling, flattened; then " + dense + " hidden layer "
+            "then per block `Conv2d` (same padding), `BatchNorm2d` where the trial lists it and "
+            "the activation, `convs_per_block` times (once unless the trial lists more), and "
+            "2x2 max-pooling, flattened; then " + dense + " hidden layer "
             "(and `Dropout` after it where the trial lists it)")  # fmt: skip
 
 

@@ -63,9 +63,11 @@ def _architecture_rows(config: Config) -> list[tuple[str, str]]:
         return [("topology", config.topology_label)]
     k = config.kernel_size
     norm = "BatchNorm2d, " if config.batch_norm else ""
+    times = f"{config.convs_per_block} x (" if config.convs_per_block > 1 else ""
     return [
-        ("convolutions", f"{', '.join(map(str, config.conv))} channels; per block Conv2d "
-         f"{k}x{k} (same padding), {norm}{config.activation}, 2x2 max-pooling"),
+        ("convolutions", f"{', '.join(map(str, config.conv))} channels; per block {times}Conv2d "
+         f"{k}x{k} (same padding), {norm}{config.activation}{')' if times else ''}, "
+         "2x2 max-pooling"),
         ("dense layers", "-".join(map(str, config.dense_sizes))),
     ]  # fmt: skip
 
