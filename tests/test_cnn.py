@@ -290,6 +290,7 @@ seed = 0
 conv = [[4, 8], [8]]
 kernel_size = [3, 5]
 batch_norm = [true, false]
+convs_per_block = [1, 2]
 topology = [[16]]
 optimizer = ["adam"]
 lr = [0.003]
@@ -321,6 +322,10 @@ def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
     assert isinstance(loaded.model[1], nn.Conv2d)
     card = (out / "report.md").read_text()
     assert "| convolutions |" in card and "| dense layers |" in card
+    assert "Final configuration: convolutions " in card  # not the dense layers' label alone
+    config = loaded.config
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in loaded.model)
+    assert n_convs == len(config.conv) * config.convs_per_block == len(config.conv_layers)
     assert loaded.config.augment == "flip_shift" and "aug flip_shift |" in card
     assert "Augmentation (the trials that list it): each training image" in card
     assert "then per block `Conv2d` (same padding)" in card  # the method, not an MLP's

@@ -85,7 +85,11 @@ def _config(config: dict) -> str:
     from hpstudy.space import Config
 
     c = Config.from_dict(config)
-    return f"{c.topology_label}, {c.optimizer}, lr {c.lr:g}, {c.activation}"
+    shape = c.topology_label
+    if c.is_cnn:  # the dense label alone ('[2304-256-10]') would hide the convolutions
+        per_block = f", {c.convs_per_block} per block" if c.convs_per_block > 1 else ""
+        shape = f"convolutions {'-'.join(map(str, c.conv))}{per_block}, dense {shape}"
+    return f"{shape}, {c.optimizer}, lr {c.lr:g}, {c.activation}"
 
 
 def _reproduction_summary(view: RunView) -> list[str]:
