@@ -9,8 +9,8 @@
 #   bash benchmarks/gpu.sh probe     # CUDA tests; cnn_gpu_probe.py (step costs, determinism)
 #   bash benchmarks/gpu.sh graphs    # CUDA tests, then cnn-gpu with --cuda-graphs (BUDGET s)
 #
-# Every training run uses --cuda-graphs (opt-in until these numbers exist); `engine` times the
-# engine with and without graphs side by side. Results go under $OUT.
+# Every training run passes --cuda-graphs (the default on CUDA since session 8; runs before it
+# needed the flag); `engine` times the engine with and without graphs side by side. Results go under $OUT.
 #
 # Prepare on the development machine (repo root), once:
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude

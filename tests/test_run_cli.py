@@ -217,6 +217,26 @@ def test_cuda_only_options_are_refused_on_the_cpu(tmp_path, capsys, flags, messa
 
 
 @pytest.mark.parametrize(
+    "flags,device,graphs",
+    [([], "cpu", False), ([], "cuda", True), (["--no-cuda-graphs"], "cuda:1", False),
+     (["--no-cuda-graphs"], "cpu", False), (["--cuda-graphs"], "cuda", True)],
+)  # fmt: skip
+def test_cuda_graphs_are_on_by_default_for_cuda_devices_only(monkeypatch, flags, device, graphs):
+    """Graphed steps train bit for bit as eager ones (the CUDA tests), so a CUDA run replays
+    them unless told --no-cuda-graphs; the CPU has none. (The device is taken as resolved.)"""
+    import argparse
+
+    from hpstudy.commands import study_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("study")
+    study_args.add_study_options(parser)
+    monkeypatch.setattr(study_args, "_device_for", lambda args: device)
+    _, options = study_args.options_from(parser.parse_args(["paper", *flags]))
+    assert options.device == device and options.cuda_graphs is graphs
+
+
+@pytest.mark.parametrize(
     "study,budget,message",
     [
         ("paper", "60", "--time-budget is for search studies; paper has protocol = 'staged'"),

@@ -30,7 +30,9 @@ class RunOptions:
     data_dir: str | None = None
     batch: int | None = None  # most trials per engine call (default: the study's)
     grace_s: int = GRACE_S  # heartbeat age after which another process counts as dead
-    cuda_graphs: bool = False  # replay training steps from CUDA graphs (CUDA only)
+    # Replay training steps from CUDA graphs (CUDA only); None: on for a CUDA device, where
+    # they train bit for bit as eager steps do (tested on an H200) in a third of the time.
+    cuda_graphs: bool | None = None
     yes: bool = False  # go ahead with a plan above MAX_TRIALS_UNASKED trials
     threads: int | None = None  # torch CPU threads (default: torch's, one per core)
 
@@ -56,3 +58,5 @@ def _check_options(options: RunOptions) -> None:
     if options.cuda_graphs and not on_cuda:
         raise UserError(f"--cuda-graphs needs a CUDA device, got --device {options.device}; "
                         "leave it out on the CPU")  # fmt: skip
+    if options.cuda_graphs is None:
+        object.__setattr__(options, "cuda_graphs", on_cuda)  # frozen: resolved once, here

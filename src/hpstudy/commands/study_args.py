@@ -37,9 +37,11 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cuda-graphs",
-        action="store_true",
-        help="replay each training step from a CUDA graph (CUDA only, opt-in: cuts Python's "
-        "kernel-launch overhead on large populations; results do not change)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay each training step from a CUDA graph (default: on with a CUDA device; "
+        "cuts Python's kernel-launch overhead, results do not change); --no-cuda-graphs "
+        "launches each step from Python",
     )
     parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
     parser.add_argument(
