@@ -49,6 +49,12 @@ _aten = torch.ops.aten
 _CL = torch.channels_last
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d's defaults
 _POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # MaxPool2d(2): kernel, stride, pad, dilation
+# ReLU and 2x2 max-pooling commute exactly: max(relu(x)) == relu(max(x)), and where the pooled
+# maximum is <= 0 the gradient is 0 whichever position took it, as in nn.Sequential's order.
+# Pooling first runs the activation and its backward on a quarter of the values (measured
+# here: about 8% of a member-step). Other activations keep the module order: a strictly
+# increasing one can still round two inputs to one output, and then pick another position.
+_POOL_FIRST = frozenset({"relu"})
 _EVAL_CHUNK = 1024  # images per evaluation pass of one member (~100 MB of float32 activations)
 
 
@@ -120,6 +126,34 @@ def initial_state(config: Config) -> tuple[list[torch.Tensor], list[torch.Tensor
 def _shape_key(config: Config) -> tuple:
     return (config.conv_layers, config.kernel_size, config.batch_norm, config.dense_sizes,
             config.n_inputs)  # fmt: skip
+
+
+def _activate_and_pool(pool: bool, activation: str, zb: torch.Tensor):
+    """The activation of `zb`, then the block's 2x2 max-pooling when `pool` (ReLU pools first,
+    see _POOL_FIRST): (output, what the backward needs: the activation's input and output and
+    the pooling's indices)."""
+    act = ACTIVATIONS[activation][0]
+    if not pool:
+        return (a := act(zb)), (zb, a, None)
+    if activation in _POOL_FIRST:
+        pooled, indices = _aten.max_pool2d_with_indices(zb, *_POOL)
+        return (a := act(pooled)), (pooled, a, indices)
+    a = act(zb)
+    pooled, indices = _aten.max_pool2d_with_indices(a, *_POOL)
+    return pooled, (zb, a, indices)
+
+
+def _activate_and_pool_backward(activation: str, zb, saved, grad) -> torch.Tensor:
+    """The gradient wrt `zb` from the gradient wrt `_activate_and_pool`'s output."""
+    act_backward = ACTIVATIONS[activation][1]
+    act_in, act_out, indices = saved
+    if indices is None:
+        return act_backward(grad, act_in, act_out)
+    if activation in _POOL_FIRST:
+        grad = act_backward(grad, act_in, act_out)
+        return _aten.max_pool2d_with_indices_backward(grad, zb, *_POOL, indices)
+    grad = _aten.max_pool2d_with_indices_backward(grad, act_out, *_POOL, indices)
+    return act_backward(grad, act_in, act_out)
 
 
 class CNNPopulation:
@@ -221,10 +255,9 @@ class CNNPopulation:
                 zb, mean, invstd = _aten.native_batch_norm(
                     z, gamma, beta, r_mean, r_var, True, _BN_MOMENTUM, _BN_EPS
                 )
-            a = act(zb)
-            pooled, indices = _aten.max_pool2d_with_indices(a, *_POOL) if conv.pool else (a, None)
-            saved.append((h, z, zb, mean, invstd, a, indices))
-            h = pooled
+            out, pooling = _activate_and_pool(conv.pool, config.activation, zb)
+            saved.append((h, z, zb, mean, invstd, pooling))
+            h = out
         n_batch = y.shape[0]
         dense_in = [h.reshape(n_batch, -1)]  # (B, C * h * w) in NCHW order, as nn.Flatten
         dense_z, dense_a, masks = [], [], []
@@ -255,10 +288,8 @@ class CNNPopulation:
         grad = grad_in.view(h.shape).contiguous(memory_format=_CL)  # back to the last pooling
         for c in reversed(range(len(self.layout.convs))):
             conv = self.layout.convs[c]
-            h_in, z, zb, mean, invstd, a, indices = saved[c]
-            if conv.pool:
-                grad = _aten.max_pool2d_with_indices_backward(grad, a, *_POOL, indices)
-            grad = act_backward(grad, zb, a)
+            h_in, z, zb, mean, invstd, pooling = saved[c]
+            grad = _activate_and_pool_backward(config.activation, zb, pooling, grad)
             if conv.bn is not None:
                 gamma, _, r_mean, r_var = self._bn_tensors(conv, m)
                 grad, g_gamma, g_beta = _aten.native_batch_norm_backward(
@@ -343,7 +374,7 @@ class CNNPopulation:
                 z = _aten.native_batch_norm(
                     z, gamma, beta, r_mean, r_var, False, _BN_MOMENTUM, _BN_EPS
                 )[0]
-            h = F.max_pool2d(act(z), 2) if conv.pool else act(z)
+            h = _activate_and_pool(conv.pool, self.configs[m].activation, z)[0]
         h = h.reshape(len(x), -1)
         for layer, (w, bias) in enumerate(self.layout.dense):
             h = torch.addmm(self.params[bias][m], h, self.params[w][m].t())
