@@ -12,6 +12,7 @@ from __future__ import annotations
 import html.parser
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -300,6 +301,26 @@ def test_leakage_gap_pairs_the_same_configurations(report_runs):
         tests = [attrs[f"test_accuracy:{t['key']}"] for t in theirs
                  if f"test_accuracy:{t['key']}" in attrs]  # fmt: skip
         assert row["clean: test acc (%), measured once"] == (ci_text(tests) if tests else "–")
+
+
+def test_siblings_without_a_comparison_are_left_out(report_runs):
+    """A second grid beside the first has nothing to compare with it (neither staged nor on the
+    other side of the leak), so its report names only the staged runs; the others keep all."""
+    from hpstudy.report import find_related, load_run
+
+    runs = report_runs["grid"].parent
+    twin = runs / "grid-twin"
+    shutil.copytree(report_runs["grid"], twin)
+
+    def names(run: Path) -> list[str]:
+        return sorted(r.run_dir.name for r in find_related(load_run(run)))
+
+    try:
+        assert names(twin) == ["clean", "paper"]
+        assert names(report_runs["paper"]) == ["clean", "grid", "grid-twin"]
+        assert names(report_runs["clean"]) == ["grid", "grid-twin", "paper"]
+    finally:
+        shutil.rmtree(twin)
 
 
 def test_report_files_are_self_contained(report_runs):

@@ -131,10 +131,24 @@ def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[Ru
         if folder.resolve() == view.run_dir.resolve() or not (folder / RUN_FILE).is_file():
             continue
         try:
-            found.append(load_run(folder))
+            sibling = load_run(folder)
         except Exception:  # a broken sibling must not break this report
             continue
+        if comparable(view, sibling):
+            found.append(sibling)
     return found
+
+
+def comparable(view: RunView, other: RunView) -> bool:
+    """Whether a report of `view` has a comparison with `other`: a staged run against a grid
+    (where the staged winner ranks), or runs on either side of the test-set leak (the leakage
+    gap). A sibling with neither, say a CNN search beside the grid, is left out of the report
+    instead of being listed as compared with."""
+    grid = ProtocolKind.GRID
+    staged_grid = (view.is_staged and other.protocol is grid) or (
+        view.protocol is grid and other.is_staged
+    )
+    return staged_grid or view.is_leaky != other.is_leaky
 
 
 @dataclass(frozen=True)
