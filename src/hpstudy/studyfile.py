@@ -13,7 +13,6 @@ constants) stays in `hpstudy.study`; this module owns only the rules of the file
 
 from __future__ import annotations
 
-import enum
 import math
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from hpstudy.study import (
     Study,
     check_last_seed,
 )
+from hpstudy.tomlreader import TomlReader
 
 _TOP_KEYS = {
     "schema_version", "name", "description", "protocol", "selection", "seed", "n_seeds",
@@ -54,66 +54,13 @@ def _example(raw: dict, kind: type) -> str:
     return "[" + ", ".join(f"{v:g}" if kind is float else str(v) for v in points) + "]"
 
 
-class StudyFileParser:
-    """Checks one file's raw TOML dict; every error names the key and the file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, key: str, message: str) -> UserError:
-        return UserError(f"{self.path}: {key}: {message}")
-
-    def table(self, raw: dict, key: str, allowed: set[str]) -> dict:
-        value = raw.get(key, {})
-        if not isinstance(value, dict):
-            raise self.fail(key, f"must be a table, got {value!r}")
-        self.no_unknown(value, allowed, key)
-        return value
-
-    def no_unknown(self, raw: dict, allowed: set[str], where: str = "") -> None:
-        unknown = sorted(set(raw) - allowed)
-        if unknown:
-            prefix = f"{where}." if where else ""
-            raise self.fail(
-                f"{prefix}{unknown[0]}",
-                f"unknown key; allowed keys here: {', '.join(sorted(allowed))}",
-            )
-
-    def integer(self, raw: dict, key: str, default: int, *, low: int, where: str = "") -> int:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            name = f"{where}.{key}" if where else key
-            raise self.fail(name, f"must be an integer >= {low}, got {value!r}")
-        return value
-
-    def number(
-        self, raw: dict, key: str, where: str, *, positive: bool = False, default=None
-    ) -> float:
-        value = raw.get(key, default)
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or (positive and value <= 0):
-            need = "a positive number" if positive else "a finite number"
-            raise self.fail(f"{where}.{key}", f"must be {need}, got {value!r}")
-        return float(value)
-
-    def string(self, raw: dict, key: str, default: str | None = None) -> str:
-        value = raw.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, f"must be a non-empty string, got {value!r}")
-        return value
+class StudyFileParser(TomlReader):
+    """Checks one study file's raw TOML dict; every error names the key and the file."""
 
     def slug(self, value: Any, key: str, use: str) -> str:
         if not isinstance(value, str) or not SLUG.fullmatch(value):
             raise self.fail(key, f"must be a slug ({SLUG_RULE}; it names {use}), got {value!r}")
         return value
-
-    def choice(self, raw: dict, key: str, enum_type: type[enum.Enum], default: str | None = None):
-        value = raw.get(key, default)
-        try:
-            return enum_type(value)
-        except ValueError:
-            options = ", ".join(repr(m.value) for m in enum_type)
-            raise self.fail(key, f"must be one of {options}, got {value!r}") from None
 
     def factor_value(self, factor: str, value: Any, where: str) -> Any:
         """Canonical value of one factor (checked with the same rules as Config)."""
