@@ -57,7 +57,7 @@ class RunView:
     @property
     def is_staged(self) -> bool:
         """Whether the run has stage tables (staged, and replicate with its staged search)."""
-        return self.protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE)
+        return _has_stages(self.study)
 
     @property
     def is_leaky(self) -> bool:
@@ -123,6 +123,8 @@ def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[Ru
     A sibling that cannot be read (another process is writing it, or it holds no finished trial
     yet) is skipped: comparisons are extras, never a reason for the report to fail.
     """
+    from hpstudy.rundir import load_study_from_info, read_run_info
+
     if extra:
         return [load_run(path) for path in extra]
     parent = view.run_dir.resolve().parent
@@ -130,25 +132,28 @@ def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[Ru
     for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
         if folder.resolve() == view.run_dir.resolve() or not (folder / RUN_FILE).is_file():
             continue
-        try:
-            sibling = load_run(folder)
+        try:  # its run.json says whether it is worth loading its trials
+            if comparable(view.study, load_study_from_info(read_run_info(folder), folder)):
+                found.append(load_run(folder))
         except Exception:  # a broken sibling must not break this report
             continue
-        if comparable(view, sibling):
-            found.append(sibling)
     return found
 
 
-def comparable(view: RunView, other: RunView) -> bool:
-    """Whether a report of `view` has a comparison with `other`: a staged run against a grid
-    (where the staged winner ranks), or runs on either side of the test-set leak (the leakage
-    gap). A sibling with neither, say a CNN search beside the grid, is left out of the report
-    instead of being listed as compared with."""
+def _has_stages(study: Study) -> bool:
+    return study.protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE)
+
+
+def comparable(study: Study, other: Study) -> bool:
+    """Whether a report of `study`'s run has a comparison with `other`'s: a staged run against a
+    grid (where the staged winner ranks), or runs on either side of the test-set leak (the
+    leakage gap). A sibling with neither, say a CNN search beside the grid, is left out of the
+    report instead of being listed as compared with."""
     grid = ProtocolKind.GRID
-    staged_grid = (view.is_staged and other.protocol is grid) or (
-        view.protocol is grid and other.is_staged
+    staged_grid = (_has_stages(study) and other.protocol is grid) or (
+        study.protocol is grid and _has_stages(other)
     )
-    return staged_grid or view.is_leaky != other.is_leaky
+    return staged_grid or study.selection.is_leaky != other.selection.is_leaky
 
 
 @dataclass(frozen=True)
