@@ -61,8 +61,8 @@ def training_numerics(tf32: bool):
     use TF32 by default (`cudnn.allow_tf32`), so a float32 CNN run would otherwise not be float32
     on CUDA. And cuDNN's deterministic algorithms: torch lets cuDNN pick ones that sum in a
     varying order, and a member's bits must depend on neither the run nor its neighbours (on an
-    H200 two trainings of one CNN member came out a few bits apart; that this setting closes the
-    gap is not yet measured)."""
+    H200 two trainings of one CNN member came out with 19 of 22 tensors a few bits apart under
+    torch's default, and bit for bit equal with this setting)."""
     switches = torch.backends.cuda.matmul, torch.backends.cudnn
     before = (switches[0].allow_tf32, switches[1].allow_tf32, switches[1].deterministic)
     switches[0].allow_tf32 = switches[1].allow_tf32 = tf32
