@@ -24,7 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from hpstudy import Config
-from hpstudy.data import load
+from hpstudy.data.idx import load
 from hpstudy.engine import make_split
 from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import training_numerics
@@ -98,12 +98,12 @@ def determinism_probe(dataset) -> str:
     """Train one augmented dropout CNN member twice alone (2,000 images, 2 epochs, float32),
     with cuDNN's deterministic algorithms, as training asks for them, and without: do the two
     trainings end with the same bits? (The H200 showed batch norm's weights a few bits apart.)"""
-    from hpstudy.engine import train, trainer
+    from hpstudy.engine import train, training
 
     split = make_split(dataset.train_images[:2000], dataset.train_labels[:2000], mean=0.5,
                        std=0.5, dtype=torch.float32).to("cuda", torch.float32)  # fmt: skip
     config = members(1, augment="flip_shift", dropout=0.3)[0].replace(max_epochs=2)
-    strict = trainer.training_numerics
+    strict = training.training_numerics
 
     @contextlib.contextmanager
     def loose(tf32: bool):  # training's settings but for cuDNN's deterministic algorithms
@@ -113,12 +113,12 @@ def determinism_probe(dataset) -> str:
 
     lines = []
     for name, numerics in (("deterministic cuDNN", strict), ("torch's default cuDNN", loose)):
-        trainer.training_numerics = numerics
+        training.training_numerics = numerics
         try:
             first, second = (train([config], split, split, device="cuda")[0].state_dict
                              for _ in range(2))  # fmt: skip
         finally:
-            trainer.training_numerics = strict
+            training.training_numerics = strict
         differ = [k for k in first if not torch.equal(first[k], second[k])]
         gap = max(((first[k] - second[k]).abs().max().item() for k in differ), default=0.0)
         lines.append(f"{name}: {len(differ)} of {len(first)} tensors differ (largest gap "

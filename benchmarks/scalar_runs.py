@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from hpstudy import data
+from hpstudy.config.config import Config
+from hpstudy.data import sources
 from hpstudy.engine import make_split
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import Population, member_order_key
 from hpstudy.engine.steps import StepRunner
-from hpstudy.space import Config
 
 
 def variants(m: int) -> dict[str, list[Config]]:
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--members", type=int, default=15)
     args = parser.parse_args()
-    fashion = data.load(download=False)
+    fashion = sources.load(download=False)
     train = make_split(fashion.train_images, fashion.train_labels, mean=0.5, std=0.5)
     cases = variants(args.members)
     times: dict[str, list[float]] = {name: [] for name in cases}

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import data
+from hpstudy.data import idx as data
+from hpstudy.data import sources
 
 
 @pytest.fixture(scope="session")
 def fashion() -> data.FashionMNIST:
     """The canonical dataset (installed by `make test` via dataset-fashion-mnist)."""
-    return data.load(download=False)
+    return sources.load(download=False)
 
 
 @pytest.fixture

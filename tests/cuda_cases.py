@@ -32,9 +32,9 @@ class StandInGraph:
 
 def use_stand_in_graphs(monkeypatch) -> None:
     """Let the engine 'graph' its steps on the CPU with `StandInGraph`."""
-    from hpstudy.engine import steps, trainer
+    from hpstudy.engine import steps, training
 
-    for module in (steps, trainer):
+    for module in (steps, training):
         monkeypatch.setattr(module, "graphs_supported", lambda device: True)
     monkeypatch.setattr(steps, "graphs_replay_generators", lambda: True)
     monkeypatch.setattr(steps, "capture_graph", StandInGraph)

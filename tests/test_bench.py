@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from hpstudy import bench, data
 from hpstudy.cli import main
+from hpstudy.data import idx as data
 from hpstudy.engine import make_split
+from hpstudy.runner import bench
 
 _TORCHVISION, _TORCHVISION_SKIPPED = bench.import_torchvision()
 needs_torchvision = pytest.mark.skipif(

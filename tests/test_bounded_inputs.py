@@ -23,12 +23,12 @@ import pytest
 import torch
 from PIL import Image
 
-from hpstudy import data
 from hpstudy.cli import main
+from hpstudy.config.config import Config
+from hpstudy.data import idx as data
+from hpstudy.engine.model import build_mlp
 from hpstudy.errors import DataError
-from hpstudy.model import build_mlp
-from hpstudy.modelfile import ModelFileError, load_model, save_model
-from hpstudy.space import Config
+from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 
 TRAIN_IMAGES, TEST_LABELS = data.FILES["train_images"], data.FILES["test_labels"]
 # What the bombs inflate to, far more than their headers declare: a 40 MB one is small enough

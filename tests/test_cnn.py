@@ -14,11 +14,11 @@ from hpstudy import Config
 from hpstudy.engine import Outcome, evaluate, make_split, train
 from hpstudy.engine.cnn import CNNPopulation, initial_state
 from hpstudy.engine.flops import conv_forward_flops, model_epoch_flops, n_parameters
+from hpstudy.engine.model import build_cnn, build_model
 from hpstudy.engine.population import member_order_key
 from hpstudy.engine.reference import train_reference
-from hpstudy.engine.trainer import plan_populations
+from hpstudy.engine.training import plan_populations
 from hpstudy.errors import UserError
-from hpstudy.model import build_cnn, build_model
 
 N_TRAIN, N_EVAL = 200, 200
 LR = {"sgd": 0.05, "adam": 0.002, "rmsprop": 0.001}
@@ -248,9 +248,9 @@ def test_cnn_model_file_loads_as_nn_sequential_and_predicts_pngs(fashion, tmp_pa
     classifies PNG files of test images exactly as the model classifies the tensors."""
     from PIL import Image
 
-    from hpstudy import data
     from hpstudy.cli import main
-    from hpstudy.modelfile import load_model, save_model
+    from hpstudy.data import idx as data
+    from hpstudy.predict.modelfile import load_model, save_model
 
     train_split, eval_split = _splits(fashion, torch.float32)
     norm = {"mean": 0.5, "std": 0.5}
@@ -310,7 +310,7 @@ def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
     (loadable, BatchNorm statistics included where chosen) and the report's model card and
     method, augmentation included."""
     from hpstudy.cli import main
-    from hpstudy.modelfile import load_model
+    from hpstudy.predict.modelfile import load_model
 
     study = tmp_path / "tinycnn.toml"
     study.write_text(CNN_STUDY)

@@ -1,4 +1,4 @@
-"""The canonical data and every way a damaged copy is refused (hpstudy.data, `hpstudy data`)."""
+"""The canonical data and every way a damaged copy is refused (hpstudy.data.idx, `hpstudy data`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpstudy import data
 from hpstudy.cli import main
+from hpstudy.data import idx as data
+from hpstudy.data import sources
 from hpstudy.errors import DataError
 
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -91,7 +92,7 @@ def test_uncompressed_files_load_the_same(fashion, tmp_path):
     for name in data.FILES.values():
         raw = gzip.decompress((data.DEBIAN_DIR / f"{name}.gz").read_bytes())
         (tmp_path / name).write_bytes(raw)
-    ds = data.load(tmp_path)
+    ds = sources.load(tmp_path)
     assert ds.source == tmp_path
     assert ds.digests == fashion.digests
     assert np.array_equal(ds.test_images, fashion.test_images)
@@ -219,7 +220,7 @@ def test_bad_file_in_cache_says_delete_and_rerun(tmp_path, monkeypatch):
         shutil.copyfile(data.DEBIAN_DIR / f"{name}.gz", cache / f"{name}.gz")
     (cache / f"{TEST_LABELS}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01"))
     with pytest.raises(DataError, match=r"delete .* and rerun: hpstudy downloads a verified copy"):
-        data.load()
+        sources.load()
 
 
 def test_no_files_and_no_download_lists_the_three_ways(tmp_path, monkeypatch):
@@ -227,7 +228,7 @@ def test_no_files_and_no_download_lists_the_three_ways(tmp_path, monkeypatch):
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
     with pytest.raises(DataError) as info:
-        data.load(download=False)
+        sources.load(download=False)
     message = str(info.value)
     assert "--data-dir DIR or set HPSTUDY_DATA_DIR" in message
     assert "apt-get install dataset-fashion-mnist" in message

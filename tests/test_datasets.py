@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpstudy import catalog, data, download, userdata
-from hpstudy.datasets import load_dataset, normalization_of
+from hpstudy.data import catalog, download, userdata
+from hpstudy.data import idx as data
+from hpstudy.data.datasets import load_dataset, normalization_of
 from hpstudy.errors import DataError, UserError
 from test_download import Mirror  # the local HTTP mirror of its tests
 

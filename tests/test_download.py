@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import data, download
 from hpstudy.cli import main
+from hpstudy.data import download, sources
+from hpstudy.data import idx as data
 from hpstudy.errors import DataError
 
 NAMES = list(data.FILES.values())
@@ -310,7 +311,7 @@ def test_cli_downloads_into_the_cache_from_env_mirrors(
     # The second run finds the cache and downloads nothing.
     assert main(["data", "verify"]) == 0
     assert len(good.requests) == 4
-    assert data.locate() == cold_machine
+    assert sources.locate() == cold_machine
 
 
 def test_no_files_and_no_network_lists_the_three_ways(
@@ -428,7 +429,7 @@ def test_bad_time_limit_is_echoed(kwargs, echo, tmp_path):
 _FETCH = """
 import sys
 from pathlib import Path
-from hpstudy import download
+from hpstudy.data import download
 download.fetch_all(Path(sys.argv[1]), mirrors=[sys.argv[2]], retries=0)
 """
 

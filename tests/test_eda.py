@@ -1,4 +1,4 @@
-"""`hpstudy eda` end to end, and the library functions it is made of (hpstudy.eda)."""
+"""`hpstudy eda` end to end, and the library functions it is made of (hpstudy.data.eda)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hpstudy import data, eda
 from hpstudy.cli import main
+from hpstudy.data import eda
+from hpstudy.data import idx as data
 from hpstudy.errors import UserError
 
 

@@ -9,11 +9,11 @@ import torch
 
 from cuda_cases import DEVICES, use_stand_in_graphs
 from hpstudy import Config
+from hpstudy.config.config import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
 from hpstudy.engine import Outcome, batch_order, evaluate, make_split, train
+from hpstudy.engine.model import build_mlp
 from hpstudy.engine.population import initial_parameters
 from hpstudy.engine.reference import is_chaotic, make_torch_optimizer, train_reference
-from hpstudy.model import build_mlp
-from hpstudy.space import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
 
 N_TRAIN, N_EVAL = 2000, 1000
 LR = {"sgd": 0.05, "adam": 0.002, "rmsprop": 0.001}
@@ -317,7 +317,7 @@ def test_progress_weighs_populations_by_their_work(fashion):
 def test_expected_progress_learns_from_members_that_stopped(fashion):
     """Two T1 populations (batch sizes differ): the first stops early (patience 1 at lr 10
     diverges at once), so the estimate for the second shrinks below the upper bound."""
-    from hpstudy.engine.trainer import _WorkTracker
+    from hpstudy.engine.training import _WorkTracker
 
     tracker = _WorkTracker([100.0, 100.0])
     tracker.epoch_done(10, 1)

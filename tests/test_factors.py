@@ -1,4 +1,4 @@
-"""Factors are declared once (hpstudy.factors): a new one shows up everywhere from that place."""
+"""Factors are declared once (hpstudy.config.factors): a new one shows up everywhere from there."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import factors
+from hpstudy.config import factors
+from hpstudy.config.config import Config
+from hpstudy.config.factors import FACTORS, Factor, config_text, factor_label, factors_of, searched
+from hpstudy.config.studyfile import load_study, parse_study
 from hpstudy.errors import UserError
-from hpstudy.factors import FACTORS, Factor, config_text, factor_label, factors_of, searched
-from hpstudy.options import RunOptions
 from hpstudy.report import build_report
-from hpstudy.rundir import open_run
-from hpstudy.runner import run_study
-from hpstudy.space import Config
+from hpstudy.runner.execute import run_study
+from hpstudy.runner.options import RunOptions
 from hpstudy.storage import distributions_of, params_of
-from hpstudy.study import load_study, parse_study
+from hpstudy.storage.rundir import open_run
 
 TOY_GRID = """
 name = "toy"

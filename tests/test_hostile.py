@@ -17,13 +17,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from hpstudy import cli
+from hpstudy.config.config import Config
+from hpstudy.config.studyfile import parse_study
 from hpstudy.errors import UserError
 from hpstudy.report.render import Figure, Heading, Text, to_html
-from hpstudy.report.tables import Table
-from hpstudy.rundir import RUN_FILE, load_trials, read_run_info
-from hpstudy.space import Config
+from hpstudy.report.report_tables import Table
 from hpstudy.storage import Store, TrialStatus, default_url
-from hpstudy.study import parse_study
+from hpstudy.storage.rundir import RUN_FILE, load_trials, read_run_info
 from tiny_studies import HEADER, STAGES, hpstudy_cmd, subprocess_env, write_study
 
 TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
@@ -144,9 +144,9 @@ def test_a_run_folder_with_url_characters_keeps_its_own_store(tmp_path, folder):
 def test_a_storage_that_cannot_outlive_the_process_is_refused_before_training(
     tmp_path, capsys, monkeypatch, url
 ):
-    import hpstudy.runner
+    import hpstudy.runner.execute
 
-    monkeypatch.setattr(hpstudy.runner, "prepare_data", lambda *a: pytest.fail("trained"))
+    monkeypatch.setattr(hpstudy.runner.execute, "prepare_data", lambda *a: pytest.fail("trained"))
     monkeypatch.chdir(tmp_path)  # today's code would leave a file named "file:x" behind
     study = write_study(tmp_path, max_epochs=1)
     code = cli.main(["run", str(study), "--out", str(tmp_path / "r"), "--storage", url, *TINY])
@@ -203,7 +203,7 @@ def test_a_seed_beyond_2_63_is_refused():
 
 
 def test_an_absurd_plan_needs_yes(tmp_path, capsys, monkeypatch):
-    import hpstudy.runner
+    import hpstudy.runner.execute
 
     study = write_study(tmp_path, max_epochs=1)
     out = tmp_path / "r"
@@ -211,7 +211,7 @@ def test_an_absurd_plan_needs_yes(tmp_path, capsys, monkeypatch):
     err = _err_line(capsys)
     assert code == 2 and "600,000 trials" in err and "model-epochs" in err and "--yes" in err
     assert not out.exists()  # refused before anything was written
-    monkeypatch.setattr(hpstudy.runner, "exclusive", lambda *a: pytest.skip("went ahead"))
+    monkeypatch.setattr(hpstudy.runner.execute, "exclusive", lambda *a: pytest.skip("went ahead"))
     with pytest.raises(pytest.skip.Exception):  # with --yes it goes ahead
         cli.main(["run", str(study), "--seeds", "100000", "--out", str(out), "--yes", *TINY])
     grid = write_study(tmp_path, name="g", protocol="grid")
@@ -249,25 +249,25 @@ def test_an_unwritable_out_is_one_line(tmp_path, capsys, monkeypatch, code):
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
-    import hpstudy.tables
+    import hpstudy.stats.tables
 
-    real = hpstudy.tables._write_atomic
+    real = hpstudy.stats.tables._write_atomic
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(hpstudy.tables, "_write_atomic", full)
+    monkeypatch.setattr(hpstudy.stats.tables, "_write_atomic", full)
     study = write_study(tmp_path, max_epochs=1)
     run_dir = tmp_path / "run"
     assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) != 0
     err = _err_line(capsys)
     assert "No space left on device" in err and "tables" in err and "free" in err
     assert not list(run_dir.rglob("*.part"))
-    monkeypatch.setattr(hpstudy.tables, "_write_atomic", real)
+    monkeypatch.setattr(hpstudy.stats.tables, "_write_atomic", real)
     assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) == 0
     assert "trained 0 trials now" in capsys.readouterr().out
     with pytest.raises(OSError):  # --debug keeps the traceback
-        monkeypatch.setattr(hpstudy.tables, "_write_atomic", full)
+        monkeypatch.setattr(hpstudy.stats.tables, "_write_atomic", full)
         cli.main(["run", "--debug", str(study), "--out", str(run_dir), *TINY])
 
 
@@ -368,7 +368,7 @@ def test_an_interrupt_while_claiming_or_finishing_leaves_no_running_trial(
 def test_an_interrupt_keeps_the_populations_that_finished(tmp_path, capsys, monkeypatch):
     """A grid of two topologies is one engine call of two populations; an interrupt while the
     second trains keeps the first one's trials, and the rerun trains only the second's."""
-    import hpstudy.engine.trainer as engine_trainer
+    import hpstudy.engine.training as engine_trainer
 
     real = engine_trainer._train_population
     started = []

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from hpstudy import cli
-from hpstudy.modelfile import load_model
-from hpstudy.space import Config
+from hpstudy.config.config import Config
+from hpstudy.config.studyfile import STUDIES_DIR, load_study, parse_study
+from hpstudy.predict.modelfile import load_model
+from hpstudy.stats.tables import read_tables
 from hpstudy.storage import trial_key
-from hpstudy.study import STUDIES_DIR, load_study, parse_study
-from hpstudy.tables import read_tables
 
 PAPER_SPLIT = {"selection": "test", "normalization": {"mean": 0.5, "std": 0.5},
                "n_train": 60000, "n_eval": 10000, "n_test": 10000, "dtype": "float32"}  # fmt: skip
@@ -67,9 +67,9 @@ def digits_run(tmp_path_factory):
 def _digits_training_images(info: dict) -> tuple[np.ndarray, np.ndarray]:
     """(the images a digits run trains on, all its training split's images), as stored (uint8,
     0..16; the model sees them / 255 as any uint8 image)."""
-    from hpstudy.data import stratified_split
-    from hpstudy.options import RunOptions
-    from hpstudy.studydata import load_study_data
+    from hpstudy.data.idx import stratified_split
+    from hpstudy.data.prepare import load_study_data
+    from hpstudy.runner.options import RunOptions
 
     ds = load_study_data(load_study("digits"), RunOptions())
     split = info["split"]

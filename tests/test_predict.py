@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hpstudy import data, predict
 from hpstudy.cli import main
-from hpstudy.model import build_mlp
-from hpstudy.modelfile import ModelFileError, load_model, save_model
-from hpstudy.space import Config
+from hpstudy.config.config import Config
+from hpstudy.data import idx as data
+from hpstudy.engine.model import build_mlp
+from hpstudy.predict import classify as predict
+from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Trained:
 
 
 def _inputs(images: np.ndarray) -> torch.Tensor:
-    """Plain torch, independent of hpstudy.predict: (N, 28, 28) uint8 -> (N, 784) float32."""
+    """Plain torch, independent of hpstudy.predict.classify: (N, 28, 28) uint8 -> (N, 784)."""
     x = torch.from_numpy(images.copy()).reshape(len(images), -1).float() / 255  # copy: writable
     return (x - data.PIXEL_MEAN) / data.PIXEL_STD
 

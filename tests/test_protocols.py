@@ -10,13 +10,13 @@ import pytest
 import torch
 from scipy import stats
 
-from hpstudy.modelfile import load_model
-from hpstudy.options import RunOptions
-from hpstudy.rundir import MODEL_FILE, open_run
-from hpstudy.runner import recompute_tables, run_study
+from hpstudy.config.studyfile import load_study
+from hpstudy.predict.modelfile import load_model
+from hpstudy.runner.execute import recompute_tables, run_study
+from hpstudy.runner.options import RunOptions
+from hpstudy.stats.tables import Cell, mean_ci, read_tables
 from hpstudy.storage import TrialStatus
-from hpstudy.study import load_study
-from hpstudy.tables import Cell, mean_ci, read_tables
+from hpstudy.storage.rundir import MODEL_FILE, open_run
 from tiny_studies import write_study
 
 QUICK = {"limit_train": 320, "limit_eval": 250}

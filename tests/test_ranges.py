@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from hpstudy.config.config import Config
+from hpstudy.config.factors import Range, config_values, shown, space_size, topologies, value_of
+from hpstudy.config.studyfile import parse_study
 from hpstudy.errors import UserError
-from hpstudy.factors import Range, config_values, shown, space_size, topologies, value_of
-from hpstudy.options import RunOptions
 from hpstudy.protocols.grid import GridProtocol
 from hpstudy.report import build_report
-from hpstudy.rundir import open_run
-from hpstudy.runner import check_plan, run_study
-from hpstudy.space import Config
-from hpstudy.status import run_status
+from hpstudy.runner.execute import check_plan, run_study
+from hpstudy.runner.options import RunOptions
+from hpstudy.runner.status import run_status
 from hpstudy.storage import Store, TrialStatus, default_url, distributions_of, params_of
+from hpstudy.storage.rundir import open_run
 from hpstudy.storage.search import Searcher
-from hpstudy.study import parse_study
 from tiny_studies import stick_sampler_on
 
 QUICK = {"limit_train": 320, "limit_eval": 250}

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import verdict as v
+from hpstudy.config.studyfile import load_study, parse_study
 from hpstudy.errors import UserError
-from hpstudy.options import RunOptions
 from hpstudy.protocols.replicate import ReplicateProtocol, paper_cells
 from hpstudy.report import build_report
-from hpstudy.rundir import REPLICATION_FILE, open_run
-from hpstudy.runner import run_study
+from hpstudy.runner.execute import run_study
+from hpstudy.runner.options import RunOptions
+from hpstudy.stats import verdict as v
 from hpstudy.storage import TrialStatus, trial_key
-from hpstudy.study import load_study, parse_study
+from hpstudy.storage.rundir import REPLICATION_FILE, open_run
 from tiny_studies import HEADER
 
 QUICK = {"limit_train": 320, "limit_eval": 250}

@@ -21,14 +21,14 @@ import pytest
 from scipy import stats
 
 from hpstudy.cli import main
+from hpstudy.config.config import TOPOLOGIES
+from hpstudy.config.factors import PAPER_FACTORS as FACTORS
+from hpstudy.config.factors import factor_label
+from hpstudy.config.studyfile import load_study
 from hpstudy.errors import UserError
-from hpstudy.factors import PAPER_FACTORS as FACTORS
-from hpstudy.factors import factor_label
-from hpstudy.options import RunOptions
 from hpstudy.report import build_report
-from hpstudy.runner import run_study
-from hpstudy.space import TOPOLOGIES
-from hpstudy.study import load_study
+from hpstudy.runner.execute import run_study
+from hpstudy.runner.options import RunOptions
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
 SMALL_SPACE = """
@@ -234,7 +234,7 @@ def test_clean_tables_show_mean_and_t_interval_over_seeds(report_runs):
 
 
 def test_final_model_section(report_runs):
-    from hpstudy.modelfile import load_model
+    from hpstudy.predict.modelfile import load_model
 
     run = report_runs["paper"]
     stored = load_model(run / "final_best_model.pth").metadata["metrics"]["test_accuracy"]

@@ -10,12 +10,12 @@ import torch
 from scipy import stats
 from sklearn import metrics as skm
 
+from hpstudy.config.config import Config
 from hpstudy.engine.planning import bytes_per_member, max_members, split_group
 from hpstudy.report import metrics
 from hpstudy.report.render import Code, Heading, Text, to_html, to_markdown
-from hpstudy.report.tables import Table, cell_text, diff_text, verdict
-from hpstudy.space import Config
-from hpstudy.tables import Cell, mean_ci
+from hpstudy.report.report_tables import Table, cell_text, diff_text, verdict
+from hpstudy.stats.tables import Cell, mean_ci
 
 
 def test_confusion_matrix_and_per_class_scores_match_scikit_learn():
@@ -105,7 +105,7 @@ def test_planning_splits_evenly_and_sizes_from_memory():
 
 
 def test_a_printed_table_says_which_trials_the_pruner_stopped():
-    from hpstudy.tables import Row, StageTable, format_table
+    from hpstudy.stats.tables import Row, StageTable, format_table
 
     def row(label, accuracy, epochs, outcomes):
         cell = Cell(accuracy, math.nan, 1, (accuracy,))
@@ -123,7 +123,7 @@ def test_a_printed_table_says_which_trials_the_pruner_stopped():
 def test_the_git_commit_says_when_the_code_that_ran_was_not_that_commit(tmp_path):
     import subprocess
 
-    from hpstudy.rundir import git_commit
+    from hpstudy.storage.rundir import git_commit
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,

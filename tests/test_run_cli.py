@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from hpstudy import cli
+from hpstudy.config.config import Config
 from hpstudy.engine.flops import model_epoch_flops
-from hpstudy.rundir import load_trials
-from hpstudy.space import Config
+from hpstudy.stats.tables import read_tables
 from hpstudy.storage import TrialStatus
-from hpstudy.tables import read_tables
+from hpstudy.storage.rundir import load_trials
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 
 STATUS_KEYS = {"study", "protocol", "counts", "best", "trials", "model_epochs", "wall_s",
@@ -165,7 +165,7 @@ def test_dashboard_without_the_extra_says_how_to_install(runs, capsys, monkeypat
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
-    from hpstudy.rundir import exclusive
+    from hpstudy.storage.rundir import exclusive
 
     with exclusive(tmp_path):
         code = cli.main(["run", "paper", "--out", str(tmp_path), *QUICK])
@@ -173,9 +173,9 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
 
 
 def test_run_info_keeps_no_storage_password(tmp_path):
-    from hpstudy.options import RunOptions
-    from hpstudy.rundir import run_info
-    from hpstudy.study import load_study
+    from hpstudy.config.studyfile import load_study
+    from hpstudy.runner.options import RunOptions
+    from hpstudy.storage.rundir import run_info
 
     study = load_study(str(write_study(tmp_path)))
     url = "postgresql://u:s3cret@host/db"
@@ -264,7 +264,7 @@ def test_a_busy_machine_suggests_one_thread_unless_threads_are_chosen(monkeypatc
     import torch
 
     from hpstudy.commands.study_args import busy_machine_hint
-    from hpstudy.options import RunOptions
+    from hpstudy.runner.options import RunOptions
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from hpstudy.config.config import Config
+from hpstudy.config.studyfile import load_study
 from hpstudy.errors import UserError
-from hpstudy.modelfile import load_model
-from hpstudy.options import RunOptions
-from hpstudy.rundir import MODEL_FILE, open_run
-from hpstudy.runner import recompute_tables, run_study
-from hpstudy.space import Config
+from hpstudy.predict.modelfile import load_model
+from hpstudy.runner.execute import recompute_tables, run_study
+from hpstudy.runner.options import RunOptions
+from hpstudy.stats.tables import mean_ci
 from hpstudy.storage import TrialStatus
-from hpstudy.study import load_study
-from hpstudy.tables import mean_ci
+from hpstudy.storage.rundir import MODEL_FILE, open_run
 from tiny_studies import stick_sampler_on, write_study
 
 QUICK = {"limit_train": 320, "limit_eval": 250}

@@ -11,12 +11,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from hpstudy.config.config import Config
+from hpstudy.config.studyfile import load_study
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.errors import UserError
-from hpstudy.rundir import RUN_FILE, load_trials, open_run
-from hpstudy.space import Config
 from hpstudy.storage import Store, TrialStatus, default_url, redact_args, redact_url, trial_key
-from hpstudy.study import load_study
+from hpstudy.storage.rundir import RUN_FILE, load_trials, open_run
 
 SPLIT = {"selection": "test", "n_train": 600}
 SPACE = load_study("paper").space

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from hpstudy import cli
+from hpstudy.config.factors import PAPER_FACTORS as FACTORS
+from hpstudy.config.study import ProtocolKind, Selection
+from hpstudy.config.studyfile import load_study
 from hpstudy.errors import UserError
-from hpstudy.factors import PAPER_FACTORS as FACTORS
-from hpstudy.study import ProtocolKind, Selection, load_study
 from tiny_studies import write_study
 
 

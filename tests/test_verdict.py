@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hpstudy import verdict as v
+from hpstudy.stats import verdict as v
 
 SEEDS_5 = [0.880, 0.884, 0.879, 0.886, 0.881]  # mean 0.882, t-interval about ±0.37 pp
 

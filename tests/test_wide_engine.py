@@ -9,10 +9,10 @@ import torch
 from hpstudy import Config
 from hpstudy.engine import make_split, train
 from hpstudy.engine.dropout import dropout_generator, dropout_mask, with_seeded_dropout
+from hpstudy.engine.model import build_mlp
 from hpstudy.engine.reference import train_reference
 from hpstudy.engine.schedules import epoch_lr
-from hpstudy.engine.trainer import plan_populations
-from hpstudy.model import build_mlp
+from hpstudy.engine.training import plan_populations
 
 N_TRAIN, N_EVAL, EPOCHS = 1500, 500, 3
 

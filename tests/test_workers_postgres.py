@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy.rundir import load_trials
 from hpstudy.storage import Store, TrialStatus
+from hpstudy.storage.rundir import load_trials
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

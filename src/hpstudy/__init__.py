@@ -1,7 +1,7 @@
 """hpstudy: reproducible, statistically honest hyperparameter studies of PyTorch networks."""
 
+from hpstudy.config.config import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES, Config
 from hpstudy.errors import DataError, UserError
-from hpstudy.space import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES, Config
 
 __version__ = "0.1.0"
 

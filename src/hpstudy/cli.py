@@ -13,8 +13,9 @@ import errno
 import importlib
 import sys
 
-from hpstudy import __version__, interrupts
+from hpstudy import __version__
 from hpstudy.errors import UserError
+from hpstudy.storage import interrupts
 
 # Command name -> (module, one-line help). Order is the order `--help` lists them in.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -38,7 +38,7 @@ def _members(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--family",
-        choices=["cnn", "mlp"],  # hpstudy.bench.FAMILIES (not imported here: torch)
+        choices=["cnn", "mlp"],  # hpstudy.runner.bench.FAMILIES (not imported here: torch)
         default="mlp",
         help="mlp: T4 + Adam (default); cnn: conv [32, 64] with batch norm, dense 128, Adam",
     )
@@ -83,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from hpstudy import data
-    from hpstudy.bench import run_benchmark
-    from hpstudy.devices import resolve_device
+    from hpstudy.data import idx as data
+    from hpstudy.data import sources
     from hpstudy.engine import make_split
+    from hpstudy.runner.bench import run_benchmark
+    from hpstudy.runner.devices import resolve_device
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got --steps {args.steps}")
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.tf32 and device.type != "cuda":
         raise UserError(f"--tf32 needs a CUDA device, got --device {device}")
-    ds = data.load(args.data_dir)
+    ds = sources.load(args.data_dir)
     train = make_split(ds.train_images, ds.train_labels, mean=data.PIXEL_MEAN, std=data.PIXEL_STD)
     report = run_benchmark(
         train,

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.rundir import open_run, read_run_info
+    from hpstudy.storage.rundir import open_run, read_run_info
 
     info = read_run_info(args.run_dir)
     if importlib.util.find_spec("optuna_dashboard") is None:

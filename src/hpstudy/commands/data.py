@@ -1,6 +1,7 @@
 """Locate, verify or download the FashionMNIST files.
 
-Usage (the files are found as `hpstudy.data` describes, downloaded only when no folder has them):
+Usage (the files are found as `hpstudy.data.idx` describes, downloaded only when no folder has
+them):
 
     hpstudy data verify [--data-dir DIR]   # find the files (downloading if needed) and check them
 """
@@ -29,11 +30,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from hpstudy import data
+    from hpstudy.data import sources
 
     start = time.perf_counter()
     # Download steps (on a cold machine only) go to stderr, so stdout stays the report.
-    ds = data.load(args.data_dir, progress=lambda line: print(line, file=sys.stderr))
+    ds = sources.load(args.data_dir, progress=lambda line: print(line, file=sys.stderr))
     elapsed = time.perf_counter() - start
     print(f"FashionMNIST verified in {ds.source} ({elapsed:.2f} s to read, check and decode)")
     for name, digest in ds.digests.items():

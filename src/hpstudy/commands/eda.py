@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace) -> tuple[dict, str]:
     """The [data] spec the options name, and how to title it."""
-    from hpstudy.datasets import NAMES
-    from hpstudy.study import load_study
+    from hpstudy.config.studyfile import load_study
+    from hpstudy.data.datasets import NAMES
 
     if args.study:
         study = load_study(args.study)
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from hpstudy import eda
-    from hpstudy.datasets import load_dataset
+    from hpstudy.data import eda
+    from hpstudy.data.datasets import load_dataset
 
     spec, label = _spec(args)
     out = eda.ensure_out_dir(Path(args.out))  # a bad --out fails before the data is read

@@ -8,8 +8,8 @@ subfolders) or an IDX image file, whose images are named PATH#INDEX. Photos with
 are inverted to look like FashionMNIST (light garment on black) unless --invert says otherwise.
 Output: a table, or with --json one object per line: {"input", "class", "top3": [{"class",
 "probability"}, ...]}, always standard JSON (never NaN or Infinity). An input that cannot be used
-(unreadable, not a regular file, larger than the bounds in `hpstudy.predict`, or one the model
-gives no finite output for) is reported on stderr, one line each, and the others are still
+(unreadable, not a regular file, larger than the bounds in `hpstudy.predict.classify`, or one the
+model gives no finite output for) is reported on stderr, one line each, and the others are still
 classified; the exit code is then 1, after all of them. A model file that cannot be used (damaged,
 unsafe, or with NaN/infinite weights) stops the command before any input is read (exit code 2).
 The model file is loaded safely (weights only): nothing in it runs.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-# Same as hpstudy.predict.INVERT_MODES; repeated so that `--help` does not import torch.
+# Same as hpstudy.predict.classify.INVERT_MODES; repeated so that `--help` does not import torch.
 _INVERT_MODES = ("auto", "never", "always")
 _PROGRESS_MIN = 1000  # inputs below this finish too fast for a progress bar to help
 
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from hpstudy import modelfile, predict
+    from hpstudy.predict import classify as predict
+    from hpstudy.predict import modelfile
 
     # The model first: a bad model file stops everything before any input is read.
     loaded = modelfile.load_model(args.model)

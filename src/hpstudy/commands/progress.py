@@ -38,7 +38,7 @@ class ProgressPrinter:
             StageStarted,
             Waiting,
         )
-        from hpstudy.tables import format_table
+        from hpstudy.stats.tables import format_table
 
         if isinstance(event, DataWarning):
             self.say(f"warning: {event.text}")

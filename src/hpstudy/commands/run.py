@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.runner import run_study
+    from hpstudy.runner.execute import run_study
 
     study, options = options_from(args)
     if hint := busy_machine_hint(options):

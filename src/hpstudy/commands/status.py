@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.status import run_status
+    from hpstudy.runner.status import run_status
 
     result = run_status(args.run_dir, args.storage)
     if args.json:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"study {result['study']} ({result['protocol']}): {counts or 'no trials'}")
     best = result["best"]
     if best:
-        from hpstudy.space import Config
+        from hpstudy.config.config import Config
 
         config = Config.from_dict(best["config"])
         print(

@@ -95,9 +95,9 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace):
     """(study, RunOptions) from parsed arguments; RunOptions refuses bad values itself."""
-    from hpstudy.options import RunOptions
+    from hpstudy.config.studyfile import load_study
+    from hpstudy.runner.options import RunOptions
     from hpstudy.storage import GRACE_S
-    from hpstudy.study import load_study
 
     study = load_study(args.study).with_overrides(
         n_seeds=args.seeds, max_epochs=args.max_epochs,
@@ -140,6 +140,6 @@ def busy_machine_hint(options) -> str | None:
 
 
 def _device_for(args: argparse.Namespace) -> str:
-    from hpstudy.devices import resolve_device
+    from hpstudy.runner.devices import resolve_device
 
     return str(resolve_device(args.device))  # RunOptions checks tf32 and graphs against it

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpstudy.commands.study_args import busy_machine_hint, options_from
-    from hpstudy.runner import run_worker
+    from hpstudy.runner.execute import run_worker
 
     study, options = options_from(args)
     if hint := busy_machine_hint(options):

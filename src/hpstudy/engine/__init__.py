@@ -6,7 +6,7 @@
 
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.engine.splits import Split, batch_order, make_split
-from hpstudy.engine.trainer import EpochEvent, Evaluation, describe_device, evaluate, train
+from hpstudy.engine.training import EpochEvent, Evaluation, describe_device, evaluate, train
 
 __all__ = [
     "EpochEvent",

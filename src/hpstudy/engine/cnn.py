@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpstudy.config.config import Config
 from hpstudy.engine.dropout import dropout_mask, epoch_generators
+from hpstudy.engine.model import build_cnn
 
 # The activation kernels and the padded row layout are the MLP population's, so both engines
 # share one definition of each (population.ROW_ALIGN explains the padding).
 from hpstudy.engine.population import ACTIVATIONS, member_order_key, row_views, to_rows
-from hpstudy.model import build_cnn
-from hpstudy.space import Config
 
 _aten = torch.ops.aten
 _CL = torch.channels_last

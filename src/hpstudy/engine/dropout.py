@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpstudy.space import Config
+from hpstudy.config.config import Config
 
 _STREAM = 1  # SeedSequence([seed, epoch, 1]): apart from batch_order's [seed, epoch]
 

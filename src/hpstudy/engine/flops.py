@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from hpstudy.space import Config
+from hpstudy.config.config import Config
 
 
 def n_parameters(config: Config) -> int:

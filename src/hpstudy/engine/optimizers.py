@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
+from hpstudy.config.config import Config
 from hpstudy.engine.population import Population, runs
 from hpstudy.engine.schedules import epoch_lr
 from hpstudy.engine.splits import to_device
-from hpstudy.space import Config
 
 ADAM_EPS = 1e-8  # torch.optim.Adam default
 RMSPROP_ALPHA = 0.99  # torch.optim.RMSprop defaults

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from hpstudy.config.config import LEAKY_RELU_SLOPE, Config
 from hpstudy.engine.dropout import dropout_mask, epoch_generators
-from hpstudy.model import build_mlp, mlp_parameter_names
-from hpstudy.space import LEAKY_RELU_SLOPE, Config
+from hpstudy.engine.model import build_mlp, mlp_parameter_names
 
 # activation name -> (f(z), backward(grad wrt a, z, a) -> grad wrt z). The backward functions
 # are the kernels autograd itself runs for these modules, so gradients match nn bit for bit.

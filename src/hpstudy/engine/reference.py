@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hpstudy.config.config import Config
 from hpstudy.engine.augment import augment as augment_images
 from hpstudy.engine.augment import epoch_draws
 from hpstudy.engine.dropout import dropout_generator, with_seeded_dropout
+from hpstudy.engine.model import build_model
 from hpstudy.engine.schedules import make_scheduler
 from hpstudy.engine.splits import Split, batch_order
-from hpstudy.model import build_model
-from hpstudy.space import Config
 
 # Learning rates from which Adam and RMSprop are chaotic here: a rounding-level difference
 # (1e-15 relative, in float64) grows about a thousandfold per epoch instead of staying at the

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hpstudy.space import Config
+from hpstudy.config.config import Config
 
 
 class Outcome(enum.Enum):

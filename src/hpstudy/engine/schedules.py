@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from hpstudy.space import STEP_GAMMA, Config, step_size
+from hpstudy.config.config import STEP_GAMMA, Config, step_size
 
 
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer):

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
+from hpstudy.config.study import ProtocolKind, Study
 from hpstudy.protocols.base import Protocol
 from hpstudy.protocols.grid import GridProtocol
 from hpstudy.protocols.replicate import ReplicateProtocol
 from hpstudy.protocols.search import SearchProtocol
 from hpstudy.protocols.staged import StagedProtocol
 from hpstudy.protocols.trainer import Trainer
-from hpstudy.study import ProtocolKind, Study
 
 PROTOCOLS: dict[ProtocolKind, type[Protocol]] = {
     ProtocolKind.STAGED: StagedProtocol,

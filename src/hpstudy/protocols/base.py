@@ -12,11 +12,11 @@ import abc
 import dataclasses
 from collections.abc import Sequence
 
+from hpstudy.config.config import Config
+from hpstudy.config.study import Study
 from hpstudy.protocols.trainer import Trainer
-from hpstudy.space import Config
+from hpstudy.stats.tables import Cell, Row, StageTable, mean_ci
 from hpstudy.storage import TrialRecord
-from hpstudy.study import Study
-from hpstudy.tables import Cell, Row, StageTable, mean_ci
 
 
 class Protocol(abc.ABC):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hpstudy.tables import StageTable
+from hpstudy.stats.tables import StageTable
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ import itertools
 import time
 from collections.abc import Sequence
 
-from hpstudy.factors import FACTORS, PAPER_FACTORS, searched, shown, value_of
+from hpstudy.config.config import Config
+from hpstudy.config.factors import FACTORS, PAPER_FACTORS, searched, shown, value_of
 from hpstudy.protocols.base import Protocol, make_row, ranked_table
 from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
 from hpstudy.protocols.trainer import POLL_S
-from hpstudy.space import Config
+from hpstudy.stats.tables import StageTable
 from hpstudy.storage import TrialRecord, trial_key
-from hpstudy.tables import StageTable
 
 POPULATED = "populated"  # study user attr: every trial of the grid has been enqueued
 POPULATE_WAIT_S = 120.0  # how long a worker waits for the creating process to enqueue

@@ -15,7 +15,7 @@ with the replication's, so nothing is trained twice.
 
 The verdict (`Replication`) places each published number inside, above or below our 95%
 interval and judges each of the paper's conclusions with a paired test over the shared seeds
-(`hpstudy.verdict`).
+(`hpstudy.stats.verdict`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hpstudy import verdict as v
-from hpstudy.factors import FACTORS, PAPER_FACTORS, config_text, factor_label, factors_key
+from hpstudy.config.config import Config
+from hpstudy.config.factors import FACTORS, PAPER_FACTORS, config_text, factor_label, factors_key
+from hpstudy.config.study import ProtocolKind, Stage, Study
 from hpstudy.protocols.base import Protocol, evaluate_test_once, make_row, pick_winner
 from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.staged import StagedProtocol
-from hpstudy.space import Config
+from hpstudy.stats import verdict as v
+from hpstudy.stats.tables import StageTable
 from hpstudy.storage import TrialRecord, trial_key
-from hpstudy.study import ProtocolKind, Stage, Study
-from hpstudy.tables import StageTable
 
 ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
 CHANCE_MARGIN = 0.05  # a best accuracy below 1/classes + this is "at chance"

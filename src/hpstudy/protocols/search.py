@@ -35,14 +35,14 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
-from hpstudy.factors import shown, space_size
+from hpstudy.config.config import Config
+from hpstudy.config.factors import shown, space_size
 from hpstudy.protocols.base import Protocol, evaluate_test_once
 from hpstudy.protocols.events import StageFinished, StageStarted
 from hpstudy.protocols.grid import config_label
-from hpstudy.space import Config
+from hpstudy.stats.tables import StageTable, mean_ci
 from hpstudy.storage import TrialRecord, objective_value
 from hpstudy.storage.search import Searcher, SearchTrial
-from hpstudy.tables import StageTable, mean_ci
 
 MAX_REPEATS = 200  # proposals in a row that all repeat known configurations: the search stops
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hpstudy.factors import factor_label
+from hpstudy.config.config import Config
+from hpstudy.config.factors import factor_label
+from hpstudy.config.study import Stage
 from hpstudy.protocols.base import Protocol, evaluate_test_once, make_row, pick_winner
 from hpstudy.protocols.events import StageFinished, StageStarted
-from hpstudy.space import Config
+from hpstudy.stats.tables import StageTable
 from hpstudy.storage import TrialRecord, trial_key
-from hpstudy.study import Stage
-from hpstudy.tables import StageTable
 
 
 class StagedProtocol(Protocol):

@@ -55,9 +55,9 @@ def build_report(
     `command`: the command line to record under provenance (the CLI passes its own).
     `storage`: a storage URL that overrides the run's run.json (which keeps no password).
     """
-    from hpstudy.report import method, sections, verdict
+    from hpstudy.report import method, opening, sections
     from hpstudy.report.render import Figure, to_html, to_markdown, write_text_atomic
-    from hpstudy.report.tables import Table
+    from hpstudy.report.report_tables import Table
 
     view = load_run(run_dir, storage)
     related = find_related(view, compare)
@@ -65,11 +65,11 @@ def build_report(
     figdir = view.run_dir / FIGURES_DIR
     figdir.mkdir(exist_ok=True)
     command = command or "hpstudy.report.build_report (from Python)"
-    replication = verdict.replication_of(view)  # computed once: the page and the json
+    replication = opening.replication_of(view)  # computed once: the page and the json
     blocks = [
         *sections.title(view, final, related),
-        *verdict.verdict_section(replication, view.study.seeds),
-        *verdict.noise_section(view),
+        *opening.verdict_section(replication, view.study.seeds),
+        *opening.noise_section(view),
         *sections.stage_section(view),
         *sections.final_model_section(view, final, figdir),
         *sections.curves_section(view, final, figdir),

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpstudy.atomic import atomic_file
 from hpstudy.storage import TrialRecord
+from hpstudy.storage.atomic import atomic_file
 
 DPI = 100  # figure sizes are in inches at this density: what the page shows at 1x
 SCALE = 2  # PNGs are drawn at 2x that density for sharp text; the HTML shows them at 1x
@@ -139,7 +139,7 @@ def plot_curves(
 
 def plot_main_effects(effects: dict[str, list[tuple[str, object]]], path: Path) -> Path:
     """Mean accuracy per level of each factor, with its 95% interval, one panel per factor."""
-    from hpstudy.factors import factor_title
+    from hpstudy.config.factors import factor_title
 
     fig = _figure(4 * len(effects), 3.6)
     for i, (factor, levels) in enumerate(effects.items()):
@@ -182,7 +182,7 @@ def plot_interaction(interaction, path: Path) -> Path:
 
 
 def plot_importances(values: dict[str, float], path: Path, method: str = "fANOVA") -> Path:
-    from hpstudy.factors import factor_title
+    from hpstudy.config.factors import factor_title
 
     fig = _figure(6, 0.5 * max(1, len(values)) + 1.2)
     ax = fig.add_subplot()
@@ -204,7 +204,8 @@ def plot_class_distribution(
     title: str = "FashionMNIST",
 ) -> Path:
     """Examples per class in the run's training and test splits (`hpstudy eda`'s plot)."""
-    from hpstudy import data, eda
+    from hpstudy.data import eda
+    from hpstudy.data import idx as data
 
     names = tuple(class_names or data.CLASS_NAMES)
     return eda.plot_class_distribution(eda.class_counts(train_labels, len(names)),

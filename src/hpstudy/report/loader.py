@@ -7,9 +7,9 @@
     >>> related = find_related(view)             # sibling runs (clean, grid) for the comparisons
 
 This module is the report's only door into the store: it reads what `hpstudy run` wrote through
-`hpstudy.rundir` and `hpstudy.storage`, and recomputes the tables with the study's own protocol
-(`Protocol.tables(records)`), so every number the report prints comes from the trial records,
-never from the CSV and JSON tables a run also writes.
+`hpstudy.storage.rundir` and `hpstudy.storage`, and recomputes the tables with the study's own
+protocol (`Protocol.tables(records)`), so every number the report prints comes from the trial
+records, never from the CSV and JSON tables a run also writes.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hpstudy.config.factors import PAPER_FACTORS, factor_label, factors_key
+from hpstudy.config.study import ProtocolKind, Study
 from hpstudy.errors import UserError
-from hpstudy.factors import PAPER_FACTORS, factor_label, factors_key
-from hpstudy.rundir import RUN_FILE
+from hpstudy.stats.tables import StageTable
 from hpstudy.storage import TrialRecord
-from hpstudy.study import ProtocolKind, Study
-from hpstudy.tables import StageTable
+from hpstudy.storage.rundir import RUN_FILE
 
 FACTOR_KEYS = PAPER_FACTORS  # the paper's factors: what its published numbers fix
 
@@ -80,7 +80,7 @@ class RunView:
     def limits(self) -> dict:
         """Quick-try limits this run used (`--limit-train`, `--max-epochs` below the study file's
         own), {} if none. A study file that trains longer than the paper is no quick try."""
-        from hpstudy.study import parse_study
+        from hpstudy.config.studyfile import parse_study
 
         options = self.info.get("options", {})
         found = {k: options[k] for k in ("limit_train", "limit_eval") if options.get(k)}
@@ -93,9 +93,9 @@ class RunView:
 
 def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
     """Read a run folder; a UserError if it is missing, not a run, or holds no finished trial.
-    `storage` overrides the storage URL in its run.json (`hpstudy.rundir.open_run`)."""
+    `storage` overrides the storage URL in its run.json (`hpstudy.storage.rundir.open_run`)."""
     from hpstudy.protocols import make_protocol
-    from hpstudy.rundir import load_study_from_info, open_run, read_run_info
+    from hpstudy.storage.rundir import load_study_from_info, open_run, read_run_info
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -123,7 +123,7 @@ def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[Ru
     A sibling that cannot be read (another process is writing it, or it holds no finished trial
     yet) is skipped: comparisons are extras, never a reason for the report to fail.
     """
-    from hpstudy.rundir import load_study_from_info, read_run_info
+    from hpstudy.storage.rundir import load_study_from_info, read_run_info
 
     if extra:
         return [load_run(path) for path in extra]
@@ -179,7 +179,7 @@ def published_numbers(view: RunView) -> dict[str, dict[str, Published]]:
     paper = None
     # The paper's numbers are FashionMNIST's: a study on other data borrows none of them.
     if study.is_fashion_mnist and any(stage.published is None for stage in study.stages):
-        from hpstudy.study import load_study
+        from hpstudy.config.studyfile import load_study
 
         try:
             paper = load_study("paper")
@@ -220,7 +220,7 @@ def published_final(view: RunView) -> float | None:
         return view.study.published_final
     if not view.study.is_fashion_mnist:
         return None  # the paper's number is FashionMNIST's
-    from hpstudy.study import load_study
+    from hpstudy.config.studyfile import load_study
 
     try:
         return load_study("paper").published_final
@@ -233,7 +233,7 @@ class FinalModel:
     """final_best_model.pth evaluated on the run's test split."""
 
     path: Path
-    config: object  # hpstudy.space.Config
+    config: object  # hpstudy.config.config.Config
     metadata: dict
     class_names: tuple[str, ...]
     labels: np.ndarray  # (N,) true classes of the test split
@@ -251,10 +251,10 @@ def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalMod
     import torch
 
     from hpstudy import engine
-    from hpstudy.modelfile import load_model
-    from hpstudy.options import RunOptions
-    from hpstudy.rundir import MODEL_FILE
-    from hpstudy.studydata import prepare_data
+    from hpstudy.data.prepare import prepare_data
+    from hpstudy.predict.modelfile import load_model
+    from hpstudy.runner.options import RunOptions
+    from hpstudy.storage.rundir import MODEL_FILE
 
     path = view.run_dir / MODEL_FILE
     if not path.is_file():

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import shlex
 
+from hpstudy.config.config import LEAKY_RELU_SLOPE
 from hpstudy.engine.augment import MAX_SHIFT
 from hpstudy.report.loader import RunView
 from hpstudy.report.render import Block, Heading, Text
-from hpstudy.report.tables import key_value_table
-from hpstudy.space import LEAKY_RELU_SLOPE
+from hpstudy.report.report_tables import key_value_table
 
 
 def method_section(view: RunView) -> list[Block]:

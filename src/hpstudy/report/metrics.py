@@ -7,7 +7,7 @@
     >>> interaction(view)           # topology label -> (optimizers x learning rates) mean accuracy
     >>> importances(view)           # fANOVA importance per factor, or a reason why there is none
 
-Intervals are Student-t intervals (`hpstudy.tables.mean_ci`, scipy) over seeds, or over
+Intervals are Student-t intervals (`hpstudy.stats.tables.mean_ci`, scipy) over seeds, or over
 configurations for main effects: a level's configurations differ in the other factors, and each
 configuration counts once (its mean over seeds), so n is the number of configurations.
 """
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpstudy.factors import FACTORS, Range, factor_label, factors_of, searched
+from hpstudy.config.factors import FACTORS, Range, factor_label, factors_of, searched
 from hpstudy.report.loader import FACTOR_KEYS, RunView
+from hpstudy.stats.tables import Cell, mean_ci
 from hpstudy.storage import TrialRecord
 from hpstudy.storage.importance import Importances, param_importances
-from hpstudy.tables import Cell, mean_ci
 
 # -- the final model ---------------------------------------------------------------------------
 
@@ -188,7 +188,7 @@ def importances(view: RunView, seed: int = 0) -> Importances:
 class Rank:
     rank: int  # 1 = best; rows with the same mean share a rank
     n: int  # configurations in the table
-    row: object  # hpstudy.tables.Row of the configuration
+    row: object  # hpstudy.stats.tables.Row of the configuration
     best: object  # the table's first row
 
 
@@ -198,7 +198,7 @@ def rank_in(table, config: dict) -> Rank | None:
     Seeds, epochs and batch size are ignored: they are the runs' budgets, which the report
     states beside the rank.
     """
-    from hpstudy.space import Config
+    from hpstudy.config.config import Config
 
     rows = [r for r in table.rows if r.selection.n]
     target = factors_of(Config.from_dict(config))
@@ -211,7 +211,7 @@ def rank_in(table, config: dict) -> Rank | None:
 
 @dataclass(frozen=True)
 class GapRow:
-    config: object  # hpstudy.space.Config of the first seed
+    config: object  # hpstudy.config.config.Config of the first seed
     leaky: Cell  # test accuracy where the test set chose the epoch (paper protocol)
     clean_selection: Cell  # validation accuracy (clean protocol)
     clean_test: Cell  # test accuracy measured once at the validation-chosen epoch (n may be 0)

@@ -5,18 +5,18 @@
     >>> final_model_table(final, view, 89.5); per_class_table(metrics.per_class(cm), names)
     >>> confused_pairs_table(metrics.confused_pairs(cm), names)
 
-Tables as data (`hpstudy.report.tables.Table`); the renderers print them.
+Tables as data (`hpstudy.report.report_tables.Table`); the renderers print them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hpstudy.factors import FACTORS
+from hpstudy.config.config import TRAINING_FIELDS, Config
+from hpstudy.config.factors import FACTORS
 from hpstudy.report.loader import FinalModel, RunView
 from hpstudy.report.metrics import ClassScore, ConfusedPair
-from hpstudy.report.tables import Table, pct, split_note
-from hpstudy.space import TRAINING_FIELDS, Config
+from hpstudy.report.report_tables import Table, pct, split_note
 
 
 def final_model_table(final: FinalModel, view: RunView, paper_final: float | None) -> Table:

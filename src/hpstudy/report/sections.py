@@ -12,12 +12,12 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
-from hpstudy.factors import Range, factor_label, factor_title
-from hpstudy.report import figures, metrics, model_card, verdict
-from hpstudy.report import tables as t
+from hpstudy.config.factors import Range, factor_label, factor_title
+from hpstudy.config.study import ProtocolKind
+from hpstudy.report import figures, metrics, model_card, opening
+from hpstudy.report import report_tables as t
 from hpstudy.report.loader import FinalModel, RunView, published_final, published_numbers
 from hpstudy.report.render import Block, Code, Figure, Heading, Text
-from hpstudy.study import ProtocolKind
 
 MAX_PANELS = 8  # curves of a grid or search: one panel per topology, or per depth beyond this
 
@@ -27,7 +27,7 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) 
     outcomes = Counter(r.outcome.value for r in view.finished if r.outcome)
     blocks: list[Block] = [
         Heading(1, f"hpstudy report: {study.name}", "top"),
-        Text(f"The paper: {verdict.PAPER_CITATION}. {verdict.paper_path_text(view)}", "note"),
+        Text(f"The paper: {opening.PAPER_CITATION}. {opening.paper_path_text(view)}", "note"),
         Text(
             (f"{study.description} " if study.description else "")
             + f"Protocol `{view.protocol.value}`, selection on the {study.selection.value} split, "
@@ -82,7 +82,7 @@ def _leak_text(view: RunView, related: list[RunView]) -> str:
 
 
 def _config(config: dict) -> str:
-    from hpstudy.space import Config
+    from hpstudy.config.config import Config
 
     c = Config.from_dict(config)
     shape = c.topology_label
@@ -289,7 +289,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
 
 
 def provenance_section(view: RunView, final: FinalModel | None, report_command: str):
-    from hpstudy import data
+    from hpstudy.data import idx as data
 
     info, split = view.info, view.split
     finished = view.finished

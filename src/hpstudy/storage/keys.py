@@ -20,8 +20,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from hpstudy.factors import FACTORS, PAPER_FACTORS, Domain, Range, searched, value_of
-from hpstudy.space import Config
+from hpstudy.config.config import Config
+from hpstudy.config.factors import FACTORS, PAPER_FACTORS, Domain, Range, searched, value_of
 from hpstudy.storage.records import SCHEMA_VERSION
 
 

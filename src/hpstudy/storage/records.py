@@ -20,9 +20,9 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hpstudy.config.config import Config
 from hpstudy.engine.results import Outcome
 from hpstudy.errors import UserError
-from hpstudy.space import Config
 
 SCHEMA_VERSION = 1  # of the user attributes hpstudy writes on each trial
 

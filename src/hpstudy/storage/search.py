@@ -20,8 +20,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from hpstudy.factors import FACTORS, Domain, Range, searched
-from hpstudy.space import Config
+from hpstudy.config.config import Config
+from hpstudy.config.factors import FACTORS, Domain, Range, searched
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.store import Store
 

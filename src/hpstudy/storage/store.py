@@ -2,7 +2,7 @@
 
 Reading a run (what the report uses):
 
-    >>> from hpstudy.rundir import load_trials
+    >>> from hpstudy.storage.rundir import load_trials
     >>> records = load_trials("runs/paper")                # list[TrialRecord], by trial number
     >>> done = [r for r in records if r.status is TrialStatus.FINISHED]
     >>> done[0].config, done[0].seed, done[0].eval_accuracy, done[0].best_epoch, done[0].outcome
@@ -38,11 +38,12 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from hpstudy import __version__, interrupts
+from hpstudy import __version__
+from hpstudy.config.config import Config
+from hpstudy.config.factors import searched
 from hpstudy.engine.results import TrialResult
 from hpstudy.errors import UserError
-from hpstudy.factors import searched
-from hpstudy.space import Config
+from hpstudy.storage import interrupts
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.records import (
     TrialRecord,
@@ -59,7 +60,7 @@ _open_session = _rdb._create_scoped_session
 
 @contextlib.contextmanager
 def _session_deferring_interrupts(*args: Any, **kwargs: Any) -> Iterator[Any]:
-    """Every Optuna database session, opened and closed whole: see `hpstudy.interrupts`."""
+    """Every Optuna database session, opened and closed whole: see `hpstudy.storage.interrupts`."""
     with interrupts.deferred(), _open_session(*args, **kwargs) as session:
         yield session
 

@@ -17,13 +17,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hpstudy.factors import factor_label, factor_title, factors_of
+from hpstudy.config.config import Config
+from hpstudy.config.factors import factor_label, factor_title, factors_of
+from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
 from hpstudy.report.metrics import GapRow, Importances, StageCost
-from hpstudy.space import Config
-from hpstudy.study import ProtocolKind
-from hpstudy.tables import Cell, Row, StageTable
-from hpstudy.verdict import wilson_interval
+from hpstudy.stats.tables import Cell, Row, StageTable
+from hpstudy.stats.verdict import wilson_interval
 
 WINNER = "★"
 

@@ -1,16 +1,18 @@
 """The canonical IDX datasets hpstudy can fetch by name: files, digests, mirrors, cache folders.
 
-    >>> from hpstudy import catalog
-    >>> arrays, digests, folder = catalog.load_idx(catalog.SOURCES["mnist"])
+    >>> from hpstudy.data import catalog, sources
+    >>> arrays, digests, folder = sources.load_idx(catalog.SOURCES["mnist"])
     >>> arrays["train_images"].shape
     (60000, 28, 28)
 
-FashionMNIST is listed here for its name and class names only: it is loaded by `hpstudy.data`,
-unchanged. MNIST and KMNIST share its file names, sizes and IDX layout, so they are read with
-`data.read_bytes`/`data.decode_idx` and downloaded by `hpstudy.download` with the same timeouts,
-retries, total limit, lock and atomic writes. Where they are looked for, in order: `data_dir`
-(the CLI's `--data-dir`), the user cache (`<XDG cache>/hpstudy/<name>`), else a download into it.
-No Debian package ships them (`apt-cache search mnist` finds only dataset-fashion-mnist).
+FashionMNIST is listed here for its name and class names only: it is loaded by `hpstudy.data.idx`,
+unchanged; `hpstudy.data.sources` locates (or downloads) and loads both kinds. MNIST and
+KMNIST share its file names, sizes and IDX layout, so they are read with
+`data.read_bytes`/`data.decode_idx` and downloaded by `hpstudy.data.download` with the same
+timeouts, retries, total limit, lock and atomic writes. Where they are looked for, in order:
+`data_dir` (the CLI's `--data-dir`), the user cache (`<XDG cache>/hpstudy/<name>`), else a
+download into it. No Debian package ships them (`apt-cache search mnist` finds only
+dataset-fashion-mnist).
 
 Their digests: the SHA-256 of the decompressed files is published nowhere we could find, so
 hpstudy verifies the SHA-256 of each `.gz` exactly as the official mirrors serve it (published
@@ -23,14 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import platformdirs
 
-from hpstudy import data
+from hpstudy.data import idx as data
 from hpstudy.errors import DataError
 
 
@@ -166,14 +168,9 @@ def read_verified(source: Source, path: Path, name: str) -> tuple[bytes, dict[st
     return content, digests
 
 
-def locate(
-    source: Source,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    progress: Callable[[str], None] | None = None,
-) -> Path:
-    """The folder holding `source`'s four files: `data_dir`, else the cache, else a download."""
+def find_folder(source: Source, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding `source`'s four files: `data_dir`, else the cache; None when the
+    cache lacks them (then `hpstudy.data.sources.locate_source` downloads them)."""
     if data_dir is not None:
         folder = Path(data_dir)
         if not folder.is_dir():
@@ -191,22 +188,11 @@ def locate(
     cache = source.cache_dir()
     if all(data.find_file(cache, n) is not None for n in source.files):
         return cache
-    if not download:
-        raise DataError(f"{source.title} not found in {cache}; {source.how_to_provide()}")
-    from hpstudy import download as _download  # only needed on a cold machine
-
-    return _download.fetch_all(cache, source=source, progress=progress)
+    return None
 
 
-def load_idx(
-    source: Source,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    progress: Callable[[str], None] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, str], Path]:
-    """(role -> array, file -> SHA-256, folder): the four files located, verified and decoded."""
-    folder = locate(source, data_dir, download=download, progress=progress)
+def load_folder(source: Source, folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(role -> array, file -> SHA-256): the four files in `folder`, verified and decoded."""
     arrays, digests = {}, {}
     for role, name in data.FILES.items():
         path = data.find_file(folder, name)
@@ -216,4 +202,4 @@ def load_idx(
         magic = data.IMAGES_MAGIC if role.endswith("images") else data.LABELS_MAGIC
         arrays[role] = data.decode_idx(content, path, magic=magic, fix=source.fix(path))
         digests.update(file_digests)
-    return arrays, digests, folder
+    return arrays, digests

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpstudy.config.study import AUTO, Study
 from hpstudy.errors import UserError
-from hpstudy.options import RunOptions
-from hpstudy.study import AUTO, Study
+from hpstudy.runner.options import RunOptions
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Data:
 
 def load_study_data(study: Study, options: RunOptions):
     """The study's `datasets.Dataset`, loaded and validated (a DataError/UserError if bad)."""
-    from hpstudy.datasets import load_dataset
+    from hpstudy.data.datasets import load_dataset
 
     return load_dataset(study.data or {"name": "fashion-mnist"}, options.data_dir)
 
@@ -92,9 +92,9 @@ def data_identity(study: Study, ds) -> dict | str:
 def prepare_data(study: Study, options: RunOptions, dataset=None) -> Data:
     """Load, verify and split the data as the study says (and the limits allow); `dataset`
     is the study's `datasets.Dataset` when the caller has loaded it already."""
-    from hpstudy import data as datamod
     from hpstudy import engine
-    from hpstudy.datasets import pixel_statistics
+    from hpstudy.data import idx as datamod
+    from hpstudy.data.dataset import pixel_statistics
 
     ds = dataset if dataset is not None else load_study_data(study, options)
     train_x, train_y = ds.x_train, ds.y_train
@@ -161,7 +161,7 @@ def prepare_data(study: Study, options: RunOptions, dataset=None) -> Data:
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded, stratified subset of n examples (all of them when n >= len)."""
-    from hpstudy import data as datamod
+    from hpstudy.data import idx as datamod
 
     if n >= len(y):
         return x, y

@@ -14,9 +14,9 @@ def run_status(run_dir: str, storage: str | None = None) -> dict:
     import torch
 
     from hpstudy.engine.results import Outcome
-    from hpstudy.rundir import open_run, read_run_info
-    from hpstudy.runner import cost_summary, recompute_tables
+    from hpstudy.runner.execute import cost_summary, recompute_tables
     from hpstudy.storage import TrialStatus, storage_errors
+    from hpstudy.storage.rundir import open_run, read_run_info
 
     info = read_run_info(run_dir)
     store = open_run(run_dir, storage)

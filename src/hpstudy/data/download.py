@@ -1,7 +1,7 @@
 """Download the four FashionMNIST (or MNIST, KMNIST) files from the official mirrors, verified.
 
     >>> from pathlib import Path
-    >>> from hpstudy import download
+    >>> from hpstudy.data import download
     >>> download.fetch_all(Path("/tmp/fashion-mnist"))  # official mirrors, first that works
     PosixPath('/tmp/fashion-mnist')
     >>> download.fetch_all(Path("/tmp/fm"), mirrors=["http://127.0.0.1:8000/"], retries=0)
@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from hpstudy import catalog, data
-from hpstudy.atomic import PART_SUFFIX, atomic_file
+from hpstudy.data import catalog
+from hpstudy.data import idx as data
 from hpstudy.errors import DataError
+from hpstudy.storage.atomic import PART_SUFFIX, atomic_file
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
     # Zalando's S3 website bucket, the address the dataset's README gives first.

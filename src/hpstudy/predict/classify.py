@@ -1,6 +1,7 @@
 """Classify images with a saved model: read them, make them look like FashionMNIST, predict.
 
-    >>> from hpstudy import modelfile, predict
+    >>> from hpstudy.predict import modelfile
+    >>> from hpstudy.predict import classify as predict
     >>> loaded = modelfile.load_model("runs/paper/final_best_model.pth")
     >>> items, failures = predict.collect_inputs(["shoe.jpg", "photos/", "t10k-images-idx3-ubyte"])
     >>> for outcome in predict.classify(loaded, items, invert="auto", batch_size=256):
@@ -40,9 +41,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hpstudy import data
+from hpstudy.data import idx as data
 from hpstudy.errors import DataError, UserError
-from hpstudy.modelfile import LoadedModel
+from hpstudy.predict.modelfile import LoadedModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 INVERT_MODES = ("auto", "never", "always")
@@ -260,7 +261,7 @@ def classify(
         raise UserError(
             f"this model takes {shape[0]} features per example, not images; hpstudy predict "
             "classifies images, so it cannot feed this model: evaluate it on feature vectors "
-            "in Python (hpstudy.modelfile.load_model(path).model(x))"
+            "in Python (hpstudy.predict.modelfile.load_model(path).model(x))"
         )
     pixel_max = loaded.pixel_max or 255
     device = next(loaded.model.parameters()).device

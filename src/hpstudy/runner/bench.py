@@ -37,7 +37,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from hpstudy import data
+from hpstudy.config.config import Config
+from hpstudy.data import idx as data
+from hpstudy.data import sources
 from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import (
     measure_matmul_flops,
@@ -45,15 +47,14 @@ from hpstudy.engine.flops import (
     synchronize,
     training_numerics,
 )
+from hpstudy.engine.model import build_model
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import Population, member_order_key
 from hpstudy.engine.reference import make_torch_optimizer
 from hpstudy.engine.splits import Split
 from hpstudy.engine.steps import StepRunner, graphs_supported
-from hpstudy.engine.trainer import describe_device
+from hpstudy.engine.training import describe_device
 from hpstudy.errors import DataError
-from hpstudy.model import build_model
-from hpstudy.space import Config
 
 PAPER_LRS = (0.001, 0.005, 0.01, 0.05, 0.1)
 CNN_LRS = (0.001, 0.0005, 0.002)
@@ -150,10 +151,10 @@ def stage_torchvision_root(
     """Make `root/FashionMNIST/raw/` hold the four files as torchvision reads them; return `root`.
 
     torchvision opens `raw/<name>` uncompressed and downloads when any is missing, so each file
-    from `data.locate(data_dir)` (`.gz` or not) is written there decompressed, after its SHA-256
+    from `sources.locate(data_dir)` (`.gz` or not) is written there decompressed, after its SHA-256
     is checked against the canonical digest: torchvision then reads exactly our verified bytes.
     """
-    source = data.locate(data_dir, download=False)
+    source = sources.locate(data_dir, download=False)
     raw = Path(root) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in data.FILES.values():
@@ -259,7 +260,7 @@ def run_benchmark(
     `family` is "mlp" (T4; members default to 1, 15, 75, ratios at 15) or "cnn" (members 1, 8,
     32, ratios at 8): see `FAMILIES`.
 
-    `data_dir` is where the torchvision variant reads the four files (as `data.locate`). On
+    `data_dir` is where the torchvision variant reads the four files (as `sources.locate`). On
     CUDA each population size is also timed with CUDA graphs (`engine_N_graphs`). `tf32=True`
     (CUDA only) lets every variant and the floor's matmuls use TensorFloat-32.
     """

@@ -40,11 +40,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hpstudy import __version__, data
-from hpstudy.atomic import atomic_file
+from hpstudy import __version__
+from hpstudy.config.config import Config
+from hpstudy.data import idx as data
+from hpstudy.engine.model import build_model
 from hpstudy.errors import UserError
-from hpstudy.model import build_model
-from hpstudy.space import Config
+from hpstudy.storage.atomic import atomic_file
 
 FORMAT = "hpstudy-model"
 SCHEMA_VERSION = 1

@@ -22,14 +22,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpstudy.atomic import atomic_file
+from hpstudy.config.config import Config
+from hpstudy.config.factors import space_size, topologies
+from hpstudy.config.study import ProtocolKind, Selection, Study
+from hpstudy.data.prepare import prepare_data
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
-from hpstudy.factors import space_size, topologies
-from hpstudy.options import RunOptions
 from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
-from hpstudy.rundir import (
+from hpstudy.runner.options import RunOptions
+from hpstudy.stats.tables import StageTable, write_tables
+from hpstudy.storage import Store, TrialRecord, check_durable, default_url, storage_errors
+from hpstudy.storage.atomic import atomic_file
+from hpstudy.storage.rundir import (
     MODEL_FILE,
     REPLICATION_FILE,
     WEIGHTS_DIR,
@@ -44,11 +49,6 @@ from hpstudy.rundir import (
     update_run_info,
     write_run_info,
 )
-from hpstudy.space import Config
-from hpstudy.storage import Store, TrialRecord, check_durable, default_url, storage_errors
-from hpstudy.study import ProtocolKind, Selection, Study
-from hpstudy.studydata import prepare_data
-from hpstudy.tables import StageTable, write_tables
 
 MAX_TRIALS_UNASKED = 10_000  # a larger plan needs --yes (`--seeds 100000` was a typo once)
 _STAGED_KINDS = (ProtocolKind.STAGED, ProtocolKind.REPLICATE)  # cache stage winners' weights
@@ -241,7 +241,7 @@ def save_final_model(
 ) -> Path | None:
     """final_best_model.pth: the last table's winner, its best seed on the selection split."""
     from hpstudy import engine
-    from hpstudy.modelfile import save_model
+    from hpstudy.predict.modelfile import save_model
 
     winner = tables[-1].winner if tables else None
     if winner is None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from hpstudy import verdict as v
+from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import RunView
 from hpstudy.report.render import Block, Heading, Text
-from hpstudy.report.tables import Table
-from hpstudy.study import ProtocolKind
-from hpstudy.tables import StageTable
+from hpstudy.report.report_tables import Table
+from hpstudy.stats import verdict as v
+from hpstudy.stats.tables import StageTable
 
 STAGED = ProtocolKind.STAGED.value  # StageTable.protocol of a staged stage, as stored
 
@@ -245,7 +245,7 @@ def paper_path_text(view: RunView) -> str:
 
 
 def _config_text(config) -> str:
-    from hpstudy.factors import config_text
+    from hpstudy.config.factors import config_text
 
     return config_text(config)
 

@@ -33,15 +33,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hpstudy import __version__
-from hpstudy.atomic import atomic_file
+from hpstudy.config.study import Study
+from hpstudy.config.studyfile import parse_study
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.storage import Store, TrialRecord, default_url, redact_args, redact_url
-from hpstudy.study import Study, parse_study
+from hpstudy.storage.atomic import atomic_file
 
 if TYPE_CHECKING:
-    from hpstudy.options import RunOptions
-    from hpstudy.studydata import Data
+    from hpstudy.data.prepare import Data
+    from hpstudy.runner.options import RunOptions
 
 RUN_FILE = "run.json"  # in a run folder: which storage and study it uses
 RUN_SCHEMA_VERSION = 1  # of run.json

@@ -1,15 +1,15 @@
-"""FashionMNIST, provably canonical: locate, verify and decode the four IDX files.
+"""FashionMNIST, provably canonical: find, verify and decode the four IDX files.
 
-    >>> from hpstudy import data
-    >>> ds = data.load()                 # finds, verifies and decodes the files
+    >>> from hpstudy.data import sources
+    >>> ds = sources.load()              # finds (or downloads), verifies and decodes the files
     >>> ds.train_images.shape, ds.test_labels.shape
     ((60000, 28, 28), (10000,))
 
 Where the files come from, in order: `data_dir` (the CLI's `--data-dir`) or `$HPSTUDY_DATA_DIR`;
 the user cache (`<XDG cache>/hpstudy/fashion-mnist`); Debian's `/usr/share/datasets/fashion-mnist`
 (package `dataset-fashion-mnist`); otherwise a download from the official mirrors into the cache
-(`hpstudy.download`). Each file may be gzip-compressed (`.gz`) or not; the SHA-256 of the
-decompressed bytes must match the canonical digest.
+(`hpstudy.data.download`, through `hpstudy.data.sources`). Each file may be gzip-compressed
+(`.gz`) or not; the SHA-256 of the decompressed bytes must match the canonical digest.
 
 Every way a file can be wrong (unreadable, truncated, a damaged gzip stream, a wrong magic number,
 images and labels of different counts, a wrong digest) raises `DataError` with one line that names
@@ -29,7 +29,6 @@ import math
 import os
 import stat
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -144,22 +143,15 @@ def candidate_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     return [cache_dir(), DEBIAN_DIR]
 
 
-def locate(
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    progress: Callable[[str], None] | None = None,
-) -> Path:
-    """The folder holding all four files; downloads into the cache when none has them.
-
-    `progress`, if given, receives one line per download step (the library never prints).
-    """
+def find_folder(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding all four files, or None when no usual place has them (then
+    `hpstudy.data.sources.locate` downloads them). An explicit folder (`data_dir` or
+    `$HPSTUDY_DATA_DIR`) is a promise: it is never replaced by another copy."""
     folders = candidate_dirs(data_dir)
     for folder in folders:
         if _has_all(folder):
             return folder
     if data_dir is not None or os.environ.get(ENV_VAR):
-        # An explicit folder is a promise: never fall back silently to another copy.
         origin = "--data-dir" if data_dir is not None else ENV_VAR
         if not folders[0].is_dir():
             raise DataError(
@@ -171,13 +163,15 @@ def locate(
             f"{folders[0]} (from {origin}) lacks {', '.join(missing)} (or their .gz); put the "
             f"four FashionMNIST files there, or drop {origin} to use the cache or Debian's copy"
         )
-    if not download:
-        raise DataError(
-            f"FashionMNIST not found in {' or '.join(map(str, folders))}; {how_to_provide()}"
-        )
-    from hpstudy import download as _download  # only needed on a cold machine
+    return None
 
-    return _download.fetch_all(cache_dir(), progress=progress)
+
+def not_found() -> DataError:
+    """The error for a machine with no copy where no download is allowed."""
+    folders = candidate_dirs()
+    return DataError(
+        f"FashionMNIST not found in {' or '.join(map(str, folders))}; {how_to_provide()}"
+    )
 
 
 def gunzip(raw: bytes, limit: int) -> bytes:
@@ -390,14 +384,8 @@ def decode_idx(
     return np.frombuffer(content, dtype=np.uint8, offset=header_len).reshape(dims)
 
 
-def load(
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    progress: Callable[[str], None] | None = None,
-) -> FashionMNIST:
-    """Locate, verify (SHA-256) and decode the four files."""
-    folder = locate(data_dir, download=download, progress=progress)
+def load_folder(folder: Path) -> FashionMNIST:
+    """Verify (SHA-256) and decode the four files in `folder`."""
     paths, contents, arrays = {}, {}, {}
     for role, name in FILES.items():
         path = find_file(folder, name)

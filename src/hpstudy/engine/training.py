@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hpstudy.config.config import Config
 from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import n_parameters, training_numerics
 from hpstudy.engine.optimizers import StackedOptimizer
@@ -29,7 +30,6 @@ from hpstudy.engine.population import Population, member_order_key, member_state
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.engine.splits import Split
 from hpstudy.engine.steps import StepRunner, graphs_supported
-from hpstudy.space import Config
 
 _EVAL_CHUNK_ELEMENTS = 2**25  # activations per evaluation chunk (128 MiB of float32)
 
@@ -380,7 +380,7 @@ def evaluate(
     config: Config, state_dict: dict[str, torch.Tensor], split: Split, *, device="cpu"
 ) -> Evaluation:
     """Evaluate one saved configuration on `split` (e.g. the test set, once)."""
-    from hpstudy.model import build_model
+    from hpstudy.engine.model import build_model
 
     net = build_model(config)
     net.load_state_dict(state_dict)

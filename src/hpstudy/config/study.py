@@ -1,15 +1,15 @@
-"""Study files: one TOML file names the space, the protocol, seeds, budget and selection split.
+"""The study model: what one study file says (space, protocol, seeds, budget, selection split).
 
+    >>> from hpstudy.config.studyfile import load_study
     >>> study = load_study("paper")                 # or a path: load_study("studies/grid.toml")
     >>> study.protocol, study.selection, study.seeds
     (<ProtocolKind.STAGED: 'staged'>, <Selection.TEST: 'test'>, (42,))
     >>> study = study.with_overrides(n_seeds=5, max_epochs=3)
 
-A bare name (`paper`, `replicate`, `clean`, `grid`, `search`) is looked up in
-`$HPSTUDY_STUDIES_DIR`, else among the studies shipped inside the package (`hpstudy/studies/`,
-linked as `studies/` at the top of a checkout). Every mistake (unknown key, wrong type, impossible
-value) is a `UserError` naming the key and the file, so the CLI exits with code 2; the checks
-themselves live in `hpstudy.studyfile`.
+`hpstudy.config.studyfile` finds a study file (a bare name such as `paper` is looked up in
+`$HPSTUDY_STUDIES_DIR`, else among the studies shipped inside the package, `hpstudy/studies/`,
+linked as `studies/` at the top of a checkout) and checks it key by key; every mistake is a
+`UserError` naming the key and the file, so the CLI exits with code 2.
 See `studies/paper.toml` for a commented example of every key.
 """
 
@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib.resources
 import math
-import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpstudy.config.config import MAX_SEED, Config
+from hpstudy.config.factors import Domain, config_values
 from hpstudy.errors import UserError
-from hpstudy.factors import Domain, config_values
-from hpstudy.space import MAX_SEED, Config
 
 SCHEMA_VERSION = 1
 CONFIRM_SEED_OFFSET = 1000  # search: confirmation seeds are seed + 1000 + i (never search seeds)
 # Package data (pyproject's package-data), so a wheel install finds `hpstudy run paper` too.
-STUDIES_DIR = Path(str(importlib.resources.files("hpstudy") / "studies"))
 # Study and stage names become folder and file names (runs/<study>, tables/<i>_<stage>.json)
 # and report ids: ASCII only, no separators, not starting with "." or "-" (no "..", no
 # hidden files, no options), short enough for any file system.
@@ -95,7 +91,7 @@ class Study:
     )
     validation_size: int = 6000  # used when selection = validation
     validation_seed: int = 0  # seed of the stratified validation split
-    # factor -> canonical choices, or (search only) a Range: see hpstudy.factors
+    # factor -> canonical choices, or (search only) a Range: see hpstudy.config.factors
     space: dict[str, Domain] = field(default_factory=dict)
     start: dict[str, Any] = field(default_factory=dict)  # staged: the configuration stage 1 uses
     stages: tuple[Stage, ...] = ()
@@ -187,47 +183,3 @@ def check_last_seed(seed: int, n_seeds: int, where: str) -> None:
         raise UserError(f"{where}: the last seed (seed + n_seeds - 1 = {last}) must be at most "
                         f"2**63-1, got seed={seed} with n_seeds={n_seeds}; lower seed or "
                         "n_seeds")  # fmt: skip
-
-
-def resolve_path(name_or_path: str | os.PathLike) -> Path:
-    """A study file path from a path or a bare name such as 'paper'."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise UserError(
-                f"study file {str(path)!r} not found; give a path to a .toml file "
-                "or one of the names in studies/ (paper, clean, grid, search)"
-            )
-        return path
-    folders = [Path(d) for d in [os.environ.get("HPSTUDY_STUDIES_DIR")] if d] + [STUDIES_DIR]
-    for folder in folders:
-        if (folder / f"{path.name}.toml").is_file():
-            return folder / f"{path.name}.toml"
-    known = sorted(p.stem for f in folders if f.is_dir() for p in f.glob("*.toml"))
-    raise UserError(
-        f"no study named {str(name_or_path)!r}; known studies: "
-        f"{', '.join(known) or '(none)'}; or give a path to a .toml file"
-    )
-
-
-def load_study(name_or_path: str | os.PathLike) -> Study:
-    """Read and validate a study file (see the module docstring)."""
-    path = resolve_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read study file {path}: {exc}") from exc
-    return parse_study(text, path)
-
-
-def parse_study(text: str, path: str | os.PathLike) -> Study:
-    """Validate a study file's text; `path` is named in errors (and becomes `Study.path`)."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path} is not valid TOML: {exc}") from exc
-    # Here, not at the top: hpstudy.studyfile imports this module for Study and its parts.
-    from hpstudy.studyfile import StudyFileParser
-
-    return StudyFileParser(path).study(raw)

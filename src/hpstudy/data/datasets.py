@@ -1,6 +1,6 @@
 """A dataset a study trains on: a named canonical one, scikit-learn's digits, or the user's own.
 
-    >>> from hpstudy.datasets import load_dataset, normalization_of
+    >>> from hpstudy.data.datasets import load_dataset, normalization_of
     >>> ds = load_dataset({"name": "digits", "test_size": 0.2, "split_seed": 0})
     >>> ds.input_shape, ds.n_classes, len(ds.y_test)
     ((8, 8), 10, 359)
@@ -10,8 +10,8 @@
 
 `spec` is a study file's `[data]` table: `name` ("fashion-mnist", "mnist", "kmnist", "digits") or
 `path` (an `.npz`, or a folder of the four IDX files under their MNIST names, gzip or not), plus
-`test_size` and `split_seed` (digits only) and `normalization`. FashionMNIST is `data.load`;
-MNIST and KMNIST are `catalog.load_idx`. Every problem with the data is a `DataError`, one line
+`test_size` and `split_seed` (digits only) and `normalization`. FashionMNIST is `sources.load`;
+MNIST and KMNIST are `sources.load_idx`. Every problem with the data is a `DataError`, one line
 naming the file, the problem and the fix; a test split that repeats training examples byte for
 byte is not an error but a warning in `Dataset.warnings` (the library never prints).
 """
@@ -22,43 +22,16 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hpstudy import catalog, data, userdata
-from hpstudy.errors import DataError, UserError
+from hpstudy.data import catalog, sources, userdata
+from hpstudy.data import idx as data
+from hpstudy.data.dataset import Dataset, build, pixel_statistics
+from hpstudy.errors import UserError
 
 NAMES = ("fashion-mnist", "mnist", "kmnist", "digits")
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Two splits, validated: images uint8 (N, H, W) or features float32 (N, D); labels int64."""
-
-    name: str  # the named dataset, or the user's file or folder as written
-    x_train: np.ndarray
-    y_train: np.ndarray  # (N,) in 0..n_classes-1, every class present
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: tuple[str, ...]
-    digests: Mapping[str, str]  # source file -> SHA-256 (decompressed; name.gz: as published)
-    warnings: tuple[str, ...] = ()  # one line each, for the run to record and show
-    n_overlap: int = 0  # test examples byte-identical to a training example
-    source: Path | None = field(default=None, compare=False)  # the file or folder read
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def input_size(self) -> int:
-        return math.prod(self.input_shape)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
 
 
 def load_dataset(
@@ -79,12 +52,12 @@ def load_dataset(
         return userdata.load(Path(spec["path"]).expanduser())
     name = spec["name"]
     if name == "fashion-mnist":
-        fm = data.load(data_dir, download=download, progress=progress)
+        fm = sources.load(data_dir, download=download, progress=progress)
         arrays = (fm.train_images, fm.train_labels, fm.test_images, fm.test_labels)
         return build(name, *arrays, data.CLASS_NAMES, fm.digests, source=fm.source)
     if name in catalog.SOURCES:
         src = catalog.SOURCES[name]
-        arrays, digests, folder = catalog.load_idx(
+        arrays, digests, folder = sources.load_idx(
             src, data_dir, download=download, progress=progress
         )
         x, y = arrays["train_images"], arrays["train_labels"].astype(np.int64)
@@ -93,44 +66,6 @@ def load_dataset(
     if name == "digits":
         return _digits(spec)
     raise UserError(f"[data] name must be one of {', '.join(NAMES)}, got name={name!r}")
-
-
-def build(
-    name: str,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    class_names: tuple[str, ...],
-    digests: Mapping[str, str],
-    *,
-    source: Path | None = None,
-) -> Dataset:
-    """A `Dataset` of arrays already checked by `userdata.check` (or canonical), made read-only."""
-    for array in (x_train, y_train, x_test, y_test):
-        array.flags.writeable = False
-    n_overlap = count_overlap(x_train, x_test)
-    warnings = ()
-    if n_overlap:
-        warnings = (
-            f"{n_overlap:,} of {len(x_test):,} test examples in {name} are byte-for-byte copies "
-            "of training examples: their accuracy measures memory, not generalisation; remove "
-            "them from the test split",
-        )
-    return Dataset(
-        name, x_train, y_train, x_test, y_test, tuple(class_names), dict(digests),
-        warnings, n_overlap, source,
-    )  # fmt: skip
-
-
-def count_overlap(x_train: np.ndarray, x_test: np.ndarray) -> int:
-    """How many test rows equal some training row byte for byte."""
-
-    def key(row: np.ndarray) -> bytes:  # 16 bytes a row, whatever its size
-        return hashlib.blake2b(row.tobytes(), digest_size=16).digest()
-
-    seen = {key(row) for row in x_train}
-    return sum(key(row) in seen for row in x_test)
 
 
 def _digits(spec: Mapping) -> Dataset:
@@ -173,19 +108,6 @@ def _n_test(test_size: object, n: int) -> int:
         f"[data] test_size must be a fraction in (0, 1) or a count in 1..{n - 1}, got "
         f"test_size={test_size!r}"
     )
-
-
-def pixel_statistics(x: np.ndarray, name: str) -> tuple[float, float]:
-    """(mean, population std) of `x` as the model sees it before normalising: pixels / 255 for
-    uint8 images, the raw values for float features."""
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    mean, std = x.mean(dtype=np.float64) / scale, x.std(dtype=np.float64) / scale
-    if not std > 0:
-        raise DataError(
-            f"the training split of {name} is constant (every value {mean:g}): "
-            "there is nothing to learn and no std to normalise by; check the data"
-        )
-    return float(mean), float(std)
 
 
 def normalization_of(dataset: Dataset, spec: Mapping) -> tuple[float, float]:

@@ -29,8 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hpstudy.errors import UserError
-from hpstudy.space import (
+from hpstudy.config.config import (
     ACTIVATIONS,
     MAX_HIDDEN_LAYERS,
     OPTIMIZERS,
@@ -39,6 +38,7 @@ from hpstudy.space import (
     parse_topology,
     topology_name,
 )
+from hpstudy.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import itertools
 
 from torch import nn
 
-from hpstudy.space import LEAKY_RELU_SLOPE, Config
+from hpstudy.config.config import LEAKY_RELU_SLOPE, Config
 
 
 def activation_module(name: str) -> nn.Module:
-    """The `nn` module for a canonical activation name (see `hpstudy.space.ACTIVATIONS`)."""
+    """The `nn` module for a canonical activation name (see `hpstudy.config.config.ACTIVATIONS`)."""
     modules = {
         "relu": nn.ReLU,
         "sigmoid": nn.Sigmoid,

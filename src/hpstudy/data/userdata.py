@@ -1,6 +1,6 @@
 """The user's own data, untrusted: an `.npz` or a folder of four IDX files, read bounded.
 
-    >>> from hpstudy import userdata
+    >>> from hpstudy.data import userdata
     >>> ds = userdata.load(Path("shapes.npz"))   # x_train, y_train, x_test, y_test[, classes]
     >>> ds.input_shape, ds.class_names
     ((12, 12), ('circle', 'square', 'triangle'))
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpstudy import data
+from hpstudy.data import idx as data
+from hpstudy.data.dataset import build
 from hpstudy.errors import DataError
 
 MAX_ARRAY_BYTES = 4 * 2**30  # one array; a larger one would not fit a study in memory anyway
@@ -32,9 +33,7 @@ _FIX_NPZ = "write it with np.savez(path, x_train=..., y_train=..., x_test=..., y
 
 
 def load(path: Path):
-    """The `datasets.Dataset` in the `.npz` file or IDX folder `path`."""
-    from hpstudy import datasets  # datasets imports this module
-
+    """The `Dataset` in the `.npz` file or IDX folder `path`."""
     if path.is_dir():
         arrays, classes, digests = _read_idx_folder(path)
     elif path.exists():
@@ -46,7 +45,7 @@ def load(path: Path):
         )
     class_names = check(path, arrays, classes)
     x, y, xt, yt = (arrays[k] for k in ARRAYS)
-    return datasets.build(str(path), x, y, xt, yt, class_names, digests, source=path)
+    return build(str(path), x, y, xt, yt, class_names, digests, source=path)
 
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, str]]:

@@ -4,7 +4,7 @@
     >>> reader.integer({"batch": 0}, "batch", 375, low=1, where="grid")
     UserError: studies/grid.toml: grid.batch: must be an integer >= 1, got 0
 
-`hpstudy.studyfile.StudyFileParser` builds on it: this module owns how a value is read and
+`hpstudy.config.studyfile.StudyFileParser` builds on it: this module owns how a value is read and
 refused, that one what a study file's keys mean.
 """
 

@@ -2,25 +2,27 @@
 
     >>> path = Path("studies/grid.toml")
     >>> raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    >>> study = StudyFileParser(path).study(raw)      # a validated hpstudy.study.Study
+    >>> study = StudyFileParser(path).study(raw)      # a validated hpstudy.config.study.Study
     >>> StudyFileParser(path).study({"protokol": 1})  # UserError: studies/grid.toml: protokol: ...
 
-Callers normally use `hpstudy.study.load_study` or `parse_study`, which find and decode the file
-and hand the dict to this parser. Every mistake (unknown key, wrong type, impossible value) is a
-`UserError` naming the key and the file. The study model (`Study`, `Stage`, the enums and
-constants) stays in `hpstudy.study`; this module owns only the rules of the file format.
+Callers normally use `hpstudy.config.study.load_study` or `parse_study`, which find and decode the
+file and hand the dict to this parser. Every mistake (unknown key, wrong type, impossible value) is
+a `UserError` naming the key and the file. The study model (`Study`, `Stage`, the enums and
+constants) stays in `hpstudy.config.study`; this module owns only the rules of the file format.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import math
+import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from hpstudy.errors import UserError
-from hpstudy.factors import FACTORS, SHAPE_FACTORS, Domain, Range, ranged_names
-from hpstudy.space import Config
-from hpstudy.study import (
+from hpstudy.config.config import Config
+from hpstudy.config.factors import FACTORS, SHAPE_FACTORS, Domain, Range, ranged_names
+from hpstudy.config.study import (
     AUTO,
     CONFIRM_SEED_OFFSET,
     DATA_NAMES,
@@ -34,7 +36,10 @@ from hpstudy.study import (
     Study,
     check_last_seed,
 )
-from hpstudy.tomlreader import TomlReader
+from hpstudy.config.tomlreader import TomlReader
+from hpstudy.errors import UserError
+
+STUDIES_DIR = Path(str(importlib.resources.files("hpstudy") / "studies"))
 
 _TOP_KEYS = {
     "schema_version", "name", "description", "protocol", "selection", "seed", "n_seeds",
@@ -418,3 +423,44 @@ class StudyFileParser(TomlReader):
                 given, "std", "normalization", positive=True, default=DEFAULT_NORMALIZATION["std"]
             ),
         }
+
+
+def resolve_path(name_or_path: str | os.PathLike) -> Path:
+    """A study file path from a path or a bare name such as 'paper'."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(
+                f"study file {str(path)!r} not found; give a path to a .toml file "
+                "or one of the names in studies/ (paper, clean, grid, search)"
+            )
+        return path
+    folders = [Path(d) for d in [os.environ.get("HPSTUDY_STUDIES_DIR")] if d] + [STUDIES_DIR]
+    for folder in folders:
+        if (folder / f"{path.name}.toml").is_file():
+            return folder / f"{path.name}.toml"
+    known = sorted(p.stem for f in folders if f.is_dir() for p in f.glob("*.toml"))
+    raise UserError(
+        f"no study named {str(name_or_path)!r}; known studies: "
+        f"{', '.join(known) or '(none)'}; or give a path to a .toml file"
+    )
+
+
+def load_study(name_or_path: str | os.PathLike) -> Study:
+    """Read and validate a study file (see the module docstring)."""
+    path = resolve_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read study file {path}: {exc}") from exc
+    return parse_study(text, path)
+
+
+def parse_study(text: str, path: str | os.PathLike) -> Study:
+    """Validate a study file's text; `path` is named in errors (and becomes `Study.path`)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from exc
+    return StudyFileParser(path).study(raw)

@@ -2,8 +2,8 @@
 statistics and sample images.
 
     >>> from pathlib import Path
-    >>> from hpstudy import data, eda
-    >>> ds = data.load()
+    >>> from hpstudy.data import eda, sources
+    >>> ds = sources.load()
     >>> summary = eda.summarize(ds)
     >>> summary.train_counts.tolist()[:3], round(summary.pixel_mean, 4)
     ([6000, 6000, 6000], 0.286)
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hpstudy import data
-from hpstudy.atomic import atomic_file
+from hpstudy.data import idx as data
 from hpstudy.errors import UserError
+from hpstudy.storage.atomic import atomic_file
 
 CLASS_DISTRIBUTION_PNG = "eda_class_distribution.png"
 SAMPLES_PNG = "eda_samples.png"

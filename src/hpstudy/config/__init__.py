@@ -1,0 +1,1 @@
+"""The configuration layer: `Config`, the searched factors, the study model and study files."""

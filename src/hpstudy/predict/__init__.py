@@ -1,0 +1,1 @@
+"""Predicting with a saved model: the model file and image decoding."""
