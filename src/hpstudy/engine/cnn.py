@@ -44,7 +44,7 @@ from hpstudy.engine.model import build_cnn
 
 # The activation kernels and the padded row layout are the MLP population's, so both engines
 # share one definition of each (population.ROW_ALIGN explains the padding).
-from hpstudy.engine.population import ACTIVATIONS, member_order_key, row_views, to_rows
+from hpstudy.engine.population import ACTIVATION_KERNELS, member_order_key, row_views, to_rows
 
 _aten = torch.ops.aten
 _CL = torch.channels_last
@@ -133,7 +133,7 @@ def _activate_and_pool(pool: bool, activation: str, zb: torch.Tensor):
     """The activation of `zb`, then the block's 2x2 max-pooling when `pool` (ReLU pools first,
     see _POOL_FIRST): (output, what the backward needs: the activation's input and output and
     the pooling's indices)."""
-    act = ACTIVATIONS[activation][0]
+    act = ACTIVATION_KERNELS[activation][0]
     if not pool:
         return (a := act(zb)), (zb, a, None)
     if activation in _POOL_FIRST:
@@ -146,7 +146,7 @@ def _activate_and_pool(pool: bool, activation: str, zb: torch.Tensor):
 
 def _activate_and_pool_backward(activation: str, zb, saved, grad) -> torch.Tensor:
     """The gradient wrt `zb` from the gradient wrt `_activate_and_pool`'s output."""
-    act_backward = ACTIVATIONS[activation][1]
+    act_backward = ACTIVATION_KERNELS[activation][1]
     act_in, act_out, indices = saved
     if indices is None:
         return act_backward(grad, act_in, act_out)
@@ -246,7 +246,7 @@ class CNNPopulation:
 
     def _member_step(self, m: int, unfolded: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         config, generator = self.configs[m], self._dropout_generators[m]
-        act, act_backward = ACTIVATIONS[config.activation]
+        act, act_backward = ACTIVATION_KERNELS[config.activation]
         saved, h = [], unfolded
         for c, conv in enumerate(self.layout.convs):
             z = self._conv(c, conv, m, h)
@@ -366,7 +366,7 @@ class CNNPopulation:
         return torch.stack(out)
 
     def _member_eval(self, m: int, x: torch.Tensor) -> torch.Tensor:
-        act = ACTIVATIONS[self.configs[m].activation][0]
+        act = ACTIVATION_KERNELS[self.configs[m].activation][0]
         h = self._unfold(x)
         for c, conv in enumerate(self.layout.convs):
             z = self._conv(c, conv, m, h)

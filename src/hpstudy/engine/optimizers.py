@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from hpstudy.config.config import Config
-from hpstudy.engine.population import Population, runs
+from hpstudy.engine.population import runs
+from hpstudy.engine.populations import StackedPopulation
 from hpstudy.engine.schedules import epoch_lr
 from hpstudy.engine.splits import to_device
 
@@ -60,7 +61,7 @@ class _Run:
 class StackedOptimizer:
     """Optimizer state (moments, momentum buffers, step count) for every member."""
 
-    def __init__(self, population: Population):
+    def __init__(self, population: StackedPopulation):
         self.population = population
         configs = population.configs
         # exp_avg is Adam's first moment and SGD's momentum buffer; exp_avg_sq the second
@@ -105,7 +106,7 @@ class StackedOptimizer:
             run.neg_lr.copy_(to_device(rates, run.neg_lr.device))
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep the state of members at `keep`; call right after Population.select(keep)."""
+        """Keep the state of members at `keep`; call right after the population's select(keep)."""
         self._make_runs()
         if self.exp_avg is not None:
             self.exp_avg = [t[keep] for t in self.exp_avg]

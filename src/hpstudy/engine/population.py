@@ -27,7 +27,7 @@ from hpstudy.engine.model import build_mlp, mlp_parameter_names
 # activation name -> (f(z), backward(grad wrt a, z, a) -> grad wrt z). The backward functions
 # are the kernels autograd itself runs for these modules, so gradients match nn bit for bit.
 _aten = torch.ops.aten
-ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+ACTIVATION_KERNELS: dict[str, tuple[Callable, Callable]] = {
     "relu": (torch.relu, lambda g, z, a: _aten.threshold_backward(g, a, 0)),
     "sigmoid": (torch.sigmoid, lambda g, z, a: _aten.sigmoid_backward(g, a)),
     "tanh": (torch.tanh, lambda g, z, a: _aten.tanh_backward(g, a)),
@@ -158,13 +158,15 @@ class Population:
 
     def _activate(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.activation_runs) == 1:
-            return ACTIVATIONS[self.activation_runs[0][0]][0](z)
-        return torch.cat([ACTIVATIONS[name][0](z[s]) for name, s in self.activation_runs])
+            return ACTIVATION_KERNELS[self.activation_runs[0][0]][0](z)
+        return torch.cat([ACTIVATION_KERNELS[name][0](z[s]) for name, s in self.activation_runs])
 
     def _activation_backward(self, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor):
         if len(self.activation_runs) == 1:
-            return ACTIVATIONS[self.activation_runs[0][0]][1](grad, z, a)
-        return torch.cat([ACTIVATIONS[n][1](grad[s], z[s], a[s]) for n, s in self.activation_runs])
+            return ACTIVATION_KERNELS[self.activation_runs[0][0]][1](grad, z, a)
+        return torch.cat(
+            [ACTIVATION_KERNELS[n][1](grad[s], z[s], a[s]) for n, s in self.activation_runs]
+        )
 
     def forward(self, x: torch.Tensor, *, keep: bool = False, masks=None):
         """Logits (M, B, 10) for inputs x (M, B, 784), or x (B, 784) shared by all members.
@@ -230,9 +232,17 @@ class Population:
         torch.bmm(a.transpose(1, 2), dz, out=grad_t)
         self.grads[2 * layer].copy_(grad_t.transpose(1, 2))
 
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Everything a saved member holds, stacked: for an MLP its parameters."""
+        return self.params
+
+    def state_dict_from(self, tensors: Sequence[torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+        """Row i of `state_tensors()`-shaped `tensors` as `build_mlp(config).state_dict()`."""
+        return member_state(self.configs[i], list(tensors), i)
+
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's weights as `build_mlp(config).state_dict()`, on the CPU."""
-        return member_state(self.configs[i], self.params, i)
+        return self.state_dict_from(self.params, i)
 
 
 def member_state(config: Config, params: list[torch.Tensor], i: int) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ import torch
 
 from hpstudy.engine.augment import Draws, augment, population_draws
 from hpstudy.engine.optimizers import StackedOptimizer
-from hpstudy.engine.population import Population
+from hpstudy.engine.populations import StackedPopulation
 from hpstudy.engine.splits import Split, batch_order, to_device
 
 # Eager steps before a capture, on a side stream as CUDA graphs require: they initialise cuBLAS
@@ -40,7 +40,7 @@ class StepRunner:
 
     def __init__(
         self,
-        pop: Population,
+        pop: StackedPopulation,
         optimizer: StackedOptimizer,
         train: Split,
         *,
@@ -56,7 +56,7 @@ class StepRunner:
         self.reset()
 
     def reset(self) -> None:
-        """Forget what depends on the members; call after Population.select."""
+        """Forget what depends on the members; call after the population's select."""
         self._graph = None  # frees the old graph's memory pool
         self._warm_steps = 0
         self._idx: torch.Tensor | None = None  # the graph's static batch indices
@@ -120,7 +120,7 @@ class StepRunner:
 
 
 def train_step(
-    pop: Population,
+    pop: StackedPopulation,
     optimizer: StackedOptimizer,
     train: Split,
     idx: torch.Tensor,

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from hpstudy.config.config import Config
-from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import n_parameters, training_numerics
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.planning import max_members, split_group
-from hpstudy.engine.population import Population, member_order_key, member_state
+from hpstudy.engine.population import member_order_key
+from hpstudy.engine.populations import StackedPopulation, population_for
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.engine.splits import Split
 from hpstudy.engine.steps import StepRunner, graphs_supported
@@ -221,14 +221,11 @@ class _RunContext:
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
     order = sorted(indices, key=lambda i: member_order_key(configs[i]))
-    population_class = CNNPopulation if configs[order[0]].is_cnn else Population
-    pop = population_class.from_configs(
-        [configs[i] for i in order], device=train.x.device, dtype=train.x.dtype
-    )
+    pop = population_for([configs[i] for i in order], device=train.x.device, dtype=train.x.dtype)
     optimizer = StackedOptimizer(pop)
     steps = StepRunner(pop, optimizer, train, cuda_graph=ctx.cuda_graphs)
     records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
-    best_params = [p.clone() for p in _state_tensors(pop)]
+    best_params = [p.clone() for p in pop.state_tensors()]
     best_correct = torch.zeros(
         pop.n_members, len(evaluation), dtype=torch.bool, device=train.x.device
     )  # (M, N) at each member's best epoch
@@ -245,7 +242,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         stats = torch.stack([train_loss.double(), eval_loss.double(), accuracy]).tolist()
         per_member = zip(*stats, strict=True)  # (train loss, eval loss, accuracy) per member
         improved = [rec.record_epoch(*row) for rec, row in zip(records, per_member, strict=True)]
-        _snapshot(best_params, _state_tensors(pop), improved)
+        _snapshot(best_params, pop.state_tensors(), improved)
         _snapshot([best_correct], [correct_mask], improved)
         n_params = n_parameters(pop.configs[0])
         if ctx.tracker is not None:
@@ -260,7 +257,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 if ctx.tracker is not None:
                     ctx.tracker.member_stopped(epoch, max_epochs)
                 usable = rec.best_epoch and rec.outcome is not Outcome.DIVERGED
-                state = _member_state(pop, config, best_params, m) if usable else None
+                state = pop.state_dict_from(best_params, m) if usable else None
                 mask = best_correct[m].cpu().numpy() if rec.best_epoch else None
                 finished.append((rec, state, mask))
         if len(keep) < pop.n_members:
@@ -293,7 +290,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
 
 
 @torch.no_grad()
-def _evaluate_population(pop: Population, split: Split):
+def _evaluate_population(pop: StackedPopulation, split: Split):
     """(mean loss (M,), number correct (M,), correct mask (M, N)) of every member on `split`,
     in chunks."""
     widest = max(pop.configs[0].layer_sizes)
@@ -322,17 +319,6 @@ def _snapshot(best_params, params, improved: list[bool]) -> None:
     rows = torch.tensor([m for m, flag in enumerate(improved) if flag], device=params[0].device)
     for best, current in zip(best_params, params, strict=True):
         best[rows] = current[rows]
-
-
-def _state_tensors(pop) -> list[torch.Tensor]:
-    """The stacked tensors a saved member holds: parameters, and a CNN's batch statistics."""
-    return pop.state_tensors() if isinstance(pop, CNNPopulation) else pop.params
-
-
-def _member_state(pop, config: Config, tensors, m: int) -> dict[str, torch.Tensor]:
-    if isinstance(pop, CNNPopulation):
-        return pop.state_dict_from(tensors, m)
-    return member_state(config, tensors, m)
 
 
 def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records,

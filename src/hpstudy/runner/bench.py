@@ -40,7 +40,6 @@ from torch import nn
 from hpstudy.config.config import Config
 from hpstudy.data import idx as data
 from hpstudy.data import sources
-from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import (
     measure_matmul_flops,
     model_epoch_flops,
@@ -49,7 +48,8 @@ from hpstudy.engine.flops import (
 )
 from hpstudy.engine.model import build_model
 from hpstudy.engine.optimizers import StackedOptimizer
-from hpstudy.engine.population import Population, member_order_key
+from hpstudy.engine.population import member_order_key
+from hpstudy.engine.populations import population_for
 from hpstudy.engine.reference import make_torch_optimizer
 from hpstudy.engine.splits import Split
 from hpstudy.engine.steps import StepRunner, graphs_supported
@@ -214,8 +214,7 @@ def engine_timer(
     epoch time is that of replays and `runner.capture_s` is the capture time, on its own.
     """
     configs = bench_configs(n_members, family)
-    population_class = CNNPopulation if family == "cnn" else Population
-    pop = population_class.from_configs(configs, device=device, dtype=train.x.dtype)
+    pop = population_for(configs, device=device, dtype=train.x.dtype)
     runner = StepRunner(pop, StackedOptimizer(pop), train, cuda_graph=cuda_graph)
     n_steps = math.ceil(len(train) / pop.configs[0].batch_size)
     runner.epoch(1, max_steps=_WARMUP_STEPS)
