@@ -19,6 +19,7 @@ needs_torchvision = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_bench_json_has_every_variant_with_medians_inside_their_spreads(capsys):
     assert main(["bench", "--steps", "2", "--repeats", "3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -78,6 +79,7 @@ def test_ratios_are_taken_round_by_round_then_summarised(monkeypatch, fashion):
     assert log == ["paper_loop", "engine_15"] * 3
 
 
+@pytest.mark.slow
 def test_bench_table_and_bad_steps(capsys):
     assert main(["bench", "--steps", "1", "--members", "2"]) == 0
     out = capsys.readouterr().out
@@ -89,6 +91,7 @@ def test_bench_table_and_bad_steps(capsys):
     assert "--repeats must be >= 1, got --repeats 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_without_torchvision_says_why(monkeypatch, capsys):
     monkeypatch.setattr(bench, "import_torchvision", lambda: (None, "no torchvision here"))
     assert main(["bench", "--steps", "1", "--members", "15", "--json"]) == 0

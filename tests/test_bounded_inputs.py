@@ -96,6 +96,7 @@ def _verify_fails(folder: Path, capsys, *fragments: str) -> str:
         (LARGE_BOMB, "more than any gzip of the 10,008 bytes its IDX header declares"),
     ],
 )
+@pytest.mark.slow
 def test_gzip_bomb_in_data_folder_is_cut_at_its_declared_size(n_zeros, problem, copy_dir, capsys):
     path = copy_dir / f"{TEST_LABELS}.gz"
     path.write_bytes(_bomb(_header(0x801, 10_000), n_zeros))  # declares 10,008 bytes

@@ -164,6 +164,7 @@ def test_members_stopping_early_leave_the_others_exact(fashion):
         assert _max_error(ref.model, results[1].state_dict) < 1e-9
 
 
+@pytest.mark.slow
 def test_float32_curves_match_plain_pytorch_within_the_stated_tolerance(fashion):
     """float32, stated tolerance: training loss within 5e-3 relative, evaluation loss within 2e-2,
     accuracy within 1.5 points per epoch (500 images: 7 of them), early stopping at the same
@@ -305,6 +306,7 @@ confirm_seeds = 2
 """
 
 
+@pytest.mark.slow
 def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
     """A search over a CNN space from a study file: trials, confirmation, the model file
     (loadable, BatchNorm statistics included where chosen) and the report's model card and
@@ -332,6 +334,7 @@ def test_cnn_study_runs_end_to_end_with_report_and_model(tmp_path, capsys):
     assert "6 × dense weights + 3 × convolution forward FLOPs)" in card  # the cost's, too
 
 
+@pytest.mark.slow
 def test_bench_family_cnn_reports_the_issues_keys(capsys):
     """`hpstudy bench --family cnn --json`: the paper loop, the engine at 1, 8 and 32 members
     and the FLOP floor with convolutions counted, timed in one run."""

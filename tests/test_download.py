@@ -186,6 +186,7 @@ def test_falls_back_past_refusing_and_corrupt_mirrors(mirror, refusing_url, tmp_
     assert "Connection refused" in text and "damaged gzip stream" in text
 
 
+@pytest.mark.slow
 def test_sha256_rejects_a_valid_gzip_of_wrong_content(mirror, tmp_path):
     tampered = mirror("tampered")
     dest = tmp_path / "cache"
@@ -199,6 +200,7 @@ def test_sha256_rejects_a_valid_gzip_of_wrong_content(mirror, tmp_path):
     assert [p.name for p in dest.iterdir()] == [".lock"]
 
 
+@pytest.mark.slow
 def test_gzip_bomb_from_a_mirror_is_inflated_no_further_than_the_real_file(mirror, tmp_path):
     # 1.2 MB on disk, 1.2 GB inflated: smaller than the real file, so only inflating can tell.
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -350,6 +352,7 @@ def test_bad_mirror_value_is_echoed(monkeypatch, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_trickling_mirror_is_abandoned_after_the_total_timeout(mirror, tmp_path):
     # 16 KiB every 10 ms: each read well within `timeout`, the 26 MB file would take ~20 s.
     trickle, good = mirror("trickle", delay=0.01), mirror("good")
@@ -386,6 +389,7 @@ def test_only_a_trickling_mirror_fails_with_the_reason(mirror, tmp_path):
     assert [p.name for p in dest.iterdir()] == [".lock"]
 
 
+@pytest.mark.slow
 def test_waits_for_a_held_lock_then_names_it(mirror, tmp_path):
     fcntl = pytest.importorskip("fcntl")
     good = mirror("good")
@@ -434,6 +438,7 @@ download.fetch_all(Path(sys.argv[1]), mirrors=[sys.argv[2]], retries=0)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_downloading_at_once(mirror, tmp_path):
     # The delay keeps the first download in flight while the second process reaches the lock.
     slow = mirror("slow", delay=0.3)

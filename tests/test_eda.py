@@ -14,6 +14,8 @@ from hpstudy.data import eda
 from hpstudy.data import idx as data
 from hpstudy.errors import UserError
 
+pytestmark = pytest.mark.slow  # its module fixture summarises all 70,000 images
+
 
 @pytest.fixture(scope="module")
 def eda_run(tmp_path_factory):

@@ -391,6 +391,7 @@ def test_cuda_graphs_are_refused_without_cuda(fashion):
         train([Config(topology="T1", max_epochs=1)], train_split, eval_split, cuda_graphs=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cuda_graph_training_matches_eager_training(fashion, monkeypatch, device, dtype):

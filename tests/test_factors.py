@@ -48,6 +48,7 @@ def test_the_paper_factors_parse_label_and_map_to_optuna_params():
         FACTORS["lr"].parse(-1)
 
 
+@pytest.mark.slow
 def test_a_factor_declared_in_one_place_reaches_parser_store_table_and_report(
     tmp_path: Path, monkeypatch
 ):

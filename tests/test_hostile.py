@@ -110,6 +110,7 @@ def test_every_html_attribute_is_escaped(tmp_path, where):
     assert f'id="{prefix}&quot;&gt;&lt;script&gt;' in page  # the attribute holds the whole name
 
 
+@pytest.mark.slow
 def test_stage_names_and_titles_in_tables_and_report_stay_inside(tmp_path):
     """A stage name becomes tables/<index>_<name>.json and report ids; a title with markup is
     shown as text."""
@@ -155,6 +156,7 @@ def test_a_storage_that_cannot_outlive_the_process_is_refused_before_training(
     assert "keeps nothing after the process ends" in err and "--storage" in err
 
 
+@pytest.mark.slow
 def test_a_folder_holding_another_study_is_refused_unless_fresh(tmp_path, capsys):
     first, second = write_study(tmp_path, name="first"), write_study(tmp_path, name="second")
     run_dir = tmp_path / "run"
@@ -248,6 +250,7 @@ def test_an_unwritable_out_is_one_line(tmp_path, capsys, monkeypatch, code):
     assert str(target) in err and os.strerror(code) in err and "--out" in err
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
     import hpstudy.stats.tables
 
@@ -285,6 +288,7 @@ def _copy_run(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / "copy"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["page", "header"])
 def test_a_damaged_study_db_is_one_line(finished_run, tmp_path, capsys, damage):
     run_dir = _copy_run(finished_run, tmp_path)
@@ -314,6 +318,7 @@ def test_a_damaged_study_db_under_report_is_one_line(finished_run, tmp_path, cap
     assert "study.db" in _err_line(capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["[]", '{"study": 3}', '{"schema_version": 1}', "{"])
 def test_a_run_json_of_the_wrong_shape_is_one_line(finished_run, tmp_path, capsys, content):
     run_dir = _copy_run(finished_run, tmp_path)
@@ -326,6 +331,7 @@ def test_a_run_json_of_the_wrong_shape_is_one_line(finished_run, tmp_path, capsy
     assert "trained 0 trials now" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_gpu_run_is_reported_on_a_machine_without_one(finished_run, tmp_path):
     """A run trained on CUDA in TF32 with graphs (as run.json records it): the report evaluates
     its model on the CPU instead of refusing those options there."""
@@ -342,6 +348,7 @@ def test_a_gpu_run_is_reported_on_a_machine_without_one(finished_run, tmp_path):
 # -- 5. interrupts leave an honest store -----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["claim", "finish"])
 def test_an_interrupt_while_claiming_or_finishing_leaves_no_running_trial(
     tmp_path, capsys, monkeypatch, where
@@ -402,6 +409,7 @@ def _running(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_run_leaves_no_running_trial(tmp_path, capsys, signum):
     study = write_study(tmp_path, max_epochs=3, n_seeds=2)

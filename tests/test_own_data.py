@@ -145,6 +145,7 @@ def _shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
+@pytest.mark.slow
 def test_user_npz_with_three_classes_end_to_end(tmp_path, capsys):
     x, y = _shapes(240, 0)
     xt, yt = _shapes(60, 1)

@@ -114,6 +114,7 @@ def _accuracy(records: list[dict]) -> float:
     return sum(r["class"] == label for r, label in zip(records, labels, strict=True)) / len(labels)
 
 
+@pytest.mark.slow
 def test_model_saved_by_a_study_predicts_the_test_pngs_with_its_recorded_accuracy(
     test_pngs, tmp_path, capsys
 ):
@@ -130,6 +131,7 @@ def test_model_saved_by_a_study_predicts_the_test_pngs_with_its_recorded_accurac
     assert _accuracy(records) == recorded
 
 
+@pytest.mark.slow
 def test_test_set_as_pngs_gives_exactly_the_recorded_accuracy(trained, test_pngs, capsys):
     folder = test_pngs
     code, records, err = _predict(capsys, "--model", str(trained.path), str(folder))
@@ -167,6 +169,7 @@ class _TouchOnUnpickle:
         return (pathlib.Path.touch, (self.marker,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 def test_pickle_that_runs_code_is_refused_and_never_runs(
     writer, trained, fashion, tmp_path, capsys

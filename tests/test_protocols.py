@@ -37,6 +37,7 @@ def test_mean_ci_is_the_t_interval():
     assert str(Cell(0.8812, 0.0061, 3)) == "88.12 ± 0.61 (n=3)"
 
 
+@pytest.mark.slow
 def test_staged_carries_winners_forward_and_trains_each_config_once(tmp_path: Path):
     summary = run_tiny(tmp_path, n_seeds=2)
     tables = summary.tables
@@ -76,6 +77,7 @@ def test_staged_carries_winners_forward_and_trains_each_config_once(tmp_path: Pa
     assert [t.to_dict() for t in again.tables] == [t.to_dict() for t in tables]
 
 
+@pytest.mark.slow
 def test_clean_protocol_tests_once_per_stage_winner(tmp_path: Path):
     summary = run_tiny(tmp_path, name="clean", selection="validation", n_seeds=2)
     assert summary.records[0].split["validation_size"] == 250
@@ -91,6 +93,7 @@ def test_clean_protocol_tests_once_per_stage_winner(tmp_path: Path):
     assert model.metadata["metrics"]["test_accuracy"] in final.test.values
 
 
+@pytest.mark.slow
 def test_grid_trains_the_whole_space_once(tmp_path: Path):
     summary = run_tiny(tmp_path, name="grid", protocol="grid", selection="validation")
     (table,) = summary.tables
@@ -133,6 +136,7 @@ def test_search_with_seeds_trains_each_proposal_once_per_seed(tmp_path: Path):
     assert all(len(p) == 1 for p in params.values())
 
 
+@pytest.mark.slow
 def test_resumed_search_with_more_seeds_trains_only_the_missing_seeds(tmp_path: Path):
     extra = '[search]\nn_trials = 3\nbatch = 3\npruner = "none"\nconfirm_top = 0\n'
     study = load_study(write_study(tmp_path, name="search", protocol="search",

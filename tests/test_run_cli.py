@@ -21,6 +21,8 @@ from hpstudy.storage import TrialStatus
 from hpstudy.storage.rundir import load_trials
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 
+pytestmark = pytest.mark.slow  # its module fixture runs a study; kill -9 and rerun
+
 STATUS_KEYS = {"study", "protocol", "counts", "best", "trials", "model_epochs", "wall_s",
                "floor_s"}  # fmt: skip
 TRIAL_KEYS = {"number", "config", "seed", "outcome", "status", "best_accuracy", "best_epoch",

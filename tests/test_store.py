@@ -79,6 +79,7 @@ def test_diverged_losses_are_stored_as_nan(store: Store):
     assert math.isnan(record.train_loss[1]) and record.best_accuracy == 0.3
 
 
+@pytest.mark.slow
 def test_stale_running_trials_are_interrupted(store: Store):
     ids = store.enqueue([Config(seed=s) for s in range(3)], protocol="grid", split=SPLIT,
                         space=SPACE)  # fmt: skip
