@@ -221,6 +221,17 @@ def test_optuna_study_holds_the_same_trials(api_run):
     assert sorted(frame["number"]) == sorted(api_run.trials_df()["number"])
 
 
+@pytest.mark.slow
+def test_status_and_report_are_the_commands(api_run):
+    status = api_run.status()  # what `hpstudy status --json` prints
+    assert status["study"] == "digits" and status["counts"]["complete"] == 32
+    assert status["best"]["config"] == read_tables(api_run.folder)[-1].winner.config
+    paths = api_run.report()
+    assert paths.html == api_run.folder / "report.html" and paths.html.is_file()
+    assert paths.related == ()  # no sibling runs beside it
+    assert "hpstudy report: digits" in paths.html.read_text(encoding="utf-8")
+
+
 # --- opening a run ---------------------------------------------------------------------------
 
 
