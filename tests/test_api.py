@@ -119,6 +119,10 @@ def test_study_replace_refuses_other_settings_and_bad_values():
         study.replace(max_epochs=0)
     with pytest.raises(hs.UserError, match="--time-budget is for search studies"):
         study.replace(time_budget_s=60)
+    replicate = hs.load_study("replicate")
+    assert replicate.replace(with_clean=True).with_clean
+    with pytest.raises(hs.UserError, match=r"already true for replicate .*cannot record"):
+        replicate.replace(with_clean=True).replace(with_clean=False)
 
 
 def test_run_refuses_an_unknown_option_before_training(tmp_path):

@@ -39,7 +39,6 @@ from hpstudy.runner.execute import RunSummary, run_study
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats.tables import read_tables
 from hpstudy.storage import (
-    GRACE_S,
     Store,
     TrialRecord,
     TrialStatus,
@@ -81,7 +80,6 @@ def run(
     if unknown:
         raise UserError(f"hpstudy.run got an unknown option {unknown[0]!r}; expected out, "
                         f"device, on_event or one of {', '.join(sorted(known))}")  # fmt: skip
-    options.setdefault("grace_s", GRACE_S)
     run_options = RunOptions(out=None if out is None else str(out),
                              device=str(resolve_device(device)), **options)  # fmt: skip
     summary = run_study(study, run_options, on_event=on_event or _silent)

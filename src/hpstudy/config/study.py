@@ -155,6 +155,10 @@ class Study:
         if unknown:
             raise UserError(f"Study.replace takes {', '.join(OVERRIDES)}, got {unknown[0]!r}; "
                             f"change {unknown[0]} in the study file {self.path}")  # fmt: skip
+        if changes.get("with_clean") is False and self.with_clean:  # an override only adds it
+            raise UserError(f"with_clean is already true for {self.name} (from {self.path} or "
+                            "an earlier replace), and a run cannot record turning it off; load "
+                            "the study again, with with_clean = false in its file")  # fmt: skip
         return self.with_overrides(**changes)
 
     def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None,
