@@ -58,6 +58,9 @@ class Selection(enum.Enum):
 DEFAULT_NORMALIZATION = {"mean": 0.5, "std": 0.5}
 AUTO = "auto"
 DATA_NAMES = ("fashion-mnist", "mnist", "kmnist", "digits")
+# What a run may change beside its study file (run.json's "overrides"; the CLI's --seeds,
+# --max-epochs, --with-clean and --time-budget).
+OVERRIDES = ("n_seeds", "max_epochs", "with_clean", "time_budget_s")
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,20 @@ class Study:
                  "patience": self.patience, "n_inputs": self.n_inputs,
                  "n_classes": self.n_classes}  # fmt: skip
         return Config(**(fixed | config_values(factors)), seed=seed)
+
+    def replace(self, **changes: Any) -> Study:
+        """The study with the settings a run records beside its file changed, each checked as
+        on the command line: `study.replace(max_epochs=5, n_seeds=3)`. Everything else lives
+        in the study file, the only other thing run.json keeps, so it changes there."""
+        unknown = sorted(set(changes) - set(OVERRIDES))
+        if unknown:
+            raise UserError(f"Study.replace takes {', '.join(OVERRIDES)}, got {unknown[0]!r}; "
+                            f"change {unknown[0]} in the study file {self.path}")  # fmt: skip
+        if changes.get("with_clean") is False and self.with_clean:  # an override only adds it
+            raise UserError(f"with_clean is already true for {self.name} (from {self.path} or "
+                            "an earlier replace), and a run cannot record turning it off; load "
+                            "the study again, with with_clean = false in its file")  # fmt: skip
+        return self.with_overrides(**changes)
 
     def with_overrides(self, *, n_seeds: int | None = None, max_epochs: int | None = None,
                        with_clean: bool | None = None,

@@ -122,6 +122,12 @@ class Store:
             self._loaded = optuna.load_study(study_name=self.study_name, storage=self._rdb)
         return self._loaded
 
+    @property
+    def optuna_study(self) -> optuna.Study:
+        """The Optuna study, for reading with Optuna's own tools (`trials_dataframe`, its
+        plots, the dashboard); hpstudy writes only through this class."""
+        return self._optuna
+
     def delete(self) -> None:
         """Remove the study and all its trials (`--fresh`)."""
         if self.exists():
