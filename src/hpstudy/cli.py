@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpstudy",
-        description="Reproducible, statistically honest hyperparameter studies of PyTorch MLPs.",
+        description="Reproducible, statistically honest hyperparameter studies of PyTorch networks "
+        "(MLPs and CNNs).",
     )
     parser.add_argument("--version", action="version", version=f"hpstudy {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")

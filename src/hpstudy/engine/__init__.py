@@ -1,4 +1,4 @@
-"""The population engine: many MLP configurations trained at once, each exactly as alone.
+"""The population engine: many MLP or CNN configurations trained at once, each exactly as alone.
 
 >>> from hpstudy.engine import make_split, train
 >>> results = train(configs, make_split(...), make_split(...), device="cuda")
