@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpstudy.storage.atomic import PART_SUFFIX, atomic_file
+from hpstudy.atomic import PART_SUFFIX, atomic_file
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):

@@ -11,9 +11,9 @@ from torch import nn
 
 from cuda_cases import DEVICES, ON_CUDA, use_stand_in_graphs
 from hpstudy import Config
+from hpstudy.config.cost import conv_forward_flops, model_epoch_flops, n_parameters
 from hpstudy.engine import Outcome, evaluate, make_split, train
 from hpstudy.engine.cnn import CNNPopulation, initial_state
-from hpstudy.engine.flops import conv_forward_flops, model_epoch_flops, n_parameters
 from hpstudy.engine.model import build_cnn, build_model
 from hpstudy.engine.population import member_order_key
 from hpstudy.engine.reference import train_reference

@@ -15,7 +15,8 @@ import pytest
 
 from hpstudy.data import catalog, download, userdata
 from hpstudy.data import idx as data
-from hpstudy.data.datasets import load_dataset, normalization_of
+from hpstudy.data.dataset import pixel_statistics
+from hpstudy.data.datasets import load_dataset
 from hpstudy.errors import DataError, UserError
 from test_download import Mirror  # the local HTTP mirror of its tests
 
@@ -49,15 +50,11 @@ def test_digits_needs_a_test_size_and_seed():
         load_dataset({**DIGITS, "test_size": 1.5})
 
 
-def test_normalization_auto_given_and_refused():
+def test_auto_normalization_is_the_training_pixels_mean_and_std():
     ds = load_dataset(DIGITS)
-    mean, std = normalization_of(ds, {"normalization": "auto"})
+    mean, std = pixel_statistics(ds.x_train, ds.name)
     pixels = ds.x_train.astype(np.float64) / 255
     assert (mean, std) == pytest.approx((pixels.mean(), pixels.std()), abs=1e-12)
-    assert normalization_of(ds, {"normalization": [0.5, 0.25]}) == (0.5, 0.25)
-    assert normalization_of(ds, {"normalization": {"mean": 0.1, "std": 2}}) == (0.1, 2.0)
-    with pytest.raises(UserError, match=r"got normalization=\[0\.5, 0\]"):
-        normalization_of(ds, {"normalization": [0.5, 0]})
 
 
 def test_exactly_one_of_name_and_path():
@@ -104,7 +101,7 @@ def test_user_npz_of_float_features_without_class_names(tmp_path):
     ds = load_dataset({"path": str(_npz(tmp_path, **arrays))})
     assert ds.x_train.dtype == np.float32 and ds.input_shape == (144,)
     assert ds.class_names == ("0", "1", "2")
-    mean, _ = normalization_of(ds, {"normalization": "auto"})  # raw values: no / 255
+    mean, _ = pixel_statistics(ds.x_train, ds.name)  # raw values: no / 255
     assert mean == pytest.approx(arrays["x_train"].mean(), rel=1e-6)
 
 

@@ -36,6 +36,15 @@ def imports(tree: ast.AST, *, top_level_only: bool = False) -> set[str]:
     return names
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of `tree` except those under `if TYPE_CHECKING:` (never run)."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for n in ast.walk(node)}
+    return (n for n in ast.walk(tree) if id(n) not in skipped)
+
+
 def module_imports(name: str, tree: ast.AST) -> set[str]:
     """The hpstudy modules that `name` makes Python load, function-level imports included.
 
@@ -44,7 +53,7 @@ def module_imports(name: str, tree: ast.AST) -> set[str]:
     running already when it loads).
     """
     loaded = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             targets = {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -141,3 +150,72 @@ def test_the_cycle_check_sees_a_cycle_hidden_in_a_function():
 def test_the_top_level_holds_a_handful_of_modules():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(top) <= 8, f"src/hpstudy/ holds {len(top)} modules ({top}): give them a package"
+
+
+# The layers, bottom up: a module may import its own package and the packages ranked below it.
+LAYERS = {
+    "hpstudy.errors": 0, "hpstudy.atomic": 0, "hpstudy.config": 1, "hpstudy.engine": 2,
+    "hpstudy.data": 3, "hpstudy.stats": 3, "hpstudy.storage": 4, "hpstudy.protocols": 5,
+    "hpstudy.predict": 5, "hpstudy.runner": 6, "hpstudy.report": 7, "hpstudy.commands": 8,
+    "hpstudy.cli": 9, "hpstudy.api": 9, "hpstudy": 9,
+}  # fmt: skip
+# The report still tabulates a finished run through the protocols (`make_protocol(study).tables`
+# and the replication's verdict): a debt to pay, listed so that it may only shrink.
+REPORT_READS_PROTOCOLS = {"hpstudy.report.loader", "hpstudy.report.opening"}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return next(".".join(parts[:i]) for i in range(len(parts), 0, -1)
+                if ".".join(parts[:i]) in LAYERS)  # fmt: skip
+
+
+def upward_edges() -> set[tuple[str, str]]:
+    found = set()
+    for name, tree in MODULES.items():
+        if name == "hpstudy":
+            continue
+        for target in module_imports(name, tree) & set(MODULES):
+            if target == "hpstudy" or layer_of(target) == layer_of(name):
+                continue
+            if LAYERS[layer_of(target)] >= LAYERS[layer_of(name)]:
+                found.add((name, target))
+    return found
+
+
+def test_layers_point_down():
+    new = sorted(upward_edges())
+    assert not new, "imports that point up a layer: " + ", ".join(f"{a} -> {b}" for a, b in new)
+
+
+def test_config_stats_and_report_keep_their_rules():
+    """config imports nothing above it; stats and report import neither the engine nor torch."""
+    for name, tree in MODULES.items():
+        loaded = module_imports(name, tree)
+        third = {m.split(".")[0] for m in imports(tree)}
+        if name.startswith("hpstudy.config"):
+            above = {m for m in loaded if not m.startswith(("hpstudy.config", "hpstudy.errors"))}
+            assert not above, f"{name} imports {sorted(above)}: config is the bottom layer"
+        if name.startswith(("hpstudy.stats", "hpstudy.report")):
+            below = (
+                ("hpstudy.engine",)
+                if name in REPORT_READS_PROTOCOLS
+                else ("hpstudy.engine", "hpstudy.protocols")
+            )
+            engine = {m for m in loaded if m.startswith(below)}
+            assert not engine and "torch" not in third, (
+                f"{name} imports {sorted(engine | (third & {'torch'}))}: statistics and the "
+                "report read results; they never train"
+            )
+
+
+def test_the_list_of_report_modules_that_read_protocols_only_shrinks():
+    still = {
+        n
+        for n in REPORT_READS_PROTOCOLS
+        if any(m.startswith("hpstudy.protocols") for m in module_imports(n, MODULES[n]))
+    }
+    assert still == REPORT_READS_PROTOCOLS, (
+        f"{sorted(REPORT_READS_PROTOCOLS - still)} no longer import hpstudy.protocols: take them "
+        "off REPORT_READS_PROTOCOLS"
+    )

@@ -15,7 +15,7 @@ import torch
 
 from hpstudy import cli
 from hpstudy.config.config import Config
-from hpstudy.engine.flops import model_epoch_flops
+from hpstudy.config.cost import model_epoch_flops
 from hpstudy.stats.tables import read_tables
 from hpstudy.storage import TrialStatus
 from hpstudy.storage.rundir import load_trials

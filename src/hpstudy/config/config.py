@@ -59,6 +59,7 @@ MAX_CONVS_PER_BLOCK = 3  # CNN: convolutions before each block's pooling (VGG's 
 
 # Training-image augmentation (engine/augment.py): random horizontal flips, random shifts of up
 # to 2 pixels, or both; images only (square inputs), never applied to evaluation images.
+MAX_SHIFT = 2  # pixels a `shift` moves an image, at most, each way in each direction
 AUGMENTATIONS: dict[str, str] = {
     "none": "none", "flip": "flip", "shift": "shift", "flip_shift": "flip_shift"
 }  # fmt: skip

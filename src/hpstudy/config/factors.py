@@ -259,9 +259,17 @@ def factors_key(values: dict, names: Iterable[str] = PAPER_FACTORS) -> tuple:
     return tuple(_hashable(values[name]) for name in names)
 
 
+def config_label(config: Config, names: Iterable[str] = PAPER_FACTORS, *, sep: str = " ") -> str:
+    """'T4 Adam 0.005 ReLU' (and any other factor the study searches that applies to it, named:
+    'T4 SGD 0.01 ReLU momentum 0.9 wd 0.0001 cosine'; no momentum for Adam). The one label of a
+    configuration in every table, verdict and figure."""
+    return sep.join(FACTORS[f].tagged(value_of(config, f)) for f in names
+                    if FACTORS[f].applies(config.optimizer))  # fmt: skip
+
+
 def config_text(config: Config, names: Iterable[str] = PAPER_FACTORS) -> str:
-    """'T4, Adam, 0.005, ReLU'."""
-    return ", ".join(factor_label(name, value_of(config, name)) for name in names)
+    """'T4, Adam, 0.005, ReLU': `config_label` in a sentence."""
+    return config_label(config, names, sep=", ")
 
 
 def _hashable(value: Any) -> Any:

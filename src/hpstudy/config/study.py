@@ -117,7 +117,7 @@ class Study:
     @property
     def is_fashion_mnist(self) -> bool:
         """Whether the study trains on FashionMNIST (no [data], or name = "fashion-mnist")."""
-        return self.data.get("name", "fashion-mnist") == "fashion-mnist" and "path" not in self.data
+        return is_fashion_mnist(self.data)
 
     @property
     def data_label(self) -> str:
@@ -200,3 +200,8 @@ def check_last_seed(seed: int, n_seeds: int, where: str) -> None:
         raise UserError(f"{where}: the last seed (seed + n_seeds - 1 = {last}) must be at most "
                         f"2**63-1, got seed={seed} with n_seeds={n_seeds}; lower seed or "
                         "n_seeds")  # fmt: skip
+
+
+def is_fashion_mnist(data: dict) -> bool:
+    """Whether a `[data]` table means FashionMNIST (absent, or name = "fashion-mnist")."""
+    return data.get("name", "fashion-mnist") == "fashion-mnist" and "path" not in data

@@ -35,6 +35,7 @@ from hpstudy.config.study import (
     Stage,
     Study,
     check_last_seed,
+    is_fashion_mnist,
 )
 from hpstudy.config.tomlreader import TomlReader
 from hpstudy.errors import UserError
@@ -272,8 +273,7 @@ class StudyFileParser(TomlReader):
         normalization = self.normalization(raw, data)
         val = self.table(raw, "validation", {"size", "seed"})
         validation_size = self.integer(val, "size", 6000, low=1, where="validation")
-        fashion = data.get("name", "fashion-mnist") == "fashion-mnist" and "path" not in data
-        if fashion and validation_size >= 60_000:
+        if is_fashion_mnist(data) and validation_size >= 60_000:
             raise self.fail("validation.size", f"must be below 60000, got {validation_size}")
         space = self.space(raw, protocol)
         published = self.table(raw, "published", {"final_accuracy"})
@@ -404,11 +404,7 @@ class StudyFileParser(TomlReader):
             if isinstance(given, list) and len(given) == 2:
                 given = {"mean": given[0], "std": given[1]}
         if given is None:
-            return (
-                dict(DEFAULT_NORMALIZATION)
-                if not data or data.get("name") == "fashion-mnist"
-                else AUTO
-            )
+            return dict(DEFAULT_NORMALIZATION) if is_fashion_mnist(data) else AUTO
         if given == AUTO:
             return AUTO
         if not isinstance(given, dict):

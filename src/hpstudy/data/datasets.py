@@ -1,16 +1,15 @@
 """A dataset a study trains on: a named canonical one, scikit-learn's digits, or the user's own.
 
-    >>> from hpstudy.data.datasets import load_dataset, normalization_of
+    >>> from hpstudy.data.datasets import load_dataset
     >>> ds = load_dataset({"name": "digits", "test_size": 0.2, "split_seed": 0})
     >>> ds.input_shape, ds.n_classes, len(ds.y_test)
     ((8, 8), 10, 359)
     >>> ds = load_dataset({"path": "my-data.npz"})   # x_train, y_train, x_test, y_test[, classes]
-    >>> normalization_of(ds, {"normalization": "auto"})   # from the training split
-    (0.1307..., 0.3081...)
 
 `spec` is a study file's `[data]` table: `name` ("fashion-mnist", "mnist", "kmnist", "digits") or
 `path` (an `.npz`, or a folder of the four IDX files under their MNIST names, gzip or not), plus
-`test_size` and `split_seed` (digits only) and `normalization`. FashionMNIST is `sources.load`;
+`test_size` and `split_seed` (digits only); `normalization` is the study file's
+(`hpstudy.config.studyfile`), applied by `hpstudy.data.prepare`. FashionMNIST is `sources.load`;
 MNIST and KMNIST are `sources.load_idx`. Every problem with the data is a `DataError`, one line
 naming the file, the problem and the fix; a test split that repeats training examples byte for
 byte is not an error but a warning in `Dataset.warnings` (the library never prints).
@@ -19,19 +18,17 @@ byte is not an error but a warning in `Dataset.warnings` (the library never prin
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from hpstudy.config.study import DATA_NAMES
 from hpstudy.data import catalog, sources, userdata
 from hpstudy.data import idx as data
-from hpstudy.data.dataset import Dataset, build, pixel_statistics
+from hpstudy.data.dataset import Dataset, build
 from hpstudy.errors import UserError
-
-NAMES = ("fashion-mnist", "mnist", "kmnist", "digits")
 
 
 def load_dataset(
@@ -45,7 +42,7 @@ def load_dataset(
     dataset is looked for first; `progress` gets one line per download step."""
     if ("name" in spec) == ("path" in spec):
         raise UserError(
-            f"[data] needs exactly one of name = {' | '.join(map(repr, NAMES))} or path = "
+            f"[data] needs exactly one of name = {' | '.join(map(repr, DATA_NAMES))} or path = "
             f"'file.npz' / 'folder', got {dict(spec)!r}"
         )
     if "path" in spec:
@@ -54,7 +51,7 @@ def load_dataset(
     if name == "fashion-mnist":
         fm = sources.load(data_dir, download=download, progress=progress)
         arrays = (fm.train_images, fm.train_labels, fm.test_images, fm.test_labels)
-        return build(name, *arrays, data.CLASS_NAMES, fm.digests, source=fm.source)
+        return build(name, *arrays, data.CLASS_DATA_NAMES, fm.digests, source=fm.source)
     if name in catalog.SOURCES:
         src = catalog.SOURCES[name]
         arrays, digests, folder = sources.load_idx(
@@ -65,7 +62,7 @@ def load_dataset(
         return build(name, x, y, xt, yt, src.class_names, digests, source=folder)
     if name == "digits":
         return _digits(spec)
-    raise UserError(f"[data] name must be one of {', '.join(NAMES)}, got name={name!r}")
+    raise UserError(f"[data] name must be one of {', '.join(DATA_NAMES)}, got name={name!r}")
 
 
 def _digits(spec: Mapping) -> Dataset:
@@ -107,27 +104,4 @@ def _n_test(test_size: object, n: int) -> int:
     raise UserError(
         f"[data] test_size must be a fraction in (0, 1) or a count in 1..{n - 1}, got "
         f"test_size={test_size!r}"
-    )
-
-
-def normalization_of(dataset: Dataset, spec: Mapping) -> tuple[float, float]:
-    """(mean, std) of the values the model sees before normalising: pixels / 255 for uint8
-    images, the raw values for float features. `spec["normalization"]` is "auto" (from the
-    training split, population std), [mean, std] or {mean = ..., std = ...}; absent means
-    FashionMNIST's published statistics for fashion-mnist and "auto" for the rest."""
-    given = spec.get("normalization")
-    if given is None and dataset.name == "fashion-mnist":
-        return data.PIXEL_MEAN, data.PIXEL_STD
-    if given is None or given == "auto":
-        return pixel_statistics(dataset.x_train, dataset.name)
-    if isinstance(given, Mapping) and set(given) == {"mean", "std"}:
-        given = [given["mean"], given["std"]]
-    if isinstance(given, list | tuple) and len(given) == 2:
-        mean, std = given
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in given)
-        if numbers and math.isfinite(mean) and math.isfinite(std) and std > 0:
-            return float(mean), float(std)
-    raise UserError(
-        'normalization must be "auto", [mean, std] or {mean = ..., std = ...} with a finite '
-        f"mean and a std > 0, got normalization={given!r}"
     )

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+from hpstudy.atomic import PART_SUFFIX, atomic_file
 from hpstudy.data import catalog
 from hpstudy.data import idx as data
 from hpstudy.errors import DataError
-from hpstudy.storage.atomic import PART_SUFFIX, atomic_file
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
     # Zalando's S3 website bucket, the address the dataset's README gives first.

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hpstudy.atomic import atomic_file
 from hpstudy.data import idx as data
 from hpstudy.errors import UserError
-from hpstudy.storage.atomic import atomic_file
 
 CLASS_DISTRIBUTION_PNG = "eda_class_distribution.png"
 SAMPLES_PNG = "eda_samples.png"

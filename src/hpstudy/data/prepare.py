@@ -17,13 +17,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from hpstudy.config.study import AUTO, Study
 from hpstudy.errors import UserError
-from hpstudy.runner.options import RunOptions
 
 
 @dataclass
@@ -70,7 +70,19 @@ class Data:
                 "pixel_max": self.pixel_max, "warnings": list(self.warnings)}  # fmt: skip
 
 
-def load_study_data(study: Study, options: RunOptions):
+class DataOptions(Protocol):
+    """What `prepare_data` needs to know beyond the study: `runner.options.RunOptions` has these
+    (declared here, so the data layer does not import the runner above it)."""
+
+    data_dir: str | None
+    limit_train: int | None
+    limit_eval: int | None
+    device: str
+    dtype: str  # float32, float64, or tf32
+    cuda_graphs: bool | None
+
+
+def load_study_data(study: Study, options: DataOptions):
     """The study's `datasets.Dataset`, loaded and validated (a DataError/UserError if bad)."""
     from hpstudy.data.datasets import load_dataset
 
@@ -89,7 +101,7 @@ def data_identity(study: Study, ds) -> dict | str:
     return study.data["name"]
 
 
-def prepare_data(study: Study, options: RunOptions, dataset=None) -> Data:
+def prepare_data(study: Study, options: DataOptions, dataset=None) -> Data:
     """Load, verify and split the data as the study says (and the limits allow); `dataset`
     is the study's `datasets.Dataset` when the caller has loaded it already."""
     from hpstudy import engine

@@ -4,9 +4,10 @@
 >>> results = train(configs, make_split(...), make_split(...), device="cuda")
 """
 
+from hpstudy.engine.model import Evaluation, evaluate
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.engine.splits import Split, batch_order, make_split
-from hpstudy.engine.training import EpochEvent, Evaluation, describe_device, evaluate, train
+from hpstudy.engine.training import EpochEvent, describe_device, train
 
 __all__ = [
     "EpochEvent",

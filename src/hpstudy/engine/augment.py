@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hpstudy.config.config import Config
+from hpstudy.config.config import MAX_SHIFT, Config
 from hpstudy.engine.splits import to_device
 
-MAX_SHIFT = 2  # pixels, each way, in each direction
 _STREAM = 2  # SeedSequence([seed, epoch, 2]): apart from batch_order's and dropout's streams
 
 

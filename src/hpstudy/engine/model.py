@@ -11,10 +11,14 @@ same state_dict keys for saved models.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
+import numpy as np
+import torch
 from torch import nn
 
 from hpstudy.config.config import LEAKY_RELU_SLOPE, Config
+from hpstudy.engine.splits import Split
 
 
 def activation_module(name: str) -> nn.Module:
@@ -81,3 +85,31 @@ def build_cnn(config: Config) -> nn.Sequential:
 def build_model(config: Config) -> nn.Sequential:
     """The plain model `config` describes: build_cnn for a CNN (config.conv), else build_mlp."""
     return build_cnn(config) if config.is_cnn else build_mlp(config)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float  # mean cross-entropy
+    accuracy: float  # in [0, 1]
+    predictions: np.ndarray  # (N,) predicted class indices
+
+
+def evaluate(
+    config: Config, state_dict: dict[str, torch.Tensor], split: Split, *, device="cpu"
+) -> Evaluation:
+    """Evaluate one saved configuration on `split` (e.g. the test set, once)."""
+    net = build_model(config)
+    net.load_state_dict(state_dict)
+    return evaluate_net(net, split, device=device)
+
+
+@torch.no_grad()
+def evaluate_net(net: nn.Sequential, split: Split, *, device="cpu") -> Evaluation:
+    """Loss, accuracy and predictions of the plain model `net` on `split`, in chunks."""
+    net.to(device=device, dtype=split.x.dtype).eval()
+    split = split.to(device, split.x.dtype)
+    logits = torch.cat([net(x) for x in split.x.split(8192)])
+    loss = torch.nn.functional.cross_entropy(logits, split.y).item()
+    predictions = logits.argmax(dim=1)
+    accuracy = (predictions == split.y).double().mean().item()
+    return Evaluation(loss=loss, accuracy=accuracy, predictions=predictions.cpu().numpy())

@@ -17,7 +17,7 @@ import os
 import torch
 
 from hpstudy.config.config import Config
-from hpstudy.engine.flops import n_parameters
+from hpstudy.config.cost import n_parameters
 
 _PARAMETER_COPIES = 5  # params, grads, exp_avg, exp_avg_sq, best-epoch snapshot
 _ACTIVATION_COPIES = 4  # pre-activation, activation, its gradient, a temporary

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from hpstudy.config.config import Config
-from hpstudy.engine.flops import n_parameters, training_numerics
+from hpstudy.config.cost import n_parameters
+from hpstudy.engine.flops import training_numerics
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.planning import max_members, split_group
 from hpstudy.engine.population import member_order_key
@@ -352,28 +353,3 @@ def _stop_reason(rec: _MemberRecord, config: Config, epoch: int, pruned: set[int
     if rec.epochs_since_best >= config.patience or epoch >= config.max_epochs:
         return Outcome.COMPLETE
     return None
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    loss: float  # mean cross-entropy
-    accuracy: float  # in [0, 1]
-    predictions: np.ndarray  # (N,) predicted class indices
-
-
-@torch.no_grad()
-def evaluate(
-    config: Config, state_dict: dict[str, torch.Tensor], split: Split, *, device="cpu"
-) -> Evaluation:
-    """Evaluate one saved configuration on `split` (e.g. the test set, once)."""
-    from hpstudy.engine.model import build_model
-
-    net = build_model(config)
-    net.load_state_dict(state_dict)
-    net.to(device=device, dtype=split.x.dtype).eval()
-    split = split.to(device, split.x.dtype)
-    logits = torch.cat([net(x) for x in split.x.split(8192)])
-    loss = torch.nn.functional.cross_entropy(logits, split.y).item()
-    predictions = logits.argmax(dim=1)
-    accuracy = (predictions == split.y).double().mean().item()
-    return Evaluation(loss=loss, accuracy=accuracy, predictions=predictions.cpu().numpy())

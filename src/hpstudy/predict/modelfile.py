@@ -41,11 +41,11 @@ import torch
 from torch import nn
 
 from hpstudy import __version__
+from hpstudy.atomic import atomic_file
 from hpstudy.config.config import Config
 from hpstudy.data import idx as data
-from hpstudy.engine.model import build_model
+from hpstudy.engine.model import build_model, evaluate_net
 from hpstudy.errors import UserError
-from hpstudy.storage.atomic import atomic_file
 
 FORMAT = "hpstudy-model"
 SCHEMA_VERSION = 1
@@ -89,6 +89,10 @@ class LoadedModel:
     def input_shape(self) -> tuple[int, ...]:
         """(H, W) of the images the model takes, or (D,) features; (28, 28) for older files."""
         return tuple(self.metadata.get("input_shape") or (28, 28))
+
+    def evaluate(self, split):
+        """Loss, accuracy and predictions on `split` (an engine `Split`), as the run measured."""
+        return evaluate_net(self.model, split)
 
     @property
     def pixel_max(self) -> int | None:

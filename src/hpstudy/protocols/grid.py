@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from hpstudy.config.config import Config
-from hpstudy.config.factors import FACTORS, PAPER_FACTORS, searched, shown, value_of
+from hpstudy.config.factors import config_label, searched, shown
 from hpstudy.protocols.base import Protocol, make_row, ranked_table
 from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
 from hpstudy.protocols.trainer import POLL_S
@@ -91,10 +91,3 @@ class GridProtocol(Protocol):
             rule=self.rule(),
         )
         return [table]  # fmt: skip
-
-
-def config_label(config: Config, names: Sequence[str] = PAPER_FACTORS) -> str:
-    """'T4 Adam 0.005 ReLU' (and any other factor the study searches that applies to it, named:
-    'T4 SGD 0.01 ReLU momentum 0.9 wd 0.0001 cosine'; no momentum for Adam)."""
-    return " ".join(FACTORS[f].tagged(value_of(config, f)) for f in names
-                    if FACTORS[f].applies(config.optimizer))  # fmt: skip

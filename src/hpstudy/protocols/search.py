@@ -36,10 +36,9 @@ import time
 from collections.abc import Sequence
 
 from hpstudy.config.config import Config
-from hpstudy.config.factors import shown, space_size
+from hpstudy.config.factors import config_label, shown, space_size
 from hpstudy.protocols.base import Protocol, evaluate_test_once
 from hpstudy.protocols.events import StageFinished, StageStarted
-from hpstudy.protocols.grid import config_label
 from hpstudy.stats.tables import StageTable, mean_ci
 from hpstudy.storage import TrialRecord, objective_value
 from hpstudy.storage.search import Searcher, SearchTrial

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from hpstudy.atomic import atomic_file
 from hpstudy.config.config import Config
 from hpstudy.data.prepare import Data
 from hpstudy.engine.results import TrialResult
 from hpstudy.protocols.events import EpochDone, Event, Waiting
 from hpstudy.storage import Store, TrialRecord, TrialStatus, trial_key
-from hpstudy.storage.atomic import atomic_file
 
 POLL_S = 2.0  # how often a process waiting for other processes' trials looks again
 MEMORY_WEIGHTS = 16  # best-epoch weights kept in memory (grid, search): the best trials only

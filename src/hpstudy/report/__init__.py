@@ -115,7 +115,7 @@ def build_report(
 
 def _provenance_numbers(view) -> dict:
     """What the reproduce block prints, as numbers for scripts."""
-    from hpstudy.engine.flops import model_epoch_flops
+    from hpstudy.config.cost import model_epoch_flops
 
     finished, info = view.finished, view.info
     return {

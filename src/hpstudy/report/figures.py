@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hpstudy.atomic import atomic_file
 from hpstudy.storage import TrialRecord
-from hpstudy.storage.atomic import atomic_file
 
 DPI = 100  # figure sizes are in inches at this density: what the page shows at 1x
 SCALE = 2  # PNGs are drawn at 2x that density for sharp text; the HTML shows them at 1x

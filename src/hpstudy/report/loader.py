@@ -248,9 +248,6 @@ class FinalModel:
 
 def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalModel | None:
     """The run's final model on its test split (rebuilt as the run built it); None if no model."""
-    import torch
-
-    from hpstudy import engine
     from hpstudy.data.prepare import prepare_data
     from hpstudy.predict.modelfile import load_model
     from hpstudy.runner.options import RunOptions
@@ -270,15 +267,15 @@ def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalMod
     if options.get("dtype") == "tf32":
         options["dtype"] = "float32"
     data = prepare_data(view.study, RunOptions(**options))
-    state_dict = {k: v.detach() for k, v in loaded.model.state_dict().items()}
-    evaluation = engine.evaluate(loaded.config, state_dict, data.test, device="cpu")
+    evaluation = loaded.evaluate(data.test)
     mean, std = loaded.normalization
     images = None
     if len(data.input_shape) == 2:
         # Undo the normalisation to show the images: x = (pixel / 255 - mean) / std; shown on
         # 0..255 whatever range the data uses (digits: 0..16).
-        pixels = (data.test.x.double() * std + mean) * 255 * (255 / (data.pixel_max or 255))
-        images = pixels.round().clamp(0, 255).to(torch.uint8).numpy()
+        x = data.test.x.cpu().numpy().astype(np.float64)
+        pixels = (x * std + mean) * 255 * (255 / (data.pixel_max or 255))
+        images = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
         images = images.reshape(-1, *data.input_shape)
     return FinalModel(
         path=path,

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import shlex
 
-from hpstudy.config.config import LEAKY_RELU_SLOPE
-from hpstudy.engine.augment import MAX_SHIFT
+from hpstudy.config.config import LEAKY_RELU_SLOPE, MAX_SHIFT
 from hpstudy.report.loader import RunView
 from hpstudy.report.render import Block, Heading, Text
 from hpstudy.report.report_tables import key_value_table
@@ -70,7 +69,7 @@ def _model_text(view: RunView) -> str:
 
 def reproduce_section(view: RunView, report_command: str) -> list[Block]:
     """Command, commit, versions, hardware, wall time, model-epochs and FLOPs of the run."""
-    from hpstudy.engine.flops import model_epoch_flops
+    from hpstudy.config.cost import model_epoch_flops
 
     info, finished = view.info, view.finished
     machine = info.get("machine", {})

@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpstudy.atomic import atomic_file
 from hpstudy.report.report_tables import Table
-from hpstudy.storage.atomic import atomic_file
 
 
 @dataclass(frozen=True)

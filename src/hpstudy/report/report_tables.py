@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpstudy.config.config import Config
-from hpstudy.config.factors import factor_label, factor_title, factors_of
+from hpstudy.config.factors import config_label, factor_label, factor_title, factors_of
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
 from hpstudy.report.metrics import GapRow, Importances, StageCost
@@ -147,7 +147,7 @@ def stage_table(view: RunView, table: StageTable, published: dict[str, Published
         cmp = compare(row, published.get(row.label))
         cells = [WINNER if row.is_winner else "", row.label]
         if table.factor == "topology":
-            cells.append(str([784, *row.config["topology"], 10]))
+            cells.append(str(list(Config.from_dict(row.config).dense_sizes)))
         n_sel = None if clean else n_test  # one seed: the Wilson interval of the test images
         cells += ([cell_text(row.selection), cell_text(row.test, n_test)] if clean
                   else [cell_text(cmp.ours, n_sel)])  # fmt: skip
@@ -341,7 +341,7 @@ def leakage_table(rows: Sequence[GapRow], leaky: RunView, clean: RunView) -> Tab
             if r.leaky.n and r.clean_test.n
             else ""
         )
-        lines.append((_config_label(r.config), cell_text(r.leaky), cell_text(r.clean_selection),
+        lines.append((config_label(r.config), cell_text(r.leaky), cell_text(r.clean_selection),
                       cell_text(r.clean_test), gap))  # fmt: skip
         data.append({"config": r.config.to_dict(), "leaky": cell_data(r.leaky),
                      "clean_selection": cell_data(r.clean_selection),
@@ -385,7 +385,7 @@ def rank_table(entries: Sequence[tuple[RunView, RunView, object]]) -> Table:
     rows, data = [], []
     for staged, grid, rank in entries:
         winner = staged.winner
-        label = _config_label(Config.from_dict(winner.config))
+        label = config_label(Config.from_dict(winner.config))
         if rank is None:
             rows.append((staged.name, label, grid.name, "not in the grid's space", "", ""))
             data.append({"staged": staged.name, "grid": grid.name, "rank": None})
@@ -436,9 +436,3 @@ def cost_table(costs: Sequence[StageCost]) -> Table:
 
 def key_value_table(key: str, title: str, pairs: Sequence[tuple[str, str]], note: str = ""):
     return Table(key, title, ("", "value"), tuple(pairs), (note,) if note else ())
-
-
-def _config_label(config: Config) -> str:
-    from hpstudy.protocols.grid import config_label
-
-    return config_label(config)

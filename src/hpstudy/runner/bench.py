@@ -38,14 +38,10 @@ import torch
 from torch import nn
 
 from hpstudy.config.config import Config
+from hpstudy.config.cost import model_epoch_flops
 from hpstudy.data import idx as data
 from hpstudy.data import sources
-from hpstudy.engine.flops import (
-    measure_matmul_flops,
-    model_epoch_flops,
-    synchronize,
-    training_numerics,
-)
+from hpstudy.engine.flops import measure_matmul_flops, synchronize, training_numerics
 from hpstudy.engine.model import build_model
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import member_order_key

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpstudy.atomic import atomic_file
 from hpstudy.config.config import Config
 from hpstudy.config.factors import space_size, topologies
 from hpstudy.config.study import ProtocolKind, Selection, Study
@@ -33,7 +34,6 @@ from hpstudy.protocols.events import DataWarning
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats.tables import StageTable, write_tables
 from hpstudy.storage import Store, TrialRecord, check_durable, default_url, storage_errors
-from hpstudy.storage.atomic import atomic_file
 from hpstudy.storage.rundir import (
     MODEL_FILE,
     REPLICATION_FILE,
@@ -86,7 +86,7 @@ def planned_trials(study: Study) -> int:
 
 def check_plan(study: Study, options: RunOptions) -> None:
     """Refuse a plan above MAX_TRIALS_UNASKED trials unless `options.yes`; name its cost."""
-    from hpstudy.engine.flops import model_epoch_flops
+    from hpstudy.config.cost import model_epoch_flops
 
     n_trials = planned_trials(study)
     if n_trials <= MAX_TRIALS_UNASKED or options.yes:
@@ -286,7 +286,7 @@ def cost_summary(
 ) -> dict[str, float]:
     """model_epochs, wall_s and floor_s over the finished trials; the floor divides their FLOPs
     by `matmul_flops` (the run's recorded throughput), else by a fresh measurement."""
-    from hpstudy.engine.flops import model_epoch_flops
+    from hpstudy.config.cost import model_epoch_flops
 
     done = [r for r in records if r.status.is_finished]
     flops = sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in done)

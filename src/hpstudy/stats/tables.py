@@ -22,7 +22,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from hpstudy.storage.atomic import atomic_file
+from hpstudy.atomic import atomic_file
 
 SCHEMA_VERSION = 1
 TABLES_DIR = "tables"

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hpstudy import __version__
+from hpstudy.atomic import atomic_file
 from hpstudy.config.study import Study
 from hpstudy.config.studyfile import parse_study
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.storage import Store, TrialRecord, default_url, redact_args, redact_url
-from hpstudy.storage.atomic import atomic_file
 
 if TYPE_CHECKING:
     from hpstudy.data.prepare import Data
