@@ -55,13 +55,13 @@ def _spec(args: argparse.Namespace) -> tuple[dict, str]:
 def run(args: argparse.Namespace) -> int:
     import sys
     import time
-    from pathlib import Path
 
+    from hpstudy.config.paths import user_path
     from hpstudy.data import eda
     from hpstudy.data.datasets import load_dataset
 
     spec, label = _spec(args)
-    out = eda.ensure_out_dir(Path(args.out))  # a bad --out fails before the data is read
+    out = eda.ensure_out_dir(user_path(args.out, "--out"))  # before the data is read
     start = time.perf_counter()
     ds = load_dataset(spec, args.data_dir,
                       progress=lambda line: print(line, file=sys.stderr))  # fmt: skip

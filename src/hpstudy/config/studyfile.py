@@ -22,6 +22,7 @@ from typing import Any
 
 from hpstudy.config.config import Config
 from hpstudy.config.factors import FACTORS, SHAPE_FACTORS, Domain, Range, ranged_names
+from hpstudy.config.paths import user_path
 from hpstudy.config.study import (
     AUTO,
     CONFIRM_SEED_OFFSET,
@@ -383,7 +384,10 @@ class StudyFileParser(TomlReader):
         if "path" in spec:
             if not isinstance(spec["path"], str) or not spec["path"]:
                 raise self.fail("data.path", f"must be a non-empty string, got {spec['path']!r}")
-            path = Path(spec["path"]).expanduser()
+            try:
+                path = user_path(spec["path"], "path")
+            except UserError as exc:
+                raise self.fail("data.path", str(exc)) from None
             spec["path"] = str(path if path.is_absolute() else self.path.parent.resolve() / path)
         if spec.get("name") != "digits":
             extra = sorted({"test_size", "split_seed"} & set(spec))

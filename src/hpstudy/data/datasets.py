@@ -22,14 +22,14 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 
+from hpstudy.config.paths import os_errors, user_path
 from hpstudy.data import catalog, sources, userdata
 from hpstudy.data import idx as data
 from hpstudy.data.dataset import Dataset, build, pixel_statistics
-from hpstudy.errors import UserError
+from hpstudy.errors import DataError, UserError
 
 NAMES = ("fashion-mnist", "mnist", "kmnist", "digits")
 
@@ -49,7 +49,9 @@ def load_dataset(
             f"'file.npz' / 'folder', got {dict(spec)!r}"
         )
     if "path" in spec:
-        return userdata.load(Path(spec["path"]).expanduser())
+        path = user_path(spec["path"], "[data] path")
+        with os_errors(path, "[data] path", DataError):
+            return userdata.load(path)
     name = spec["name"]
     if name == "fashion-mnist":
         fm = sources.load(data_dir, download=download, progress=progress)

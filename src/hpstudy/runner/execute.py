@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hpstudy.config.config import Config
 from hpstudy.config.factors import space_size, topologies
+from hpstudy.config.feasible import check_configs
 from hpstudy.config.study import ProtocolKind, Selection, Study
 from hpstudy.data.prepare import prepare_data
 from hpstudy.engine.flops import measure_matmul_flops
@@ -75,8 +76,8 @@ def planned_trials(study: Study) -> int:
     """Most trials the study can ask for (reuse between stages only lowers it)."""
     if study.protocol is ProtocolKind.GRID:
         n_configs = int(space_size(study.space))  # a grid has no ranges
-    elif study.protocol is ProtocolKind.SEARCH:
-        n_configs = study.n_trials
+    elif study.protocol is ProtocolKind.SEARCH:  # the search, then its confirmation round
+        return study.n_trials * study.n_seeds + study.confirm_top * study.confirm_seeds
     else:
         n_configs = sum(len(stage.values) for stage in study.stages)
     if study.protocol is ProtocolKind.REPLICATE:
@@ -97,7 +98,11 @@ def check_plan(study: Study, options: RunOptions) -> None:
     raise UserError(f"{study.name} with {study.n_seeds:,} seeds plans up to {n_trials:,} trials "
                     f"({model_epochs:,} model-epochs, up to {model_epochs * widest / 1e15:,.3g} "
                     f"PFLOP); above {MAX_TRIALS_UNASKED:,} trials hpstudy asks first: add --yes "
-                    "to go ahead, or lower --seeds")  # fmt: skip
+                    f"to go ahead, or lower --seeds{_SEARCH_SIZES.get(study.protocol, '')}"
+                    )  # fmt: skip
+
+
+_SEARCH_SIZES = {ProtocolKind.SEARCH: ", n_trials, confirm_top or confirm_seeds"}
 
 
 def use_threads(options: RunOptions) -> None:
@@ -156,7 +161,8 @@ def run_study(
     data = prepare_data(study, options)
     for text in data.warnings:
         on_event(DataWarning(text))
-    study = study.with_data_shape(data.n_inputs, data.n_classes)
+    study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
+    check_configs(study)  # what the data's shape cannot train, before the folder exists
     make_run_dir(run_dir)
     store = open_store(study, options, run_dir)
     private = options.storage is None  # study.db in the folder: nobody else writes it
@@ -228,7 +234,8 @@ def run_worker(
     store = open_store(study, options, Path("."))
     with storage_errors(store.url), releasing(store, private=False):
         data = prepare_data(study, options)
-        study = study.with_data_shape(data.n_inputs, data.n_classes)
+        study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
+        check_configs(study)
         store.create_or_load()
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
