@@ -295,3 +295,97 @@ def test_a_stage_over_a_value_without_effect_is_refused(
     study.write_text(STAGED.format(data=data, optimizers=optimizers, start=start, stages=text))
     err = _refused(capsys, tmp_path, str(study))
     assert expected in err
+
+
+# --- class 9: the terminal and the shell ----------------------------------------------------------
+
+
+def test_a_reader_that_goes_away_ends_quietly_with_the_shell_code(tmp_path):
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte: every write meets EPIPE
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hpstudy.cli", "eda", "--data", "digits", "--out",
+         str(tmp_path / "eda")], stdout=write, stderr=subprocess.PIPE, env=env, check=False,
+    )  # fmt: skip
+    os.close(write)
+    assert done.returncode == 141, done.stderr.decode()  # 128 + SIGPIPE, as a shell reports it
+    assert done.stderr == b""
+
+
+def test_a_bare_name_is_the_shipped_study_whatever_the_folder_holds(tmp_path, monkeypatch):
+    from hpstudy.config.studyfile import STUDIES_DIR, load_study
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "replicate").mkdir()  # a run folder named like a shipped study
+    (tmp_path / "paper").write_text("not a study")
+    assert load_study("replicate").path == STUDIES_DIR / "replicate.toml"
+    assert load_study("paper").path == STUDIES_DIR / "paper.toml"
+    shipped = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+    assert len(shipped) >= 10
+    for wrong in ("nosuch", "./replicate", "missing.toml"):
+        with pytest.raises(UserError) as info:
+            load_study(wrong)
+        assert ", ".join(shipped) in str(info.value), str(info.value)
+
+
+def test_the_download_lock_holds_where_fcntl_is_missing(tmp_path, monkeypatch):
+    import sys
+
+    from filelock import FileLock
+
+    from hpstudy.data import download
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` fails, as on Windows
+    dest = tmp_path / "cache"
+    dest.mkdir()
+    lines: list[str] = []
+    with FileLock(dest / ".lock"), pytest.raises(DataError) as info:
+        download.fetch_all(dest, mirrors=["http://127.0.0.1:9/"], lock_wait=0.2,
+                           progress=lines.append)  # fmt: skip
+    assert f"another process holds the lock {dest / '.lock'}" in str(info.value)
+    assert lines == [f"waiting for another process that is downloading into {dest} ..."]
+
+
+def _events(n_calls: int = 1):
+    from hpstudy.protocols.events import StageFinished
+    from hpstudy.stats.tables import StageTable
+
+    yield StageStarted(1, 1, "topology", 4, 0)
+    for _ in range(n_calls):  # each engine call trains 4 / n_calls trials over two epochs
+        for epoch in (1, 2):
+            yield EpochDone("topology", 0, 1, epoch, 2, 2, 4 // n_calls, 1.0 * epoch,
+                            epoch / 2, epoch / 2)  # fmt: skip
+    yield StageFinished(StageTable("s", "staged", 1, "topology", "", "topology", "test", ""))
+
+
+def test_progress_is_a_bar_on_a_terminal_lines_in_a_pipe_and_nothing_when_quiet(monkeypatch):
+    import io
+
+    from hpstudy.commands import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    printer = progress.make_progress(hint=lambda: "note: busy")
+    assert isinstance(printer, progress.BarPrinter)
+    for event in _events(n_calls=2):
+        printer(event)
+    shown = terminal.getvalue()
+    assert shown.count("note: busy") == 1
+    assert "stage 1/1 topology: 4 trials, 0 already in the store" in shown
+    assert "4/4" in shown and "2 live" in shown and "ETA" in shown and "\r" in shown
+    pipe = io.StringIO()
+    monkeypatch.setattr("sys.stderr", pipe)
+    printer = progress.make_progress()
+    assert type(printer) is progress.ProgressPrinter and printer.every_s == progress.PIPE_EVERY_S
+    quiet = progress.make_progress(quiet=True)
+    for event in _events():
+        quiet(event)
+    assert pipe.getvalue() == ""
