@@ -389,3 +389,15 @@ def test_progress_is_a_bar_on_a_terminal_lines_in_a_pipe_and_nothing_when_quiet(
     for event in _events():
         quiet(event)
     assert pipe.getvalue() == ""
+
+
+def test_with_clean_checks_its_validation_split_before_the_run_folder(tmp_path, capsys):
+    from hpstudy.config.studyfile import STUDIES_DIR
+
+    x, y = _digits()
+    data = _npz(tmp_path / "d.npz", x, y)  # 60 training examples: no room for 6,000
+    text = (STUDIES_DIR / "replicate.toml").read_text()
+    study = tmp_path / "replicate-mine.toml"
+    study.write_text(text.replace("[normalization]", f'[data]\npath = "{data}"\n[normalization]'))
+    err = _refused(capsys, tmp_path, str(study), "--with-clean")
+    assert "validation.size must be below the 60 training examples" in err

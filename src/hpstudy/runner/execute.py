@@ -163,6 +163,10 @@ def run_study(
         on_event(DataWarning(text))
     study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
     check_configs(study)  # what the data's shape cannot train, before the folder exists
+    clean_data = None
+    if study.protocol is ProtocolKind.REPLICATE and study.with_clean:  # its split checked too
+        clean_data = prepare_data(dataclasses.replace(study, selection=Selection.VALIDATION),
+                                  options)  # fmt: skip
     make_run_dir(run_dir)
     store = open_store(study, options, run_dir)
     private = options.storage is None  # study.db in the folder: nobody else writes it
@@ -180,8 +184,8 @@ def run_study(
                           weights_dir=run_dir / WEIGHTS_DIR
                           if study.protocol in _STAGED_KINDS else None)  # fmt: skip
         protocol = make_protocol(study, trainer)
-        if study.protocol is ProtocolKind.REPLICATE and study.with_clean:
-            protocol.clean = clean_trainer(study, options, trainer, run_dir)
+        if clean_data is not None:
+            protocol.clean = clean_trainer(clean_data, trainer, run_dir)
         tables = protocol.run()
         write_tables(run_dir, tables)
         if isinstance(protocol, ReplicateProtocol):
@@ -195,11 +199,9 @@ def run_study(
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
 
 
-def clean_trainer(study: Study, options: RunOptions, trainer: Trainer, run_dir: Path) -> Trainer:
-    """`--with-clean`: a second trainer on the same store whose split selects on validation
-    (its trials have other keys); run.json keeps that split for the report."""
-    clean = dataclasses.replace(study, selection=Selection.VALIDATION)
-    data = prepare_data(clean, options)
+def clean_trainer(data, trainer: Trainer, run_dir: Path) -> Trainer:
+    """`--with-clean`: a second trainer on the same store on `data`, whose split selects on
+    validation (its trials have other keys); run.json keeps that split for the report."""
     update_run_info(run_dir, clean_split=data.split)
     return Trainer(trainer.store, data, protocol=trainer.protocol, space=trainer.space,
                    on_event=trainer.on_event, batch=trainer.batch,
