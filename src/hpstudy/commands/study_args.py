@@ -126,6 +126,14 @@ def options_from(args: argparse.Namespace):
     return study, options
 
 
+def busy_machine_hint(options) -> str | None:
+    """The busy-machine note for these options, measured now (`run` and `worker` print it with
+    the first epoch, through `progress.machine_hint`, so it never precedes an error)."""
+    from hpstudy.commands.progress import machine_hint
+
+    return machine_hint(options)()
+
+
 def _device_for(args: argparse.Namespace) -> str:
     from hpstudy.runner.devices import resolve_device
 

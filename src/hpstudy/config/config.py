@@ -400,16 +400,25 @@ def _check_wide(config: Config) -> None:
                         "momentum=0; set a momentum or nesterov = false")  # fmt: skip
 
 
-def _check_conv(config: Config) -> None:
-    """Validate the CNN fields: positive channels, a known kernel, square inputs that survive
-    a 2x2 pooling per block."""
-    set_ = object.__setattr__
-    conv = config.conv
+def parse_conv(conv) -> tuple[int, ...]:
+    """Convolution channels as a tuple of positive counts, at most MAX_HIDDEN_LAYERS of them;
+    what depends on the image (a side that survives the poolings, layer sizes) is checked by
+    Config once the data's shape is known."""
     if not isinstance(conv, list | tuple) or not all(
         isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conv
     ):
         raise UserError(f"conv must be a list of positive channel counts, got conv={conv!r}")
-    set_(config, "conv", tuple(conv))
+    if len(conv) > MAX_HIDDEN_LAYERS:
+        raise UserError(f"at most {MAX_HIDDEN_LAYERS} convolution blocks, got {len(conv)}")
+    return tuple(conv)
+
+
+def _check_conv(config: Config) -> None:
+    """Validate the CNN fields: positive channels, a known kernel, square inputs that survive
+    a 2x2 pooling per block."""
+    set_ = object.__setattr__
+    conv = parse_conv(config.conv)
+    set_(config, "conv", conv)
     if config.kernel_size not in KERNEL_SIZES or isinstance(config.kernel_size, bool):
         raise UserError(f"kernel_size must be one of {list(KERNEL_SIZES)}, got "
                         f"kernel_size={config.kernel_size!r}")  # fmt: skip
@@ -433,8 +442,6 @@ def _check_conv(config: Config) -> None:
     if side >> len(conv) < 1:
         raise UserError(f"{len(conv)} convolution blocks halve a {side}x{side} image below 1x1; "
                         f"use at most {side.bit_length() - 1}")  # fmt: skip
-    if len(conv) > MAX_HIDDEN_LAYERS:
-        raise UserError(f"at most {MAX_HIDDEN_LAYERS} convolution blocks, got {len(conv)}")
     for layer in config.conv_layers:  # the layer-size rule, convolutions and their dense input
         n_weights = layer.c_in * layer.c_out * config.kernel_size**2
         if n_weights > MAX_LAYER_WEIGHTS:
