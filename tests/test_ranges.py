@@ -90,7 +90,7 @@ def test_depth_and_width_are_a_topology_everywhere_a_factor_is_named():
 
 
 def test_a_big_search_over_depth_and_width_names_its_cost_before_it_runs():
-    study = dataclasses.replace(parse(RANGES), n_trials=20_000)
+    study = dataclasses.replace(parse(RANGES), n_trials=20_000, confirm_top=0)
     with pytest.raises(UserError, match=r"plans up to 20,000 trials \(20,000 model-epochs, up"):
         check_plan(study, RunOptions())  # its FLOPs from the deepest, widest topology
 

@@ -3,7 +3,8 @@
 Each command lives in `hpstudy.commands.<name>` as a pair: `add_arguments(parser)` and
 `run(args) -> int`. Command modules import heavy libraries (torch, matplotlib) inside `run`, so
 `hpstudy --help` stays fast. A `UserError` is printed as one line on stderr with its exit code;
-`--debug` shows the traceback instead.
+`--debug` shows the traceback instead. Output cut short by its reader (`hpstudy status RUN
+--json | head -c 100`) ends quietly with the shell's code for SIGPIPE, 141.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
+import signal
 import sys
 
 from hpstudy import __version__
@@ -73,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with interrupts.installed():  # SIGTERM too, so held trials are marked interrupted
-            return int(args._run(args) or 0)
+            code = int(args._run(args) or 0)
+            sys.stdout.flush()  # a reader gone is told here, not at exit
+            return code
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        _drop_stdout()
+        return 128 + signal.SIGPIPE
     except UserError as exc:
         if args.debug:
             raise
@@ -95,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         return _fail(args, f"the trial store failed ({reason}); check the run folder's "
                      "study.db or --storage, or rerun with --debug for details", 1)  # fmt: skip
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush finds no closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind stdout (tests): nothing to flush
+        pass
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

@@ -36,13 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace) -> tuple[dict, str]:
     """The [data] spec the options name, and how to title it."""
+    from hpstudy.config.study import DATA_NAMES
     from hpstudy.config.studyfile import load_study
-    from hpstudy.data.datasets import NAMES
 
     if args.study:
         study = load_study(args.study)
         return study.data or {"name": "fashion-mnist"}, study.data_label
-    if args.data in NAMES:
+    if args.data in DATA_NAMES:
         spec = {"name": args.data} | (
             {"test_size": 0.2, "split_seed": 0} if args.data == "digits" else {}
         )
@@ -55,13 +55,13 @@ def _spec(args: argparse.Namespace) -> tuple[dict, str]:
 def run(args: argparse.Namespace) -> int:
     import sys
     import time
-    from pathlib import Path
 
+    from hpstudy.config.paths import user_path
     from hpstudy.data import eda
     from hpstudy.data.datasets import load_dataset
 
     spec, label = _spec(args)
-    out = eda.ensure_out_dir(Path(args.out))  # a bad --out fails before the data is read
+    out = eda.ensure_out_dir(user_path(args.out, "--out"))  # before the data is read
     start = time.perf_counter()
     ds = load_dataset(spec, args.data_dir,
                       progress=lambda line: print(line, file=sys.stderr))  # fmt: skip

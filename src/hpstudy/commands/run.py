@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpstudy.commands.progress import ProgressPrinter
-from hpstudy.commands.study_args import add_study_options, busy_machine_hint, options_from
+from hpstudy.commands.progress import machine_hint, make_progress
+from hpstudy.commands.study_args import add_study_options, options_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from hpstudy.runner.execute import run_study
 
     study, options = options_from(args)
-    if hint := busy_machine_hint(options):
-        print(hint, file=sys.stderr)
-    summary = run_study(study, options, on_event=ProgressPrinter())
+    progress = make_progress(quiet=args.quiet, hint=machine_hint(options))
+    summary = run_study(study, options, on_event=progress)
     print(f"run folder: {summary.run_dir}  (tables in {summary.run_dir / 'tables'})")
     if summary.model_path:
         print(f"final model: {summary.model_path}")

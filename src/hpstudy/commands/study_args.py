@@ -90,6 +90,11 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="go ahead with a plan of more than 10,000 trials (otherwise refused, with its cost)",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar or progress lines (data warnings and the tables still print)",
+    )
     add_data_dir(parser)
 
 
@@ -122,21 +127,11 @@ def options_from(args: argparse.Namespace):
 
 
 def busy_machine_hint(options) -> str | None:
-    """A one-line hint when torch will run several CPU threads on a machine whose load already
-    fills its cores: measured here, two threads then ran about 7x slower than one."""
-    import os
+    """The busy-machine note for these options, measured now (`run` and `worker` print it with
+    the first epoch, through `progress.machine_hint`, so it never precedes an error)."""
+    from hpstudy.commands.progress import machine_hint
 
-    import torch
-
-    if options.threads is not None or str(options.device) != "cpu":
-        return None
-    threads, cores = torch.get_num_threads(), os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if threads < 2 or load < cores:
-        return None
-    return (f"note: other jobs keep this machine busy (load {load:.1f} on {cores} cores), and "
-            f"torch's {threads} threads wait on each other then; --threads 1 is often several "
-            "times faster")  # fmt: skip
+    return machine_hint(options)()
 
 
 def _device_for(args: argparse.Namespace) -> str:

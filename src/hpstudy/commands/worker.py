@@ -11,9 +11,7 @@ writes the tables and the final model without training anything.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from hpstudy.commands.progress import ProgressPrinter
 from hpstudy.commands.study_args import add_study_options
 
 
@@ -23,12 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpstudy.commands.study_args import busy_machine_hint, options_from
+    from hpstudy.commands.progress import machine_hint, make_progress
+    from hpstudy.commands.study_args import options_from
     from hpstudy.runner.execute import run_worker
 
     study, options = options_from(args)
-    if hint := busy_machine_hint(options):
-        print(hint, file=sys.stderr)
-    n = run_worker(study, options, on_event=ProgressPrinter())
+    progress = make_progress(quiet=args.quiet, hint=machine_hint(options))
+    n = run_worker(study, options, on_event=progress)
     print(f"worker done: trained {n} trials; the grid is complete")
     return 0

@@ -152,6 +152,12 @@ class Config:
     # so every FashionMNIST trial keeps the key it had before other data existed.
     n_inputs: int = N_INPUTS  # input values per example (H * W, or D features)
     n_classes: int = N_CLASSES  # logits out
+    # The examples' shape as the data holds it, (H, W) images or (D,) features, where it is not
+    # the one n_inputs implies (`implied_shape`; normalised to None then): convolutions and
+    # augmentation need a square image. `example_shape` is the shape either way. Left out of
+    # `to_dict` where it is None or changes nothing (an MLP without augmentation), so trial
+    # keys stay as they were.
+    input_shape: tuple[int, ...] | None = None
     # The wider space. Each is left out of `to_dict` (and trial keys) at its default, so a
     # configuration of the paper's space keeps the key it had before these existed. Optimizer
     # arguments that the optimizer does not take are reset to their defaults (Adam ignores
@@ -188,6 +194,7 @@ class Config:
                 raise UserError(f"{name} must be an integer >= {low}, got {name}={value!r}")
         if self.seed > MAX_SEED:
             raise UserError(f"seed must be an integer in 0..2**63-1, got seed={self.seed}")
+        _check_input_shape(self)
         if (self.n_inputs, self.n_classes) != (N_INPUTS, N_CLASSES):
             _check_buildable(self.topology, self.n_inputs, self.n_classes)
         _check_wide(self)
@@ -214,9 +221,25 @@ class Config:
         return bool(self.conv)
 
     @property
+    def needs_image(self) -> bool:
+        """Whether training reads the inputs as square images (convolutions, augmentation)."""
+        return bool(self.conv) or self.augment != "none"
+
+    @property
+    def is_square_image(self) -> bool:
+        """Whether the inputs are (H, W) images with H == W (what conv and augment need)."""
+        shape = self.example_shape
+        return len(shape) == 2 and shape[0] == shape[1]
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """One example's shape: (H, W) or (D,)."""
+        return self.input_shape or implied_shape(self.n_inputs)
+
+    @property
     def image_side(self) -> int:
         """The side of a square input image (28 for FashionMNIST)."""
-        return math.isqrt(self.n_inputs)
+        return self.example_shape[0] if self.is_square_image else math.isqrt(self.n_inputs)
 
     @property
     def dense_sizes(self) -> tuple[int, ...]:
@@ -245,7 +268,9 @@ class Config:
         for name in _OMITTED_AT_DEFAULT:
             if d[name] == _DEFAULTS[name]:
                 del d[name]  # keys as before other data and the wider space existed
-        for name in ("betas", "conv"):
+        if self.input_shape is None or not self.needs_image:
+            del d["input_shape"]  # the shape matters to convolutions and augmentation only
+        for name in ("betas", "conv", "input_shape"):
             if name in d:
                 d[name] = list(d[name])
         return d
@@ -307,6 +332,38 @@ _SHAPE_FIELDS = ("kernel_size", "batch_norm", "convs_per_block")
 TRAINING_FIELDS = tuple(f for f in _WIDE_FIELDS if f not in _SHAPE_FIELDS)
 
 
+def implied_shape(n_inputs: int) -> tuple[int, ...]:
+    """The shape a bare input count stands for: a square image where it is a square (784:
+    28 x 28, as FashionMNIST and every run before shapes travelled), else flat features."""
+    side = math.isqrt(n_inputs)
+    return (side, side) if side * side == n_inputs else (n_inputs,)
+
+
+def _check_input_shape(config: Config) -> None:
+    """Normalise `input_shape` to a tuple of one or two positive integers holding n_inputs."""
+    shape = config.input_shape
+    if shape is None:
+        return
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) not in (1, 2)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+    ):
+        raise UserError(f"input_shape must be [H, W] or [D] of positive integers, got "
+                        f"input_shape={shape!r}")  # fmt: skip
+    if math.prod(shape) != config.n_inputs:
+        raise UserError(f"input_shape {list(shape)} holds {math.prod(shape)} values but "
+                        f"n_inputs={config.n_inputs}; they must agree")  # fmt: skip
+    shape = tuple(shape)
+    object.__setattr__(config, "input_shape", None if shape == implied_shape(config.n_inputs)
+                       else shape)  # fmt: skip
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """'16x4 images' or '64 features'."""
+    return "x".join(map(str, shape)) + " images" if len(shape) == 2 else f"{shape[0]} features"
+
+
 def _unit_interval(name: str, value) -> float:
     """A float in [0, 1), or a UserError naming the key and that domain."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
@@ -344,16 +401,25 @@ def _check_wide(config: Config) -> None:
                         "momentum=0; set a momentum or nesterov = false")  # fmt: skip
 
 
-def _check_conv(config: Config) -> None:
-    """Validate the CNN fields: positive channels, a known kernel, square inputs that survive
-    a 2x2 pooling per block."""
-    set_ = object.__setattr__
-    conv = config.conv
+def parse_conv(conv) -> tuple[int, ...]:
+    """Convolution channels as a tuple of positive counts, at most MAX_HIDDEN_LAYERS of them;
+    what depends on the image (a side that survives the poolings, layer sizes) is checked by
+    Config once the data's shape is known."""
     if not isinstance(conv, list | tuple) or not all(
         isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in conv
     ):
         raise UserError(f"conv must be a list of positive channel counts, got conv={conv!r}")
-    set_(config, "conv", tuple(conv))
+    if len(conv) > MAX_HIDDEN_LAYERS:
+        raise UserError(f"at most {MAX_HIDDEN_LAYERS} convolution blocks, got {len(conv)}")
+    return tuple(conv)
+
+
+def _check_conv(config: Config) -> None:
+    """Validate the CNN fields: positive channels, a known kernel, square inputs that survive
+    a 2x2 pooling per block."""
+    set_ = object.__setattr__
+    conv = parse_conv(config.conv)
+    set_(config, "conv", conv)
     if config.kernel_size not in KERNEL_SIZES or isinstance(config.kernel_size, bool):
         raise UserError(f"kernel_size must be one of {list(KERNEL_SIZES)}, got "
                         f"kernel_size={config.kernel_size!r}")  # fmt: skip
@@ -369,22 +435,28 @@ def _check_conv(config: Config) -> None:
         if depth > 1:
             raise UserError(f"convs_per_block = {depth} needs convolution blocks (conv = [...])")
         return
+    if not config.is_square_image:
+        raise UserError(f"conv needs square images; the data holds "
+                        f"{_shape_text(config.example_shape)}: use an MLP (no conv) for feature "
+                        "data or images that are not square")  # fmt: skip
     side = config.image_side
-    if side * side != config.n_inputs:
-        raise UserError(f"conv needs square images; these inputs have {config.n_inputs} values "
-                        "each: use an MLP (no conv) for feature data")  # fmt: skip
     if side >> len(conv) < 1:
         raise UserError(f"{len(conv)} convolution blocks halve a {side}x{side} image below 1x1; "
                         f"use at most {side.bit_length() - 1}")  # fmt: skip
-    if len(conv) > MAX_HIDDEN_LAYERS:
-        raise UserError(f"at most {MAX_HIDDEN_LAYERS} convolution blocks, got {len(conv)}")
+    for layer in config.conv_layers:  # the layer-size rule, convolutions and their dense input
+        n_weights = layer.c_in * layer.c_out * config.kernel_size**2
+        if n_weights > MAX_LAYER_WEIGHTS:
+            raise UserError(f"convolution {layer.c_in}->{layer.c_out} channels of "
+                            f"{config.kernel_size}x{config.kernel_size} has {n_weights:,} "
+                            f"weights; at most {MAX_LAYER_WEIGHTS:,} per layer (400 MB in "
+                            "float32): use fewer channels")  # fmt: skip
+    _check_buildable(config.dense_sizes[1:-1], config.dense_sizes[0], config.n_classes)
 
 
 def _check_augment(config: Config) -> None:
     """Validate the augmentation: a known one, of square images."""
     object.__setattr__(config, "augment", _canonical(config.augment, AUGMENTATIONS, "augmentation"))
-    side = config.image_side
-    if config.augment != "none" and side * side != config.n_inputs:
-        raise UserError(f"augment = {config.augment!r} flips and shifts square images; these "
-                        f"inputs have {config.n_inputs} values each: use augment = 'none' for "
-                        "feature data")  # fmt: skip
+    if config.augment != "none" and not config.is_square_image:
+        raise UserError(f"augment = {config.augment!r} flips and shifts square images; the data "
+                        f"holds {_shape_text(config.example_shape)}: use augment = 'none' for "
+                        "feature data or images that are not square")  # fmt: skip

@@ -35,6 +35,7 @@ from hpstudy.config.config import (
     OPTIMIZERS,
     TOPOLOGIES,
     Config,
+    parse_conv,
     parse_topology,
     topology_name,
 )
@@ -102,6 +103,8 @@ class Factor:
             return parse_topology(value)
         if self.name in SHAPE_FACTORS:
             return _parse_shape(self.name, value)
+        if self.name == "conv":  # the data's image decides the rest (config.feasible)
+            return parse_conv(value)
         # A value some other field must allow (betas are Adam's): check it in such a Config.
         context = _PARSE_CONTEXT.get(self.name, {})
         return getattr(Config(**context, **{self.name: value}), self.name)

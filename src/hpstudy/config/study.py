@@ -113,6 +113,7 @@ class Study:
     # The data's shape, known once it is loaded (`with_data_shape`); FashionMNIST's by default.
     n_inputs: int = 784
     n_classes: int = 10
+    input_shape: tuple[int, ...] | None = None  # (H, W) or (D,); None: what n_inputs implies
 
     @property
     def is_fashion_mnist(self) -> bool:
@@ -124,9 +125,13 @@ class Study:
         """How messages and the report name the data: 'mnist', or the file's path."""
         return str(self.data.get("path") or self.data.get("name") or "fashion-mnist")
 
-    def with_data_shape(self, n_inputs: int, n_classes: int) -> Study:
+    def with_data_shape(
+        self, n_inputs: int, n_classes: int, input_shape: tuple[int, ...] | None = None
+    ) -> Study:
         """The study once its data is loaded: its configurations take that shape."""
-        return dataclasses.replace(self, n_inputs=n_inputs, n_classes=n_classes)
+        shape = tuple(input_shape) if input_shape is not None else None
+        return dataclasses.replace(self, n_inputs=n_inputs, n_classes=n_classes,
+                                   input_shape=shape)  # fmt: skip
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -144,7 +149,7 @@ class Study:
         factor the study searches, such as batch_size, overrides its fixed value)."""
         fixed = {"batch_size": self.batch_size, "max_epochs": self.max_epochs,
                  "patience": self.patience, "n_inputs": self.n_inputs,
-                 "n_classes": self.n_classes}  # fmt: skip
+                 "n_classes": self.n_classes, "input_shape": self.input_shape}  # fmt: skip
         return Config(**(fixed | config_values(factors)), seed=seed)
 
     def replace(self, **changes: Any) -> Study:

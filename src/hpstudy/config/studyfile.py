@@ -22,6 +22,7 @@ from typing import Any
 
 from hpstudy.config.config import Config
 from hpstudy.config.factors import FACTORS, SHAPE_FACTORS, Domain, Range, ranged_names
+from hpstudy.config.paths import os_errors, user_path
 from hpstudy.config.study import (
     AUTO,
     CONFIRM_SEED_OFFSET,
@@ -383,7 +384,10 @@ class StudyFileParser(TomlReader):
         if "path" in spec:
             if not isinstance(spec["path"], str) or not spec["path"]:
                 raise self.fail("data.path", f"must be a non-empty string, got {spec['path']!r}")
-            path = Path(spec["path"]).expanduser()
+            try:
+                path = user_path(spec["path"], "path")
+            except UserError as exc:
+                raise self.fail("data.path", str(exc)) from None
             spec["path"] = str(path if path.is_absolute() else self.path.parent.resolve() / path)
         if spec.get("name") != "digits":
             extra = sorted({"test_size", "split_seed"} & set(spec))
@@ -422,24 +426,36 @@ class StudyFileParser(TomlReader):
 
 
 def resolve_path(name_or_path: str | os.PathLike) -> Path:
-    """A study file path from a path or a bare name such as 'paper'."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise UserError(
-                f"study file {str(path)!r} not found; give a path to a .toml file "
-                "or one of the names in studies/ (paper, clean, grid, search)"
-            )
-        return path
-    folders = [Path(d) for d in [os.environ.get("HPSTUDY_STUDIES_DIR")] if d] + [STUDIES_DIR]
-    for folder in folders:
-        if (folder / f"{path.name}.toml").is_file():
-            return folder / f"{path.name}.toml"
-    known = sorted(p.stem for f in folders if f.is_dir() for p in f.glob("*.toml"))
+    """A study file path from a path or a bare name such as 'paper'. An argument is a path when
+    it holds a '/' or ends in '.toml'; anything else is a study name, whatever the current
+    folder holds (`cd runs && hpstudy run replicate` finds the shipped study, not the run
+    folder `replicate`)."""
+    text = os.fspath(name_or_path)
+    if isinstance(name_or_path, os.PathLike) or "/" in text or os.sep in text or \
+            text.endswith(".toml"):  # fmt: skip
+        path = user_path(text, "study file")
+        with os_errors(path, "study file", fix="give a path to a .toml file"):
+            if path.is_file():
+                return path
+        raise UserError(f"study file {text!r} not found; give a path to a .toml file or one of "
+                        f"the studies {', '.join(known_studies()) or '(none)'}")  # fmt: skip
+    for folder in _study_folders():
+        if (folder / f"{text}.toml").is_file():
+            return folder / f"{text}.toml"
     raise UserError(
-        f"no study named {str(name_or_path)!r}; known studies: "
-        f"{', '.join(known) or '(none)'}; or give a path to a .toml file"
+        f"no study named {text!r}; known studies: {', '.join(known_studies()) or '(none)'}; or "
+        f"give a path to a .toml file (./{text}.toml)"
     )
+
+
+def _study_folders() -> list[Path]:
+    """Where a bare study name is looked up: $HPSTUDY_STUDIES_DIR, then the shipped studies."""
+    return [Path(d) for d in [os.environ.get("HPSTUDY_STUDIES_DIR")] if d] + [STUDIES_DIR]
+
+
+def known_studies() -> list[str]:
+    """Every study name `resolve_path` finds, sorted."""
+    return sorted({p.stem for f in _study_folders() if f.is_dir() for p in f.glob("*.toml")})
 
 
 def load_study(name_or_path: str | os.PathLike) -> Study:

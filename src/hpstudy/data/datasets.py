@@ -20,15 +20,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 
+from hpstudy.config.paths import os_errors, user_path
 from hpstudy.config.study import DATA_NAMES
 from hpstudy.data import catalog, sources, userdata
 from hpstudy.data import idx as data
 from hpstudy.data.dataset import Dataset, build
-from hpstudy.errors import UserError
+from hpstudy.errors import DataError, UserError
 
 
 def load_dataset(
@@ -46,12 +46,14 @@ def load_dataset(
             f"'file.npz' / 'folder', got {dict(spec)!r}"
         )
     if "path" in spec:
-        return userdata.load(Path(spec["path"]).expanduser())
+        path = user_path(spec["path"], "[data] path")
+        with os_errors(path, "[data] path", DataError):
+            return userdata.load(path)
     name = spec["name"]
     if name == "fashion-mnist":
         fm = sources.load(data_dir, download=download, progress=progress)
         arrays = (fm.train_images, fm.train_labels, fm.test_images, fm.test_labels)
-        return build(name, *arrays, data.CLASS_DATA_NAMES, fm.digests, source=fm.source)
+        return build(name, *arrays, data.CLASS_NAMES, fm.digests, source=fm.source)
     if name in catalog.SOURCES:
         src = catalog.SOURCES[name]
         arrays, digests, folder = sources.load_idx(

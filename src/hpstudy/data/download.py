@@ -14,10 +14,10 @@ else `DEFAULT_MIRRORS`. Each file is `<base><name>.gz`. A file is kept only once
 decompressed bytes matches `data.SHA256`; it is stored decompressed (so `sha256sum` on the cache
 shows the published digests and loading skips gunzip). (MNIST and KMNIST: the SHA-256 of the .gz
 must match `catalog`'s table, and the .gz is kept as served.) Each file is written to a temporary
-name in the same folder and renamed, so a reader never sees a partial file. An exclusive `flock` on
-`<dest>/.lock` serialises processes that download at once: the second one says it is waiting, re-
-checks the cache after the first has finished and finds nothing left to do (or gives up with a
-`DataError` after `lock_wait` seconds, should the first one hang).
+name in the same folder and renamed, so a reader never sees a partial file. An exclusive lock on
+`<dest>/.lock` (the `filelock` package) serialises processes that download at once: the second
+one says it is waiting, re-checks the cache after the first has finished and finds nothing left
+to do (or gives up with a `DataError` after `lock_wait` seconds, should the first one hang).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from hpstudy.atomic import PART_SUFFIX, atomic_file
@@ -328,52 +327,31 @@ def _remove_stale_parts(folder: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(folder: Path, wait: float, say: Callable[[str], None], how: str) -> Iterator[None]:
-    """An exclusive lock on `folder` across processes (POSIX `flock`; a no-op without fcntl).
+    """An exclusive lock on `folder` across processes (the `filelock` package: `flock` on POSIX,
+    `msvcrt` locking on Windows). Waits at most `wait` seconds for another process that holds it,
+    then raises `DataError`."""
+    from filelock import FileLock, Timeout
 
-    Waits at most `wait` seconds for another process that holds it, then raises `DataError`.
-    """
+    path = folder / _LOCK_NAME
+    lock = FileLock(path)
     try:
-        import fcntl
-    except ImportError:  # Windows: the atomic rename still keeps every file whole
-        yield
-        return
-    try:
-        fh = open(folder / _LOCK_NAME, "a+b")  # noqa: SIM115 - "a" so that opening never truncates
-    except OSError as exc:
-        raise DataError(
-            f"cannot create the lock file {folder / _LOCK_NAME}: {exc.strerror}; {how}"
-        ) from exc
-    with fh:
-        _acquire(fh, folder / _LOCK_NAME, wait, say)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _acquire(fh: BinaryIO, path: Path, wait: float, say: Callable[[str], None]) -> None:
-    """`flock` `fh`, the open `path`, polling for at most `wait` seconds while another holds it."""
-    if _try_flock(fh):
-        return
-    # Said once: a process that hangs while it holds the lock must not leave us waiting silently.
-    say(f"waiting for another process that is downloading into {path.parent} ...")
-    deadline = time.monotonic() + wait
-    while (remaining := deadline - time.monotonic()) > 0:
-        time.sleep(min(_LOCK_POLL, remaining))
-        if _try_flock(fh):
-            return
-    raise DataError(
-        f"another process holds the lock {path} and has not released it in {wait:g} s; "
-        f"wait for it to finish or stop it, then try again (the lock goes away when that "
-        f"process exits: there is no stale lock file to delete)"
-    )
-
-
-def _try_flock(fh: BinaryIO) -> bool:
-    import fcntl  # only reached where _locked found it
-
+            lock.acquire(timeout=0)
+        except Timeout:
+            # Said once: a process that hangs while it holds the lock must not leave us waiting
+            # silently.
+            say(f"waiting for another process that is downloading into {folder} ...")
+            try:
+                lock.acquire(timeout=wait, poll_interval=_LOCK_POLL)
+            except Timeout:
+                raise DataError(
+                    f"another process holds the lock {path} and has not released it in "
+                    f"{wait:g} s; wait for it to finish or stop it, then try again (the lock "
+                    "goes away when that process exits: there is no stale lock file to delete)"
+                ) from None
+    except OSError as exc:
+        raise DataError(f"cannot create the lock file {path}: {exc.strerror}; {how}") from exc
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+        yield
+    finally:
+        lock.release()

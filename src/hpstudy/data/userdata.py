@@ -81,17 +81,22 @@ def _read_member(archive: zipfile.ZipFile, path: Path, key: str) -> np.ndarray:
             else np.lib.format.read_array_header_2_0
         )
         shape, _, dtype = read_header(f)
+        _check_declared_shape(path, key, shape)
         n_bytes = math.prod(shape) * dtype.itemsize
+        # Features are copied to float64 for their statistics (dataset.pixel_statistics): the
+        # cap holds for that copy, not only for the file's dtype.
+        n_held = math.prod(shape) * max(dtype.itemsize, 8) if key.startswith("x") else n_bytes
         if dtype.hasobject:
             raise DataError(
                 f"{path}: {key} holds Python objects (dtype {dtype}), which hpstudy never "
                 f"unpickles; save numbers (or strings for classes); {_FIX_NPZ}"
             )
-        if n_bytes > MAX_ARRAY_BYTES or (shape and shape[0] > MAX_EXAMPLES):
+        if n_held > MAX_ARRAY_BYTES or (shape and shape[0] > MAX_EXAMPLES):
+            copy = f", {n_held:,} as float64" if n_held != n_bytes else ""
             raise DataError(
-                f"{path}: {key} declares shape {shape} of {dtype} ({n_bytes:,} bytes), more "
-                f"than the {MAX_ARRAY_BYTES:,} bytes hpstudy reads; it was refused before reading "
-                "it; use a smaller dataset"
+                f"{path}: {key} declares shape {shape} of {dtype} ({n_bytes:,} bytes{copy}), "
+                f"more than the {MAX_ARRAY_BYTES:,} bytes hpstudy holds per array; it was refused "
+                "before reading it; use a smaller dataset"
             )
         if info.file_size < n_bytes:
             raise DataError(
@@ -100,6 +105,16 @@ def _read_member(archive: zipfile.ZipFile, path: Path, key: str) -> np.ndarray:
             )
     with archive.open(info) as f:
         return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _check_declared_shape(path: Path, key: str, shape: tuple) -> None:
+    """A header's shape: non-negative sizes, and for inputs no axis of width zero."""
+    if any(n < 0 for n in shape):
+        raise DataError(f"{path}: {key} declares shape {shape}, with a negative size; the file "
+                        f"is damaged; {_FIX_NPZ}")  # fmt: skip
+    if key.startswith("x") and 0 in shape[1:]:
+        raise DataError(f"{path}: {key} declares shape {shape}: examples of no values; each "
+                        "example needs at least one value (N, H, W) or (N, D)")  # fmt: skip
 
 
 def _read_idx_folder(folder: Path) -> tuple[dict[str, np.ndarray], None, dict[str, str]]:
@@ -114,9 +129,10 @@ def _read_idx_folder(folder: Path) -> tuple[dict[str, np.ndarray], None, dict[st
                 f"{', '.join(names.values())}; {fix}"
             )
         magic = data.IMAGES_MAGIC if key.startswith("x") else data.LABELS_MAGIC
+        # Images are bytes, copied to float64 for their statistics: 8 bytes a pixel held.
+        cap = MAX_ARRAY_BYTES // 8 if key.startswith("x") else MAX_ARRAY_BYTES
         content = data.read_bytes(
-            path, magic=magic, max_count=MAX_EXAMPLES, fix=fix, shape=None,
-            max_bytes=MAX_ARRAY_BYTES,
+            path, magic=magic, max_count=MAX_EXAMPLES, fix=fix, shape=None, max_bytes=cap,
         )  # fmt: skip
         arrays[key] = data.decode_idx(content, path, magic=magic, fix=fix, shape=None)
         digests[name] = hashlib.sha256(content).hexdigest()
@@ -140,8 +156,8 @@ def check(path: Path, arrays: dict[str, np.ndarray], classes: np.ndarray | None)
             f"{path}: x_train examples have shape {arrays['x_train'].shape[1:]} but x_test "
             f"{arrays['x_test'].shape[1:]}; both splits need the same input shape"
         )
+    k = _n_classes(path, classes, arrays)  # labels checked before any list of K names is made
     names = _class_names(path, classes, arrays)
-    k = len(names)
     for y in ("y_train", "y_test"):
         bad = arrays[y][(arrays[y] < 0) | (arrays[y] >= k)]
         if bad.size:
@@ -171,6 +187,9 @@ def _features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
         )
     if len(x) == 0:
         raise DataError(f"{path}: {key} is empty (shape {x.shape}); every split needs examples")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{path}: {key} has shape {x.shape}: examples of no values; each "
+                        "example needs at least one value")  # fmt: skip
     if x.dtype == np.uint8:
         return x
     x = x.astype(np.float32)
@@ -197,11 +216,33 @@ def _labels(path: Path, key: str, y: np.ndarray) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _n_classes(path: Path, classes: np.ndarray | None, arrays: dict) -> int:
+    """K: the length of `classes`, else the largest label + 1, which every class needing a
+    training example bounds by the length of y_train (a label of 2**40 is refused here)."""
+    if classes is not None:
+        return len(classes) if classes.ndim == 1 else 0
+    n_train = len(arrays["y_train"])
+    for y in ("y_train", "y_test"):
+        low, high = int(arrays[y].min()), int(arrays[y].max())
+        if low < 0:
+            raise DataError(f"{path}: {y} holds label {low}; labels must be the integers 0..K-1, "
+                            "one per class")  # fmt: skip
+        if high >= n_train:
+            raise DataError(f"{path}: {y} holds label {high}, but every class 0..{high} needs a "
+                            f"training example and y_train has {n_train:,}; labels must be the "
+                            "integers 0..K-1, one per class")  # fmt: skip
+    return int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
+
+
 def _class_names(path: Path, classes: np.ndarray | None, arrays: dict) -> tuple[str, ...]:
     """`classes` as a tuple of unique strings, or "0".."K-1" with K from the largest label."""
     if classes is None:
-        k = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
-        return tuple(str(c) for c in range(max(k, 1)))
+        return tuple(str(c) for c in range(_n_classes(path, classes, arrays)))
+    n_train = len(arrays["y_train"])
+    if classes.ndim == 1 and len(classes) > n_train:  # before a list of that many is made
+        raise DataError(f"{path}: classes names {len(classes):,} classes but y_train has "
+                        f"{n_train:,} examples, and every class needs one; name only the classes "
+                        "the labels use")  # fmt: skip
     names = tuple(str(c) for c in classes.tolist()) if classes.ndim == 1 else ()
     if classes.dtype.kind not in "U" or not names or len(set(names)) != len(names):
         raise DataError(

@@ -25,6 +25,7 @@ from pathlib import Path
 from hpstudy.atomic import atomic_file
 from hpstudy.config.config import Config
 from hpstudy.config.factors import space_size, topologies
+from hpstudy.config.feasible import check_configs
 from hpstudy.config.study import ProtocolKind, Selection, Study
 from hpstudy.data.prepare import prepare_data
 from hpstudy.engine.flops import measure_matmul_flops
@@ -75,8 +76,8 @@ def planned_trials(study: Study) -> int:
     """Most trials the study can ask for (reuse between stages only lowers it)."""
     if study.protocol is ProtocolKind.GRID:
         n_configs = int(space_size(study.space))  # a grid has no ranges
-    elif study.protocol is ProtocolKind.SEARCH:
-        n_configs = study.n_trials
+    elif study.protocol is ProtocolKind.SEARCH:  # the search, then its confirmation round
+        return study.n_trials * study.n_seeds + study.confirm_top * study.confirm_seeds
     else:
         n_configs = sum(len(stage.values) for stage in study.stages)
     if study.protocol is ProtocolKind.REPLICATE:
@@ -97,7 +98,11 @@ def check_plan(study: Study, options: RunOptions) -> None:
     raise UserError(f"{study.name} with {study.n_seeds:,} seeds plans up to {n_trials:,} trials "
                     f"({model_epochs:,} model-epochs, up to {model_epochs * widest / 1e15:,.3g} "
                     f"PFLOP); above {MAX_TRIALS_UNASKED:,} trials hpstudy asks first: add --yes "
-                    "to go ahead, or lower --seeds")  # fmt: skip
+                    f"to go ahead, or lower --seeds{_SEARCH_SIZES.get(study.protocol, '')}"
+                    )  # fmt: skip
+
+
+_SEARCH_SIZES = {ProtocolKind.SEARCH: ", n_trials, confirm_top or confirm_seeds"}
 
 
 def use_threads(options: RunOptions) -> None:
@@ -156,7 +161,12 @@ def run_study(
     data = prepare_data(study, options)
     for text in data.warnings:
         on_event(DataWarning(text))
-    study = study.with_data_shape(data.n_inputs, data.n_classes)
+    study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
+    check_configs(study)  # what the data's shape cannot train, before the folder exists
+    clean_data = None
+    if study.protocol is ProtocolKind.REPLICATE and study.with_clean:  # its split checked too
+        clean_data = prepare_data(dataclasses.replace(study, selection=Selection.VALIDATION),
+                                  options)  # fmt: skip
     make_run_dir(run_dir)
     store = open_store(study, options, run_dir)
     private = options.storage is None  # study.db in the folder: nobody else writes it
@@ -174,8 +184,8 @@ def run_study(
                           weights_dir=run_dir / WEIGHTS_DIR
                           if study.protocol in _STAGED_KINDS else None)  # fmt: skip
         protocol = make_protocol(study, trainer)
-        if study.protocol is ProtocolKind.REPLICATE and study.with_clean:
-            protocol.clean = clean_trainer(study, options, trainer, run_dir)
+        if clean_data is not None:
+            protocol.clean = clean_trainer(clean_data, trainer, run_dir)
         tables = protocol.run()
         write_tables(run_dir, tables)
         if isinstance(protocol, ReplicateProtocol):
@@ -189,11 +199,9 @@ def run_study(
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
 
 
-def clean_trainer(study: Study, options: RunOptions, trainer: Trainer, run_dir: Path) -> Trainer:
-    """`--with-clean`: a second trainer on the same store whose split selects on validation
-    (its trials have other keys); run.json keeps that split for the report."""
-    clean = dataclasses.replace(study, selection=Selection.VALIDATION)
-    data = prepare_data(clean, options)
+def clean_trainer(data, trainer: Trainer, run_dir: Path) -> Trainer:
+    """`--with-clean`: a second trainer on the same store on `data`, whose split selects on
+    validation (its trials have other keys); run.json keeps that split for the report."""
     update_run_info(run_dir, clean_split=data.split)
     return Trainer(trainer.store, data, protocol=trainer.protocol, space=trainer.space,
                    on_event=trainer.on_event, batch=trainer.batch,
@@ -228,7 +236,8 @@ def run_worker(
     store = open_store(study, options, Path("."))
     with storage_errors(store.url), releasing(store, private=False):
         data = prepare_data(study, options)
-        study = study.with_data_shape(data.n_inputs, data.n_classes)
+        study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
+        check_configs(study)
         store.create_or_load()
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch)  # fmt: skip

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from hpstudy.errors import UserError
@@ -46,6 +47,10 @@ def _check_options(options: RunOptions) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):  # fmt: skip
             raise UserError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+    cores = os.cpu_count() or 1
+    if options.threads is not None and options.threads > cores:  # each thread costs memory
+        raise UserError(f"--threads must be at most the {cores} cores of this machine (more "
+                        f"threads only wait on each other), got {options.threads}")  # fmt: skip
     if isinstance(options.grace_s, bool) or not isinstance(options.grace_s, int) or \
             options.grace_s < 1:  # fmt: skip
         raise UserError(f"--grace must be an integer >= 1, got {options.grace_s!r}")
