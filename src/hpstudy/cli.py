@@ -16,6 +16,7 @@ import sys
 from hpstudy import __version__
 from hpstudy.errors import UserError
 from hpstudy.storage import interrupts
+from hpstudy.usertext import shown
 
 # Command name -> (module, one-line help). Order is the order `--help` lists them in.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    print(f"hpstudy {args.command}: error: {message}", file=sys.stderr)
+    # Messages echo paths and names the user (or a file) gave: escaped, one line, inert.
+    print(f"hpstudy {args.command}: error: {shown(message)}", file=sys.stderr)
     return code
 
 

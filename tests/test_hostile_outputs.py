@@ -1,0 +1,136 @@
+"""Hostile outputs (issue 26, classes 4, 5, 6 and 10): user text that would drive a terminal or
+matplotlib's mathtext parser, model metadata edited by hand, read-only commands on a run whose
+store is gone, a damaged store and a disk that fills while the model is saved. Each gets one
+line and a non-zero exit, and leaves nothing behind that was not there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hpstudy import cli
+from hpstudy.config.config import Config
+from hpstudy.data import eda
+from hpstudy.data import idx as data
+from hpstudy.engine.model import build_model
+from hpstudy.predict.modelfile import save_model
+from hpstudy.report import figures
+from hpstudy.usertext import plot_text, shown
+
+TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
+# What a terminal acts on: escape sequences (clear screen, set the title, colour), a bell, a
+# carriage return that overwrites the line, a right-to-left override that reorders it.
+RAW = ("\x1b", "\x07", "\r", "\u202e")
+# A formula matplotlib's mathtext cannot parse: drawn as mathtext, it raises at draw time.
+BAD_MATH = r"$\frac{1}{$"
+
+
+def _err_line(capsys) -> str:
+    """The command's stderr: exactly one line, no traceback, nothing raw."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpstudy "), err
+    return lines[0]
+
+
+def _assert_inert(text: str) -> None:
+    for ch in RAW:
+        assert ch not in text, f"{ch!r} printed raw in {text!r}"
+
+
+# -- 4. user text reaches a terminal or a parser raw ----------------------------------------
+
+
+def test_one_function_escapes_what_a_terminal_would_act_on():
+    name = "shoe\x1b]0;owned\x07\x1b[2J\r\u202egnp.png" + b"\xff".decode("utf-8", "surrogateescape")
+    text = shown(name)
+    _assert_inert(text)
+    assert text == r"shoe\x1b]0;owned\x07\x1b[2J\r\u202egnp.png\xff"
+    text.encode("utf-8")  # no lone surrogate left: printing it cannot raise
+    assert shown("Ankle boot ★ ünï 中") == "Ankle boot ★ ünï 中"  # printable text unchanged
+    assert plot_text(BAD_MATH) == r"\$\frac{1}{\$"
+
+
+def _model_with_class_names(path: Path, names: list[str]) -> Path:
+    """An untrained MLP (seeded) saved with these class names."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_model(Config(topology="T1"))
+    return save_model(path, state_dict=net.state_dict(), config=Config(topology="T1"),
+                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      metrics={}, data_digests={}, class_names=names)  # fmt: skip
+
+
+HOSTILE_CLASSES = [f"\x1b[31mclass{i}\x1b[0m\r" if i % 2 else f"\u202eclass{i}" for i in range(10)]
+
+
+def test_predict_prints_file_and_class_names_escaped(fashion, tmp_path, capsys):
+    model = _model_with_class_names(tmp_path / "m.pth", HOSTILE_CLASSES)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(fashion.test_images[i]).save(photos / f"\x1b[2J{i}\r.png")
+    (photos / "\x1b]0;pwned\x07broken.png").write_bytes(b"not a png")
+    code = cli.main(["predict", "--model", str(model), str(photos)])
+    out, err = capsys.readouterr()
+    assert code == 1  # the broken image
+    _assert_inert(out)
+    _assert_inert(err)
+    assert r"\x1b[2J0\r.png" in out
+    assert r"\x1b[31mclass" in out or r"\u202eclass" in out
+    assert r"\x1b]0;pwned\x07broken.png" in err and "Traceback" not in err
+
+    code = cli.main(["predict", "--model", str(model), str(photos), "--json"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["class"] for r in records} <= set(HOSTILE_CLASSES)  # --json keeps the exact text
+
+
+def test_an_error_line_naming_a_hostile_path_is_escaped(tmp_path, capsys):
+    missing = tmp_path / "\x1b[2Jmodel\r.pth"
+    assert cli.main(["predict", "--model", str(missing), str(tmp_path)]) == 2
+    line = _err_line(capsys)
+    _assert_inert(line)
+    assert r"\x1b[2Jmodel\r.pth" in line
+
+
+def test_figures_draw_dollar_names_as_plain_text(fashion, tmp_path):
+    names = [BAD_MATH, "$x^$", "a$b", *data.CLASS_NAMES[3:]]
+    labels, images = fashion.test_labels[:200], fashion.test_images[:200]
+    predictions = (labels + 1) % 10  # every image misclassified: every name is drawn
+    cm = np.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10)
+    written = [
+        figures.plot_confusion_matrix(cm, names, tmp_path / "cm.png"),
+        figures.plot_misclassified(images, labels, predictions, names, tmp_path / "wrong.png"),
+    ]
+    counts = np.bincount(labels, minlength=10)
+    written.append(eda.plot_class_distribution(counts, counts, tmp_path / "dist.png",
+                                               class_names=names, title=BAD_MATH))  # fmt: skip
+    written.append(eda.plot_samples(images, labels, tmp_path / "samples.png", class_names=names,
+                                    n_per_class=2))  # fmt: skip
+    for path in written:
+        assert path.stat().st_size > 1000
+
+
+def test_eda_of_a_data_file_with_hostile_names(fashion, tmp_path, capsys):
+    """The data file's name becomes the figure's title, its class names the axis labels (a
+    class name must be printable, so only the file name holds an escape sequence)."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    path = folder / "shapes$_{$\x1b[2J.npz"
+    classes = np.array([BAD_MATH, "$x^$", "a$b"])
+    keep = fashion.train_labels[:600] < 3
+    keep_test = fashion.test_labels[:300] < 3
+    np.savez(path, x_train=fashion.train_images[:600][keep],
+             y_train=fashion.train_labels[:600][keep], x_test=fashion.test_images[:300][keep_test],
+             y_test=fashion.test_labels[:300][keep_test], classes=classes)  # fmt: skip
+    code = cli.main(["eda", "--data", str(path), "--out", str(tmp_path / "eda")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    _assert_inert(out + err)
+    assert r"shapes$_{$\x1b[2J.npz" in out and BAD_MATH in out
+    assert len(list((tmp_path / "eda").glob("*.png"))) == 2
