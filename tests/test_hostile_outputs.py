@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -17,7 +18,7 @@ from hpstudy.config.config import Config
 from hpstudy.data import eda
 from hpstudy.data import idx as data
 from hpstudy.engine.model import build_model
-from hpstudy.predict.modelfile import save_model
+from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 from hpstudy.report import figures
 from hpstudy.usertext import plot_text, shown
 
@@ -134,3 +135,58 @@ def test_eda_of_a_data_file_with_hostile_names(fashion, tmp_path, capsys):
     _assert_inert(out + err)
     assert r"shapes$_{$\x1b[2J.npz" in out and BAD_MATH in out
     assert len(list((tmp_path / "eda").glob("*.png"))) == 2
+
+
+# -- 5. model metadata validated at load ----------------------------------------------------
+
+
+def _edited(source: Path, target: Path, **metadata) -> Path:
+    payload = torch.load(source, weights_only=True)
+    payload["metadata"].update(metadata)
+    torch.save(payload, target)
+    return target
+
+
+@pytest.mark.parametrize("value", ["x", -5, 1e308, True, 0.5, 256, [255]])
+def test_pixel_max_that_is_not_a_pixel_value_is_refused(value, fashion, tmp_path, capsys):
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    bad = _edited(good, tmp_path / "bad.pth", pixel_max=value)
+    with pytest.raises(ModelFileError, match=r"'pixel_max' must be an integer in 1\.\.255"):
+        load_model(bad)
+    image = tmp_path / "a.png"
+    Image.fromarray(fashion.test_images[0]).save(image)
+    assert cli.main(["predict", "--model", str(bad), str(image)]) == 2
+    line = _err_line(capsys)
+    assert str(bad) in line and "pixel_max" in line and repr(value) in line
+
+
+@pytest.mark.parametrize("value", [255, 16, None])
+def test_pixel_max_as_hpstudy_writes_it_loads(value, tmp_path):
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    assert load_model(_edited(good, tmp_path / "ok.pth", pixel_max=value)).config.n_inputs == 784
+
+
+def _cnn_file(tmp_path: Path) -> Path:
+    config = Config(conv=(4,), topology=(16,))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_model(config)
+    return save_model(tmp_path / "cnn.pth", state_dict=net.state_dict(), config=config,
+                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      metrics={}, data_digests={},
+                      extra={"input_shape": [28, 28], "pixel_max": 255})  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [[14, 56], [56, 14], [784]])
+def test_a_cnn_file_whose_input_shape_is_not_its_square_is_refused(shape, fashion, tmp_path,
+                                                                   capsys):  # fmt: skip
+    good = _cnn_file(tmp_path)
+    assert load_model(good).input_shape == (28, 28)
+    bad = _edited(good, tmp_path / "bad.pth", input_shape=shape)
+    with pytest.raises(ModelFileError, match="28 x 28 images"):
+        load_model(bad)
+    image = tmp_path / "a.png"
+    Image.fromarray(fashion.test_images[0]).save(image)
+    assert cli.main(["predict", "--model", str(bad), str(image)]) == 2
+    line = _err_line(capsys)
+    assert str(bad) in line and "input_shape" in line and str(shape) in line
