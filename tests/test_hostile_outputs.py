@@ -6,6 +6,7 @@ line and a non-zero exit, and leaves nothing behind that was not there."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from hpstudy.data import idx as data
 from hpstudy.engine.model import build_model
 from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 from hpstudy.report import figures
+from hpstudy.storage.rundir import RUN_FILE
 from hpstudy.usertext import plot_text, shown
+from tiny_studies import write_study
 
 TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
 # What a terminal acts on: escape sequences (clear screen, set the title, colour), a bell, a
@@ -190,3 +193,47 @@ def test_a_cnn_file_whose_input_shape_is_not_its_square_is_refused(shape, fashio
     assert cli.main(["predict", "--model", str(bad), str(image)]) == 2
     line = _err_line(capsys)
     assert str(bad) in line and "input_shape" in line and str(shape) in line
+
+
+# -- 6. read-only commands never create a store ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("done")
+    study = write_study(tmp, max_epochs=1)
+    assert cli.main(["run", str(study), "--out", str(tmp / "run"), *TINY]) == 0
+    return tmp / "run"
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "copy"))
+
+
+def _set_storage(run_dir: Path, url: str | None) -> None:
+    info = json.loads((run_dir / RUN_FILE).read_text())
+    info["storage"] = url
+    (run_dir / RUN_FILE).write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_a_store_named_in_run_json_that_is_gone_is_not_created(
+    command, finished_run, tmp_path, capsys
+):
+    run_dir = _copy_run(finished_run, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    gone = elsewhere / "gone.db"
+    _set_storage(run_dir, f"sqlite:///{gone}")
+    assert cli.main([command, str(run_dir)]) == 2
+    line = _err_line(capsys)
+    assert str(gone) in line and "does not exist" in line and "--storage" in line
+    assert not gone.exists() and list(elsewhere.iterdir()) == []
+
+    (run_dir / "study.db").unlink()  # the default store, deleted
+    _set_storage(run_dir, None)
+    assert cli.main([command, str(run_dir)]) == 2
+    assert str(run_dir / "study.db") in _err_line(capsys)
+    assert not (run_dir / "study.db").exists()
+    assert cli.main([command, str(run_dir), "--storage", f"sqlite:///{gone}"]) == 2
+    assert str(gone) in _err_line(capsys) and not gone.exists()

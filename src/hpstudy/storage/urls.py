@@ -51,6 +51,26 @@ def sqlite_file(url: str) -> str:
     return redact_url(url)
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, if it does not exist; None for an existing file, a database
+    server, or a URL that names no file. Opening a missing SQLite file creates it, so a reader
+    asks this first."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if parsed.query.get("uri") in ("true", "1"):  # sqlite:///file:path?mode=ro&uri=true
+        database = database.removeprefix("file:")
+    path = Path(database)
+    return None if path.exists() else path
+
+
 def explain_storage_error(exc: BaseException, url: str) -> UserError | None:
     """One line for what SQLite or the database server said, naming the file and the fix;
     None when `exc` is not a storage error."""
