@@ -6,7 +6,11 @@ line and a non-zero exit, and leaves nothing behind that was not there."""
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import signal
+import sqlite3
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +25,9 @@ from hpstudy.data import idx as data
 from hpstudy.engine.model import build_model
 from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 from hpstudy.report import figures
-from hpstudy.storage.rundir import RUN_FILE
+from hpstudy.storage.rundir import MODEL_FILE, RUN_FILE
 from hpstudy.usertext import plot_text, shown
-from tiny_studies import write_study
+from tiny_studies import hpstudy_cmd, subprocess_env, write_study
 
 TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
 # What a terminal acts on: escape sequences (clear screen, set the title, colour), a bell, a
@@ -237,3 +241,71 @@ def test_a_store_named_in_run_json_that_is_gone_is_not_created(
     assert not (run_dir / "study.db").exists()
     assert cli.main([command, str(run_dir), "--storage", f"sqlite:///{gone}"]) == 2
     assert str(gone) in _err_line(capsys) and not gone.exists()
+
+
+# -- 10. a damaged store, a full disk -------------------------------------------------------
+
+
+def _damage_trials_page(db: Path) -> None:
+    """Overwrite the second half of the `trials` table's root page: the header (page 1) and the
+    schema stay valid, so SQLite opens the file and fails only when it reads the trials."""
+    with sqlite3.connect(db) as conn:
+        query = "SELECT rootpage FROM sqlite_master WHERE name = 'trials'"
+        (root,) = conn.execute(query).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    raw = bytearray(db.read_bytes())
+    start = (root - 1) * page_size
+    raw[start + page_size // 2 : start + page_size] = b"\xa5" * (page_size // 2)
+    db.write_bytes(bytes(raw))
+
+
+def test_a_damaged_page_inside_a_valid_header_is_one_line(finished_run, tmp_path, capsys):
+    run_dir = _copy_run(finished_run, tmp_path)
+    db = run_dir / "study.db"
+    _damage_trials_page(db)
+    assert db.read_bytes()[:16] == b"SQLite format 3\x00"
+    study = write_study(tmp_path, max_epochs=1)
+    for command in (["status", str(run_dir)], ["report", str(run_dir)],
+                    ["run", str(study), "--out", str(run_dir), *TINY]):  # fmt: skip
+        assert cli.main(command) != 0
+        line = _err_line(capsys)
+        assert str(db) in line and "damaged" in line and "move it aside" in line, line
+
+
+def _file_size_limit(n_bytes: int):
+    """For the child process: a file may grow to `n_bytes`, and writing past that fails with
+    EFBIG (SIGXFSZ ignored), as writing on a full disk fails with ENOSPC."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, resource.RLIM_INFINITY))
+
+    return limit
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_while_the_model_is_saved_is_one_line_and_a_rerun_saves_it(
+    finished_run, tmp_path, capsys
+):
+    run_dir = _copy_run(finished_run, tmp_path)
+    model = run_dir / MODEL_FILE
+    size = model.stat().st_size
+    model.unlink()
+    db_size = (run_dir / "study.db").stat().st_size
+    assert db_size * 2 < size  # the limit below stops the model, not the store
+    study = write_study(tmp_path, max_epochs=1)
+    args = ["run", str(study), "--out", str(run_dir), *TINY]
+    proc = subprocess.run(hpstudy_cmd(*args), env=subprocess_env(), text=True,
+                          capture_output=True, preexec_fn=_file_size_limit(size // 2),
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("hpstudy run: error: ") and str(model) in line, line
+    assert "File too large" in line and "rerun the same command" in line
+    assert not model.exists() and not list(run_dir.glob(".*.part"))
+    # The trials are kept: the rerun trains nothing and saves the model.
+    assert cli.main(args) == 0
+    assert "trained 0 trials now" in capsys.readouterr().out
+    assert load_model(model).config.n_inputs == 784

@@ -66,6 +66,8 @@ _OS_ADVICE = {
     errno.EACCES: "make it writable, or give --out a folder you can write to",
     errno.EPERM: "make it writable, or give --out a folder you can write to",
     errno.EROFS: "the file system is read-only: give --out a folder on a writable one",
+    errno.EFBIG: "it outgrew a file size limit (ulimit -f); lift it and rerun the same command: "
+    "finished trials are kept",
 }
 
 

@@ -45,7 +45,7 @@ from hpstudy.config.config import Config
 from hpstudy.data import idx as data
 from hpstudy.engine.model import build_model
 from hpstudy.errors import UserError
-from hpstudy.storage.atomic import atomic_file
+from hpstudy.storage.atomic import save_torch_atomic
 
 FORMAT = "hpstudy-model"
 SCHEMA_VERSION = 1
@@ -110,7 +110,8 @@ def save_model(
     """Write a model file atomically (temp file in the same folder, then rename); returns its path.
 
     The state_dict must match `build_model(config)`; it is checked before anything is written, so
-    a file at `path` is always a complete, loadable model.
+    a file at `path` is always a complete, loadable model. A disk that fills meanwhile raises an
+    OSError naming `path` (ENOSPC) and leaves no file there.
     """
     path = Path(path)
     tensors = {str(k): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -145,12 +146,9 @@ def save_model(
         "state_dict": tensors,
         "metadata": metadata,
     }
-    with atomic_file(path, fsync=True) as f:
-        torch.save(payload, f)
-        f.flush()
-        # Prove the promise before the rename: the file loads with weights_only=True.
-        torch.load(f.name, map_location="cpu", weights_only=True)
-    return path
+    # Prove the promise before the rename: the file loads with weights_only=True. A full disk
+    # is an OSError naming `path`, and leaves no file.
+    return save_torch_atomic(payload, path, fsync=True, verify=True)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:

@@ -25,7 +25,7 @@ from hpstudy.data.prepare import Data
 from hpstudy.engine.results import TrialResult
 from hpstudy.protocols.events import EpochDone, Event, Waiting
 from hpstudy.storage import Store, TrialRecord, TrialStatus, trial_key
-from hpstudy.storage.atomic import atomic_file
+from hpstudy.storage.atomic import save_torch_atomic
 
 POLL_S = 2.0  # how often a process waiting for other processes' trials looks again
 MEMORY_WEIGHTS = 16  # best-epoch weights kept in memory (grid, search): the best trials only
@@ -227,6 +227,6 @@ class Trainer:
 
 
 def save_weights(path: Path, state_dict: dict) -> None:
-    """torch.save to a temporary name, then rename (a crash never leaves half a file)."""
-    with atomic_file(path) as f:
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, f)
+    """torch.save to a temporary name, then rename (a crash never leaves half a file, a full disk
+    is an OSError naming `path`)."""
+    save_torch_atomic({k: v.detach().cpu() for k, v in state_dict.items()}, path)
