@@ -154,7 +154,8 @@ def test_the_top_level_holds_a_handful_of_modules():
 
 # The layers, bottom up: a module may import its own package and the packages ranked below it.
 LAYERS = {
-    "hpstudy.errors": 0, "hpstudy.atomic": 0, "hpstudy.config": 1, "hpstudy.engine": 2,
+    "hpstudy.errors": 0, "hpstudy.atomic": 0, "hpstudy.usertext": 0, "hpstudy.config": 1,
+    "hpstudy.engine": 2,
     "hpstudy.data": 3, "hpstudy.stats": 3, "hpstudy.storage": 4, "hpstudy.protocols": 5,
     "hpstudy.predict": 5, "hpstudy.runner": 6, "hpstudy.report": 7, "hpstudy.commands": 8,
     "hpstudy.cli": 9, "hpstudy.api": 9, "hpstudy": 9,
@@ -219,3 +220,8 @@ def test_the_list_of_report_modules_that_read_protocols_only_shrinks():
         f"{sorted(REPORT_READS_PROTOCOLS - still)} no longer import hpstudy.protocols: take them "
         "off REPORT_READS_PROTOCOLS"
     )
+
+
+def test_every_package_has_a_layer():
+    unplaced = sorted(n for n in MODULES if n != "hpstudy" and layer_of(n) == "hpstudy")
+    assert not unplaced, f"{unplaced}: give each a rank in LAYERS"

@@ -44,3 +44,30 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only still there when something failed
+
+
+def save_torch_atomic(obj: object, path: str | os.PathLike, *, fsync: bool = False,
+                      verify: bool = False) -> Path:  # fmt: skip
+    """`torch.save(obj)` as a file that appears whole or not at all; returns its path.
+
+    The bytes are made in memory and then written: a disk that fills (or a file size limit) then
+    raises Python's OSError with its errno, naming `path` (the CLI prints it as one line), where
+    torch writing the file itself raises a RuntimeError ("unexpected pos"). `verify=True` loads
+    the temporary file with `weights_only=True` before the rename.
+    """
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        with atomic_file(path, fsync=fsync) as f:
+            f.write(buffer.getbuffer())
+            if verify:
+                f.flush()
+                torch.load(f.name, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        # The temporary file is gone; name the file the caller asked for, not it.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    return Path(path)

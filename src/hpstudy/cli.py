@@ -19,6 +19,7 @@ import sys
 from hpstudy import __version__
 from hpstudy.errors import UserError
 from hpstudy.storage import interrupts
+from hpstudy.usertext import shown
 
 # Command name -> (module, one-line help). Order is the order `--help` lists them in.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,6 +70,8 @@ _OS_ADVICE = {
     errno.EACCES: "make it writable, or give --out a folder you can write to",
     errno.EPERM: "make it writable, or give --out a folder you can write to",
     errno.EROFS: "the file system is read-only: give --out a folder on a writable one",
+    errno.EFBIG: "it outgrew a file size limit (ulimit -f); lift it and rerun the same command: "
+    "finished trials are kept",
 }
 
 
@@ -115,7 +118,8 @@ def _drop_stdout() -> None:
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    print(f"hpstudy {args.command}: error: {message}", file=sys.stderr)
+    # Messages echo paths and names the user (or a file) gave: escaped, one line, inert.
+    print(f"hpstudy {args.command}: error: {shown(message)}", file=sys.stderr)
     return code
 
 

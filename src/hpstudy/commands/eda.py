@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from hpstudy.config.paths import user_path
     from hpstudy.data import eda
     from hpstudy.data.datasets import load_dataset
+    from hpstudy.usertext import shown
 
     spec, label = _spec(args)
     out = eda.ensure_out_dir(user_path(args.out, "--out"))  # before the data is read
@@ -72,15 +73,16 @@ def run(args: argparse.Namespace) -> int:
 
     source = ds.source or "scikit-learn's bundled copy"
     shape = " x ".join(map(str, ds.input_shape))
-    print(f"{title} from {source} ({elapsed:.2f} s to read, check and decode); inputs {shape}, "
-          f"{ds.n_classes} classes")  # fmt: skip
+    print(f"{shown(title)} from {shown(source)} ({elapsed:.2f} s to read, check and decode); "
+          f"inputs {shape}, {ds.n_classes} classes")  # fmt: skip
     for warning in ds.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {shown(warning)}", file=sys.stderr)
     print()
-    width = max(len(name) for name in s.class_names)
+    names = [shown(name) for name in s.class_names]  # user text: escaped before it is measured
+    width = max(map(len, names))
     print(f"{'label':>5}  {'class':<{width}}  {'train':>7}  {'test':>6}")
     for label, (name, n_train, n_test) in enumerate(
-        zip(s.class_names, s.train_counts, s.test_counts, strict=True)
+        zip(names, s.train_counts, s.test_counts, strict=True)
     ):
         print(f"{label:>5}  {name:<{width}}  {n_train:>7,}  {n_test:>6,}")
     total_train, total_test = int(s.train_counts.sum()), int(s.test_counts.sum())
@@ -89,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
     what = "pixels on [0, 1]" if ds.x_train.dtype.kind == "u" else "values"
     print(f"training {what}: mean {s.pixel_mean:.4f}, std {s.pixel_std:.4f}")
     for path in result.figures:
-        print(f"wrote {path}")
+        print(f"wrote {shown(path)}")
     return 0

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hpstudy.predict import classify as predict
     from hpstudy.predict import modelfile
+    from hpstudy.usertext import shown
 
     # The model first: a bad model file stops everything before any input is read.
     loaded = modelfile.load_model(args.model)
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         h, w = loaded.input_shape
         first, (fh, fw) = resized[0]
         print(f"hpstudy predict: resized {len(resized)} image(s) to the model's {h} x {w} input "
-              f"(the first, {first}, was {fh} x {fw})", file=sys.stderr)  # fmt: skip
+              f"(the first, {shown(first)}, was {fh} x {fw})", file=sys.stderr)  # fmt: skip
     if n_failed:
         print(
             f"hpstudy predict: {n_failed} input(s) could not be classified (see above); "
@@ -129,19 +130,26 @@ def _report(failure) -> None:
 
     from tqdm import tqdm
 
-    # tqdm.write keeps the message from tearing through a progress bar.
-    tqdm.write(
-        f"hpstudy predict: cannot classify {failure.input}: {failure.reason}", file=sys.stderr
-    )
+    from hpstudy.usertext import shown
+
+    # tqdm.write keeps the message from tearing through a progress bar. File names and what
+    # Pillow says about a file are user text: escaped, so they cannot drive the terminal.
+    tqdm.write(f"hpstudy predict: cannot classify {shown(failure.input)}: "
+               f"{shown(failure.reason)}", file=sys.stderr)  # fmt: skip
 
 
 def _print_table(rows) -> None:
+    from hpstudy.usertext import shown
+
     if not rows:
         return
-    width_input = min(max(len("INPUT"), *(len(r.input) for r in rows)), 60)
-    width_class = max(len(name) for r in rows for name, _ in r.top3)
+    # Image and class names are user text: escaped before they are measured and printed.
+    inputs = [shown(r.input) for r in rows]
+    classes = [shown(r.class_name) for r in rows]
+    top3s = ["  ".join(f"{shown(name)} {p:.3f}" for name, p in r.top3) for r in rows]
+    width_input = min(max(len("INPUT"), *map(len, inputs)), 60)
+    width_class = max(len(shown(name)) for r in rows for name, _ in r.top3)
     print(f"{'INPUT':<{width_input}}  {'CLASS':<{width_class}}  INV  TOP-3")
-    for r in rows:
-        top3 = "  ".join(f"{name} {p:.3f}" for name, p in r.top3)
+    for r, name, cls, top3 in zip(rows, inputs, classes, top3s, strict=True):
         inv = "yes" if r.inverted else "no"
-        print(f"{r.input:<{width_input}}  {r.class_name:<{width_class}}  {inv:<3}  {top3}")
+        print(f"{name:<{width_input}}  {cls:<{width_class}}  {inv:<3}  {top3}")

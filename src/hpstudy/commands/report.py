@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hpstudy.report import build_report
     from hpstudy.storage import redact_url
+    from hpstudy.usertext import shown
 
     start = time.perf_counter()
     words = ["hpstudy", "report", args.run_dir]
@@ -45,9 +46,11 @@ def run(args: argparse.Namespace) -> int:
     words += ["--storage", redact_url(args.storage)] if args.storage else []
     paths = build_report(args.run_dir, compare=args.compare, data_dir=args.data_dir,
                          command=shlex.join(words), storage=args.storage)  # fmt: skip
-    print(f"report: {paths.html}")
-    print(f"        {paths.markdown} (figures in {paths.markdown.parent / 'figures'})")
+    # Paths are user text (sibling run folders are found by listing the parent): escaped.
+    print(f"report: {shown(paths.html)}")
+    figures = paths.markdown.parent / "figures"
+    print(f"        {shown(paths.markdown)} (figures in {shown(figures)})")
     if paths.related:
-        print(f"compared with: {', '.join(map(str, paths.related))}")
+        print(f"compared with: {', '.join(map(shown, paths.related))}")
     print(f"written in {time.perf_counter() - start:.1f} s")
     return 0

@@ -25,13 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpstudy.runner.status import run_status
+    from hpstudy.usertext import shown
 
     result = run_status(args.run_dir, args.storage)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     counts = ", ".join(f"{v} {k}" for k, v in result["counts"].items() if v)
-    print(f"study {result['study']} ({result['protocol']}): {counts or 'no trials'}")
+    # The study's name and protocol come from run.json, a file anyone may have edited.
+    print(f"study {shown(result['study'])} ({shown(result['protocol'])}): "
+          f"{counts or 'no trials'}")  # fmt: skip
     best = result["best"]
     if best:
         from hpstudy.config.config import Config

@@ -13,6 +13,8 @@ statistics and sample images.
 No printing here: the functions return values and write figures; `hpstudy eda` prints. Figures
 are drawn on a bare `matplotlib.figure.Figure` (the Agg renderer, no pyplot), so importing this
 module changes no global matplotlib state, and are written to a temporary name and renamed.
+Class names and the title (a data file's name) are user text: they reach matplotlib through
+`hpstudy.usertext.plot_text`, as plain text, never as mathtext.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from hpstudy.atomic import atomic_file
 from hpstudy.data import idx as data
 from hpstudy.errors import UserError
+from hpstudy.usertext import plot_text
 
 CLASS_DISTRIBUTION_PNG = "eda_class_distribution.png"
 SAMPLES_PNG = "eda_samples.png"
@@ -119,10 +122,10 @@ def plot_class_distribution(
     for offset, counts, label in ((-width / 2, train, "train"), (width / 2, test, "test")):
         bars = ax.bar(x + offset, counts, width, label=f"{label} ({int(counts.sum()):,})")
         ax.bar_label(bars, labels=[f"{int(c):,}" for c in counts], fontsize=7, padding=2)
-    ax.set_xticks(x, class_names, rotation=30, ha="right")
+    ax.set_xticks(x, [plot_text(name) for name in class_names], rotation=30, ha="right")
     ax.set_ylabel("images")
     ax.set_ylim(0, max(int(train.max()), int(test.max())) * 1.12)  # room for the bar labels
-    ax.set_title(f"{title}: images per class")
+    ax.set_title(plot_text(f"{title}: images per class"))
     ax.legend()
     return _save_atomic(fig, path)
 
@@ -161,7 +164,8 @@ def plot_samples(
                       interpolation="nearest")  # fmt: skip
             ax.set_axis_off()
         # The class name sits in the left margin, vertically centred on its row.
-        fig.text(left - 0.01, 1 - (row + 0.5) / n_classes, name, ha="right", va="center")
+        fig.text(left - 0.01, 1 - (row + 0.5) / n_classes, plot_text(name), ha="right",
+                 va="center")  # fmt: skip
     return _save_atomic(fig, path)
 
 

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from hpstudy import __version__
-from hpstudy.atomic import atomic_file
+from hpstudy.atomic import save_torch_atomic
 from hpstudy.config.config import Config
 from hpstudy.data import idx as data
 from hpstudy.engine.model import build_model, evaluate_net
@@ -114,7 +114,8 @@ def save_model(
     """Write a model file atomically (temp file in the same folder, then rename); returns its path.
 
     The state_dict must match `build_model(config)`; it is checked before anything is written, so
-    a file at `path` is always a complete, loadable model.
+    a file at `path` is always a complete, loadable model. A disk that fills meanwhile raises an
+    OSError naming `path` (ENOSPC) and leaves no file there.
     """
     path = Path(path)
     tensors = {str(k): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -149,12 +150,9 @@ def save_model(
         "state_dict": tensors,
         "metadata": metadata,
     }
-    with atomic_file(path, fsync=True) as f:
-        torch.save(payload, f)
-        f.flush()
-        # Prove the promise before the rename: the file loads with weights_only=True.
-        torch.load(f.name, map_location="cpu", weights_only=True)
-    return path
+    # Prove the promise before the rename: the file loads with weights_only=True. A full disk
+    # is an OSError naming `path`, and leaves no file.
+    return save_torch_atomic(payload, path, fsync=True, verify=True)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
@@ -190,17 +188,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
             f"{path}: metadata 'class_names' must be a list of {config.n_classes} names (the "
             f"model's classes), got {names!r:.200}"
         )
-    shape = metadata.get("input_shape", [28, 28])
-    if not (
-        isinstance(shape, list)
-        and len(shape) in (1, 2)
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
-        and math.prod(shape) == config.n_inputs
-    ):
-        raise ModelFileError(
-            f"{path}: metadata 'input_shape' must be [H, W] or [D] with {config.n_inputs} "
-            f"values in all (the model's inputs), got {shape!r:.200}"
-        )
+    _check_input_shape(metadata.get("input_shape", [28, 28]), config, path)
+    _check_pixel_max(metadata, path)
     check_state_dict(state_dict, config, where=str(path))
     # build_model draws initial weights from torch's global RNG; fork it so loading a model does
     # not change the random stream of whoever calls us.
@@ -362,6 +351,47 @@ def _config_from(metadata: dict, path: Path) -> Config:
         return Config.from_dict(raw)
     except (UserError, TypeError) as exc:
         raise ModelFileError(f"{path}: invalid configuration in metadata: {exc}") from exc
+
+
+def _check_input_shape(shape: object, config: Config, path: Path) -> None:
+    """[H, W] or [D] of positive integers that the model's first layer takes: H * W (or D) is
+    its `n_inputs`, and a CNN, whose convolutions see square images, needs [side, side]."""
+    plain = (
+        isinstance(shape, list)
+        and len(shape) in (1, 2)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+    )
+    if not plain or math.prod(shape) != config.n_inputs:
+        raise ModelFileError(
+            f"{path}: metadata 'input_shape' must be [H, W] or [D] with {config.n_inputs} "
+            f"values in all (the model's inputs), got {shape!r:.200}"
+        )
+    side = config.image_side
+    if config.is_cnn and shape != [side, side]:
+        # predict would resize images to `shape` while the convolutions read side x side.
+        raise ModelFileError(
+            f"{path}: metadata 'input_shape' is {shape}, but the model is a CNN whose first "
+            f"convolution takes {side} x {side} images; the metadata was edited or damaged: "
+            "use the file as `hpstudy run` saved it"
+        )
+
+
+# What pixel_max may be: the largest pixel value of the training images (digits 16, 255 for
+# 8-bit images); predict scales 0..255 inputs onto 0..pixel_max.
+_PIXEL_MAX_RANGE = (1, 255)
+
+
+def _check_pixel_max(metadata: dict, path: Path) -> None:
+    """An integer in 1..255, or None (data that is not 8-bit images); absent means 255."""
+    value = metadata.get("pixel_max")
+    low, high = _PIXEL_MAX_RANGE
+    if value is None or (type(value) is int and low <= value <= high):  # bool is no pixel value
+        return
+    raise ModelFileError(
+        f"{path}: metadata 'pixel_max' must be an integer in {low}..{high} (the largest pixel "
+        f"value of the training images: 255, or 16 for digits), got {value!r:.60}; the "
+        "metadata was edited or damaged: use the file as `hpstudy run` saved it"
+    )
 
 
 def _checked_normalization(norm: object, *, where: str, error: type[Exception]) -> dict:

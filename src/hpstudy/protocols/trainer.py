@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from hpstudy.atomic import atomic_file
+from hpstudy.atomic import save_torch_atomic
 from hpstudy.config.config import Config
 from hpstudy.data.prepare import Data
 from hpstudy.engine.results import TrialResult
@@ -227,6 +227,6 @@ class Trainer:
 
 
 def save_weights(path: Path, state_dict: dict) -> None:
-    """torch.save to a temporary name, then rename (a crash never leaves half a file)."""
-    with atomic_file(path) as f:
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, f)
+    """torch.save to a temporary name, then rename (a crash never leaves half a file, a full disk
+    is an OSError naming `path`)."""
+    save_torch_atomic({k: v.detach().cpu() for k, v in state_dict.items()}, path)

@@ -6,7 +6,9 @@
 
 Each function takes plain data, draws one figure and writes it atomically (a temporary name, then
 a rename), so a report never points at half a PNG. No pyplot: nothing here touches global
-matplotlib state, and the figures render the same with or without a display.
+matplotlib state, and the figures render the same with or without a display. Text that comes from
+the user (class names, stage titles, factor levels, configuration labels) goes through
+`hpstudy.usertext.plot_text`: matplotlib draws it as it is, never as mathtext.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from hpstudy.atomic import atomic_file
 from hpstudy.storage import TrialRecord
+from hpstudy.usertext import plot_text
 
 DPI = 100  # figure sizes are in inches at this density: what the page shows at 1x
 SCALE = 2  # PNGs are drawn at 2x that density for sharp text; the HTML shows them at 1x
@@ -45,6 +48,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path
 
     fig = _figure(9, 7.5)
     ax = fig.add_subplot()
+    class_names = [plot_text(name) for name in class_names]
     sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", square=True, ax=ax, cbar=True,
                 xticklabels=class_names, yticklabels=class_names, annot_kws={"size": 8},
                 linewidths=0.5, linecolor="white")  # fmt: skip
@@ -68,6 +72,7 @@ def plot_misclassified(
     columns: int = 8,
 ) -> Path:
     """The first `n` misclassified test images (test-set order) with true and predicted class."""
+    class_names = [plot_text(name) for name in class_names]
     wrong = np.flatnonzero(labels != predictions)[:n]
     n_rows = max(1, math.ceil(len(wrong) / columns))
     fig = _figure(columns * 1.45, n_rows * 1.75)
@@ -117,12 +122,13 @@ def plot_curves(
             epochs = np.arange(1, len(r.eval_accuracy) + 1)
             acc = 100 * np.asarray(r.eval_accuracy, dtype=float)
             ax.plot(epochs, acc, color=color, linewidth=2.8 if won else 1.3,
-                    alpha=1.0 if won else 0.8, label=f"★ {name}" if won else name)  # fmt: skip
+                    alpha=1.0 if won else 0.8,
+                    label=plot_text(f"★ {name}" if won else name))  # fmt: skip
             if r.best_epoch:
                 ax.plot(r.best_epoch, acc[r.best_epoch - 1], color=color, **_MARK_BEST)
             if len(epochs) < max_epochs:
                 ax.plot(epochs[-1], acc[-1], color=color, **_MARK_STOP)
-        ax.set_title(title)
+        ax.set_title(plot_text(title))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{split} accuracy (%)")
         ax.set_xlim(0.5, max_epochs + 0.5)
@@ -148,8 +154,8 @@ def plot_main_effects(effects: dict[str, list[tuple[str, object]]], path: Path) 
         means = np.array([100 * c.mean if c.n else np.nan for _, c in levels])
         errors = np.array([100 * c.ci95 if c.n > 1 else 0.0 for _, c in levels])
         ax.errorbar(x, means, yerr=errors, fmt="o-", capsize=4)
-        ax.set_xticks(x, [label for label, _ in levels], rotation=30, ha="right")
-        ax.set_title(factor_title(factor))
+        ax.set_xticks(x, [plot_text(label) for label, _ in levels], rotation=30, ha="right")
+        ax.set_title(plot_text(factor_title(factor)))
         ax.grid(alpha=0.3)
         if i == 0:
             ax.set_ylabel("mean accuracy (%)")
@@ -172,9 +178,10 @@ def plot_interaction(interaction, path: Path) -> Path:
         ax = fig.add_subplot(n_rows, columns, i + 1)
         sns.heatmap(100 * matrix, annot=True, fmt=".1f", cmap="viridis", vmin=vmin, vmax=vmax,
                     mask=~np.isfinite(matrix), ax=ax, cbar=i == len(cells) - 1,
-                    xticklabels=interaction.lrs, yticklabels=interaction.optimizers,
+                    xticklabels=[plot_text(v) for v in interaction.lrs],
+                    yticklabels=[plot_text(v) for v in interaction.optimizers],
                     annot_kws={"size": 8})  # fmt: skip
-        ax.set_title(topology)
+        ax.set_title(plot_text(topology))
         ax.set_xlabel("learning rate")
         ax.tick_params(axis="y", labelrotation=0)
     fig.suptitle("Mean accuracy (%) by optimizer and learning rate (mean over activations)")
@@ -186,7 +193,7 @@ def plot_importances(values: dict[str, float], path: Path, method: str = "fANOVA
 
     fig = _figure(6, 0.5 * max(1, len(values)) + 1.2)
     ax = fig.add_subplot()
-    names = [factor_title(k) for k in values][::-1]
+    names = [plot_text(factor_title(k)) for k in values][::-1]
     ax.barh(names, list(values.values())[::-1], color="C0")
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"{method} importance (share of variance)")

@@ -39,6 +39,7 @@ from hpstudy.config.studyfile import parse_study
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.storage import Store, TrialRecord, default_url, redact_args, redact_url
+from hpstudy.storage.urls import missing_sqlite_file
 
 if TYPE_CHECKING:
     from hpstudy.data.prepare import Data
@@ -277,8 +278,10 @@ def open_run(run_dir: str | Path, storage: str | None = None) -> Store:
     """
     info = read_run_info(run_dir)
     if storage:
+        _refuse_missing_sqlite(storage, run_dir, given=True)
         return Store(storage, info["study"])
     url = info.get("storage") or default_url(run_dir)
+    _refuse_missing_sqlite(url, run_dir, given=False)
     try:
         return Store(url, info["study"])
     except UserError as exc:
@@ -292,11 +295,27 @@ def open_run(run_dir: str | Path, storage: str | None = None) -> Store:
         ) from exc
 
 
+def _refuse_missing_sqlite(url: str, run_dir: str | Path, *, given: bool) -> None:
+    """Readers never create a store: opening a SQLite file that is not there would make an
+    empty one (outside the run folder, when run.json names another file)."""
+    missing = missing_sqlite_file(url)
+    if missing is None:
+        return
+    if given:
+        raise UserError(f"{missing} does not exist, and reading a run creates no store; check "
+                        "--storage (sqlite:////absolute/path/study.db)")  # fmt: skip
+    named = "" if missing == Path(run_dir).resolve() / "study.db" else f", which {RUN_FILE} names"
+    raise UserError(f"{missing} does not exist: the store of {run_dir}{named} was moved or "
+                    "deleted, and reading a run creates no store; put it back, or pass --storage "
+                    "naming where it is now")  # fmt: skip
+
+
 def load_trials(run_dir_or_url: str | Path, study: str | None = None) -> list[TrialRecord]:
     """Every trial of a run: from a run folder, or from a storage URL plus the study name."""
     text = str(run_dir_or_url)
     if "://" in text:
         if study is None:
             raise UserError(f"give the study name to read {text!r} (a storage may hold several)")
+        _refuse_missing_sqlite(text, text, given=True)
         return Store(text, study).records()
     return open_run(run_dir_or_url).records()

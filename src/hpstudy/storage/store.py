@@ -59,10 +59,20 @@ _open_session = _rdb._create_scoped_session
 
 
 @contextlib.contextmanager
-def _session_deferring_interrupts(*args: Any, **kwargs: Any) -> Iterator[Any]:
-    """Every Optuna database session, opened and closed whole: see `hpstudy.storage.interrupts`."""
-    with interrupts.deferred(), _open_session(*args, **kwargs) as session:
-        yield session
+def _session_deferring_interrupts(scoped: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    """Every Optuna database session, opened and closed whole: see `hpstudy.storage.interrupts`.
+    A damaged, full or read-only store ends as one UserError line naming its file, wherever
+    Optuna met it (Optuna's StorageInternalError would otherwise reach the user raw)."""
+    try:
+        with interrupts.deferred(), _open_session(scoped, *args, **kwargs) as session:
+            yield session
+    except Exception as exc:
+        bind = scoped.session_factory.kw.get("bind")  # the engine: its URL names the file
+        url = bind.url.render_as_string(hide_password=True) if bind is not None else ""
+        error = explain_storage_error(exc, url, known_only=True)
+        if error is None:
+            raise
+        raise error from exc
 
 
 _rdb._create_scoped_session = _session_deferring_interrupts
@@ -311,6 +321,8 @@ def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDB
         except ImportError as exc:
             raise UserError(f"cannot open storage {redact_url(url)!r}: {exc}; for PostgreSQL "
                             "`pip install 'hpstudy[postgres]'`") from exc  # fmt: skip
+        except UserError:
+            raise  # a damaged store, said in one line by the session (_session_deferring_...)
         except Exception as exc:  # sqlalchemy's OperationalError, IntegrityError and friends
             if attempt == 5 or ("exists" not in str(exc) and "duplicate" not in str(exc)):
                 if url.startswith("sqlite") and (error := explain_storage_error(exc, url)):

@@ -51,14 +51,36 @@ def sqlite_file(url: str) -> str:
     return redact_url(url)
 
 
-def explain_storage_error(exc: BaseException, url: str) -> UserError | None:
-    """One line for what SQLite or the database server said, naming the file and the fix;
-    None when `exc` is not a storage error."""
-    from sqlalchemy.exc import DBAPIError
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, if it does not exist; None for an existing file, a database
+    server, or a URL that names no file. Opening a missing SQLite file creates it, so a reader
+    asks this first."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    if not isinstance(exc, DBAPIError):
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
         return None
-    where, reason = sqlite_file(url), str(exc.orig or exc).splitlines()[0]
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if parsed.query.get("uri") in ("true", "1"):  # sqlite:///file:path?mode=ro&uri=true
+        database = database.removeprefix("file:")
+    path = Path(database)
+    return None if path.exists() else path
+
+
+def explain_storage_error(
+    exc: BaseException, url: str, *, known_only: bool = False
+) -> UserError | None:
+    """One line for what SQLite or the database server said, naming the file and the fix;
+    None when `exc` is not a storage error. `known_only`: None as well unless the store is
+    damaged, full or read-only (a lock timeout or a constraint is Optuna's to handle)."""
+    cause = _database_error(exc)
+    if cause is None:
+        return None
+    where, reason = sqlite_file(url), str(cause.orig or cause).splitlines()[0]
     lower = reason.lower()
     if "malformed" in lower or "not a database" in lower or "corrupt" in lower:
         todo = ("move it aside and rerun `hpstudy run` with the same --out to start the study "
@@ -70,7 +92,20 @@ def explain_storage_error(exc: BaseException, url: str) -> UserError | None:
     if "readonly" in lower or "read-only" in lower or "unable to open" in lower:
         return UserError(f"cannot write {where} ({reason}); make it and its folder writable, "
                          "or give --out a folder you can write to")  # fmt: skip
+    if known_only:
+        return None
     return UserError(f"storage {where} failed ({reason}); check it and rerun the same command")
+
+
+def _database_error(exc: BaseException):
+    """The DBAPIError behind `exc`: itself, or the one Optuna wrapped in StorageInternalError
+    (its sessions turn every SQLAlchemy error at commit into one)."""
+    from sqlalchemy.exc import DBAPIError
+
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, DBAPIError):
+            return candidate
+    return None
 
 
 @contextlib.contextmanager

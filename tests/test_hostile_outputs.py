@@ -1,0 +1,311 @@
+"""Hostile outputs (issue 26, classes 4, 5, 6 and 10): user text that would drive a terminal or
+matplotlib's mathtext parser, model metadata edited by hand, read-only commands on a run whose
+store is gone, a damaged store and a disk that fills while the model is saved. Each gets one
+line and a non-zero exit, and leaves nothing behind that was not there."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hpstudy import cli
+from hpstudy.config.config import Config
+from hpstudy.data import eda
+from hpstudy.data import idx as data
+from hpstudy.engine.model import build_model
+from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
+from hpstudy.report import figures
+from hpstudy.storage.rundir import MODEL_FILE, RUN_FILE
+from hpstudy.usertext import plot_text, shown
+from tiny_studies import hpstudy_cmd, subprocess_env, write_study
+
+TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
+# What a terminal acts on: escape sequences (clear screen, set the title, colour), a bell, a
+# carriage return that overwrites the line, a right-to-left override that reorders it.
+RAW = ("\x1b", "\x07", "\r", "\u202e")
+# A formula matplotlib's mathtext cannot parse: drawn as mathtext, it raises at draw time.
+BAD_MATH = r"$\frac{1}{$"
+
+
+def _err_line(capsys) -> str:
+    """The command's stderr: exactly one line, no traceback, nothing raw."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hpstudy "), err
+    return lines[0]
+
+
+def _assert_inert(text: str) -> None:
+    for ch in RAW:
+        assert ch not in text, f"{ch!r} printed raw in {text!r}"
+
+
+# -- 4. user text reaches a terminal or a parser raw ----------------------------------------
+
+
+def test_one_function_escapes_what_a_terminal_would_act_on():
+    name = "shoe\x1b]0;owned\x07\x1b[2J\r\u202egnp.png" + b"\xff".decode("utf-8", "surrogateescape")
+    text = shown(name)
+    _assert_inert(text)
+    assert text == r"shoe\x1b]0;owned\x07\x1b[2J\r\u202egnp.png\xff"
+    text.encode("utf-8")  # no lone surrogate left: printing it cannot raise
+    assert shown("Ankle boot ★ ünï 中") == "Ankle boot ★ ünï 中"  # printable text unchanged
+    assert plot_text(BAD_MATH) == r"\$\frac{1}{\$"
+
+
+def _model_with_class_names(path: Path, names: list[str]) -> Path:
+    """An untrained MLP (seeded) saved with these class names."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_model(Config(topology="T1"))
+    return save_model(path, state_dict=net.state_dict(), config=Config(topology="T1"),
+                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      metrics={}, data_digests={}, class_names=names)  # fmt: skip
+
+
+HOSTILE_CLASSES = [f"\x1b[31mclass{i}\x1b[0m\r" if i % 2 else f"\u202eclass{i}" for i in range(10)]
+
+
+def test_predict_prints_file_and_class_names_escaped(fashion, tmp_path, capsys):
+    model = _model_with_class_names(tmp_path / "m.pth", HOSTILE_CLASSES)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(fashion.test_images[i]).save(photos / f"\x1b[2J{i}\r.png")
+    (photos / "\x1b]0;pwned\x07broken.png").write_bytes(b"not a png")
+    code = cli.main(["predict", "--model", str(model), str(photos)])
+    out, err = capsys.readouterr()
+    assert code == 1  # the broken image
+    _assert_inert(out)
+    _assert_inert(err)
+    assert r"\x1b[2J0\r.png" in out
+    assert r"\x1b[31mclass" in out or r"\u202eclass" in out
+    assert r"\x1b]0;pwned\x07broken.png" in err and "Traceback" not in err
+
+    code = cli.main(["predict", "--model", str(model), str(photos), "--json"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["class"] for r in records} <= set(HOSTILE_CLASSES)  # --json keeps the exact text
+
+
+def test_an_error_line_naming_a_hostile_path_is_escaped(tmp_path, capsys):
+    missing = tmp_path / "\x1b[2Jmodel\r.pth"
+    assert cli.main(["predict", "--model", str(missing), str(tmp_path)]) == 2
+    line = _err_line(capsys)
+    _assert_inert(line)
+    assert r"\x1b[2Jmodel\r.pth" in line
+
+
+def test_figures_draw_dollar_names_as_plain_text(fashion, tmp_path):
+    names = [BAD_MATH, "$x^$", "a$b", *data.CLASS_NAMES[3:]]
+    labels, images = fashion.test_labels[:200], fashion.test_images[:200]
+    predictions = (labels + 1) % 10  # every image misclassified: every name is drawn
+    cm = np.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10)
+    written = [
+        figures.plot_confusion_matrix(cm, names, tmp_path / "cm.png"),
+        figures.plot_misclassified(images, labels, predictions, names, tmp_path / "wrong.png"),
+    ]
+    counts = np.bincount(labels, minlength=10)
+    written.append(eda.plot_class_distribution(counts, counts, tmp_path / "dist.png",
+                                               class_names=names, title=BAD_MATH))  # fmt: skip
+    written.append(eda.plot_samples(images, labels, tmp_path / "samples.png", class_names=names,
+                                    n_per_class=2))  # fmt: skip
+    for path in written:
+        assert path.stat().st_size > 1000
+
+
+def test_eda_of_a_data_file_with_hostile_names(fashion, tmp_path, capsys):
+    """The data file's name becomes the figure's title, its class names the axis labels (a
+    class name must be printable, so only the file name holds an escape sequence)."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    path = folder / "shapes$_{$\x1b[2J.npz"
+    classes = np.array([BAD_MATH, "$x^$", "a$b"])
+    keep = fashion.train_labels[:600] < 3
+    keep_test = fashion.test_labels[:300] < 3
+    np.savez(path, x_train=fashion.train_images[:600][keep],
+             y_train=fashion.train_labels[:600][keep], x_test=fashion.test_images[:300][keep_test],
+             y_test=fashion.test_labels[:300][keep_test], classes=classes)  # fmt: skip
+    code = cli.main(["eda", "--data", str(path), "--out", str(tmp_path / "eda")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    _assert_inert(out + err)
+    assert r"shapes$_{$\x1b[2J.npz" in out and BAD_MATH in out
+    assert len(list((tmp_path / "eda").glob("*.png"))) == 2
+
+
+# -- 5. model metadata validated at load ----------------------------------------------------
+
+
+def _edited(source: Path, target: Path, **metadata) -> Path:
+    payload = torch.load(source, weights_only=True)
+    payload["metadata"].update(metadata)
+    torch.save(payload, target)
+    return target
+
+
+@pytest.mark.parametrize("value", ["x", -5, 1e308, True, 0.5, 256, [255]])
+def test_pixel_max_that_is_not_a_pixel_value_is_refused(value, fashion, tmp_path, capsys):
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    bad = _edited(good, tmp_path / "bad.pth", pixel_max=value)
+    with pytest.raises(ModelFileError, match=r"'pixel_max' must be an integer in 1\.\.255"):
+        load_model(bad)
+    image = tmp_path / "a.png"
+    Image.fromarray(fashion.test_images[0]).save(image)
+    assert cli.main(["predict", "--model", str(bad), str(image)]) == 2
+    line = _err_line(capsys)
+    assert str(bad) in line and "pixel_max" in line and repr(value) in line
+
+
+@pytest.mark.parametrize("value", [255, 16, None])
+def test_pixel_max_as_hpstudy_writes_it_loads(value, tmp_path):
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    assert load_model(_edited(good, tmp_path / "ok.pth", pixel_max=value)).config.n_inputs == 784
+
+
+def _cnn_file(tmp_path: Path) -> Path:
+    config = Config(conv=(4,), topology=(16,))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_model(config)
+    return save_model(tmp_path / "cnn.pth", state_dict=net.state_dict(), config=config,
+                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      metrics={}, data_digests={},
+                      extra={"input_shape": [28, 28], "pixel_max": 255})  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [[14, 56], [56, 14], [784]])
+def test_a_cnn_file_whose_input_shape_is_not_its_square_is_refused(shape, fashion, tmp_path,
+                                                                   capsys):  # fmt: skip
+    good = _cnn_file(tmp_path)
+    assert load_model(good).input_shape == (28, 28)
+    bad = _edited(good, tmp_path / "bad.pth", input_shape=shape)
+    with pytest.raises(ModelFileError, match="28 x 28 images"):
+        load_model(bad)
+    image = tmp_path / "a.png"
+    Image.fromarray(fashion.test_images[0]).save(image)
+    assert cli.main(["predict", "--model", str(bad), str(image)]) == 2
+    line = _err_line(capsys)
+    assert str(bad) in line and "input_shape" in line and str(shape) in line
+
+
+# -- 6. read-only commands never create a store ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("done")
+    study = write_study(tmp, max_epochs=1)
+    assert cli.main(["run", str(study), "--out", str(tmp / "run"), *TINY]) == 0
+    return tmp / "run"
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "copy"))
+
+
+def _set_storage(run_dir: Path, url: str | None) -> None:
+    info = json.loads((run_dir / RUN_FILE).read_text())
+    info["storage"] = url
+    (run_dir / RUN_FILE).write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_a_store_named_in_run_json_that_is_gone_is_not_created(
+    command, finished_run, tmp_path, capsys
+):
+    run_dir = _copy_run(finished_run, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    gone = elsewhere / "gone.db"
+    _set_storage(run_dir, f"sqlite:///{gone}")
+    assert cli.main([command, str(run_dir)]) == 2
+    line = _err_line(capsys)
+    assert str(gone) in line and "does not exist" in line and "--storage" in line
+    assert not gone.exists() and list(elsewhere.iterdir()) == []
+
+    (run_dir / "study.db").unlink()  # the default store, deleted
+    _set_storage(run_dir, None)
+    assert cli.main([command, str(run_dir)]) == 2
+    assert str(run_dir / "study.db") in _err_line(capsys)
+    assert not (run_dir / "study.db").exists()
+    assert cli.main([command, str(run_dir), "--storage", f"sqlite:///{gone}"]) == 2
+    assert str(gone) in _err_line(capsys) and not gone.exists()
+
+
+# -- 10. a damaged store, a full disk -------------------------------------------------------
+
+
+def _damage_trials_page(db: Path) -> None:
+    """Overwrite the second half of the `trials` table's root page: the header (page 1) and the
+    schema stay valid, so SQLite opens the file and fails only when it reads the trials."""
+    with sqlite3.connect(db) as conn:
+        query = "SELECT rootpage FROM sqlite_master WHERE name = 'trials'"
+        (root,) = conn.execute(query).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    raw = bytearray(db.read_bytes())
+    start = (root - 1) * page_size
+    raw[start + page_size // 2 : start + page_size] = b"\xa5" * (page_size // 2)
+    db.write_bytes(bytes(raw))
+
+
+def test_a_damaged_page_inside_a_valid_header_is_one_line(finished_run, tmp_path, capsys):
+    run_dir = _copy_run(finished_run, tmp_path)
+    db = run_dir / "study.db"
+    _damage_trials_page(db)
+    assert db.read_bytes()[:16] == b"SQLite format 3\x00"
+    study = write_study(tmp_path, max_epochs=1)
+    for command in (["status", str(run_dir)], ["report", str(run_dir)],
+                    ["run", str(study), "--out", str(run_dir), *TINY]):  # fmt: skip
+        assert cli.main(command) != 0
+        line = _err_line(capsys)
+        assert str(db) in line and "damaged" in line and "move it aside" in line, line
+
+
+def _file_size_limit(n_bytes: int):
+    """For the child process: a file may grow to `n_bytes`, and writing past that fails with
+    EFBIG (SIGXFSZ ignored), as writing on a full disk fails with ENOSPC."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, resource.RLIM_INFINITY))
+
+    return limit
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_while_the_model_is_saved_is_one_line_and_a_rerun_saves_it(
+    finished_run, tmp_path, capsys
+):
+    run_dir = _copy_run(finished_run, tmp_path)
+    model = run_dir / MODEL_FILE
+    size = model.stat().st_size
+    model.unlink()
+    db_size = (run_dir / "study.db").stat().st_size
+    assert db_size * 2 < size  # the limit below stops the model, not the store
+    study = write_study(tmp_path, max_epochs=1)
+    args = ["run", str(study), "--out", str(run_dir), *TINY]
+    proc = subprocess.run(hpstudy_cmd(*args), env=subprocess_env(), text=True,
+                          capture_output=True, preexec_fn=_file_size_limit(size // 2),
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("hpstudy run: error: ") and str(model) in line, line
+    assert "File too large" in line and "rerun the same command" in line
+    assert not model.exists() and not list(run_dir.glob(".*.part"))
+    # The trials are kept: the rerun trains nothing and saves the model.
+    assert cli.main(args) == 0
+    assert "trained 0 trials now" in capsys.readouterr().out
+    assert load_model(model).config.n_inputs == 784
