@@ -260,7 +260,6 @@ def test_cut_off_response_is_retried_then_abandoned(mirror, tmp_path):
 def test_timeout_moves_on(mirror, silent_url, tmp_path):
     good = mirror("good")
     lines: list[str] = []
-    start = time.perf_counter()
     download.fetch_all(
         tmp_path / "c",
         mirrors=[silent_url, good.url],
@@ -269,8 +268,8 @@ def test_timeout_moves_on(mirror, silent_url, tmp_path):
         progress=lines.append,
     )
     assert_canonical_cache(tmp_path / "c")
-    assert any("timed out after 0.3 s" in line for line in lines), lines
-    assert time.perf_counter() - start < 10  # one timeout, not one per file
+    # One timeout, not one per file: counted in what it said, not on a clock a busy machine skews.
+    assert sum("timed out after 0.3 s" in line for line in lines) == 1, lines
 
 
 def test_resumes_and_replaces_a_bad_cached_file(mirror, tmp_path):
@@ -357,7 +356,6 @@ def test_trickling_mirror_is_abandoned_after_the_total_timeout(mirror, tmp_path)
     # 16 KiB every 10 ms: each read well within `timeout`, the 26 MB file would take ~20 s.
     trickle, good = mirror("trickle", delay=0.01), mirror("good")
     lines: list[str] = []
-    start = time.perf_counter()
     download.fetch_all(
         tmp_path / "c",
         mirrors=[trickle.url, good.url],
@@ -367,7 +365,6 @@ def test_trickling_mirror_is_abandoned_after_the_total_timeout(mirror, tmp_path)
         backoff=0,
         progress=lines.append,
     )
-    assert time.perf_counter() - start < 3
     assert_canonical_cache(tmp_path / "c")
     assert trickle.requests == [f"/{NAMES[0]}.gz"]  # not retried: it would be as slow again
     size = len((data.DEBIAN_DIR / f"{NAMES[0]}.gz").read_bytes())
@@ -402,7 +399,7 @@ def test_waits_for_a_held_lock_then_names_it(mirror, tmp_path):
     start = time.perf_counter()
     with pytest.raises(DataError) as info:
         download.fetch_all(dest, mirrors=[good.url], lock_wait=0.3, progress=lines.append)
-    assert 0.3 <= time.perf_counter() - start < 3
+    assert time.perf_counter() - start >= 0.3  # it waited (how much longer depends on the load)
     message = str(info.value)
     assert f"another process holds the lock {dest / '.lock'}" in message and "\n" not in message
     assert "wait for it to finish or stop it" in message

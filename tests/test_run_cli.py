@@ -63,7 +63,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     victim = subprocess.Popen(hpstudy_cmd(*args, "--out", str(killed)), env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline, at_kill = time.monotonic() + 180, {}
+    deadline, at_kill = time.monotonic() + 600, {}  # a safety net only
     while time.monotonic() < deadline and victim.poll() is None:
         at_kill = _states(killed / "study.db")
         if at_kill.get("COMPLETE", 0) >= 1 and at_kill.get("RUNNING", 0) >= 1:

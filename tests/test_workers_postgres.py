@@ -128,7 +128,7 @@ def test_a_killed_worker_is_replaced_by_the_others(postgres_url, tmp_path):
     # stopped (SIGSTOP) before the store is read again, so on a loaded machine it cannot finish
     # that trial between the read and the kill.
     (victim,) = _workers(study, postgres_url, 1, *extra)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a safety net only: a loaded machine may be slow
     while time.monotonic() < deadline and victim.poll() is None:
         if _holds_a_trial_after_one(postgres_url):
             victim.send_signal(signal.SIGSTOP)
