@@ -401,3 +401,10 @@ def test_with_clean_checks_its_validation_split_before_the_run_folder(tmp_path, 
     study.write_text(text.replace("[normalization]", f'[data]\npath = "{data}"\n[normalization]'))
     err = _refused(capsys, tmp_path, str(study), "--with-clean")
     assert "validation.size must be below the 60 training examples" in err
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "..", "x y"])
+def test_a_study_name_that_is_no_slug_is_one_line(name, capsys):
+    code, _, err = _run(capsys, "run", name)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no study named" in err and "known studies: clean, cnn" in err

@@ -439,9 +439,10 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
                 return path
         raise UserError(f"study file {text!r} not found; give a path to a .toml file or one of "
                         f"the studies {', '.join(known_studies()) or '(none)'}")  # fmt: skip
-    for folder in _study_folders():
-        if (folder / f"{text}.toml").is_file():
-            return folder / f"{text}.toml"
+    if SLUG.fullmatch(text):  # a study name is a slug: anything else (a NUL, say) names none
+        for folder in _study_folders():
+            if (folder / f"{text}.toml").is_file():
+                return folder / f"{text}.toml"
     raise UserError(
         f"no study named {text!r}; known studies: {', '.join(known_studies()) or '(none)'}; or "
         f"give a path to a .toml file (./{text}.toml)"
