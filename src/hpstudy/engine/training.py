@@ -24,7 +24,7 @@ import torch
 from hpstudy.config.config import Config
 from hpstudy.config.cost import n_parameters
 from hpstudy.engine.flops import training_numerics
-from hpstudy.engine.optimizers import StackedOptimizer
+from hpstudy.engine.optimizers import StackedOptimizer, check_step, engine_version
 from hpstudy.engine.planning import max_members, split_group
 from hpstudy.engine.population import member_order_key
 from hpstudy.engine.populations import StackedPopulation, population_for
@@ -100,6 +100,7 @@ def train(
     tf32: bool = False,
     cuda_graphs: bool = False,
     on_result: Callable[[int, TrialResult], None] | None = None,
+    optimizer_step: str = "grouped",
 ) -> list[TrialResult]:
     """Train every configuration; results come back in the order of `configs`.
 
@@ -111,13 +112,18 @@ def train(
     later, opt-in, and recorded in each result's dtype as "float32+tf32".
     `cuda_graphs=True` (CUDA only) replays each training step from a CUDA graph instead of
     launching its kernels one by one (see `hpstudy.engine.steps`); results do not change.
+    `optimizer_step="fused"` updates every rule with one op sequence per tensor
+    (`hpstudy.engine.fused`) instead of one update per rule group; float32 bits differ from the
+    default "grouped", so each result records its `engine` version.
     """
     device = torch.device(device)
     if tf32 and (device.type != "cuda" or dtype != torch.float32):
         raise ValueError(f"tf32 needs a CUDA device and float32, got {device} and {dtype}")
     if cuda_graphs and not graphs_supported(device):
         raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
-    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result)
+    check_step(optimizer_step)
+    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result,
+                            optimizer_step)  # fmt: skip
     with training_numerics(tf32):
         return _train(configs, train, evaluation, device, dtype, options)
 
@@ -129,6 +135,7 @@ class _TrainOptions:
     tf32: bool
     cuda_graphs: bool
     on_result: Callable[[int, TrialResult], None] | None = None
+    optimizer_step: str = "grouped"
 
 
 def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
@@ -146,7 +153,7 @@ def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
         context = _RunContext(
             p, len(populations), started, options.on_epoch, describe_device(device), precision,
             work_before=sum(work[:p]) / sum(work), work_share=work[p] / sum(work),
-            cuda_graphs=options.cuda_graphs, tracker=tracker,
+            cuda_graphs=options.cuda_graphs, tracker=tracker, optimizer_step=options.optimizer_step,
         )  # fmt: skip
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
@@ -218,12 +225,13 @@ class _RunContext:
     work_share: float  # share of this population
     cuda_graphs: bool = False
     tracker: _WorkTracker | None = None  # shared by every population of the call
+    optimizer_step: str = "grouped"  # optimizers.OPTIMIZER_STEPS
 
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
     order = sorted(indices, key=lambda i: member_order_key(configs[i]))
     pop = population_for([configs[i] for i in order], device=train.x.device, dtype=train.x.dtype)
-    optimizer = StackedOptimizer(pop)
+    optimizer = StackedOptimizer(pop, step=ctx.optimizer_step)
     steps = StepRunner(pop, optimizer, train, cuda_graph=ctx.cuda_graphs)
     records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
     best_params = [p.clone() for p in pop.state_tensors()]
@@ -286,6 +294,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 dtype=ctx.precision,
                 state_dict=state,
                 eval_correct=mask,
+                engine=engine_version(ctx.optimizer_step),
             ),
         )
 
