@@ -51,7 +51,7 @@ def load_dataset(
     if name == "fashion-mnist":
         fm = sources.load(data_dir, download=download, progress=progress)
         arrays = (fm.train_images, fm.train_labels, fm.test_images, fm.test_labels)
-        return build(name, *arrays, data.CLASS_DATA_NAMES, fm.digests, source=fm.source)
+        return build(name, *arrays, data.CLASS_NAMES, fm.digests, source=fm.source)
     if name in catalog.SOURCES:
         src = catalog.SOURCES[name]
         arrays, digests, folder = sources.load_idx(
