@@ -28,12 +28,20 @@ from hpstudy.config.factors import space_size, topologies
 from hpstudy.config.study import ProtocolKind, Selection, Study
 from hpstudy.data.prepare import prepare_data
 from hpstudy.engine.flops import measure_matmul_flops
+from hpstudy.engine.optimizers import engine_version
 from hpstudy.errors import UserError
 from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats.tables import StageTable, write_tables
-from hpstudy.storage import Store, TrialRecord, check_durable, default_url, storage_errors
+from hpstudy.storage import (
+    Store,
+    TrialRecord,
+    check_durable,
+    default_url,
+    redact_url,
+    storage_errors,
+)
 from hpstudy.storage.rundir import (
     MODEL_FILE,
     REPLICATION_FILE,
@@ -168,6 +176,7 @@ def run_study(
         store.create_or_load()
         if options.storage is None:
             store.fail_stale(all_running=True)  # our lock: nobody else writes this SQLite file
+        refuse_mixed_engines(store.records(), data.optimizer_step, run_dir)
         write_run_info(run_dir, study, options, data)
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch,
@@ -187,6 +196,30 @@ def run_study(
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
     return RunSummary(run_dir, tables, model_path, len(trainer.trained), **costs,
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
+
+
+# Trials finished before engines had versions were all trained by the grouped step.
+_UNVERSIONED_ENGINE = engine_version("grouped")
+
+
+def refuse_mixed_engines(records: list[TrialRecord], optimizer_step: str, where) -> None:
+    """A UserError when finished float32 trials were trained by another engine than this run's:
+    two engines agree to rounding, not bit for bit, and a table must not mix them silently
+    (float64 results agree to 1e-9 and pass)."""
+    ours = engine_version(optimizer_step)
+    others: dict[str, int] = {}
+    for r in records:
+        if r.status.is_finished and r.dtype.startswith("float32"):
+            theirs = r.versions.get("engine", _UNVERSIONED_ENGINE)
+            if theirs != ours:
+                others[theirs] = others.get(theirs, 0) + 1
+    if not others:
+        return
+    theirs, n = max(others.items(), key=lambda item: item[1])
+    step = theirs.partition("-")[2]
+    raise UserError(f"{where} holds {n} float32 trials trained by engine {theirs}, this run's is "
+                    f"{ours} (float32 bits differ): rerun with --optimizer-step {step}, or "
+                    "--fresh to retrain them all")  # fmt: skip
 
 
 def clean_trainer(study: Study, options: RunOptions, trainer: Trainer, run_dir: Path) -> Trainer:
@@ -230,6 +263,7 @@ def run_worker(
         data = prepare_data(study, options)
         study = study.with_data_shape(data.n_inputs, data.n_classes)
         store.create_or_load()
+        refuse_mixed_engines(store.records(), data.optimizer_step, redact_url(store.url))
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
         make_protocol(study, trainer).run()
