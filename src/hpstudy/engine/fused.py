@@ -2,7 +2,8 @@
 
     >>> columns = RuleColumns(population.configs, rows=population.rows[0])
     >>> columns.start_epoch(3)                          # each member's scheduled learning rate
-    >>> fused_step(params, grads, exp_avg, exp_avg_sq, columns, step_count)
+    >>> scratch = Scratch(population.rows)
+    >>> fused_step(params, grads, exp_avg, exp_avg_sq, columns, step_count, scratch)
 
 The grouped step (`optimizers.StackedOptimizer` with step="grouped") launches one update per
 (rule, lr) group, so a population of many Adam rules costs many launches per tensor. Here every
@@ -106,6 +107,21 @@ class RuleColumns:
         return cm.to(dtype), s.to(dtype), (self._neg_lr / bc1).to(dtype)
 
 
+class Scratch:
+    """Two preallocated buffers as large as the largest row block: the update and the
+    denominator of each tensor in turn (a fresh temporary per op would cost an allocation, and
+    on the CPU page faults, every step)."""
+
+    def __init__(self, rows: Sequence[torch.Tensor]):
+        largest = max(r.numel() for r in rows)
+        self.update = rows[0].new_empty(largest)
+        self.denom = rows[0].new_empty(largest)
+
+    def views(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = like.numel()
+        return self.update[:n].view(like.shape), self.denom[:n].view(like.shape)
+
+
 def fused_step(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
@@ -113,20 +129,23 @@ def fused_step(
     exp_avg_sqs: Sequence[torch.Tensor] | None,
     columns: RuleColumns,
     step: torch.Tensor,
+    scratch: Scratch,
 ) -> None:
     """Update every (M, n) row block in place; `grads` are overwritten (recomputed next step)."""
     cm, s, step_scale = columns.for_step(step, params[0].dtype)
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         if columns.wd is not None:
             g.addcmul_(p, columns.wd)  # torch.optim: grad + wd * param
-        update = g * columns.eg
+        update, denom = scratch.views(p)
+        torch.mul(g, columns.eg, out=update)
         if columns.uses_m:
             m = exp_avgs[i]
             m.mul_(cm).addcmul_(g, columns.cg)
             update.addcmul_(m, columns.em)
         if columns.uses_v:
             v = exp_avg_sqs[i]
-            v.mul_(columns.cv).addcmul_(g * g, columns.cq)
-            denom = v.sqrt().mul_(s).add_(columns.eps)
+            torch.mul(g, g, out=denom)
+            v.mul_(columns.cv).addcmul_(denom, columns.cq)
+            torch.sqrt(v, out=denom).mul_(s).add_(columns.eps)
             update.div_(denom)
         p.addcmul_(update, step_scale)

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 import torch
 
 from hpstudy.config.config import Config
-from hpstudy.engine.fused import ADAM_EPS, RMSPROP_ALPHA, RMSPROP_EPS, RuleColumns, fused_step
+from hpstudy.engine.fused import (
+    ADAM_EPS,
+    RMSPROP_ALPHA,
+    RMSPROP_EPS,
+    RuleColumns,
+    Scratch,
+    fused_step,
+)
 from hpstudy.engine.population import runs
 from hpstudy.engine.populations import StackedPopulation
 from hpstudy.engine.schedules import epoch_lr
@@ -107,6 +114,7 @@ class StackedOptimizer:
         configs, rows = self.population.configs, self.population.rows[0]
         if self.fused:
             self.columns = RuleColumns(configs, rows=rows)
+            self.scratch = Scratch(self.population.rows)
             self.runs = []
             self.start_epoch(self.epoch)
             return
@@ -151,7 +159,7 @@ class StackedOptimizer:
         self.n_steps += 1
         if self.fused:
             fused_step(pop.rows, pop.grad_rows, self.exp_avg, self.exp_avg_sq, self.columns,
-                       self.step_count)  # fmt: skip
+                       self.step_count, self.scratch)  # fmt: skip
             return
         for run in self.runs:
             s = run.members
