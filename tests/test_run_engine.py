@@ -1,7 +1,9 @@
 """What a run records about the engine that trained it: each trial's engine version (a resumed
-run never mixes float32 trials of two engines silently)."""
+run never mixes float32 trials of two engines silently) and run.json's per-phase timing line."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -55,3 +57,17 @@ def test_the_same_engine_resumes_and_other_dtypes_or_versions_pass():
         refuse_mixed_engines([record("1-fused"), record("1-fused")], "grouped", "runs/x")
     with pytest.raises(Exception, match="holds 1 float32 trials trained by engine 1-grouped"):
         refuse_mixed_engines([record(None, dtype="float32+tf32")], "fused", "runs/x")
+
+
+def test_run_json_keeps_a_phase_line_that_status_shows(grid_run, capsys):
+    _, run_dir = grid_run
+    phases = json.loads((run_dir / "run.json").read_text())["phases_s"]
+    names = ["data", "probe", "planning", "capture", "training", "evaluation", "storage", "report",
+             "other"]  # fmt: skip
+    assert list(phases) == names
+    assert all(phases[n] >= 0 for n in names)
+    assert phases["training"] > 0 and phases["evaluation"] > 0 and phases["storage"] > 0
+    assert phases["capture"] == 0  # no CUDA graphs on the CPU
+    assert cli.main(["status", str(run_dir)]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("phases")]
+    assert "training" in line and "storage" in line
