@@ -143,3 +143,20 @@ def test_the_default_is_the_grouped_step_and_each_result_names_its_engine(fashio
 def test_an_unknown_step_is_refused_in_one_line(fashion):
     with pytest.raises(ValueError, match="optimizer step must be one of grouped, fused"):
         train([_config(RULES[0])], *_splits(fashion, torch.float32), optimizer_step="triton")
+
+
+def test_a_cnn_population_takes_the_fused_step_too(fashion):
+    """CNN members (batch norm's weights and biases are rows like any other) train with the
+    fused step as with the grouped one, to rounding in float64."""
+    splits = _splits(fashion, torch.float64)
+    small = dict(topology=(16,), conv=(4, 8), seed=7, batch_size=50, max_epochs=1)
+    configs = [Config(**small, optimizer="adam", lr=0.002, batch_norm=True),
+               Config(**small, optimizer="sgd", lr=0.05, momentum=0.9, activation="tanh"),
+               Config(**small, optimizer="rmsprop", lr=0.001, batch_norm=True)]  # fmt: skip
+    grouped = train(configs, *splits, dtype=torch.float64)
+    fused = train(configs, *splits, dtype=torch.float64, optimizer_step="fused")
+    for g, f in zip(grouped, fused, strict=True):
+        assert f.engine == "1-fused"
+        assert f.train_loss == pytest.approx(g.train_loss, rel=1e-10)
+        error = max((g.state_dict[k] - f.state_dict[k]).abs().max().item() for k in g.state_dict)
+        assert error < 1e-10, g.config
