@@ -1,7 +1,7 @@
 """The grouped and the fused optimizer step, side by side: ops per step and time per step.
 
     .venv/bin/python benchmarks/optimizer_step.py [--topology T4] [--steps 20] [--rounds 5]
-        [--device cpu] [--threads 1]
+        [--device cpu] [--threads 1] [--cuda-graphs]
 
 A population like one topology of the paper's grid (3 optimizers x 5 learning rates x 5
 activations = 75 members, batch 64, FashionMNIST) trains with the grouped step (one update per
@@ -73,13 +73,14 @@ def count_update_ops(configs: list[Config], step: str, device: torch.device) -> 
 
 
 def time_steps(
-    configs, train, step: str, n_steps: int, device: torch.device
+    configs, train, step: str, n_steps: int, device: torch.device, graphs: bool = False
 ) -> tuple[float, float]:
-    """(s per training step, s per update alone)."""
+    """(s per training step, s per update alone); steps replayed from a CUDA graph with
+    `graphs`, updates always launched one by one."""
     pop = Population.from_configs(configs, device=device, dtype=torch.float32)
     optimizer = StackedOptimizer(pop, step=step)
-    runner = StepRunner(pop, optimizer, train)
-    runner.epoch(1, max_steps=2)  # warm-up
+    runner = StepRunner(pop, optimizer, train, cuda_graph=graphs)
+    runner.epoch(1, max_steps=4)  # warm-up (and, with graphs, the capture)
     _sync(device)
     started = time.perf_counter()
     runner.epoch(2, max_steps=n_steps)
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay steps (CUDA)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,7 +125,8 @@ def main() -> None:
     times: dict[str, list[tuple[float, float]]] = {s: [] for s in OPTIMIZER_STEPS}
     for _ in range(args.rounds):  # interleaved, so a change of machine load hits both alike
         for step in OPTIMIZER_STEPS:
-            times[step].append(time_steps(grid, train, step, args.steps, device))
+            times[step].append(time_steps(grid, train, step, args.steps, device,
+                                          args.cuda_graphs))  # fmt: skip
     medians = {s: [statistics.median(t[k] for t in times[s]) for k in (0, 1)] for s in times}
     print(f"  median of {args.rounds} rounds of {args.steps} steps:")
     for step, (per_step, per_update) in medians.items():
