@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hpstudy import Config
 from hpstudy.engine import batch_order, make_split, train
@@ -160,3 +161,36 @@ def test_a_cnn_population_takes_the_fused_step_too(fashion):
         assert f.train_loss == pytest.approx(g.train_loss, rel=1e-10)
         error = max((g.state_dict[k] - f.state_dict[k]).abs().max().item() for k in g.state_dict)
         assert error < 1e-10, g.config
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen ops that run, views left out (on a GPU each is a kernel launch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n_ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n_ops += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def _update_ops(configs, step: str) -> int:
+    pop = Population.from_configs(sorted(configs, key=member_order_key), device="cpu",
+                                  dtype=torch.float32)  # fmt: skip
+    optimizer = StackedOptimizer(pop, step=step)
+    optimizer.step()  # past SGD's first step
+    with _OpCounter() as counter:
+        optimizer.step()
+    return counter.n_ops
+
+
+def test_a_fused_step_runs_as_many_ops_for_many_rules_as_for_one():
+    """What the fused step is for: the ops of one update do not grow with the number of (rule,
+    lr) groups, where the grouped step's do. (They depend on which state and terms some member
+    needs: here weight decay, momentum buffers and second moments in both.)"""
+    many = [_config(r, seed=s) for r in RULES for s in (1, 2)]  # 9 rules
+    one = [_config(RULES[5], seed=s) for s in range(len(many))]  # one Adam rule, weight decay
+    one[0] = _config(RULES[1])  # and one SGD momentum member, so both need the same state
+    assert _update_ops(many, "fused") == _update_ops(one, "fused")
+    assert _update_ops(many, "grouped") > 3 * _update_ops(one, "grouped")
