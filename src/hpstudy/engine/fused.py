@@ -13,16 +13,16 @@ v: second moment):
 
     g += wd * p
     m  = cm * m + cg * g          SGD: cm = momentum (0 on the first step), cg = 1; Adam: b1, 1 - b1
-    v  = cv * v + cq * g * g      Adam: b2, 1 - b2; RMSprop: alpha, 1 - alpha; SGD: 0, 0
-    u  = (em * m + eg * g) / (sqrt(v) * s + eps)
-    p += -lr / bc1 * u
+    v  = lerp(v, g * g, cq)       Adam: cq = 1 - b2; RMSprop: 1 - alpha; SGD: 0 (v stays 0)
+    p += (em * m + eg * g) * (-lr / bc1) / (sqrt(v) * s + eps)
 
 with s = 1 / sqrt(1 - b2^t) and bc1 = 1 - b1^t for Adam, s = 1, bc1 = 1 for RMSprop and, with
 eps = 1 and v = 0, a denominator of exactly 1 for SGD. A coefficient of 0 or 1 is exact, so a
 member's value does not depend on which terms its neighbours need (an op that no member needs is
-skipped, with the same bits). The order of operations is torch.optim's (foreach, not fused), so
-float64 matches it to rounding; float32 bits differ from the grouped step's `_fused_adam_`, which
-is why this is a separate engine path with its own version (`optimizers.engine_version`).
+skipped, with the same bits). The sequence is torch.optim's up to rounding (the step scale is
+folded into em and eg, v is a lerp), so float64 matches it to rounding (SGD exactly); float32
+bits differ from the grouped step's `_fused_adam_`, which is why this is a separate engine path
+with its own version (`optimizers.engine_version`).
 
 The columns that depend on the step count are computed on the device from the step tensor, so a
 CUDA graph of a step stays right at every replay. On the CPU this plain-torch sequence makes more
@@ -49,10 +49,10 @@ def _rule_numbers(config: Config) -> dict[str, float]:
     c = config
     if c.optimizer == "adam":
         b1, b2 = c.betas
-        return {"b1": b1, "cg": 1 - b1, "mom": 0.0, "cv": b2, "cq": 1 - b2, "b2": b2,
+        return {"b1": b1, "cg": 1 - b1, "mom": 0.0, "cq": 1 - b2, "b2": b2,
                 "em": 1.0, "eg": 0.0, "eps": ADAM_EPS, "wd": c.weight_decay}  # fmt: skip
     if c.optimizer == "rmsprop":
-        return {"b1": 0.0, "cg": 0.0, "mom": 0.0, "cv": RMSPROP_ALPHA, "cq": 1 - RMSPROP_ALPHA,
+        return {"b1": 0.0, "cg": 0.0, "mom": 0.0, "cq": 1 - RMSPROP_ALPHA,
                 "b2": 0.0, "em": 0.0, "eg": 1.0, "eps": RMSPROP_EPS,
                 "wd": c.weight_decay}  # fmt: skip
     if c.optimizer != "sgd":
@@ -60,7 +60,7 @@ def _rule_numbers(config: Config) -> dict[str, float]:
     momentum = c.momentum
     # Nesterov steps along g + momentum * buf; plain momentum along buf; no momentum along g.
     em, eg = (momentum, 1.0) if c.nesterov else ((1.0, 0.0) if momentum else (0.0, 1.0))
-    return {"b1": 0.0, "cg": 1.0 if momentum else 0.0, "mom": momentum, "cv": 0.0, "cq": 0.0,
+    return {"b1": 0.0, "cg": 1.0 if momentum else 0.0, "mom": momentum, "cq": 0.0,
             "b2": 0.0, "em": em, "eg": eg, "eps": 1.0, "wd": c.weight_decay}  # fmt: skip
 
 
@@ -80,11 +80,12 @@ class RuleColumns:
         # Which state the population needs (as StackedOptimizer allocates it).
         self.uses_m = any(c.optimizer == "adam" or c.momentum for c in self.configs)
         self.uses_v = any(c.optimizer in ("adam", "rmsprop") for c in self.configs)
-        self.cg, self.cv, self.cq = column("cg"), column("cv"), column("cq")
+        self.cg, self.cq = column("cg"), column("cq")
         self.em, self.eg, self.eps = column("em"), column("eg"), column("eps")
         # Step-dependent columns are computed in float64 from these, then cast.
         self._b1, self._b2 = column("b1", torch.float64), column("b2", torch.float64)
         self._mom = column("mom", torch.float64)
+        self._eg, self._em = column("eg", torch.float64), column("em", torch.float64)
         self._neg_lr = torch.zeros_like(self._b1)
         self.start_epoch(1)
 
@@ -95,8 +96,8 @@ class RuleColumns:
         self._neg_lr.copy_(to_device(rates.unsqueeze(1), self._neg_lr.device))
 
     def for_step(self, step: torch.Tensor, dtype: torch.dtype):
-        """(cm, s, step_scale) for step count `step` (a 0-d tensor, 1 on the first step):
-        device ops only, no host sync."""
+        """(cm, s, eg * step_scale, em * step_scale) for step count `step` (a 0-d tensor, 1 on
+        the first step), step_scale = -lr / bc1: device ops only, no host sync."""
         t = step.to(torch.float64)
         # SGD's buffer is the gradient itself on the first step: momentum 0 then.
         cm = self._b1 + self._mom * (t > 1).to(torch.float64)
@@ -104,7 +105,9 @@ class RuleColumns:
         bc2 = 1 - self._b2**t
         # Adam divides sqrt(v) by sqrt(bc2); for RMSprop and SGD (b2 = 0) bc2 = 1.
         s = 1 / torch.sqrt(bc2)
-        return cm.to(dtype), s.to(dtype), (self._neg_lr / bc1).to(dtype)
+        step_scale = self._neg_lr / bc1
+        return cm.to(dtype), s.to(dtype), (self._eg * step_scale).to(dtype), \
+            (self._em * step_scale).to(dtype)  # fmt: skip
 
 
 class Scratch:
@@ -132,20 +135,24 @@ def fused_step(
     scratch: Scratch,
 ) -> None:
     """Update every (M, n) row block in place; `grads` are overwritten (recomputed next step)."""
-    cm, s, step_scale = columns.for_step(step, params[0].dtype)
+    # The step scale -lr / bc1 is folded into the (M, 1) columns eg and em (one op per tensor
+    # fewer); the second moment is a lerp, as torch.optim.Adam writes its first.
+    cm, s, eg, em = columns.for_step(step, params[0].dtype)
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         if columns.wd is not None:
             g.addcmul_(p, columns.wd)  # torch.optim: grad + wd * param
         update, denom = scratch.views(p)
-        torch.mul(g, columns.eg, out=update)
+        torch.mul(g, eg, out=update)
         if columns.uses_m:
             m = exp_avgs[i]
             m.mul_(cm).addcmul_(g, columns.cg)
-            update.addcmul_(m, columns.em)
-        if columns.uses_v:
-            v = exp_avg_sqs[i]
-            torch.mul(g, g, out=denom)
-            v.mul_(columns.cv).addcmul_(denom, columns.cq)
-            torch.sqrt(v, out=denom).mul_(s).add_(columns.eps)
-            update.div_(denom)
-        p.addcmul_(update, step_scale)
+            update.addcmul_(m, em)
+        if not columns.uses_v:
+            p.add_(update)
+            continue
+        v = exp_avg_sqs[i]
+        torch.mul(g, g, out=denom)
+        v.lerp_(denom, columns.cq)  # (1 - cq) v + cq g^2
+        torch.sqrt(v, out=denom)
+        torch.addcmul(columns.eps, denom, s, out=denom)
+        p.addcdiv_(update, denom)
