@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu.sh cnn       # issue 16: studies/cnn-gpu.toml, CNN tests, determinism
 #   bash benchmarks/gpu.sh probe     # CUDA tests; cnn_gpu_probe.py (step costs, determinism)
 #   bash benchmarks/gpu.sh graphs    # CUDA tests, then cnn-gpu with --cuda-graphs (BUDGET s)
+#   bash benchmarks/gpu.sh fused     # issue 29: fused-step CUDA tests, grouped vs fused, phases
 #
 # Every training run passes --cuda-graphs (the default on CUDA since session 8; runs before it
 # needed the flag); `engine` times the engine with and without graphs side by side. Results go under $OUT.
@@ -25,7 +26,7 @@
 # benchmarks/runs/ (ignored by git, kept between calls), only summaries and logs go to $OUT.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn|probe|graphs}
+phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn|probe|graphs|fused}
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -97,5 +98,21 @@ case $phase in
     tail -n 20 "$OUT/cnn-gpu-graphs.txt"
     tar -czf "$OUT/cnn-gpu-graphs.tar.gz" -C "$RUNS" cnn-gpu-graphs
     ;;
-  *) echo "unknown phase $phase: use engine, studies, cnn, probe or graphs" >&2; exit 2 ;;
+  fused)  # issue 29 items 2-4 (built without a GPU): the CUDA tests of the fused step, ops and
+    # ms per step grouped vs fused (T1, T4; graphed), then the grid (one seed) on each path
+    # with run.json's phase line
+    set +e
+    timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_phases.py \
+      tests/test_fused_step.py tests/test_engine.py 2>&1 | tee "$OUT/fused-tests.txt" | tail -n 5
+    for t in T1 T4; do
+      timeout 90 python3 benchmarks/optimizer_step.py --device cuda --cuda-graphs --topology $t \
+        --steps 200 --rounds 5 2>&1 | tee "$OUT/optimizer-step-$t.txt"
+    done
+    for step in grouped fused; do
+      timed_run "grid-$step" grid --seeds 1 --optimizer-step $step
+      python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['phases_s'])" \
+        "$RUNS/grid-$step/run.json" | tee -a "$OUT/grid-$step.txt"
+    done
+    ;;
+  *) echo "unknown phase $phase: use engine, studies, cnn, probe, graphs or fused" >&2; exit 2 ;;
 esac

@@ -24,7 +24,7 @@ from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 pytestmark = pytest.mark.slow  # its module fixture runs a study; kill -9 and rerun
 
 STATUS_KEYS = {"study", "protocol", "counts", "best", "trials", "model_epochs", "wall_s",
-               "floor_s"}  # fmt: skip
+               "floor_s", "phases_s"}  # fmt: skip
 TRIAL_KEYS = {"number", "config", "seed", "outcome", "status", "best_accuracy", "best_epoch",
               "epochs"}  # fmt: skip
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from hpstudy.commands.progress import machine_hint, make_progress
 from hpstudy.commands.study_args import add_study_options, options_from
@@ -59,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
         f"this run took {summary.elapsed_s:.1f} s"
     )
     if not args.no_report and summary.model_path:
+        from hpstudy.runner.execute import record_phase
+
+        started = time.perf_counter()
         _write_report(summary.run_dir, args)
+        record_phase(summary.run_dir, "report", time.perf_counter() - started)
     return 0
 
 

@@ -7,7 +7,8 @@
 JSON keys: study, protocol, counts (by outcome, plus running/waiting/interrupted), best
 (config, accuracy, seeds, n), trials (config, seed, outcome, status, best_accuracy, best_epoch,
 epochs), model_epochs, wall_s, floor_s (FLOP floor of those model-epochs on the run's device, from
-matmul throughput measured here).
+matmul throughput measured here), phases_s (seconds per phase of the last `hpstudy run`: data,
+planning, capture, training, evaluation, storage, report, other; null for older runs).
 """
 
 from __future__ import annotations
@@ -49,4 +50,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result['model_epochs']} model-epochs, {result['wall_s']:.1f} s training wall time, "
         f"FLOP floor {result['floor_s']:.1f} s"
     )
+    if result.get("phases_s"):
+        parts = ", ".join(f"{name} {s:.1f}" for name, s in result["phases_s"].items())
+        print(f"phases of the last run (s): {parts}")
     return 0

@@ -43,6 +43,14 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
         "cuts Python's kernel-launch overhead, results do not change); --no-cuda-graphs "
         "launches each step from Python",
     )
+    parser.add_argument(
+        "--optimizer-step",
+        default="grouped",
+        choices=["grouped", "fused"],
+        help="the engine's optimizer step: grouped (default; one update per optimizer rule) or "
+        "fused (every rule in one op sequence per tensor); float32 bits differ, so a run keeps "
+        "the one its trials were trained with",
+    )
     parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
     parser.add_argument(
         "--time-budget",
@@ -122,6 +130,7 @@ def options_from(args: argparse.Namespace):
         cuda_graphs=args.cuda_graphs,
         yes=args.yes,
         threads=args.threads,
+        optimizer_step=args.optimizer_step,
     )
     return study, options
 

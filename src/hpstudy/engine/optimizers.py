@@ -3,6 +3,7 @@
     >>> opt = StackedOptimizer(population)
     >>> opt.start_epoch(1)                       # each member's scheduled learning rate
     >>> population.loss_and_grads(x, y); opt.step()
+    >>> StackedOptimizer(population, step="fused")  # one op sequence for every rule (engine.fused)
 
 Members are sorted so that each update group (see `group_key`) is a contiguous range along the
 member axis. Adam's groups are whole rules, updated by torch.optim's own `_fused_adam_`; SGD and
@@ -11,6 +12,10 @@ weight decay as per-member (k, 1) columns, so members that differ only in those 
 range. Updating a member never reads another member's numbers, and each member's elements start
 at an aligned offset of the row blocks these kernels see, so its bits do not depend on its
 position.
+
+Two step paths exist (`OPTIMIZER_STEPS`): "grouped" (above, the default) and "fused"
+(`engine.fused`: every rule in one op sequence per tensor). They agree to rounding but not bit
+for bit in float32, so each trial records `engine_version(step)`.
 """
 
 from __future__ import annotations
@@ -20,14 +25,39 @@ from dataclasses import dataclass
 import torch
 
 from hpstudy.config.config import Config
+from hpstudy.engine.fused import (
+    ADAM_EPS,
+    RMSPROP_ALPHA,
+    RMSPROP_EPS,
+    RuleColumns,
+    Scratch,
+    fused_step,
+)
 from hpstudy.engine.population import runs
 from hpstudy.engine.populations import StackedPopulation
 from hpstudy.engine.schedules import epoch_lr
 from hpstudy.engine.splits import to_device
 
-ADAM_EPS = 1e-8  # torch.optim.Adam default
-RMSPROP_ALPHA = 0.99  # torch.optim.RMSprop defaults
-RMSPROP_EPS = 1e-8
+__all__ = ["ADAM_EPS", "OPTIMIZER_STEPS", "RMSPROP_ALPHA", "RMSPROP_EPS", "StackedOptimizer",
+           "engine_version", "group_key"]  # fmt: skip
+
+# The optimizer step paths; the first is the default. A path's float32 bits are its own.
+OPTIMIZER_STEPS = ("grouped", "fused")
+# Raised when a change alters some trial's float32 bits on a path (stored with each trial).
+ENGINE_REVISION = 1
+
+
+def engine_version(step: str = "grouped") -> str:
+    """What each trial records as its engine: results of two versions may differ in the last
+    bits (float32), so a resumed study must not mix them silently."""
+    check_step(step)
+    return f"{ENGINE_REVISION}-{step}"
+
+
+def check_step(step: str) -> None:
+    if step not in OPTIMIZER_STEPS:
+        names = ", ".join(OPTIMIZER_STEPS)
+        raise ValueError(f"optimizer step must be one of {names}, got {step!r}")
 
 
 def group_key(config: Config) -> tuple:
@@ -61,8 +91,10 @@ class _Run:
 class StackedOptimizer:
     """Optimizer state (moments, momentum buffers, step count) for every member."""
 
-    def __init__(self, population: StackedPopulation):
+    def __init__(self, population: StackedPopulation, *, step: str = "grouped"):
+        check_step(step)
         self.population = population
+        self.fused = step == "fused"
         configs = population.configs
         # exp_avg is Adam's first moment and SGD's momentum buffer; exp_avg_sq the second
         # moment of Adam and RMSprop. Both exist for every member (zeros where unused) so member
@@ -80,6 +112,12 @@ class StackedOptimizer:
 
     def _make_runs(self) -> None:
         configs, rows = self.population.configs, self.population.rows[0]
+        if self.fused:
+            self.columns = RuleColumns(configs, rows=rows)
+            self.scratch = Scratch(self.population.rows)
+            self.runs = []
+            self.start_epoch(self.epoch)
+            return
 
         def column(values) -> torch.Tensor:
             return torch.tensor(values, dtype=rows.dtype).unsqueeze(1).to(rows.device)
@@ -99,6 +137,8 @@ class StackedOptimizer:
         """Use each member's scheduled learning rate for epoch `epoch` (1-based)."""
         self.epoch = epoch
         configs = self.population.configs
+        if self.fused:
+            self.columns.start_epoch(epoch)
         for run in self.runs:
             # Copied into the same tensor: a CUDA graph that reads it sees the new rates.
             rates = torch.tensor([-epoch_lr(c, epoch) for c in configs[run.members]],
@@ -117,6 +157,10 @@ class StackedOptimizer:
         pop = self.population
         self.step_count += 1
         self.n_steps += 1
+        if self.fused:
+            fused_step(pop.rows, pop.grad_rows, self.exp_avg, self.exp_avg_sq, self.columns,
+                       self.step_count, self.scratch)  # fmt: skip
+            return
         for run in self.runs:
             s = run.members
             params = [p[s] for p in pop.rows]  # (k, padded numel): padding stays zero

@@ -38,6 +38,34 @@ ACTIVATION_KERNELS: dict[str, tuple[Callable, Callable]] = {
     "elu": (F.elu, lambda g, z, a: _aten.elu_backward(g, 1.0, 1, 1, False, z)),
 }
 
+# The same ATen kernels in their out= form (f(z, out), backward(g, z, a, out)): a population that
+# mixes activations writes each run of members into its slice of one buffer instead of
+# concatenating per-run results, with the same bits (tests/test_population_kernels.py).
+ACTIVATION_OUT_KERNELS: dict[str, tuple[Callable, Callable]] = {
+    "relu": (
+        lambda z, out: _aten.relu.out(z, out=out),
+        lambda g, z, a, out: _aten.threshold_backward.grad_input(g, a, 0, grad_input=out),
+    ),
+    "sigmoid": (
+        lambda z, out: _aten.sigmoid.out(z, out=out),
+        lambda g, z, a, out: _aten.sigmoid_backward.grad_input(g, a, grad_input=out),
+    ),
+    "tanh": (
+        lambda z, out: _aten.tanh.out(z, out=out),
+        lambda g, z, a, out: _aten.tanh_backward.grad_input(g, a, grad_input=out),
+    ),
+    "leaky_relu": (
+        lambda z, out: _aten.leaky_relu.out(z, LEAKY_RELU_SLOPE, out=out),
+        lambda g, z, a, out: _aten.leaky_relu_backward.grad_input(
+            g, z, LEAKY_RELU_SLOPE, False, grad_input=out
+        ),
+    ),
+    "elu": (
+        lambda z, out: _aten.elu.out(z, 1.0, 1, 1, out=out),
+        lambda g, z, a, out: _aten.elu_backward.grad_input(g, 1.0, 1, 1, False, z, grad_input=out),
+    ),
+}
+
 
 def member_order_key(config: Config) -> tuple:
     """Sort key that makes each activation a contiguous run of members, and within it each
@@ -159,14 +187,18 @@ class Population:
     def _activate(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.activation_runs) == 1:
             return ACTIVATION_KERNELS[self.activation_runs[0][0]][0](z)
-        return torch.cat([ACTIVATION_KERNELS[name][0](z[s]) for name, s in self.activation_runs])
+        out = torch.empty_like(z)  # (M, B, width): each run of members writes its own slice
+        for name, s in self.activation_runs:
+            ACTIVATION_OUT_KERNELS[name][0](z[s], out[s])
+        return out
 
     def _activation_backward(self, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor):
         if len(self.activation_runs) == 1:
             return ACTIVATION_KERNELS[self.activation_runs[0][0]][1](grad, z, a)
-        return torch.cat(
-            [ACTIVATION_KERNELS[n][1](grad[s], z[s], a[s]) for n, s in self.activation_runs]
-        )
+        out = torch.empty_like(z)
+        for name, s in self.activation_runs:
+            ACTIVATION_OUT_KERNELS[name][1](grad[s], z[s], a[s], out[s])
+        return out
 
     def forward(self, x: torch.Tensor, *, keep: bool = False, masks=None):
         """Logits (M, B, 10) for inputs x (M, B, 784), or x (B, 784) shared by all members.

@@ -42,6 +42,9 @@ class TrialResult:
     # (N,) bool: which evaluation images the best epoch classified correctly (None if no epoch
     # finished). Two trials on the same split can then be compared image by image (McNemar).
     eval_correct: np.ndarray | None = field(default=None, repr=False)
+    # The engine that trained it (optimizers.engine_version, e.g. "1-grouped"): two engines
+    # agree to rounding, not bit for bit in float32. "" where unknown.
+    engine: str = ""
 
     @property
     def epochs_run(self) -> int:

@@ -24,7 +24,8 @@ import torch
 from hpstudy.config.config import Config
 from hpstudy.config.cost import n_parameters
 from hpstudy.engine.flops import training_numerics
-from hpstudy.engine.optimizers import StackedOptimizer
+from hpstudy.engine.optimizers import StackedOptimizer, check_step, engine_version
+from hpstudy.engine.phases import PhaseCallback, PhaseClock
 from hpstudy.engine.planning import max_members, split_group
 from hpstudy.engine.population import member_order_key
 from hpstudy.engine.populations import StackedPopulation, population_for
@@ -100,6 +101,8 @@ def train(
     tf32: bool = False,
     cuda_graphs: bool = False,
     on_result: Callable[[int, TrialResult], None] | None = None,
+    optimizer_step: str = "grouped",
+    on_phase: PhaseCallback | None = None,
 ) -> list[TrialResult]:
     """Train every configuration; results come back in the order of `configs`.
 
@@ -111,13 +114,19 @@ def train(
     later, opt-in, and recorded in each result's dtype as "float32+tf32".
     `cuda_graphs=True` (CUDA only) replays each training step from a CUDA graph instead of
     launching its kernels one by one (see `hpstudy.engine.steps`); results do not change.
+    `optimizer_step="fused"` updates every rule with one op sequence per tensor
+    (`hpstudy.engine.fused`) instead of one update per rule group; float32 bits differ from the
+    default "grouped", so each result records its `engine` version.
+    `on_phase(name, seconds)` is told where the time goes (`hpstudy.engine.phases`).
     """
     device = torch.device(device)
     if tf32 and (device.type != "cuda" or dtype != torch.float32):
         raise ValueError(f"tf32 needs a CUDA device and float32, got {device} and {dtype}")
     if cuda_graphs and not graphs_supported(device):
         raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
-    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result)
+    check_step(optimizer_step)
+    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result,
+                            optimizer_step, on_phase)  # fmt: skip
     with training_numerics(tf32):
         return _train(configs, train, evaluation, device, dtype, options)
 
@@ -129,14 +138,18 @@ class _TrainOptions:
     tf32: bool
     cuda_graphs: bool
     on_result: Callable[[int, TrialResult], None] | None = None
+    optimizer_step: str = "grouped"
+    on_phase: PhaseCallback | None = None
 
 
 def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
+    clock = PhaseClock(options.on_phase, device)
     train, evaluation = train.to(device, dtype), evaluation.to(device, dtype)
     populations = plan_populations(
         configs, device=device, dtype=dtype, max_size=options.max_population,
         n_eval=len(evaluation),
     )  # fmt: skip
+    clock.mark("planning")
     results: list[TrialResult | None] = [None] * len(configs)
     precision = str(dtype).removeprefix("torch.") + ("+tf32" if options.tf32 else "")
     work = [_population_work([configs[i] for i in indices]) for indices in populations]
@@ -146,12 +159,16 @@ def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
         context = _RunContext(
             p, len(populations), started, options.on_epoch, describe_device(device), precision,
             work_before=sum(work[:p]) / sum(work), work_share=work[p] / sum(work),
-            cuda_graphs=options.cuda_graphs, tracker=tracker,
+            cuda_graphs=options.cuda_graphs, tracker=tracker, optimizer_step=options.optimizer_step,
+            clock=clock,
         )  # fmt: skip
         for result_index, result in _train_population(configs, indices, train, evaluation, context):
             results[result_index] = result
             if options.on_result is not None:
+                clock.mark("other")
                 options.on_result(result_index, result)
+                clock.mark("results")
+    clock.mark("other")
     return results
 
 
@@ -218,12 +235,14 @@ class _RunContext:
     work_share: float  # share of this population
     cuda_graphs: bool = False
     tracker: _WorkTracker | None = None  # shared by every population of the call
+    optimizer_step: str = "grouped"  # optimizers.OPTIMIZER_STEPS
+    clock: PhaseClock | None = None  # shared by every population of the call
 
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
     order = sorted(indices, key=lambda i: member_order_key(configs[i]))
     pop = population_for([configs[i] for i in order], device=train.x.device, dtype=train.x.dtype)
-    optimizer = StackedOptimizer(pop)
+    optimizer = StackedOptimizer(pop, step=ctx.optimizer_step)
     steps = StepRunner(pop, optimizer, train, cuda_graph=ctx.cuda_graphs)
     records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
     best_params = [p.clone() for p in pop.state_tensors()]
@@ -232,11 +251,15 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
     )  # (M, N) at each member's best epoch
     finished: list[tuple[_MemberRecord, dict, np.ndarray | None]] = []
     max_epochs = max(c.max_epochs for c in pop.configs)
+    clock = ctx.clock or PhaseClock(None, train.x.device)
+    clock.mark("planning")
     started = time.perf_counter()
     epoch = 0
     while pop.n_members:
         epoch += 1
+        captured = steps.capture_s
         train_loss = steps.epoch(epoch)
+        clock.mark("training", capture_s=steps.capture_s - captured)
         eval_loss, eval_correct, correct_mask = _evaluate_population(pop, evaluation)
         # One host sync per epoch: every per-step quantity above stayed on the device.
         accuracy = eval_correct.double() / len(evaluation)  # exact counts, float64 ratio
@@ -245,6 +268,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
         improved = [rec.record_epoch(*row) for rec, row in zip(records, per_member, strict=True)]
         _snapshot(best_params, pop.state_tensors(), improved)
         _snapshot([best_correct], [correct_mask], improved)
+        clock.mark("evaluation")
         n_params = n_parameters(pop.configs[0])
         if ctx.tracker is not None:
             ctx.tracker.epoch_done(pop.n_members, n_params)
@@ -269,6 +293,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
             best_params = [b[keep_t] for b in best_params]
             best_correct = best_correct[keep_t]
             records = [records[m] for m in keep]
+        clock.mark("other")
     wall = time.perf_counter() - started
     total_epochs = sum(len(rec.train_loss) for rec, _, _ in finished)
     for rec, state, mask in finished:
@@ -286,6 +311,7 @@ def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _R
                 dtype=ctx.precision,
                 state_dict=state,
                 eval_correct=mask,
+                engine=engine_version(ctx.optimizer_step),
             ),
         )
 

@@ -43,6 +43,8 @@ class Trainer:
     batch: int = 1_000_000  # most trials claimed per engine call
     weights_dir: Path | None = None  # where best-epoch weights are cached (None: not cached)
     stage: str = ""  # label for progress events
+    # Told where each engine call's time goes (engine.phases); the runner's phase line.
+    on_phase: Callable[[str, float], None] | None = None
     trained: list[TrialRecord] = field(default_factory=list)  # finished by this process
     weights: dict[str, dict] = field(default_factory=dict)  # key -> state_dict, this process
     _accuracy: dict[str, float] = field(default_factory=dict)  # key -> best accuracy (weights)
@@ -177,6 +179,7 @@ class Trainer:
                     self.data.evaluation,
                     on_epoch=on_epoch,
                     on_result=on_result,
+                    on_phase=self.on_phase,
                     **self.data.engine_options(),
                 )
         except BaseException:

@@ -29,12 +29,20 @@ from hpstudy.config.feasible import check_configs
 from hpstudy.config.study import ProtocolKind, Selection, Study
 from hpstudy.data.prepare import prepare_data
 from hpstudy.engine.flops import measure_matmul_flops
+from hpstudy.engine.optimizers import engine_version
 from hpstudy.errors import UserError
 from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats.tables import StageTable, write_tables
-from hpstudy.storage import Store, TrialRecord, check_durable, default_url, storage_errors
+from hpstudy.storage import (
+    Store,
+    TrialRecord,
+    check_durable,
+    default_url,
+    redact_url,
+    storage_errors,
+)
 from hpstudy.storage.rundir import (
     MODEL_FILE,
     REPLICATION_FILE,
@@ -51,6 +59,14 @@ from hpstudy.storage.rundir import (
     write_run_info,
 )
 
+# run.json's phase line (seconds of this invocation): what the runner times itself (data; probe:
+# the matmul throughput behind the FLOP floor; storage: every call of a Store method, opening
+# included; report: tables, final model and, added by `hpstudy run`, the HTML report) and what
+# the engine tells (engine.phases). Other is the rest of elapsed_s: the protocol's own
+# bookkeeping, progress lines, weights cached by on_result, the engine's "other".
+RUN_PHASES = ("data", "probe", "planning", "capture", "training", "evaluation", "storage",
+              "report", "other")  # fmt: skip
+_FROM_ENGINE = ("planning", "capture", "training", "evaluation")
 MAX_TRIALS_UNASKED = 10_000  # a larger plan needs --yes (`--seeds 100000` was a typo once)
 _STAGED_KINDS = (ProtocolKind.STAGED, ProtocolKind.REPLICATE)  # cache stage winners' weights
 
@@ -142,6 +158,58 @@ def _signals_held() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
+class PhaseTimes:
+    """Seconds per phase of RUN_PHASES, added up as the run goes."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(RUN_PHASES, 0.0)
+
+    def add_engine(self, name: str, seconds: float) -> None:
+        """An engine phase (engine.phases); its "other" is left to the remainder."""
+        if name in _FROM_ENGINE:
+            self.seconds[name] += seconds
+
+    @contextlib.contextmanager
+    def timing(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def line(self, elapsed_s: float) -> dict[str, float]:
+        """{phase: seconds}, other being what the named phases leave of `elapsed_s`."""
+        named = sum(v for k, v in self.seconds.items() if k != "other")
+        return {k: round(max(0.0, elapsed_s - named) if k == "other" else v, 3)
+                for k, v in self.seconds.items()}  # fmt: skip
+
+
+class TimedStore:
+    """A Store whose method calls add their time to the storage phase (everything else is the
+    store's own: attributes read through)."""
+
+    def __init__(self, store: Store, phases: PhaseTimes):
+        self._store, self._phases = store, phases
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args, **kwargs):
+            with self._phases.timing("storage"):
+                return attr(*args, **kwargs)
+
+        return timed
+
+
+def record_phase(run_dir: str | Path, name: str, seconds: float) -> None:
+    """Add `seconds` to phase `name` of run.json's phase line (the CLI's HTML report)."""
+    phases = dict(read_run_info(run_dir).get("phases_s") or dict.fromkeys(RUN_PHASES, 0.0))
+    phases[name] = round(phases.get(name, 0.0) + seconds, 3)
+    update_run_info(Path(run_dir), phases_s=phases)
+
+
 def open_store(study: Study, options: RunOptions, run_dir: Path) -> Store:
     url = options.storage or default_url(run_dir)
     return Store(url, study.name, grace_s=options.grace_s)
@@ -152,13 +220,15 @@ def run_study(
 ) -> RunSummary:
     """Run (or resume) a study; returns its tables, final model and costs."""
     start = time.perf_counter()
+    phases = PhaseTimes()
     use_threads(options)
     run_dir = run_dir_for(study, options)
     check_plan(study, options)
     if options.storage:
         check_durable(options.storage)
     # The data is loaded and checked before the run folder exists: bad data leaves nothing.
-    data = prepare_data(study, options)
+    with phases.timing("data"):
+        data = prepare_data(study, options)
     for text in data.warnings:
         on_event(DataWarning(text))
     study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
@@ -168,7 +238,9 @@ def run_study(
         clean_data = prepare_data(dataclasses.replace(study, selection=Selection.VALIDATION),
                                   options)  # fmt: skip
     make_run_dir(run_dir)
-    store = open_store(study, options, run_dir)
+    with phases.timing("storage"):
+        real_store = open_store(study, options, run_dir)
+    store = TimedStore(real_store, phases)
     private = options.storage is None  # study.db in the folder: nobody else writes it
     with exclusive(run_dir), storage_errors(store.url), releasing(store, private=private):
         refuse_other_study(run_dir, study, options, store)
@@ -178,25 +250,55 @@ def run_study(
         store.create_or_load()
         if options.storage is None:
             store.fail_stale(all_running=True)  # our lock: nobody else writes this SQLite file
-        write_run_info(run_dir, study, options, data)
+        refuse_mixed_engines(store.records(), data.optimizer_step, run_dir)
+        with phases.timing("probe"):
+            write_run_info(run_dir, study, options, data)
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch,
                           weights_dir=run_dir / WEIGHTS_DIR
-                          if study.protocol in _STAGED_KINDS else None)  # fmt: skip
+                          if study.protocol in _STAGED_KINDS else None,
+                          on_phase=phases.add_engine)  # fmt: skip
         protocol = make_protocol(study, trainer)
         if clean_data is not None:
             protocol.clean = clean_trainer(clean_data, trainer, run_dir)
         tables = protocol.run()
-        write_tables(run_dir, tables)
-        if isinstance(protocol, ReplicateProtocol):
-            replication = protocol.replication(store.records(), tests=store.test_accuracies())
-            write_replication(run_dir, replication)
-        model_path = save_final_model(study, trainer, tables, run_dir)
-        record_elapsed(run_dir, time.perf_counter() - start)
+        with phases.timing("report"):
+            write_tables(run_dir, tables)
+            if isinstance(protocol, ReplicateProtocol):
+                replication = protocol.replication(store.records(), tests=store.test_accuracies())
+                write_replication(run_dir, replication)
+            model_path = save_final_model(study, trainer, tables, run_dir)
+        elapsed = time.perf_counter() - start
+        record_elapsed(run_dir, elapsed)
+        update_run_info(run_dir, phases_s=phases.line(elapsed))
     records = store.records()
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
     return RunSummary(run_dir, tables, model_path, len(trainer.trained), **costs,
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
+
+
+# Trials finished before engines had versions were all trained by the grouped step.
+_UNVERSIONED_ENGINE = engine_version("grouped")
+
+
+def refuse_mixed_engines(records: list[TrialRecord], optimizer_step: str, where) -> None:
+    """A UserError when finished float32 trials were trained by another engine than this run's:
+    two engines agree to rounding, not bit for bit, and a table must not mix them silently
+    (float64 results agree to 1e-9 and pass)."""
+    ours = engine_version(optimizer_step)
+    others: dict[str, int] = {}
+    for r in records:
+        if r.status.is_finished and r.dtype.startswith("float32"):
+            theirs = r.versions.get("engine", _UNVERSIONED_ENGINE)
+            if theirs != ours:
+                others[theirs] = others.get(theirs, 0) + 1
+    if not others:
+        return
+    theirs, n = max(others.items(), key=lambda item: item[1])
+    step = theirs.partition("-")[2]
+    raise UserError(f"{where} holds {n} float32 trials trained by engine {theirs}, this run's is "
+                    f"{ours} (float32 bits differ): rerun with --optimizer-step {step}, or "
+                    "--fresh to retrain them all")  # fmt: skip
 
 
 def clean_trainer(data, trainer: Trainer, run_dir: Path) -> Trainer:
@@ -205,7 +307,7 @@ def clean_trainer(data, trainer: Trainer, run_dir: Path) -> Trainer:
     update_run_info(run_dir, clean_split=data.split)
     return Trainer(trainer.store, data, protocol=trainer.protocol, space=trainer.space,
                    on_event=trainer.on_event, batch=trainer.batch,
-                   weights_dir=trainer.weights_dir)  # fmt: skip
+                   weights_dir=trainer.weights_dir, on_phase=trainer.on_phase)  # fmt: skip
 
 
 def write_replication(run_dir: Path, replication) -> Path:
@@ -239,6 +341,7 @@ def run_worker(
         study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
         check_configs(study)
         store.create_or_load()
+        refuse_mixed_engines(store.records(), data.optimizer_step, redact_url(store.url))
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
                           on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
         make_protocol(study, trainer).run()

@@ -15,6 +15,7 @@ from hpstudy.errors import UserError
 from hpstudy.storage import GRACE_S
 
 DTYPES = ("float32", "float64", "tf32")  # tf32: float32 with TensorFloat-32 matmuls (CUDA)
+OPTIMIZER_STEPS = ("grouped", "fused")  # engine.optimizers.OPTIMIZER_STEPS (no torch import here)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class RunOptions:
     cuda_graphs: bool | None = None
     yes: bool = False  # go ahead with a plan above MAX_TRIALS_UNASKED trials
     threads: int | None = None  # torch CPU threads (default: torch's, one per core)
+    # The engine's optimizer step: "grouped" (one update per rule group, the default) or "fused"
+    # (every rule in one op sequence per tensor); their float32 bits differ.
+    optimizer_step: str = "grouped"
 
     def __post_init__(self) -> None:
         _check_options(self)
@@ -54,6 +58,9 @@ def _check_options(options: RunOptions) -> None:
     if isinstance(options.grace_s, bool) or not isinstance(options.grace_s, int) or \
             options.grace_s < 1:  # fmt: skip
         raise UserError(f"--grace must be an integer >= 1, got {options.grace_s!r}")
+    if options.optimizer_step not in OPTIMIZER_STEPS:
+        raise UserError(f"--optimizer-step must be one of {', '.join(OPTIMIZER_STEPS)}, "
+                        f"got {options.optimizer_step!r}")  # fmt: skip
     if options.dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {options.dtype!r}")
     on_cuda = str(options.device).startswith("cuda")

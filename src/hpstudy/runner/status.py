@@ -55,6 +55,7 @@ def run_status(run_dir: str, storage: str | None = None) -> dict:
         "best": best,
         "trials": trials,
         **cost_summary(records, device, info.get("matmul_flops")),
+        "phases_s": info.get("phases_s"),  # the last invocation's phase line (None before)
     }
 
 

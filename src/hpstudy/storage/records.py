@@ -61,7 +61,7 @@ class TrialRecord:
     device: str = ""
     dtype: str = ""
     n_train: int = 0  # training examples per epoch
-    versions: dict = field(default_factory=dict)  # hpstudy, torch
+    versions: dict = field(default_factory=dict)  # hpstudy, torch, engine (since engine 1)
     data_digests: dict = field(default_factory=dict)  # canonical file name -> SHA-256
     datetime_start: datetime | None = None
     datetime_complete: datetime | None = None

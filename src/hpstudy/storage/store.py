@@ -218,7 +218,8 @@ class Store:
             "device": result.device,
             "dtype": result.dtype,
             "n_train": int(n_train),
-            "versions": {"hpstudy": __version__, "torch": _torch_version()},
+            "versions": {"hpstudy": __version__, "torch": _torch_version()}
+            | ({"engine": result.engine} if result.engine else {}),
             "data_digests": dict(digests),
         }
         if result.eval_correct is not None:
