@@ -60,8 +60,10 @@ class SearchTrial:
         return dict(self._trial.params)
 
     def label(self, config: Config, *, protocol: str, split: dict) -> None:
-        """Write the trial's identity, as `Store.enqueue` does for grid trials."""
-        for attr, value in identity_attrs(config, protocol=protocol, split=split).items():
+        """Write the trial's identity, as `Store.enqueue` does for grid trials: one attribute at
+        a time, `key` last, since readers take a trial with a key for a labelled one."""
+        attrs = identity_attrs(config, protocol=protocol, split=split)
+        for attr, value in sorted(attrs.items(), key=lambda item: item[0] == "key"):
             self._trial.set_user_attr(attr, value)
 
     def report(self, epoch: int, accuracy: float) -> None:
