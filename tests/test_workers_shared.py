@@ -108,29 +108,30 @@ def start(study: Path, url: str, n: int, *extra: str) -> list[subprocess.Popen]:
                              stderr=subprocess.PIPE, text=True) for _ in range(n)]  # fmt: skip
 
 
-def kill_midway(victim: subprocess.Popen, url: str, name: str) -> None:
-    """SIGKILL the victim while it holds a trial and some trial has finished (stopped first, so
-    it cannot finish that trial between the look and the kill)."""
-    me = f"{socket.gethostname()}:{victim.pid}"
+def kill_one(workers: list[subprocess.Popen], url: str, name: str) -> list[subprocess.Popen]:
+    """SIGKILL the first worker caught holding a trial (stopped first, so it cannot finish that
+    trial between the look and the kill); the others, still running."""
+    host = socket.gethostname()
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and victim.poll() is None:
-        if holds_a_trial(url, name, me):
-            victim.send_signal(signal.SIGSTOP)
-            if holds_a_trial(url, name, me):
-                victim.send_signal(signal.SIGKILL)
-                break
-            victim.send_signal(signal.SIGCONT)
+    while time.monotonic() < deadline:
+        for worker in holders(url, name, {f"{host}:{w.pid}": w for w in workers}):
+            worker.send_signal(signal.SIGSTOP)
+            if worker in holders(url, name, {f"{host}:{worker.pid}": worker}):
+                worker.send_signal(signal.SIGKILL)
+                worker.communicate(timeout=60)
+                assert worker.returncode == -signal.SIGKILL
+                return [w for w in workers if w is not worker]
+            worker.send_signal(signal.SIGCONT)
         time.sleep(0.1)
-    _, err = victim.communicate(timeout=60)
-    assert victim.returncode == -signal.SIGKILL, f"never caught holding a trial: {err}"
+    raise AssertionError("no worker was caught holding a trial")
 
 
-def holds_a_trial(url: str, name: str, worker: str) -> bool:
+def holders(url: str, name: str, by_name: dict[str, subprocess.Popen]) -> list:
+    """The workers among `by_name` ('host:pid' -> process) that hold a RUNNING trial."""
     with contextlib.suppress(Exception):  # the study may not exist yet
-        records = load_trials(url, name)
-        mine = [r for r in records if r.status is TrialStatus.RUNNING and r.worker == worker]
-        return bool(mine) and any(r.status.is_finished for r in records)
-    return False
+        running = {r.worker for r in load_trials(url, name) if r.status is TrialStatus.RUNNING}
+        return [w for n, w in by_name.items() if n in running and w.poll() is None]
+    return []
 
 
 def finish(workers: list[subprocess.Popen]) -> list[int]:
@@ -157,9 +158,7 @@ def finished_once(url: str, name: str) -> list:
 def test_four_workers_share_a_search_one_killed(storage, tmp_path):
     study = write(tmp_path, "wsearch", "search", SEARCH)
     started = time.monotonic()
-    workers = start(study, storage, 4)
-    kill_midway(workers[0], storage, "wsearch")
-    trained = finish(workers[1:])
+    trained = finish(kill_one(start(study, storage, 4), storage, "wsearch"))
     wall = time.monotonic() - started
     finished = finished_once(storage, "wsearch")
     search = [r for r in finished if r.seed == 42]
@@ -185,11 +184,9 @@ def test_four_workers_share_a_search_one_killed(storage, tmp_path):
 
 
 def test_four_workers_share_a_staged_study_one_killed(storage, tmp_path):
-    study = write(tmp_path, "wstaged", "staged", STAGED, n_seeds=2)
+    study = write(tmp_path, "wstaged", "staged", STAGED, n_seeds=2, max_epochs=16)
     started = time.monotonic()
-    workers = start(study, storage, 4)
-    kill_midway(workers[0], storage, "wstaged")
-    trained = finish(workers[1:])
+    trained = finish(kill_one(start(study, storage, 4), storage, "wstaged"))
     wall = time.monotonic() - started
     finished = finished_once(storage, "wstaged")
     # 3 topologies, 2 optimizers, 3 learning rates, two seeds each; each stage reuses the
@@ -201,7 +198,7 @@ def test_four_workers_share_a_staged_study_one_killed(storage, tmp_path):
 
 def test_two_workers_share_a_grid_evenly(storage, tmp_path):
     # trials long enough (seconds) that the workers' start-up skew does not decide the shares
-    study = write(tmp_path, "wgrid", "grid", GRID, n_seeds=2, max_epochs=30)
+    study = write(tmp_path, "wgrid", "grid", GRID, n_seeds=2, max_epochs=60)
     started = time.monotonic()
     trained = finish(start(study, storage, 2))
     wall = time.monotonic() - started
