@@ -3,6 +3,10 @@
     hpstudy status runs/paper
     hpstudy status runs/paper --json     # one JSON object (keys below)
     hpstudy status runs/grid --storage postgresql://user:secret@host/db   # run.json has no password
+    hpstudy status grid --storage journal:///shared/grid.log   # workers only: no run folder
+
+With --storage and a study name (no run folder, only workers so far): trials done, running by
+worker (host:pid), interrupted, left, the live workers and an ETA.
 
 JSON keys: study, protocol, counts (by outcome, plus running/waiting/interrupted), best
 (config, accuracy, seeds, n), trials (config, seed, outcome, status, best_accuracy, best_epoch,
@@ -15,12 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-
-from hpstudy.commands import add_run_dir
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_dir(parser)
+    parser.add_argument("run_dir", metavar="RUN_DIR|STUDY",
+                        help="a run folder, such as runs/paper; or, with --storage, the name of a "
+                        "study that workers share (no run folder needed)")  # fmt: skip
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="storage URL to read the trials from, instead of the one in run.json (which keeps "
+        "no password; PostgreSQL otherwise takes it from PGPASSWORD or ~/.pgpass)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -28,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from hpstudy.runner.status import run_status
     from hpstudy.usertext import shown
 
+    if args.storage and not (Path(args.run_dir) / "run.json").is_file():
+        return _storage_status(args)
     result = run_status(args.run_dir, args.storage)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -53,4 +66,24 @@ def run(args: argparse.Namespace) -> int:
     if result.get("phases_s"):
         parts = ", ".join(f"{name} {s:.1f}" for name, s in result["phases_s"].items())
         print(f"phases of the last run (s): {parts}")
+    return 0
+
+
+def _storage_status(args: argparse.Namespace) -> int:
+    from hpstudy.runner.status import storage_status
+
+    name = Path(args.run_dir).stem if args.run_dir.endswith(".toml") else args.run_dir
+    result = storage_status(args.storage, name)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    left = "" if result["left"] is None else f", {result['left']} left of {result['planned']}"
+    print(f"study {result['study']} ({result['protocol'] or '?'}) in {result['storage']}: "
+          f"{result['done']} done, {result['running']} running, {result['interrupted']} "
+          f"interrupted{left}")  # fmt: skip
+    for worker, n in sorted(result["running_by_worker"].items()):
+        print(f"  running on {worker}: {n} trials")
+    print(f"live workers: {len(result['live_workers'])}")
+    if result["eta_s"] is not None:
+        print(f"ETA: about {result['eta_s']:.0f} s at the rate trials finished so far")
     return 0

@@ -11,20 +11,29 @@ import argparse
 from hpstudy.commands.data import add_data_dir
 
 
-def add_study_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `run` and `worker`."""
+def add_study_options(parser: argparse.ArgumentParser, *, worker: bool = False) -> None:
+    """Options shared by `run` and `worker` (a worker needs --storage; it has no time budget)."""
     parser.add_argument(
         "--seeds",
         type=int,
         metavar="N",
         help="seeds per configuration (default: the study file's n_seeds)",
     )
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="Optuna storage URL, e.g. "
-        "postgresql://user@host/db (default: SQLite in the run folder)",
-    )
+    if worker:
+        parser.add_argument(
+            "--storage",
+            metavar="URL",
+            required=True,
+            help="the storage every worker shares: postgresql://user@host/db, or "
+            "journal:///shared/folder/study.log (a file on a shared file system, no server)",
+        )
+    else:
+        parser.add_argument(
+            "--storage",
+            metavar="URL",
+            help="Optuna storage URL, e.g. postgresql://user@host/db or "
+            "journal:///shared/folder/study.log (default: SQLite in the run folder)",
+        )
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
     )
@@ -52,13 +61,15 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
         "the one its trials were trained with",
     )
     parser.add_argument("--max-epochs", type=int, metavar="E", help="cap on epochs (quick tries)")
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        metavar="S",
-        help="search studies: wall-clock seconds for the search and its confirmation; a round "
-        "starts only if it and the confirmation fit (default: the study file's time_budget_s)",
-    )
+    if not worker:  # a budget per worker process would not bound the shared search
+        parser.add_argument(
+            "--time-budget",
+            type=float,
+            metavar="S",
+            help="search studies: wall-clock seconds for the search and its confirmation; a "
+            "round starts only if it and the confirmation fit (default: the study file's "
+            "time_budget_s)",
+        )
     parser.add_argument(
         "--limit-train",
         type=int,
@@ -75,7 +86,10 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
         "--batch",
         type=int,
         metavar="N",
-        help="most trials per engine call (default: the study file's batch)",
+        help="most trials a worker claims at once (default: one population on its device, and "
+        "at most its share among the live workers)"
+        if worker
+        else "most trials per engine call (default: the study file's batch)",
     )
     parser.add_argument(
         "--grace",
@@ -114,7 +128,8 @@ def options_from(args: argparse.Namespace):
 
     study = load_study(args.study).with_overrides(
         n_seeds=args.seeds, max_epochs=args.max_epochs,
-        with_clean=getattr(args, "with_clean", None), time_budget_s=args.time_budget,
+        with_clean=getattr(args, "with_clean", None),
+        time_budget_s=getattr(args, "time_budget", None),
     )  # fmt: skip
     options = RunOptions(
         out=getattr(args, "out", None),

@@ -41,6 +41,16 @@ class Waiting:
 
 
 @dataclass(frozen=True)
+class Claiming:
+    """A worker sharing the store sizes its next claim (`hpstudy worker` prints it)."""
+
+    n_trials: int  # the claim: at most one population and this worker's share
+    n_left: int  # trials nobody holds yet
+    n_workers: int  # live workers, this one included (their heartbeats)
+    population: int | None  # most members of one population on this device (None: unknown)
+
+
+@dataclass(frozen=True)
 class StageFinished:
     table: StageTable
 
@@ -50,4 +60,4 @@ class DataWarning:
     text: str  # one line about the data, e.g. test images that copy training images
 
 
-Event = StageStarted | EpochDone | Waiting | StageFinished | DataWarning
+Event = StageStarted | EpochDone | Waiting | Claiming | StageFinished | DataWarning

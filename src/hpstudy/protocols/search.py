@@ -32,15 +32,18 @@ overstate what a configuration does on fresh seeds (the winner's curse); the rul
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import zlib
 from collections.abc import Sequence
 
 from hpstudy.config.config import Config
 from hpstudy.config.factors import config_label, shown, space_size
 from hpstudy.protocols.base import Protocol, evaluate_test_once
-from hpstudy.protocols.events import StageFinished, StageStarted
+from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
+from hpstudy.protocols.trainer import POLL_S
 from hpstudy.stats.tables import StageTable, mean_ci
-from hpstudy.storage import TrialRecord, objective_value
+from hpstudy.storage import TrialRecord, TrialStatus, objective_value
 from hpstudy.storage.search import Searcher, SearchTrial
 
 MAX_REPEATS = 200  # proposals in a row that all repeat known configurations: the search stops
@@ -53,26 +56,41 @@ class SearchProtocol(Protocol):
     def run(self) -> list[StageTable]:
         trainer, study = self.trainer, self.study
         store = trainer.store
-        self.searcher = Searcher(store, study.space, sampler_seed=study.sampler_seed,
-                                 pruner=study.pruner)  # fmt: skip
+        seed = study.sampler_seed
+        if trainer.shared:  # one seed in every worker would propose the same points in each
+            seed += zlib.crc32(store.worker.encode()) % 1_000_003
+        self.searcher = Searcher(store, study.space, sampler_seed=seed, pruner=study.pruner)
         self.n_told = 0  # repeated proposals told their known result (this process)
         self.stopped_by_repeats = False
+        self.out_of_time = False
         self.clock = TimeBudget(study.time_budget_s)
-        self._complete_seeds()
         round_index = 0
         confirmation_epochs = study.confirm_top * study.confirm_seeds * study.max_epochs
-        while not self.stopped_by_repeats:
-            left = min(study.n_trials, self.space_size) - len(self._tried(store.records()))
-            if left <= 0:
-                break
-            size = min(study.batch, left)
-            if not self.clock.allows(size * study.n_seeds * study.max_epochs, confirmation_epochs):
-                break
-            round_index += 1
-            asked = self._ask_round(size)
-            name = f"search round {round_index}"
-            trainer.on_event(StageStarted(round_index, None, name, len(asked), 0))
-            self._train_round(name, asked)
+        limit = min(study.n_trials, self.space_size)
+        with store.heartbeat():  # every trial this process holds, asked or training
+            while True:
+                store.fail_stale()
+                self._complete_seeds()
+                records = store.records()
+                left = limit - len(self._reserved(records))
+                ended = left <= 0 or self.stopped_by_repeats or self.out_of_time
+                if ended or not self._may_ask(left, confirmation_epochs):
+                    # Done asking; the search is over once no process holds a search trial (a
+                    # killed worker's trials free their configurations: asked again).
+                    n_running = self._n_running(records)
+                    if not n_running:
+                        break
+                    trainer.on_event(Waiting(n_running))
+                    time.sleep(POLL_S)
+                    continue
+                size = min(trainer.claim_size(left, None), left)
+                asked = self._ask_round(size, limit)
+                if not asked:
+                    continue
+                round_index += 1
+                name = f"search round {round_index}"
+                trainer.on_event(StageStarted(round_index, None, name, len(asked), 0))
+                self._train_round(name, asked)
         search = self.tables(store.records(), {})[0]
         self._confirm(search)
         tables = self.tables(store.records(), store.test_accuracies())
@@ -80,44 +98,71 @@ class SearchProtocol(Protocol):
             trainer.on_event(StageFinished(table))
         return tables
 
+    def _may_ask(self, left: int, confirmation_epochs: int) -> bool:
+        """Whether the time budget allows another round (False from then on)."""
+        study = self.study
+        size = min(study.batch, left)
+        if not self.clock.allows(size * study.n_seeds * study.max_epochs, confirmation_epochs):
+            self.out_of_time = True
+        return not self.out_of_time
+
+    def _n_running(self, records: Sequence[TrialRecord]) -> int:
+        """Search trials some process holds, proposals not yet labelled included."""
+        running = [r for r in self._search_records(records) if r.status is TrialStatus.RUNNING]
+        return len(running) + self.trainer.store.unlabelled_before(math.inf)
+
     @property
     def space_size(self) -> float:
         """Configurations the space holds (math.inf with a float range: never exhausted)."""
         return space_size(self.study.space)
 
+    def _search_records(self, records: Sequence[TrialRecord]) -> list[TrialRecord]:
+        split, seeds = self.trainer.data.split, set(self.study.seeds)
+        return [r for r in records if r.split == split and r.seed in seeds]
+
     def _tried(self, records: Sequence[TrialRecord]) -> dict[Config, list[TrialRecord]]:
         """Configurations with a finished search-seed trial on this split -> those trials."""
-        split, seeds = self.trainer.data.split, set(self.study.seeds)
         tried: dict[Config, list[TrialRecord]] = {}
-        for r in records:
-            if r.status.is_finished and r.split == split and r.seed in seeds:
+        for r in self._search_records(records):
+            if r.status.is_finished:
                 tried.setdefault(self._base(r.config), []).append(r)
         return tried
+
+    def _reserved(self, records: Sequence[TrialRecord]) -> set[Config]:
+        """Configurations that spend the budget: a search-seed trial finished or held by a
+        live process (any worker's). A killed worker's trials free their configuration."""
+        held = (TrialStatus.RUNNING, TrialStatus.WAITING)
+        return {self._base(r.config) for r in self._search_records(records)
+                if r.status.is_finished or r.status in held}  # fmt: skip
 
     def _base(self, config: Config) -> Config:
         """A configuration without its seed (as the study's first seed)."""
         return config.replace(seed=self.study.seeds[0])
 
-    def _ask_round(self, batch: int) -> list[tuple[SearchTrial, Config]]:
+    def _ask_round(self, batch: int, limit: float) -> list[tuple[SearchTrial, Config]]:
         """Up to `batch` new configurations from the sampler, each with a trial per seed.
 
         A proposal of a trained configuration is told its known result and spends nothing; one
-        of a configuration this round already holds is dropped. After `max_repeats` repeats in a
-        row the search stops (`stopped_by_repeats`), so a sampler stuck on known points ends."""
+        of a configuration this round or another worker already holds is dropped, and so is one
+        past the budget (the round ends). After `max_repeats` repeats in a row the search stops
+        (`stopped_by_repeats`), so a sampler stuck on known points ends."""
         trainer = self.trainer
-        tried = self._tried(trainer.store.records())
         seen: set[Config] = set()
         asked: list[tuple[SearchTrial, Config]] = []
         repeats = 0
         while len(seen) < batch:
             trial = self.searcher.ask()
             config = self.study.config(seed=self.study.seeds[0], **self._factors(trial.params))
-            if config in tried or config in seen:
-                if config in tried:
-                    trial.tell_known(_known_value(tried[config]), trainer.key(config))
+            verdict, known = self._admit(trial, config, seen, limit)
+            if verdict == "full":
+                self.searcher.drop(trial, "the budget is spent")
+                break
+            if verdict != "new":
+                if verdict == "known":
+                    trial.tell_known(_known_value(known), trainer.key(config))
                     self.n_told += 1
                 else:
-                    self.searcher.drop(trial, "configuration already asked this round")
+                    self.searcher.drop(trial, f"configuration already {verdict}")
                 repeats += 1
                 if repeats >= self.max_repeats:
                     self.stopped_by_repeats = True
@@ -127,20 +172,49 @@ class SearchProtocol(Protocol):
             trial.label(config, protocol=self.name, split=trainer.data.split)
             seen.add(config)
             asked.append((trial, config))
-            asked += [(self._ask_fixed(config.replace(seed=s)), config.replace(seed=s))
-                      for s in self.study.seeds[1:]]  # fmt: skip
+            for s in self.study.seeds[1:]:
+                if (other := self._ask_fixed(config.replace(seed=s))) is not None:
+                    asked.append((other, config.replace(seed=s)))
         return asked
 
+    def _admit(self, trial: SearchTrial, config: Config, seen: set[Config],
+               limit: float) -> tuple[str, list[TrialRecord]]:  # fmt: skip
+        """Whether a proposal is trained: 'new', 'known' (trained: tell it), 'asked this round',
+        'held by another worker', or 'full' (the budget is spent).
+
+        Proposals are judged in trial-number order across workers: a proposal waits until every
+        earlier one is labelled (or its process found dead), then counts the configurations the
+        earlier ones hold. So no configuration is trained twice and the budget holds however
+        many workers ask at once."""
+        store = self.trainer.store
+        while store.unlabelled_before(trial.number):
+            time.sleep(0.2)  # another worker is labelling its proposal: a moment
+            store.fail_stale()
+        records = store.records()
+        if config in seen:
+            return "asked this round", []
+        tried = self._tried(records)
+        if config in tried:
+            return "known", tried[config]
+        reserved = self._reserved([r for r in records if r.number < trial.number])
+        if config in reserved:
+            return "held by another worker", []
+        if len(reserved) >= limit:
+            return "full", []
+        return "new", []
+
     def _complete_seeds(self) -> None:
-        """Train the seeds missing from configurations already tried: a run interrupted mid-round,
-        or one resumed with more seeds, so that every row has all of its seeds."""
-        tried = self._tried(self.trainer.store.records())
-        by_base = {base: {r.seed for r in group} for base, group in tried.items()}
-        missing = [base.replace(seed=s) for base, seeds in by_base.items()
-                   for s in self.study.seeds if s not in seeds]  # fmt: skip
+        """Train the seeds missing from configurations already tried (nobody holding them): a
+        round whose process was interrupted or killed, or a run resumed with more seeds, so that
+        every row has all of its seeds."""
+        records = self._search_records(self.trainer.store.records())
+        held = {r.key for r in records if r.status is TrialStatus.RUNNING or r.status.is_finished}
+        missing = [c for base in self._tried(records) for s in self.study.seeds
+                   if self.trainer.key(c := base.replace(seed=s)) not in held]  # fmt: skip
         if missing:
             self.trainer.on_event(StageStarted(0, None, "search: missing seeds", len(missing), 0))
-            self._train_round("search: missing seeds", [(self._ask_fixed(c), c) for c in missing])
+            asked = [(t, c) for c in missing if (t := self._ask_fixed(c)) is not None]
+            self._train_round("search: missing seeds", asked)
 
     def _train_round(self, stage: str, asked: list[tuple[SearchTrial, Config]]) -> None:
         if not asked:
@@ -156,8 +230,9 @@ class SearchProtocol(Protocol):
         results = self.trainer.train_trials([(t.trial_id, c) for t, c in asked], prune=prune)
         self.clock.spent(time.monotonic() - started, sum(r.epochs_run for r in results))
 
-    def _ask_fixed(self, config: Config) -> SearchTrial:
-        """A trial for `config` exactly (another seed of a proposed configuration)."""
+    def _ask_fixed(self, config: Config) -> SearchTrial | None:
+        """A trial for `config` exactly (another seed of a proposed configuration); None when
+        another worker holds it."""
         return self.searcher.ask_fixed(config, protocol=self.name, split=self.trainer.data.split)
 
     def _factors(self, params: dict) -> dict:

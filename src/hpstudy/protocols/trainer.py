@@ -24,7 +24,7 @@ from hpstudy.atomic import save_torch_atomic
 from hpstudy.config.config import Config
 from hpstudy.data.prepare import Data
 from hpstudy.engine.results import TrialResult
-from hpstudy.protocols.events import EpochDone, Event, Waiting
+from hpstudy.protocols.events import Claiming, EpochDone, Event, Waiting
 from hpstudy.storage import Store, TrialRecord, TrialStatus, trial_key
 
 POLL_S = 2.0  # how often a process waiting for other processes' trials looks again
@@ -41,6 +41,9 @@ class Trainer:
     space: dict[str, tuple]
     on_event: Callable[[Event], None] = lambda event: None
     batch: int = 1_000_000  # most trials claimed per engine call
+    # Several processes share the store (`hpstudy worker`): a claim is at most one population
+    # on this device and at most this process's share of what is left among the live workers.
+    shared: bool = False
     weights_dir: Path | None = None  # where best-epoch weights are cached (None: not cached)
     stage: str = ""  # label for progress events
     # Told where each engine call's time goes (engine.phases); the runner's phase line.
@@ -76,7 +79,10 @@ class Trainer:
                     space=self.space,
                 )
                 by_key = self._trials_by_key(set(want))
-            claimed = self._claim(by_key, todo)
+            free = [k for k in todo if TrialStatus.RUNNING not in status[k]]
+            held = len(todo) - len(free)  # by other processes (ours are finished by now)
+            limit = self.claim_size(len(free), want[free[0]], held=held) if free else 0
+            claimed = self._claim(by_key, todo, limit)
             if claimed:
                 self.train_trials([(tid, want[k]) for k, tid in claimed])
                 continue
@@ -89,8 +95,32 @@ class Trainer:
             by_key.setdefault(record.key, []).append(record)
         return by_key
 
-    def _claim(self, by_key: dict[str, list[TrialRecord]], todo: list[str]) -> list[tuple]:
-        """Claim up to `batch` WAITING trials of keys nobody runs; drop any duplicate claims."""
+    def claim_size(self, n_left: int, config: Config | None, *, held: int = 0) -> int:
+        """How many of `n_left` unclaimed trials this process claims now: `batch`; when shared,
+        also at most one population of `config`'s shape on this device and at most an even share
+        among the live workers (their heartbeats) of what is left, counting the `held` trials
+        other workers run; at least one. Emits `Claiming` when shared."""
+        if not self.shared:
+            return self.batch
+        from hpstudy.engine.planning import max_members
+
+        fit = None
+        if config is not None:  # (a search's next configurations are not known yet)
+            device, n_eval = torch.device(self.data.device), len(self.data.evaluation.y)
+            fit = max_members(config, device=device, dtype=self.data.dtype, n_eval=n_eval)
+        self.store.beat_worker()
+        n_live = len(self.store.live_workers())
+        # A worker that sees no peer yet still leaves half: one started a few seconds later
+        # (a job array on a busy cluster) finds work instead of an empty queue.
+        share = -(-(n_left + held) // max(2, n_live))
+        size = max(1, min(self.batch, share, fit or share))
+        self.on_event(Claiming(size, n_left, max(1, n_live), fit))
+        return size
+
+    def _claim(
+        self, by_key: dict[str, list[TrialRecord]], todo: list[str], limit: int
+    ) -> list[tuple]:
+        """Claim up to `limit` WAITING trials of keys nobody runs; drop any duplicate claims."""
         claimed = []
         for k in todo:
             records = by_key.get(k, [])
@@ -100,7 +130,7 @@ class Trainer:
                 if r.status is TrialStatus.WAITING and self.store.claim(self._id(r)):
                     claimed.append((k, self._id(r)))
                     break
-            if len(claimed) >= self.batch:
+            if len(claimed) >= limit:
                 break
         if not claimed:
             return []

@@ -250,6 +250,8 @@ def run_study(
         store.create_or_load()
         if options.storage is None:
             store.fail_stale(all_running=True)  # our lock: nobody else writes this SQLite file
+        else:  # shared with workers: the same settings, or other trial keys unnoticed
+            store.check_settings(study_settings(study, options, data))
         refuse_mixed_engines(store.records(), data.optimizer_step, run_dir)
         with phases.timing("probe"):
             write_run_info(run_dir, study, options, data)
@@ -322,30 +324,54 @@ def write_replication(run_dir: Path, replication) -> Path:
 def run_worker(
     study: Study, options: RunOptions, *, on_event: Callable[[object], None] = lambda e: None
 ) -> int:
-    """Train a share of a grid study held in a shared storage; returns trials trained here."""
-    if study.protocol is not ProtocolKind.GRID:
-        raise UserError(
-            f"workers share grid studies; {study.path} has protocol = "
-            f"{study.protocol.value!r}; use `hpstudy run` for it"
-        )
+    """Train a share of a study held in a shared storage (any protocol); returns the trials
+    trained here. Claims are sized to one population and this worker's share (`Trainer.shared`);
+    the study's settings are checked against the ones its first process recorded."""
     if not options.storage:
         raise UserError(
-            "a worker needs --storage URL (e.g. postgresql://user@host/db) that "
-            "every worker and the final `hpstudy run` share"
+            "a worker needs --storage URL (postgresql://user@host/db, or "
+            "journal:///shared/folder/study.log on a shared file system) that every worker and "
+            "the final `hpstudy run` share"
         )
+    if study.protocol is ProtocolKind.REPLICATE and study.with_clean:
+        raise UserError(f"workers do not run {study.name}'s --with-clean half; leave with_clean "
+                        "out for the workers, then run `hpstudy run --with-clean --storage URL` "
+                        "once at the end")  # fmt: skip
     check_plan(study, options)
     use_threads(options)
+    # The data and what its shape can train are checked before this worker joins the study.
+    data = prepare_data(study, options)
+    study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
+    check_configs(study)
     store = open_store(study, options, Path("."))
-    with storage_errors(store.url), releasing(store, private=False):
-        data = prepare_data(study, options)
-        study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
-        check_configs(study)
+    with storage_errors(store.url), releasing(store, private=False), store.heartbeat():
         store.create_or_load()
+        store.check_settings(study_settings(study, options, data))
         refuse_mixed_engines(store.records(), data.optimizer_step, redact_url(store.url))
+        store.beat_worker()  # live from now (and every beat): others count it in their claims
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
-                          on_event=on_event, batch=options.batch or study.batch)  # fmt: skip
-        make_protocol(study, trainer).run()
+                          on_event=on_event, batch=options.batch or Trainer.batch,
+                          shared=True)  # fmt: skip
+        try:
+            make_protocol(study, trainer).run()
+        finally:
+            store.leave()
     return len(trainer.trained)
+
+
+def study_settings(study: Study, options: RunOptions, data) -> dict:
+    """What every process sharing a study must agree on (part of every trial's identity, or of
+    what its results mean): recorded by the first, checked by the others."""
+    return {
+        "protocol": study.protocol.value,
+        "seeds": list(study.seeds),
+        "max_epochs": study.max_epochs,
+        "limit_train": options.limit_train,
+        "limit_eval": options.limit_eval,
+        "dtype": options.dtype,
+        "data_digests": dict(data.digests),
+        "planned": planned_trials(study),  # at most (staged studies reuse some)
+    }
 
 
 def save_final_model(

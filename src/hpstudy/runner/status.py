@@ -2,6 +2,7 @@
 
 >>> result = run_status("runs/paper")          # what `hpstudy status --json` prints
 >>> result["counts"], result["best"], result["model_epochs"], result["floor_s"]
+>>> storage_status("postgresql://u@host/db", "grid")   # workers only, no run folder
 """
 
 from __future__ import annotations
@@ -61,3 +62,53 @@ def run_status(run_dir: str, storage: str | None = None) -> dict:
 
 def _num(x: float) -> float | None:
     return None if math.isnan(x) else x
+
+
+def storage_status(url: str, study_name: str) -> dict:
+    """Where a study that workers share stands, from its storage alone (no run folder): trials
+    done, running (by worker, 'host:pid'), interrupted, left (of what the first process
+    planned), the live workers and an ETA at the rate trials finished so far."""
+    from datetime import datetime
+
+    from hpstudy.errors import UserError
+    from hpstudy.storage import Store, TrialStatus, redact_url, storage_errors
+
+    store = Store(url, study_name)
+    with storage_errors(url):
+        if not store.exists():
+            names = ", ".join(sorted(store.study_names())) or "none"
+            raise UserError(f"no study {study_name!r} in {redact_url(url)} (it holds: {names}); "
+                            "check the name, or start a worker first")  # fmt: skip
+        records = [r for r in store.records() if r.status is not TrialStatus.DISCARDED]
+        settings = store.get_meta("settings") or {}
+        live = store.live_workers()
+    done = [r for r in records if r.status.is_finished]
+    finished_keys = {r.key for r in done}
+    running = [r for r in records if r.status is TrialStatus.RUNNING]
+    by_worker: dict[str, int] = {}
+    for r in running:
+        by_worker[r.worker or "unknown"] = by_worker.get(r.worker or "unknown", 0) + 1
+    interrupted = sum(r.status is TrialStatus.INTERRUPTED and r.key not in finished_keys
+                      for r in records)  # fmt: skip
+    planned = settings.get("planned")
+    left = None if planned is None else max(0, planned - len(finished_keys) - len(running))
+    eta_s = None
+    starts = [r.datetime_start for r in done if r.datetime_start]
+    if done and starts and left is not None:
+        elapsed = (datetime.now() - min(starts)).total_seconds()
+        rate = len(done) / max(elapsed, 1e-9)  # trials per second, all workers together
+        eta_s = (left + len(running)) / rate if left + len(running) else 0.0
+    return {
+        "study": study_name,
+        "storage": redact_url(url),
+        "protocol": settings.get("protocol"),
+        "done": len(finished_keys),
+        "running": len(running),
+        "running_by_worker": by_worker,
+        "interrupted": interrupted,
+        "waiting": sum(r.status is TrialStatus.WAITING for r in records),
+        "left": left,
+        "planned": planned,
+        "live_workers": live,
+        "eta_s": eta_s,
+    }

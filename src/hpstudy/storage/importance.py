@@ -30,8 +30,7 @@ class Importances:
 def param_importances(store: Store, factors: Sequence[str], seed: int = 0) -> Importances:
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
-    study = store._optuna
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete = store.frozen_trials(states=(optuna.trial.TrialState.COMPLETE,))
     # A search's repeated proposals are told their configuration's known result so the
     # sampler learns; counted here they would weigh that configuration twice.
     complete = [t for t in complete if REPEAT_ATTR not in t.user_attrs]

@@ -65,6 +65,7 @@ class TrialRecord:
     data_digests: dict = field(default_factory=dict)  # canonical file name -> SHA-256
     datetime_start: datetime | None = None
     datetime_complete: datetime | None = None
+    worker: str = ""  # 'host:pid' of the process that claimed it last ("" before workers)
     # Which evaluation images the best epoch got right, packed (`pack_correct`); None for
     # trials stored before it was kept. Read it with `correct_mask`.
     eval_correct: dict | None = field(default=None, repr=False, compare=False)
@@ -148,6 +149,7 @@ def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
         "status": status,
         "datetime_start": trial.datetime_start,
         "datetime_complete": trial.datetime_complete,
+        "worker": attrs.get("worker", ""),
     }
     if status is not TrialStatus.FINISHED:
         return TrialRecord(**base)

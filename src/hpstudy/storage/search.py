@@ -5,15 +5,15 @@
     >>> trial.label(config, protocol="search", split=split)
     >>> trial.report(epoch, accuracy); trial.should_prune()
     >>> again = searcher.ask_fixed(config.replace(seed=43), protocol="search", split=split)
+    >>> # None if another worker holds that trial already
     >>> repeat = searcher.ask(); repeat.tell_known(0.87, key)   # a known point: no training
 
 The search protocol sees trial ids and params, never an Optuna object: the sampler, the pruner and
-the enqueue-then-ask dance for a fixed configuration live here, beside the storage they share.
+creating a fixed configuration's trial live here, beside the storage they share.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 
 from hpstudy.config.config import Config
 from hpstudy.config.factors import FACTORS, Domain, Range, searched
-from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
+from hpstudy.storage.keys import distributions_of, identity_attrs, trial_key
 from hpstudy.storage.store import Store
 
 REPEAT_ATTR = "repeat_of"  # user attribute of a proposal told its known result: the trial key
@@ -42,21 +42,28 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 @dataclass
 class SearchTrial:
-    """One trial the sampler proposed (or a fixed configuration enqueued for it)."""
+    """One trial the sampler proposed (or a fixed configuration created for it)."""
 
     _trial: optuna.Trial
+    _store: Store
 
     @property
     def trial_id(self) -> int:
         return self._trial._trial_id
 
     @property
+    def number(self) -> int:
+        return self._trial.number
+
+    @property
     def params(self) -> dict[str, Any]:
         return dict(self._trial.params)
 
     def label(self, config: Config, *, protocol: str, split: dict) -> None:
-        """Write the trial's identity, as `Store.enqueue` does for grid trials."""
-        for attr, value in identity_attrs(config, protocol=protocol, split=split).items():
+        """Write the trial's identity, as `Store.enqueue` does for grid trials: one attribute at
+        a time, `key` last, since readers take a trial with a key for a labelled one."""
+        attrs = identity_attrs(config, protocol=protocol, split=split)
+        for attr, value in sorted(attrs.items(), key=lambda item: item[0] == "key"):
             self._trial.set_user_attr(attr, value)
 
     def report(self, epoch: int, accuracy: float) -> None:
@@ -71,7 +78,7 @@ class SearchTrial:
         The trial gets no identity attributes, so hpstudy's records ignore it; the sampler
         (TPE models COMPLETE trials' values) learns that the point is known and how good."""
         self._trial.set_user_attr(REPEAT_ATTR, key)
-        self._trial.study.tell(self._trial, value)
+        self._store.tell(self._trial, value)
 
 
 class Searcher:
@@ -79,10 +86,9 @@ class Searcher:
 
     def __init__(self, store: Store, space: dict[str, Domain], *, sampler_seed: int,
                  pruner: str) -> None:  # fmt: skip
-        self.store, self.distributions = store, distributions_of(space)
+        self.store, self.space, self.distributions = store, space, distributions_of(space)
         self.names = searched(space)
-        store._optuna.sampler = make_sampler(sampler_seed)
-        store._optuna.pruner = make_pruner(pruner)
+        store.use_sampler(make_sampler(sampler_seed), make_pruner(pruner))
 
     def factors(self, params: dict[str, Any], space: dict[str, Domain]) -> dict[str, Any]:
         """The factor values behind a trial's Optuna params: a listed value by its param
@@ -93,13 +99,11 @@ class Searcher:
     def ask(self) -> SearchTrial:
         """A proposal (or the oldest enqueued trial), its params suggested in factor order so
         that a factor is sampled only where it applies (momentum once the optimizer is SGD)."""
-        with warnings.catch_warnings():  # heartbeats: we keep them ourselves
-            warnings.simplefilter("ignore", UserWarning)
-            trial = self.store._optuna.ask()
-            for name in self.names:
-                if FACTORS[name].applies(trial.params.get("optimizer", "")):
-                    _suggest(trial, name, self.distributions[name])
-            return SearchTrial(trial)
+        trial = self.store.ask()
+        for name in self.names:
+            if FACTORS[name].applies(trial.params.get("optimizer", "")):
+                _suggest(trial, name, self.distributions[name])
+        return SearchTrial(trial, self.store)
 
     def drop(self, trial: SearchTrial, reason: str) -> None:
         """Give up an unlabelled proposal (one this round already holds): FAIL, unseen by TPE."""
@@ -107,21 +111,19 @@ class Searcher:
 
     def n_told(self) -> int:
         """Proposals completed with a known result (`SearchTrial.tell_known`) so far."""
-        trials = self.store._optuna.get_trials(deepcopy=False)
-        return sum(REPEAT_ATTR in t.user_attrs for t in trials)
+        return sum(REPEAT_ATTR in t.user_attrs for t in self.store.frozen_trials())
 
-    def ask_fixed(self, config: Config, *, protocol: str, split: dict) -> SearchTrial:
-        """A trial for `config` exactly (another seed of a proposed configuration)."""
-        params = params_of(config, self.names)
-        self.store._optuna.enqueue_trial(params)
-        while True:
-            trial = self.ask()  # takes the oldest enqueued trial
-            # (it also samples a param the config has none for, such as Adam's momentum)
-            if all(trial.params.get(name) == value for name, value in params.items()):
-                trial.label(config, protocol=protocol, split=split)
-                return trial
-            # A trial enqueued by a run that died before asking for it: not ours.
-            self.store.discard(trial.trial_id, "stale enqueued trial")
+    def ask_fixed(self, config: Config, *, protocol: str, split: dict) -> SearchTrial | None:
+        """A trial for `config` exactly (another seed of a proposed configuration), created
+        RUNNING with its identity; None when another process already holds that trial (two
+        workers completing the same missing seed at once: the lower trial number trains it)."""
+        trial_id = self.store.create_running(config, protocol=protocol, split=split,
+                                             space=self.space)  # fmt: skip
+        holder = self.store.first_holder(trial_id, trial_key(config, split))
+        if holder is not None:
+            self.store.discard(trial_id, f"duplicate of trial {holder}")
+            return None
+        return SearchTrial(self.store.trial_handle(trial_id), self.store)
 
 
 def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> None:

@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import math
+import os
 import random
+import socket
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -54,32 +59,42 @@ from hpstudy.storage.records import (
 )
 from hpstudy.storage.urls import _with_driver, check_durable, explain_storage_error, redact_url
 
-_rdb = importlib.import_module("optuna.storages._rdb.storage")
-_open_session = _rdb._create_scoped_session
+_patched: list[bool] = []  # the session patch below, once installed
 
 
-@contextlib.contextmanager
-def _session_deferring_interrupts(scoped: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-    """Every Optuna database session, opened and closed whole: see `hpstudy.storage.interrupts`.
-    A damaged, full or read-only store ends as one UserError line naming its file, wherever
-    Optuna met it (Optuna's StorageInternalError would otherwise reach the user raw)."""
-    try:
-        with interrupts.deferred(), _open_session(scoped, *args, **kwargs) as session:
-            yield session
-    except Exception as exc:
-        bind = scoped.session_factory.kw.get("bind")  # the engine: its URL names the file
-        url = bind.url.render_as_string(hide_password=True) if bind is not None else ""
-        error = explain_storage_error(exc, url, known_only=True)
-        if error is None:
-            raise
-        raise error from exc
+def _defer_interrupts_in_sessions() -> None:
+    """Make every Optuna database session open and close whole (see `hpstudy.storage.interrupts`)
+    and end a damaged, full or read-only store as one UserError line naming its file, wherever
+    Optuna meets it (its StorageInternalError would otherwise reach the user raw). Installed
+    once, by the first Store, not at import (importing hpstudy changes nothing)."""
+    if _patched:
+        return
+    rdb = importlib.import_module("optuna.storages._rdb.storage")
+    open_session = rdb._create_scoped_session
 
+    @contextlib.contextmanager
+    def session_deferring_interrupts(scoped: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            with interrupts.deferred(), open_session(scoped, *args, **kwargs) as session:
+                yield session
+        except Exception as exc:
+            bind = scoped.session_factory.kw.get("bind")  # the engine: its URL names the file
+            url = bind.url.render_as_string(hide_password=True) if bind is not None else ""
+            error = explain_storage_error(exc, url, known_only=True)
+            if error is None:
+                raise
+            raise error from exc
 
-_rdb._create_scoped_session = _session_deferring_interrupts
+    rdb._create_scoped_session = session_deferring_interrupts
+    _patched.append(True)
+
 
 TEST_META = "test_accuracy:"  # study attribute prefix: trial key -> test accuracy read once
 HEARTBEAT_S = 5  # how often a process marks its running trials alive
 GRACE_S = 30  # a running trial whose heartbeat is older than this belongs to a dead process
+WORKER_META = "worker:"  # study attribute prefix: 'host:pid' -> time of its last heartbeat
+SETTINGS_META = "settings"  # study attribute: what the first process trained with
+JOURNAL_PREFIX = "journal://"  # journal:///abs/path: Optuna's journal file storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,16 +106,19 @@ class Store:
         self, url: str, study_name: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
     ) -> None:
         check_durable(url)
+        _defer_interrupts_in_sessions()
         self.url, self.study_name = url, study_name
         self.held: set[int] = set()  # trials this process claimed and has not ended
         self.created = False  # whether create_or_load made the study (grid: who enqueues)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"  # this process, for the others
+        self.grace_s = grace_s
+        self._lock = threading.Lock()  # `held`, read by the heartbeat thread
         heartbeat_s = max(1, min(heartbeat_s, grace_s // 3))  # several beats per grace period
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            # Writers wait for each other instead of failing with "database is locked".
-            kwargs = {"connect_args": {"timeout": 60}}
-        url = _with_driver(url)
-        self._rdb = _open_storage(url, kwargs, heartbeat_s, grace_s)
+        self.heartbeat_s = heartbeat_s
+        # Optuna's RDB storage (SQLite, PostgreSQL) or its journal file (`journal:///path`);
+        # the name `_rdb` is kept for both.
+        self._rdb = open_storage(url, heartbeat_s, grace_s)
+        self.is_journal = is_journal(url)
         self._loaded: optuna.Study | None = None
 
     # -- the study ---------------------------------------------------------------------------
@@ -192,15 +210,57 @@ class Store:
         except optuna.exceptions.UpdateFinishedTrialError:
             return False
         if claimed:
-            self.held.add(trial_id)
-            self._rdb.record_heartbeat(trial_id)
+            self._hold(trial_id)
         return claimed
+
+    def create_running(self, config: Config, *, protocol: str, split: dict,
+                       space: dict[str, tuple]) -> int:  # fmt: skip
+        """A new trial for `config`, RUNNING and held by this process from the start (it never
+        waits where a sampler's `ask` could take it). Two processes may create the same key at
+        once: `first_holder` says which of them trains it."""
+        distributions = distributions_of(space)
+        params = params_of(config, searched(space))
+        attrs = identity_attrs(config, protocol=protocol, split=split) | {"worker": self.worker}
+        template = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params=params,
+            distributions={name: distributions[name] for name in params},
+            user_attrs=attrs,
+        )
+        trial_id = self._rdb.create_new_trial(self._optuna._study_id, template)
+        self._hold(trial_id, attr=False)
+        return trial_id
+
+    def first_holder(self, trial_id: int, key: str) -> int | None:
+        """The number of a trial that holds `key` before `trial_id` does (finished, or running
+        with a lower number), or None when `trial_id` is the one to train it."""
+        mine = self._rdb.get_trial(trial_id).number
+        for r in self.records({key}):
+            if r.trial_id == trial_id:
+                continue
+            if r.status.is_finished or (r.status.value == "running" and r.number < mine):
+                return r.number
+        return None
+
+    def _hold(self, trial_id: int, *, attr: bool = True) -> None:
+        """This process holds the trial: it says so (for `status` and the journal's stale
+        check) and its heartbeat starts now, not when training starts."""
+        with self._lock:
+            self.held.add(trial_id)
+        if attr:
+            self._rdb.set_trial_user_attr(trial_id, "worker", self.worker)
+        if not self.is_journal:
+            self._rdb.record_heartbeat(trial_id)
+
+    def _release(self, trial_id: int) -> None:
+        with self._lock:
+            self.held.discard(trial_id)
 
     def discard(self, trial_id: int, reason: str) -> None:
         """Give up a claimed duplicate: it stays in the store as FAIL with `discarded` set."""
         self._rdb.set_trial_user_attr(trial_id, "discarded", reason)
         self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
-        self.held.discard(trial_id)
+        self._release(trial_id)
 
     def finish(self, trial_id: int, result: TrialResult, *, n_train: int, digests: dict) -> bool:
         """Write the result, then the state (the state change is what makes it count).
@@ -230,7 +290,7 @@ class Store:
             done = self._rdb.set_trial_state_values(trial_id, state, values)
         except optuna.exceptions.UpdateFinishedTrialError:
             done = False
-        self.held.discard(trial_id)
+        self._release(trial_id)
         return done
 
     def fail_stale(self, *, all_running: bool = False) -> int:
@@ -243,6 +303,8 @@ class Store:
             ids = [
                 t._trial_id for t in self._optuna.get_trials(False, states=(TrialState.RUNNING,))
             ]
+        elif self.is_journal:
+            ids = self._journal_stale_ids()
         else:
             ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
         n = 0
@@ -256,20 +318,63 @@ class Store:
         for trial_id in list(trial_ids):
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
-            self.held.discard(trial_id)
+            self._release(trial_id)
 
     def release_held(self) -> None:
         """Mark every trial this process still holds interrupted (it is stopping)."""
-        self.fail_running(self.held)
+        with self._lock:
+            held = list(self.held)
+        self.fail_running(held)
+
+    # -- workers: who is alive -----------------------------------------------------------------
+
+    def beat_worker(self) -> None:
+        """Say this process is alive (a study attribute per worker: host, PID, time)."""
+        self.set_meta(WORKER_META + self.worker, time.time())
+
+    def live_workers(self) -> list[str]:
+        """'host:pid' of every process whose last beat is younger than the grace period."""
+        now = time.time()
+        beats = self.get_meta_prefixed(WORKER_META)
+        return sorted(w for w, t in beats.items() if now - float(t) <= self.grace_s)
+
+    def _journal_stale_ids(self) -> list[int]:
+        """RUNNING trials whose worker has not beaten for the grace period (the journal file
+        has no per-trial heartbeats: a worker's beat covers every trial it holds)."""
+        live = set(self.live_workers()) | {self.worker}
+        running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        now = datetime.now()  # Optuna's trial times are local and naive
+
+        def stale(trial: optuna.trial.FrozenTrial) -> bool:
+            if "worker" in trial.user_attrs:
+                return trial.user_attrs["worker"] not in live
+            # Claimed or asked a moment ago, its holder not yet written: give it the grace.
+            started = trial.datetime_start or now
+            return (now - started).total_seconds() > self.grace_s
+
+        return [t._trial_id for t in running if stale(t)]
+
+    def leave(self) -> None:
+        """Say this process has stopped (its beat dated 0): `status` and the others' claim
+        sizes stop counting it at once instead of after the grace period."""
+        with contextlib.suppress(Exception):
+            self.set_meta(WORKER_META + self.worker, 0.0)
 
     @contextlib.contextmanager
-    def heartbeat(self, trial_ids: Iterable[int]) -> Iterator[None]:
-        """Keep these trials marked alive while the block runs (a background thread)."""
-        ids, stop = list(trial_ids), threading.Event()
-        interval = self._rdb.get_heartbeat_interval() or HEARTBEAT_S
+    def heartbeat(self, trial_ids: Iterable[int] | None = None) -> Iterator[None]:
+        """Keep these trials (default: every trial this process holds, as it changes) marked
+        alive while the block runs, and this worker too (a background thread)."""
+        fixed, stop = None if trial_ids is None else list(trial_ids), threading.Event()
+        interval = self.heartbeat_s
 
         def beat() -> None:
             while not stop.wait(interval):
+                with self._lock:
+                    ids = list(self.held) if fixed is None else fixed
+                with contextlib.suppress(Exception):
+                    self.beat_worker()
+                if self.is_journal:
+                    continue
                 for trial_id in ids:
                     with contextlib.suppress(Exception):  # a finished trial needs none
                         self._rdb.record_heartbeat(trial_id)
@@ -281,6 +386,78 @@ class Store:
         finally:
             stop.set()
             thread.join()
+
+    # -- settings that travel with the study ---------------------------------------------------
+
+    def check_settings(self, settings: dict[str, Any], *, wait_s: float = 60.0) -> None:
+        """The first process records `settings` (seeds, epochs, limits, dtype, data digests)
+        with the study; any later one with other settings is refused with one line naming the
+        difference (it would train other trial keys beside the study's, unnoticed)."""
+        settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
+        recorded = self.get_meta(SETTINGS_META)
+        deadline = time.monotonic() + wait_s
+        while recorded is None and not self.created and time.monotonic() < deadline:
+            time.sleep(0.5)  # the creating process writes them in a moment
+            recorded = self._reload_meta(SETTINGS_META)
+        if recorded is None:
+            self.set_meta(SETTINGS_META, settings)
+            return
+        differ = [k for k in sorted(settings.keys() | recorded.keys())
+                  if settings.get(k) != recorded.get(k)]  # fmt: skip
+        if differ:
+            ours = ", ".join(f"{k}={settings.get(k)!r}" for k in differ)
+            theirs = ", ".join(f"{k}={recorded.get(k)!r}" for k in differ)
+            raise UserError(f"study {self.study_name!r} in {redact_url(self.url)} was started with "
+                            f"{theirs}, this process has {ours}; use the same options as the "
+                            "study's first process, or another study name")  # fmt: skip
+
+    def _reload_meta(self, key: str) -> Any:
+        return self._rdb.get_study_user_attrs(self._optuna._study_id).get(key)
+
+    # -- search: the sampler's door ------------------------------------------------------------
+
+    def use_sampler(self, sampler: optuna.samplers.BaseSampler,
+                    pruner: optuna.pruners.BasePruner) -> None:  # fmt: skip
+        self._optuna.sampler, self._optuna.pruner = sampler, pruner
+
+    def ask(self) -> optuna.Trial:
+        """A new trial from the sampler (RUNNING, held by this process)."""
+        while True:
+            with warnings.catch_warnings():  # heartbeats: we keep them ourselves
+                warnings.simplefilter("ignore", UserWarning)
+                trial = self._optuna.ask()
+            self._hold(trial._trial_id)
+            if "key" not in trial.user_attrs:
+                return trial
+            # Optuna's ask takes the oldest WAITING trial: one enqueued for training (another
+            # worker's confirmation round) is not a proposal. Given back as interrupted, so
+            # its owner enqueues it again.
+            self.fail_running([trial._trial_id])
+
+    def tell(self, trial: optuna.Trial, value: float) -> None:
+        self._optuna.tell(trial, value)
+        self._release(trial._trial_id)
+
+    def trial_handle(self, trial_id: int) -> optuna.Trial:
+        """The Optuna trial object of a RUNNING trial (to report to the pruner)."""
+        return optuna.trial.Trial(self._optuna, trial_id)
+
+    def enqueue_params(self, params: dict[str, Any]) -> None:
+        """Ask the sampler to propose exactly these params next (tests stick it on a point)."""
+        self._optuna.enqueue_trial(params)
+
+    def unlabelled_before(self, number: int) -> int:
+        """Trials a sampler proposed before trial `number` that have no identity yet (another
+        process is deciding what they are): a search waits for them before judging its own."""
+        running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return sum(t.number < number and "key" not in t.user_attrs for t in running)
+
+    def trial_number(self, trial_id: int) -> int:
+        return self._rdb.get_trial(trial_id).number
+
+    def frozen_trials(self, states: Sequence[TrialState] | None = None) -> list[Any]:
+        """Optuna's own records of the study's trials (for the importance evaluators)."""
+        return self._optuna.get_trials(deepcopy=False, states=states)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -308,6 +485,37 @@ class Store:
             if record.status.is_finished:
                 done.setdefault(record.key, record)
         return done
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith(JOURNAL_PREFIX)
+
+
+def journal_path(url: str) -> str:
+    """The file a journal URL names: journal:///shared/x.log -> /shared/x.log."""
+    path = url.removeprefix(JOURNAL_PREFIX)
+    if not path:
+        raise UserError(f"storage {url!r} names no file; give journal:///path/to/study.log")
+    return path
+
+
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
+    """Optuna's storage for a URL: its journal file for journal:///path (no server; the file on
+    a shared file system), else its RDB storage (SQLite, PostgreSQL)."""
+    if is_journal(url):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(journal_path(url))
+        if not path.parent.is_dir():
+            raise UserError(f"cannot open storage {url!r}: folder {path.parent} does not "
+                            "exist; create it on the shared file system first")  # fmt: skip
+        return JournalStorage(JournalFileBackend(str(path)))
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Writers wait for each other instead of failing with "database is locked".
+        kwargs = {"connect_args": {"timeout": 60}}
+    return _open_storage(_with_driver(url), kwargs, heartbeat_s, grace_s)
 
 
 def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDBStorage:
