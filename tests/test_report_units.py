@@ -75,9 +75,18 @@ def test_html_escapes_text_marks_rows_and_builds_contents():
     assert "<title>T &amp; T</title>" in page
     assert '<p class="warning">see <code>code</code> &amp; &lt;tags&gt;</p>' in page
     assert '<li><a href="#part-a">Part A</a></li>' in page  # the contents list level-2 headings
-    assert "<caption>Scores &lt;b&gt;</caption>" in page and "<td>1 &lt; 2</td>" in page
-    assert '<tr class="marked"><td>3</td>' in page and "<details><summary>" in page
+    assert "<caption>Scores &lt;b&gt;</caption>" in page
+    assert '<td data-label="a">1 &lt; 2</td>' in page  # a narrow screen labels stacked cells
+    assert '<tr class="marked"><td data-label="a">3</td>' in page and "<details><summary>" in page
     assert "<b>" not in page
+
+
+def test_html_turns_emphasis_into_em_and_lets_only_long_tokens_break():
+    digest = "a" * 64
+    table = Table("t", "T", ("k", "v"), (("sha256", f"{digest} (canonical)"),))
+    page = to_html([Text("The paper: *A Title*, 2 * 3 = 6."), table], title="x")
+    assert "<em>A Title</em>" in page and "2 * 3 = 6" in page and "*A Title*" not in page
+    assert f'<span class="long">{digest}</span> (canonical)' in page
 
 
 def test_markdown_escapes_pipes_and_bolds_marked_rows(tmp_path):

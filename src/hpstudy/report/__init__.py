@@ -56,7 +56,7 @@ def build_report(
     `storage`: a storage URL that overrides the run's run.json (which keeps no password).
     """
     from hpstudy.report import method, opening, sections
-    from hpstudy.report.render import Figure, to_html, to_markdown, write_text_atomic
+    from hpstudy.report.render import Figure, Heading, to_html, to_markdown, write_text_atomic
     from hpstudy.report.report_tables import Table
 
     view = load_run(run_dir, storage)
@@ -66,8 +66,9 @@ def build_report(
     figdir.mkdir(exist_ok=True)
     command = command or "hpstudy.report.build_report (from Python)"
     replication = opening.replication_of(view)  # computed once: the page and the json
+    answer = opening.headline_section(replication, figdir)  # the headline and the forest plot
     blocks = [
-        *sections.title(view, final, related),
+        *sections.title(view, final, related, answer),
         *opening.verdict_section(replication, view.study.seeds),
         *opening.noise_section(view),
         *sections.stage_section(view),
@@ -79,7 +80,7 @@ def build_report(
         *method.reproduce_section(view, command),
         *sections.provenance_section(view, final, command),
     ]
-    title = f"hpstudy report: {view.study.name}"
+    title = next(b.text for b in blocks if isinstance(b, Heading) and b.level == 1)
     html = write_text_atomic(view.run_dir / "report.html", to_html(blocks, title=title))
     md = write_text_atomic(
         view.run_dir / "report.md", to_markdown(blocks, relative_to=view.run_dir)

@@ -211,3 +211,129 @@ def plot_class_distribution(
     return eda.plot_class_distribution(eda.class_counts(train_labels, len(names)),
                                        eda.class_counts(test_labels, len(names)), path,
                                        class_names=names, title=title)  # fmt: skip
+
+
+# Okabe & Ito's colour-blind-safe palette: one colour per verdict, the same in every figure.
+VERDICT_COLOURS = {
+    "consistent": "#009E73",  # bluish green
+    "above": "#D55E00",  # vermillion: the paper reports more than one run of ours gives
+    "below": "#0072B2",  # blue
+    "diverged": "#7f7f7f",  # grey: no accuracy to estimate
+    "supported": "#009E73",
+    "partly supported": "#56B4E9",  # sky blue
+    "contradicted": "#D55E00",
+    "inconclusive": "#7f7f7f",
+}
+FONT_PT = 10  # at DPI 100 a point is 100/72 px: 10 pt is 13.9 px at 1x, above the 12 px floor
+
+
+def plot_forest(cells: Sequence[dict], comparisons: Sequence[dict], path: Path) -> Path:
+    """The verdict in one picture: every configuration against the paper's number(s).
+
+    `cells`: one dict per configuration, in table order, with `group` ("Table I"), `label`,
+    `accuracies` (% per seed), `ci95` and optional `prediction95` ([low, high] in %), `papers`
+    ([(published %, verdict)]) and `verdict` (the row's colour); `diverged` rows are drawn as a
+    band at the axis' left edge with their seeds' range written out, since an average of diverged
+    seeds estimates nothing. `comparisons`: the claims' paired differences, dicts with `label`,
+    `estimate`, `ci95` (points) and `verdict` (the claim's), drawn in a second panel around 0.
+    """
+    from matplotlib.lines import Line2D
+
+    slots: list[tuple[str, dict | None]] = []  # (text, cell); None: a group heading
+    group = None
+    for cell in cells:
+        if cell["group"] != group:
+            group = cell["group"]
+            slots.append((group, None))
+        slots.append((cell["label"], cell))
+    n_left, n_right = len(slots), len(comparisons)
+    height = 0.27 * max(n_left, n_right + 2) + 1.4
+    fig = _figure(11, height)
+    grid = fig.add_gridspec(1, 2, width_ratios=(1.75, 1) if comparisons else (1, 0.001))
+    ax = fig.add_subplot(grid[0, 0])
+    live = [c for c in cells if not c.get("diverged")]
+    values = [x for c in live for x in (*c["accuracies"], *_pair(c.get("prediction95")),
+                                        *(p for p, _ in c["papers"]))]  # fmt: skip
+    values = [x for x in values if x is not None and math.isfinite(x)]
+    low, high = (min(values), max(values)) if values else (0.0, 100.0)
+    pad = max(0.4, 0.06 * (high - low))
+    left = low - pad
+    for y, (_, cell) in enumerate(slots):
+        if cell is None:
+            continue
+        colour = VERDICT_COLOURS.get(cell["verdict"], "#444444")
+        if cell.get("diverged"):
+            seeds = [a for a in cell["accuracies"] if a is not None and math.isfinite(a)]
+            span = f"{min(seeds):.0f}–{max(seeds):.0f}%" if seeds else "no accuracy"
+            ax.axhspan(y - 0.38, y + 0.38, color=colour, alpha=0.15, linewidth=0)
+            ax.text(left + 0.1 * pad, y, f"diverged: seeds at {span}", va="center",
+                    fontsize=FONT_PT, color="#333333", style="italic")  # fmt: skip
+            for p, v in cell["papers"]:
+                ax.plot(p, y, **_paper_marker(v))
+            continue
+        pi = _pair(cell.get("prediction95"))
+        if None not in pi:
+            ax.plot(pi, (y, y), color=colour, alpha=0.28, linewidth=9, solid_capstyle="butt")
+        ci = _pair(cell.get("ci95"))
+        if None not in ci:
+            ax.plot(ci, (y, y), color=colour, linewidth=2.4, solid_capstyle="butt")
+        seeds = [a for a in cell["accuracies"] if a is not None]
+        ax.plot(seeds, [y] * len(seeds), "o", markersize=4.5, markerfacecolor="white",
+                markeredgecolor=colour, markeredgewidth=1.3)  # fmt: skip
+        for p, v in cell["papers"]:
+            ax.plot(p, y, **_paper_marker(v))
+    ax.set_yticks(range(n_left), [t for t, _ in slots])
+    for tick, (_, cell) in zip(ax.get_yticklabels(), slots, strict=True):
+        tick.set_fontweight("bold" if cell is None else "normal")
+    ax.set_ylim(n_left - 0.5, -0.6)
+    ax.set_xlim(left, high + pad)
+    ax.set_xlabel("test accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(labelsize=FONT_PT)
+    ax.xaxis.label.set_size(FONT_PT)
+    handles = [
+        Line2D([], [], color="#555555", alpha=0.28, linewidth=9,
+               label="95% prediction interval, one run"),
+        Line2D([], [], color="#555555", linewidth=2.4, label="95% t-interval of the mean"),
+        Line2D([], [], marker="o", linestyle="none", markerfacecolor="white",
+               markeredgecolor="#555555", label="our seeds"),
+        Line2D([], [], **_paper_marker(None), label="the paper's number"),
+        *(Line2D([], [], color=VERDICT_COLOURS[k], linewidth=5, label=k)
+          for k in ("consistent", "above", "below", "diverged")),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="outside upper center", ncol=4, fontsize=FONT_PT,
+               frameon=False)  # fmt: skip
+    if comparisons:
+        ax2 = fig.add_subplot(grid[0, 1])
+        for y, comp in enumerate(comparisons):
+            colour = VERDICT_COLOURS.get(comp["verdict"], "#444444")
+            ci = _pair(comp.get("ci95"))
+            if None not in ci:
+                ax2.plot(ci, (y, y), color=colour, linewidth=2.4, solid_capstyle="butt")
+            if comp.get("estimate") is not None:
+                ax2.plot(comp["estimate"], y, "o", color=colour, markersize=6)
+        ax2.axvline(0, color="#222222", linewidth=1)
+        ax2.set_yticks(range(n_right), [c["label"] for c in comparisons])
+        ax2.yaxis.tick_right()
+        ax2.set_ylim(max(n_right, n_left) - 0.5, -0.6)
+        ax2.set_xlabel("claimed minus alternative (pp)")
+        ax2.set_title("The claims: paired differences", fontsize=FONT_PT)
+        ax2.grid(axis="x", alpha=0.3)
+        ax2.tick_params(labelsize=FONT_PT)
+        ax2.xaxis.label.set_size(FONT_PT)
+    return save_atomic(fig, path)
+
+
+def _pair(values) -> tuple:
+    if not values or len(values) != 2:
+        return (None, None)
+    low, high = values
+    ok = all(x is not None and math.isfinite(x) for x in (low, high))
+    return (low, high) if ok else (None, None)
+
+
+def _paper_marker(verdict: str | None) -> dict:
+    """The paper's number: a black-edged diamond filled with its verdict's colour."""
+    return dict(marker="D", markersize=7.5, linestyle="none", markeredgecolor="black",
+                markeredgewidth=1.2,
+                markerfacecolor=VERDICT_COLOURS.get(verdict or "", "white"))  # fmt: skip

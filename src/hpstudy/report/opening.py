@@ -43,30 +43,193 @@ def replication_of(view: RunView):
     )
 
 
+CELL_VERDICTS = ("consistent", "above", "below", "diverged")
+CLAIM_VERDICTS = ("supported", "partly supported", "contradicted", "inconclusive")
+
+
+def question_title(view: RunView) -> str:
+    """The page's title: the question a replication answers."""
+    return f"Does '{PAPER_TITLE}' hold?"
+
+
+def cell_verdict(cell: dict) -> str:
+    """A cell's verdict as replication.json states it; from an older file, where "inside" meant
+    our interval, the same words (a seed that diverged or sat at chance makes it "diverged")."""
+    verdict = cell.get("verdict") or ""
+    if "prediction95" in cell and verdict in CELL_VERDICTS:
+        return verdict
+    if any("diverged" in f or "chance" in f for f in cell.get("flags", ())):
+        return "diverged"
+    return {"inside": "consistent"}.get(verdict, verdict)
+
+
+def _config_id(cell: dict) -> str:
+    import json
+
+    return str(cell.get("config_id") or json.dumps(cell.get("config", {}), sort_keys=True))
+
+
+def counts_text(data: dict) -> str:
+    """'Of the paper's 18 numbers (15 configurations): ...; of its 5 conclusions: ...'."""
+    cells, claims = data.get("cells", []), data.get("claims", [])
+    places = Counter(cell_verdict(c) for c in cells)
+    said = Counter(c.get("verdict") for c in claims)
+    n_configs = len({_config_id(c) for c in cells})
+    with_pi = any("prediction95" in c for c in cells)
+    yardstick = "our 95% prediction interval for one run" if with_pi else "our 95% interval"
+    parts = [f"{places[k]} {k}" for k in CELL_VERDICTS if places[k] or k != "diverged"]
+    text = (f"Of the paper's {len(cells)} published numbers ({n_configs} configurations, "
+            f"{data.get('n_seeds', '?')} seeds each), against {yardstick}: "
+            f"{', '.join(parts)}.")  # fmt: skip
+    if claims:
+        shown = [k for k in CLAIM_VERDICTS if said[k] or k != "partly supported"]
+        said_parts = [f"{said[k]} {k}" for k in shown]
+        text += f" Of its {len(claims)} conclusions: {', '.join(said_parts)}."
+    return text
+
+
+def headline_text(data: dict) -> str:
+    """replication.json's headline; an older file gets one built from its claims."""
+    if data.get("headline"):
+        return str(data["headline"])
+    claims = data.get("claims", [])
+    held = [c for c in claims if c.get("verdict") == "supported"]
+    failed = [c for c in claims if c.get("verdict") == "contradicted"]
+    bits = []
+    if failed:
+        bits.append("contradicted: " + "; ".join(_claim_short(c) for c in failed))
+    if held:
+        bits.append("holds: " + "; ".join(_claim_short(c) for c in held))
+    if not bits:
+        return "None of the paper's conclusions is decided by our seeds either way."
+    return (". ".join(b[0].upper() + b[1:] for b in bits)) + "."
+
+
+def _claim_short(claim: dict) -> str:
+    text = str(claim.get("text", claim.get("id", "")))
+    return text.split(" (")[0]
+
+
+def headline_section(replication, figdir) -> list[Block]:
+    """The answer first: the headline sentence, the counts, and the forest plot."""
+    from hpstudy.report import figures
+    from hpstudy.report.render import Figure
+
+    if replication is None or not replication.cells:
+        return []
+    data = replication.to_dict()
+    blocks: list[Block] = [Text(headline_text(data), "headline", "headline"),
+                           Text(counts_text(data), "counts", "counts")]  # fmt: skip
+    rows, comparisons = forest_rows(data), forest_comparisons(data)
+    path = figures.plot_forest(rows, comparisons, figdir / "forest.png")
+    blocks.append(Figure(path, "Every configuration the paper measured, against our seeds: "
+                               "open circles are our seeds, the dark bar the 95% t-interval of "
+                               "our mean, the light bar where one run of ours would land (95% "
+                               "prediction interval), the diamond the paper's number, coloured by "
+                               "its verdict. Right: each claim's paired difference (claimed "
+                               "winner minus the alternative) with its 95% interval.",
+                         "forest"))  # fmt: skip
+    return blocks
+
+
+def forest_rows(data: dict) -> list[dict]:
+    """One row per configuration, under the first table that published it."""
+    rows: dict[str, dict] = {}
+    for cell in data.get("cells", []):
+        verdict = cell_verdict(cell)
+        key = _config_id(cell)
+        if key in rows:
+            row = rows[key]
+            row["papers"].append((cell["published"], verdict))
+            row["label"] += f" (= {cell['table']} {cell['row']})"
+            continue
+        rows[key] = {
+            "group": f"Table {cell['table']}",
+            "label": str(cell["row"]),
+            "accuracies": [a for a in cell.get("accuracies", []) if a is not None],
+            "ci95": cell.get("ci95"),
+            "prediction95": cell.get("prediction95"),
+            "papers": [(cell["published"], verdict)],
+            "verdict": verdict,
+            "diverged": verdict == "diverged",
+        }
+    return list(rows.values())
+
+
+def forest_comparisons(data: dict) -> list[dict]:
+    """The claims' paired differences; an older file has one per claim (the deciding one)."""
+    found = []
+    for claim in data.get("claims", []):
+        comparisons = claim.get("comparisons")
+        if comparisons is None:
+            comparisons = [{"alternative": "", "estimate": claim.get("estimate"),
+                            "ci95": claim.get("ci95")}]  # fmt: skip
+        for comp in comparisons:
+            alt = comp.get("alternative") or ""
+            label = (
+                f"{claim['id']}: {claim.get('row', '')} vs {alt}".replace("  ", " ")
+                if alt
+                else f"claim {claim['id']}"
+            )
+            found.append({"label": label, "estimate": comp.get("estimate"),
+                          "ci95": comp.get("ci95"), "verdict": claim.get("verdict")})  # fmt: skip
+    return found
+
+
 def verdict_section(replication, seeds: tuple[int, ...]) -> list[Block]:
     """Cells and claims first, then what a reader should use and how sure we are."""
     if replication is None or not replication.cells:
         return []
-    cells, claims = replication.cells, replication.claims
-    places = Counter(c.verdict for c in cells)
-    said = Counter(c.verdict for c in claims)
+    data = replication.to_dict()
     blocks: list[Block] = [Heading(2, "Verdict", "verdict")]
     blocks.append(Text(
-        f"Of the paper's {len(cells)} published numbers, {places[v.INSIDE]} lie inside our 95% "
-        f"interval, {places[v.ABOVE]} above it (the paper reports more than we measure) and "
-        f"{places[v.BELOW]} below it. Of its {len(claims)} conclusions, {said[v.SUPPORTED]} are "
-        f"supported, {said[v.CONTRADICTED]} contradicted and {said[v.INCONCLUSIVE]} "
-        f"inconclusive. Each cell is the paper's own configuration trained with "
-        f"{replication.n_seeds} seeds ({', '.join(map(str, seeds))}) under the "
-        "paper's metric.", "note"))  # fmt: skip
-    blocks.append(claims_table(claims))
-    blocks += recommendation(replication)
-    blocks.append(cells_table(replication))
-    for note in replication.notes:
-        blocks.append(Text(note, "warning"))
+        f"The paper: {PAPER_CITATION}. Each published number is the paper's own configuration "
+        f"trained with {data.get('n_seeds', len(seeds))} seeds ({', '.join(map(str, seeds))}) "
+        "under the paper's metric. The paper reports one run (seed 42) per number, so a number "
+        "is judged against where one run of ours would land.", "note"))  # fmt: skip
+    blocks.append(claims_table(data.get("claims", [])))
+    blocks += recommended_blocks(data) or recommendation(replication)
+    blocks.append(cells_table(data))
+    for note in data.get("notes", []):
+        blocks.append(Text(note, "note"))
     if replication.leak:
         blocks.append(leak_table(replication.leak))
     return blocks
+
+
+def recommended_blocks(data: dict) -> list[Block]:
+    """replication.json's `recommended` and `final_model`, in one paragraph; [] when absent."""
+    from hpstudy.config.config import Config
+
+    rec, final = data.get("recommended"), data.get("final_model")
+    if not rec:
+        return []
+
+    def name(entry: dict) -> str:
+        config = entry.get("config")
+        return (
+            _config_text(Config.from_dict(config))
+            if isinstance(config, dict)
+            else str(entry.get("label", config))
+        )
+
+    text = f"The configuration to use: {name(rec)}"
+    if rec.get("mean") is not None:
+        text += f", our mean {_p(rec['mean'])}%"
+        if rec.get("ci95"):
+            text += f" [{_p(rec['ci95'][0])}, {_p(rec['ci95'][1])}]"
+    text += "."
+    ties = rec.get("indistinguishable") or rec.get("ties") or []
+    if ties:
+        text += (" Not distinguishable from it at n = " + str(data.get("n_seeds", "?")) + ": "
+                 + "; ".join(t if isinstance(t, str) else name(t) for t in ties)
+                 + "; among those it is the cheapest by parameters.")  # fmt: skip
+    if final:
+        acc = final.get("accuracy", final.get("test_accuracy"))
+        text += (f" The final model is this configuration at seed {final.get('seed', '?')} (the "
+                 "first seed, fixed in advance)"
+                 + (f": {_p(acc)}% test accuracy." if acc is not None else "."))  # fmt: skip
+    return [Text(text, "note")]
 
 
 def leak_table(gaps) -> Table:
@@ -101,50 +264,90 @@ def _interval_text(interval) -> str:
 
 
 def claims_table(claims) -> Table:
+    """One row per comparison a claim makes (claimed winner minus each alternative)."""
     rows, data = [], []
+    tests = []
     for claim in claims:
-        low, high = claim.ci95
-        rows.append((claim.id, claim.text, claim.verdict.upper(), _pp(claim.estimate),
-                     f"[{_pp(low)}, {_pp(high)}]", str(claim.n), claim.test))  # fmt: skip
-        data.append(claim.to_dict())
-    return Table(
-        "claims", "The paper's conclusions",
-        ("", "claim", "verdict", "estimate (pp)", "95% interval (pp)", "n", "test"),
-        tuple(rows),
-        ("Supported: the interval of the claimed winner's advantage lies above 0 against every "
-         "alternative (or, for a number, our interval is not wholly below it). Contradicted: an "
-         "alternative is better with its interval below 0 (or our interval lies wholly below "
-         "the number). Inconclusive: the interval straddles 0, so the seeds cannot tell the "
-         "two apart.",),
-        data=tuple(data),
-    )  # fmt: skip
+        claim = claim if isinstance(claim, dict) else claim.to_dict()
+        comparisons = claim.get("comparisons")
+        if comparisons is None:  # an older replication.json: the deciding comparison only
+            comparisons = [
+                {
+                    "alternative": "the deciding alternative",
+                    "estimate": claim.get("estimate"),
+                    "ci95": claim.get("ci95"),
+                }
+            ]
+        for j, comp in enumerate(comparisons):
+            low, high = _pair(comp.get("ci95"))
+            rows.append((claim["id"] if j == 0 else "", claim["text"] if j == 0 else "",
+                         str(claim["verdict"]) if j == 0 else "",
+                         str(comp.get("alternative", "")), _pp(comp.get("estimate")),
+                         f"[{_pp(low)}, {_pp(high)}]", _pv(comp.get("p")),
+                         _pv(comp.get("p_holm"))))  # fmt: skip
+        if claim.get("test"):
+            tests.append(f"{claim['id']}: {claim['test']}.")
+        data.append(claim)
+    notes = ["Each row: the claimed winner minus one alternative, in percentage points, paired "
+             "over the seeds both trained; its 95% interval, its p and its p adjusted by Holm's "
+             "method over every comparison of the claims together. Supported: better than "
+             "every alternative after adjustment; partly supported: better than some, not "
+             "distinguishable from the rest; contradicted: some alternative is better; "
+             "inconclusive: the seeds cannot tell. The final-accuracy claim compares our "
+             "measurement with the claimed number."]  # fmt: skip
+    notes += [f"Tests: {' '.join(tests)}"] if tests else []
+    return Table("claims", "The paper's conclusions",
+                 ("", "claim", "verdict", "versus", "difference (pp)", "95% interval (pp)",
+                  "p", "p (Holm)"), tuple(rows), tuple(notes), data=tuple(data))  # fmt: skip
 
 
-def cells_table(replication) -> Table:
-    rows, data, marked = [], [], []
-    for i, cell in enumerate(replication.cells):
-        d = cell.to_dict()
+def cells_table(data) -> Table:
+    """Every published number against our seeds: the mean's interval and one run's."""
+    if not isinstance(data, dict):
+        data = data.to_dict()
+    rows, raw, marked = [], [], []
+    with_pi = any("prediction95" in c for c in data.get("cells", []))
+    for i, d in enumerate(data.get("cells", [])):
+        verdict = cell_verdict(d)
         interval = (f"{_p(d['mean'])} [{_p(d['ci95'][0])}, {_p(d['ci95'][1])}]"
-                    if d["mean"] is not None else "–")  # fmt: skip
-        spread = f"{_p(d['min'])}–{_p(d['max'])}" if d["min"] is not None else "–"
-        rows.append((f"Table {cell.cell.table}", cell.cell.row, _config_text(cell.config),
-                     f"{cell.cell.published:.1f}", interval, str(d["n"]), spread,
-                     cell.verdict or "no interval", "; ".join(cell.flags)))  # fmt: skip
-        marked += [i] if cell.verdict and cell.verdict != v.INSIDE else []
-        data.append(d)
-    method = replication.cells[0].interval.method if replication.cells else ""
+                    if d.get("mean") is not None else "–")  # fmt: skip
+        sd = d.get("sd")
+        seeds = " ".join(_p1(a) for a in d.get("accuracies", []))
+        row = [f"{d['table']}", str(d["row"]), _config_text_dict(d.get("config", {})),
+               f"{d['published']:.1f}", interval,
+               _p(sd) if sd is not None else "–"]  # fmt: skip
+        if with_pi:
+            low, high = _pair(d.get("prediction95"))
+            row.append(f"[{_p(low)}, {_p(high)}]")
+        row += [
+            seeds,
+            verdict or "no interval",
+            "; ".join(f.split(" (")[0] for f in d.get("flags", [])),
+        ]
+        rows.append(tuple(row))
+        marked += [i] if verdict and verdict != "consistent" else []
+        raw.append(d)
+    columns = [
+        "table",
+        "row",
+        "configuration",
+        "paper (%)",
+        "ours: mean [95% t-interval] (%)",
+        "sd (%)",
+    ]
+    columns += ["one run: 95% prediction interval (%)"] if with_pi else []
+    columns += ["our seeds (%)", "verdict", "flags"]
+    yardstick = ("where one run of ours would land (the prediction interval)" if with_pi
+                 else "our interval")  # fmt: skip
     return Table(
-        "replication-cells", "Every published number against ours",
-        ("table", "row", "configuration", "paper (%)", "ours: mean [95% interval] (%)", "n",
-         "min–max (%)", "paper's number is", "flags"),
-        tuple(rows),
-        (f"Interval: {method} (Student's t; Wilson's interval on the "
-         f"{replication.n_test:,} test images where one seed is all there is). 'above': the "
-         "paper's number is higher than our whole interval; 'below': lower. Highlighted rows "
-         "lie outside. Each accuracy is the best test accuracy of a seed, the paper's metric, "
-         "so it carries the leak the paper's protocol has.",),
-        tuple(marked),
-        tuple(data),
+        "replication-cells", "Every published number against ours", tuple(columns), tuple(rows),
+        (f"The verdict places the paper's number, a single run, against {yardstick}: "
+         "consistent (inside), above or below it; diverged where a seed diverged or stayed at "
+         "chance (an average of such seeds estimates nothing). Consistent means one run of ours "
+         "could plausibly give that number, not that it is confirmed. Highlighted rows are not "
+         "consistent. A seed that diverged counts with its best epoch before that, or not at "
+         "all if it had none.",),
+        tuple(marked), tuple(raw),
     )  # fmt: skip
 
 
@@ -167,8 +370,8 @@ def recommendation(replication) -> list[Block]:
             f"{_p(100 * best.interval.low)}–{_p(100 * best.interval.high)}).")  # fmt: skip
     if ties:
         text += (" How sure we are: the seeds cannot tell it apart (paired t-interval of the "
-                 "difference includes 0) from " + "; ".join(ties) + ", so treat these as "
-                 "equally good.")  # fmt: skip
+                 "difference includes 0) from " + "; ".join(ties) + ": not distinguishable "
+                 f"at n = {replication.n_seeds}.")  # fmt: skip
     else:
         text += " It beats every other published configuration by a paired t-interval above 0."
     return [Text(text, "note")]
@@ -256,6 +459,29 @@ def _finite(x: float) -> float:
 
 def _pp(x: float | None) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:+.2f}"
+
+
+def _pair(values) -> tuple:
+    return tuple(values) if values and len(values) == 2 else (None, None)
+
+
+def _pv(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+def _p1(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _config_text_dict(config: dict) -> str:
+    from hpstudy.config.config import Config
+
+    try:
+        return _config_text(Config.from_dict({**config, "seed": config.get("seed", 0)}))
+    except Exception:  # a file from another version: its labels as written
+        return ", ".join(
+            str(config.get(k, "")) for k in ("topology", "optimizer", "lr", "activation")
+        )
 
 
 def _p(x: float | None) -> str:

@@ -22,23 +22,29 @@ from hpstudy.report.render import Block, Code, Figure, Heading, Text
 MAX_PANELS = 8  # curves of a grid or search: one panel per topology, or per depth beyond this
 
 
-def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) -> list[Block]:
+def title(view: RunView, final: FinalModel | None, related: list[RunView] = (),
+          answer: list[Block] = ()) -> list[Block]:  # fmt: skip
+    """The title, the answer (`answer`: a replication's headline, counts and forest plot), the
+    run in one paragraph and the leak, explained once. Only a study that compares with the
+    paper's published numbers names the paper."""
     study, counts = view.study, Counter(r.status.value for r in view.records)
     outcomes = Counter(r.outcome.value for r in view.finished if r.outcome)
-    blocks: list[Block] = [
-        Heading(1, f"hpstudy report: {study.name}", "top"),
-        Text(f"The paper: {opening.PAPER_CITATION}. {opening.paper_path_text(view)}", "note"),
-        Text(
-            (f"{study.description} " if study.description else "")
-            + f"Protocol `{view.protocol.value}`, selection on the {study.selection.value} split, "
-            f"{study.n_seeds} seed(s) ({', '.join(map(str, study.seeds))}); "
-            f"{counts.get('finished', 0)} finished trials ("
-            + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
-            + ")"
-            + "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s != "finished")
-            + f". Run folder: `{view.run_dir}`."
-        ),
-    ]
+    replicate = view.protocol is ProtocolKind.REPLICATE
+    heading = opening.question_title(view) if replicate else _study_title(view)
+    blocks: list[Block] = [Heading(1, heading, "top"), *answer]
+    if not replicate and published_numbers(view):
+        blocks.append(Text(f"The paper: {opening.PAPER_CITATION}. "
+                           f"{opening.paper_path_text(view)}", "note"))  # fmt: skip
+    blocks.append(Text(
+        (f"{study.description} " if study.description else "")
+        + f"Protocol `{view.protocol.value}`, selection on the {study.selection.value} split, "
+        f"{study.n_seeds} seed(s) ({', '.join(map(str, study.seeds))}); "
+        f"{counts.get('finished', 0)} finished trials ("
+        + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        + ")"
+        + "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s != "finished")
+        + f". Run folder: `{view.run_dir}`."
+    ))  # fmt: skip
     if view.is_leaky:
         blocks.append(Text(_leak_text(view, related), "warning"))
     if view.limits:
@@ -47,6 +53,8 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) 
             f"Quick try ({limits}): this run trained on a slice of the data or for fewer "
             "epochs, so its accuracies are not comparable with the paper's numbers.",
             "warning"))  # fmt: skip
+    if replicate:  # the verdict names the configuration to use and the final model, once
+        return blocks
     lines = []
     winner = view.winner
     if winner is not None:
@@ -55,11 +63,17 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) 
         paper = published_final(view)
         vs = f" (the paper: {paper:.1f}%)" if paper is not None else ""
         lines.append(f"Its test accuracy: {t.pct(final.accuracy)}%{vs}.")
-    # A replicate run's verdict says it, cell by cell.
-    if view.protocol is not ProtocolKind.REPLICATE:
-        lines += _reproduction_summary(view)
-    blocks.append(Text(" ".join(lines), "note"))
+    lines += _reproduction_summary(view)
+    if lines:
+        blocks.append(Text(" ".join(lines), "note"))
     return blocks
+
+
+def _study_title(view: RunView) -> str:
+    """'Study grid: <its description>' or 'Study grid (grid protocol)'."""
+    study = view.study
+    about = study.description.rstrip(".") if study.description else f"{study.protocol.value} run"
+    return f"Study {study.name}: {about}"
 
 
 def _leak_text(view: RunView, related: list[RunView]) -> str:
