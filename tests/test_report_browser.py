@@ -120,7 +120,7 @@ def test_every_image_loads_and_every_table_is_there(report_runs, tmp_path, name)
     page = run / "report.html"
     seen = probe(page, tmp_path)
     n_images = len(re.findall(r"<img ", page.read_text(encoding="utf-8")))
-    assert len(seen["images"]) == n_images >= 4
+    assert len(seen["images"]) == n_images >= 3  # a balanced class chart is left out
     broken = [alt for alt, complete, width in seen["images"] if not (complete and width > 0)]
     assert not broken, f"images that did not load: {broken}"
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))

@@ -103,9 +103,11 @@ def _attr(text: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then turn `code` spans into <code> and *emphasis* into <em> (no literal
-    Markdown reaches the page)."""
+    """Escape, then turn `code` spans into <code>, [text](href) into links and *emphasis* into
+    <em> (no literal Markdown reaches the page)."""
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    # Links to files beside the report only: a plain relative name, never a scheme.
+    escaped = re.sub(r"\[([^\]]+)\]\(([\w.-]+(?:/[\w.-]+)*)\)", r'<a href="\2">\1</a>', escaped)
     return re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"<em>\1</em>", escaped)
 
 

@@ -8,6 +8,7 @@ lacks (no final model yet, no grid to compare with) becomes a sentence, not a fa
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -32,11 +33,12 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = (),
     replicate = view.protocol is ProtocolKind.REPLICATE
     heading = opening.question_title(view) if replicate else _study_title(view)
     blocks: list[Block] = [Heading(1, heading, "top"), *answer]
-    if not replicate and published_numbers(view):
+    if not replicate and mentions_paper(view):
         blocks.append(Text(f"The paper: {opening.PAPER_CITATION}. "
                            f"{opening.paper_path_text(view)}", "note"))  # fmt: skip
+    said = replicate or not study.description  # else the title holds the description
     blocks.append(Text(
-        (f"{study.description} " if study.description else "")
+        (f"{study.description} " if study.description and said else "")
         + f"Protocol `{view.protocol.value}`, selection on the {study.selection.value} split, "
         f"{study.n_seeds} seed(s) ({', '.join(map(str, study.seeds))}); "
         f"{counts.get('finished', 0)} finished trials ("
@@ -51,7 +53,8 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = (),
         limits = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in view.limits.items())
         blocks.append(Text(
             f"Quick try ({limits}): this run trained on a slice of the data or for fewer "
-            "epochs, so its accuracies are not comparable with the paper's numbers.",
+            "epochs, so its accuracies are not comparable with "
+            + ("the paper's numbers." if mentions_paper(view) else "a full run's."),
             "warning"))  # fmt: skip
     if replicate:  # the verdict names the configuration to use and the final model, once
         return blocks
@@ -67,6 +70,11 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = (),
     if lines:
         blocks.append(Text(" ".join(lines), "note"))
     return blocks
+
+
+def mentions_paper(view: RunView) -> bool:
+    """Whether the report speaks of the paper: a replication, or a run beside its numbers."""
+    return view.protocol is ProtocolKind.REPLICATE or bool(published_numbers(view))
 
 
 def _study_title(view: RunView) -> str:
@@ -160,8 +168,16 @@ def stage_section(view: RunView) -> list[Block]:
     blocks = [Heading(2, heading, "stage-tables")]
     blocks.append(Text("One table per stage, in the paper's shape: each stage varies one "
                        "factor and carries its winner forward."))  # fmt: skip
-    for table in staged:
-        blocks.append(t.stage_table(view, table, numbers.get(table.name, {})))
+    tables = [t.stage_table(view, table, numbers.get(table.name, {})) for table in staged]
+    # One note block for the table kind: what every stage table shares is said once, after
+    # them; a table keeps only the notes that are its own (its capped rows, its † rows).
+    seen = Counter(note for table in tables for note in dict.fromkeys(table.notes))
+    shared = [note for note in seen if seen[note] > 1]
+    for table in tables:
+        blocks.append(dataclasses.replace(table, notes=tuple(n for n in table.notes
+                                                             if n not in shared)))  # fmt: skip
+    if shared:
+        blocks.append(Text(" ".join(shared), "note"))
     if view.study.staged_seeds and len(staged) < len(view.study.stages):
         blocks.append(
             Text(
@@ -180,10 +196,14 @@ def final_model_section(view: RunView, final: FinalModel | None, figdir: Path) -
                               "when `hpstudy run` finishes the study.", "warning")]  # fmt: skip
     names = final.class_names
     cm = metrics.confusion_matrix(final.labels, final.predictions, len(names))
-    blocks.append(model_card.final_model_table(final, view, published_final(view)))
+    paper = mentions_paper(view)
+    blocks.append(
+        model_card.final_model_table(final, view, published_final(view) if paper else None)
+    )
     blocks.append(Figure(figures.plot_confusion_matrix(cm, names, figdir / "confusion_matrix.png"),
                          "Confusion matrix of the final model on the test split (rows: true "
-                         "class, columns: predicted), as the paper's Fig. 1."))  # fmt: skip
+                         "class, columns: predicted)" + (", as the paper's Fig. 1." if paper
+                                                         else ".")))  # fmt: skip
     blocks.append(model_card.per_class_table(metrics.per_class(cm), names))
     blocks.append(model_card.confused_pairs_table(metrics.confused_pairs(cm), names))
     if final.images is not None:  # feature vectors have no picture
@@ -222,7 +242,16 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
                                split=split, winners=winners)  # fmt: skip
     blocks.append(Figure(path, f"{caption} (on the {split} split); a dot marks the best epoch, a "
                                "cross where early stopping ended the trial."))  # fmt: skip
-    if final is not None:
+    balanced = final is not None and _balanced(final.train_labels, final.labels,
+                                               len(final.class_names))  # fmt: skip
+    if balanced:  # a flat bar chart carries no finding: one sentence says it
+        blocks.append(
+            Text(
+                f"Classes are balanced: {balanced[0]:,} training and {balanced[1]:,} "
+                f"test images in each of the {len(final.class_names)} classes."
+            )
+        )
+    elif final is not None:
         path = figures.plot_class_distribution(final.train_labels, final.labels,
                                                figdir / "class_distribution.png",
                                                class_names=final.class_names,
@@ -236,6 +265,17 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
             )
         )
     return blocks
+
+
+def _balanced(train_labels, test_labels, n_classes: int) -> tuple[int, int] | None:
+    """(training, test) images per class when every class has the same count, else None."""
+    import numpy as np
+
+    train = np.bincount(np.asarray(train_labels), minlength=n_classes)
+    test = np.bincount(np.asarray(test_labels), minlength=n_classes)
+    if len(set(train.tolist())) == 1 and len(set(test.tolist())) == 1:
+        return int(train[0]), int(test[0])
+    return None
 
 
 def space_section(view: RunView, figdir: Path) -> list[Block]:
@@ -290,16 +330,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
             if not any(isinstance(b, Heading) and b.text == "The leakage gap" for b in blocks):
                 blocks.append(Heading(2, "The leakage gap"))
             blocks.append(t.leakage_table(rows, leaky, clean))
-    if not blocks and not related:
-        blocks = [
-            Heading(2, "Comparisons"),
-            Text(
-                "No sibling runs found beside this one: run `hpstudy run clean` and `hpstudy run "
-                "grid` into the same parent folder (or pass `--compare DIR`) to see where the "
-                "staged winner ranks in the full grid and how large the leakage gap is."
-            ),
-        ]
-    return blocks
+    return blocks  # nothing to compare with: no section (the run's own pages say the rest)
 
 
 def provenance_section(view: RunView, final: FinalModel | None, report_command: str):
