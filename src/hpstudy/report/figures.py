@@ -22,6 +22,15 @@ from hpstudy.storage.atomic import atomic_file
 
 DPI = 100  # figure sizes are in inches at this density: what the page shows at 1x
 SCALE = 2  # PNGs are drawn at 2x that density for sharp text; the HTML shows them at 1x
+# One colour per level of each of the paper's factors, the same in every figure: the i-th level
+# of a factor takes matplotlib's i-th colour (C0-C4); other labels take C5-C9.
+LEVEL_COLOURS = {
+    label: f"C{i}"
+    for levels in (("T1", "T2", "T3", "T4", "T5"), ("SGD", "Adam", "RMSprop"),
+                   ("0.001", "0.005", "0.01", "0.05", "0.1"),
+                   ("ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU"))
+    for i, label in enumerate(levels)
+}  # fmt: skip
 _MARK_BEST = dict(marker="o", markersize=5, linestyle="none")
 _MARK_STOP = dict(marker="x", markersize=7, markeredgewidth=2, linestyle="none")
 
@@ -95,9 +104,11 @@ def plot_curves(
     """Accuracy per epoch for every trial, one panel per stage (or group).
 
     `panels`: title -> [(label, record)]; trials of one configuration (its seeds) share a legend
-    entry, and one configuration keeps its colour in every panel. `winners`: trial numbers
-    drawn bold and starred. A dot marks each trial's best epoch; a cross marks where early
-    stopping ended a trial (its last epoch, if before `max_epochs`). `split` names the axis.
+    entry. A level of one of the paper's factors ('T4', 'Adam', '0.005', 'ReLU') has one colour
+    in every panel and figure (`LEVEL_COLOURS`); other labels keep one colour per configuration.
+    `winners`: trial numbers drawn bold and starred. A dot marks each trial's best epoch; a
+    cross marks where early stopping ended a trial (its last epoch, if before `max_epochs`).
+    `split` names the axis.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -112,7 +123,7 @@ def plot_curves(
             if not r.eval_accuracy:
                 continue
             config = r.config.replace(seed=0)
-            color = colors.setdefault(config, f"C{len(colors) % 10}")
+            color = LEVEL_COLOURS.get(name) or colors.setdefault(config, f"C{5 + len(colors) % 5}")
             won = r.number in winners
             epochs = np.arange(1, len(r.eval_accuracy) + 1)
             acc = 100 * np.asarray(r.eval_accuracy, dtype=float)

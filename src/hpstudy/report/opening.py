@@ -106,8 +106,10 @@ def headline_text(data: dict) -> str:
 
 
 def _claim_short(claim: dict) -> str:
+    import re
+
     text = str(claim.get("text", claim.get("id", "")))
-    return text.split(" (")[0]
+    return re.sub(r" \([^)]*\)", "", text)  # 'T4 is the best topology', without '(Table I: ...)'
 
 
 def headline_section(replication, figdir) -> list[Block]:
