@@ -190,11 +190,11 @@ def _contract() -> dict:
 
 
 def test_the_opening_reads_the_verdicts_contract(tmp_path):
-    from hpstudy.report import opening
+    from hpstudy.report import answer, opening
 
     data = _contract()
-    assert opening.headline_text(data) == data["headline"]
-    counts = opening.counts_text(data)
+    assert answer.headline_text(data) == data["headline"]
+    counts = answer.counts_text(data)
     assert "Of the paper's 4 published numbers (3 configurations, 3 seeds each)" in counts
     assert "prediction interval for one run: 2 consistent, 1 above, 0 below, 1 diverged" in counts
     assert "1 partly supported, 1 contradicted, 0 inconclusive" in counts
@@ -206,7 +206,7 @@ def test_the_opening_reads_the_verdicts_contract(tmp_path):
     claims = opening.claims_table(data["claims"])
     assert [r[3] for r in claims.rows] == ["T1", "SGD"]  # one row per comparison
     assert [r[-1] for r in claims.rows] == ["0.012", "0.02"]  # Holm-adjusted p
-    rows = opening.forest_rows(data)  # T4 in Tables I and II is one configuration, two numbers
+    rows = answer.forest_rows(data)  # T4 in Tables I and II is one configuration, two numbers
     assert [r["label"] for r in rows] == ["T1", "T4 (= II SGD)", "Adam"]
     assert rows[1]["papers"] == [(89.0, "above"), (88.0, "consistent")]
     assert rows[2]["diverged"] and not rows[0]["diverged"]
@@ -216,10 +216,10 @@ def test_forest_plot_draws_each_verdict_in_its_colour(tmp_path):
     from matplotlib.colors import to_rgb
     from PIL import Image
 
-    from hpstudy.report import figures, opening
+    from hpstudy.report import answer, figures
 
     data = _contract()
-    path = figures.plot_forest(opening.forest_rows(data), opening.forest_comparisons(data),
+    path = figures.plot_forest(answer.forest_rows(data), answer.forest_comparisons(data),
                                tmp_path / "forest.png")  # fmt: skip
     with Image.open(path) as image:
         colours = {c for _, c in image.convert("RGB").getcolors(maxcolors=1 << 20)}

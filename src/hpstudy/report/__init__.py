@@ -60,7 +60,7 @@ def build_report(
     `command`: the command line to record under provenance (the CLI passes its own).
     `storage`: a storage URL that overrides the run's run.json (which keeps no password).
     """
-    from hpstudy.report import method, opening, sections
+    from hpstudy.report import answer, method, opening, sections
     from hpstudy.report.render import Figure, Heading, to_html, to_markdown, write_text_atomic
     from hpstudy.report.report_tables import Table
 
@@ -73,9 +73,9 @@ def build_report(
     replication = opening.replication_of(view)  # computed once: the page and the json
     replication_data = replication.to_dict() if replication is not None else None
     _write_seeds_csv(view, replication_data, view.run_dir / SEEDS_CSV)
-    answer = opening.headline_section(replication, figdir)  # the headline and the forest plot
+    lead = answer.headline_section(replication, figdir)  # the headline and the forest plot
     blocks = [
-        *sections.title(view, final, related, answer),
+        *sections.title(view, final, related, lead),
         *opening.verdict_section(replication, view.study.seeds),
         *opening.noise_section(view),
         *sections.stage_section(view),

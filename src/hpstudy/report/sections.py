@@ -152,9 +152,9 @@ def _reproduction_summary(view: RunView) -> list[str]:
 
 def stage_section(view: RunView) -> list[Block]:
     if not view.is_staged:
+        if not view.tables:  # no empty section
+            return []
         blocks: list[Block] = [Heading(2, "Best configurations")]
-        if not view.tables:
-            return blocks
         blocks.append(t.best_configs(view, view.tables[0]))
         confirmed = [tb for tb in view.tables[1:] if tb.name == "confirmed"]
         if confirmed:  # search: the top configurations retrained on new seeds
