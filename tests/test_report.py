@@ -398,7 +398,9 @@ def test_report_files_are_self_contained(report_runs):
         assert not list(run.rglob("*.part")), "a temporary file was left behind"
     provenance = {r[""]: r["value"] for r in html_tables(report_runs["paper"])["provenance"]}
     assert "(canonical)" in provenance["sha256 t10k-images-idx3-ubyte"]
-    assert provenance["report command"] == f"hpstudy report {report_runs['paper']}"
+    reproduce = {r[""]: r["value"] for r in html_tables(report_runs["paper"])["reproduce"]}
+    assert reproduce["report command"] == f"hpstudy report {report_runs['paper']}"
+    assert "command" not in provenance  # said once, in the reproduce block
     assert provenance["seeds"] == "42" and "torch" in provenance["versions"]
 
 

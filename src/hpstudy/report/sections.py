@@ -9,7 +9,6 @@ lacks (no final model yet, no grid to compare with) becomes a sentence, not a fa
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -345,9 +344,7 @@ def provenance_section(view: RunView, final: FinalModel | None, report_command: 
     digests = {name: d for r in finished for name, d in r.data_digests.items()}
     rows = [
         ("study file", f"{info.get('study_file', '')} (its text is below)"),
-        ("command", shlex.join(map(str, info.get("command", [])))),
-        ("report command", report_command),
-        ("started", info.get("started", "")),
+        ("started", info.get("started", "")),  # the commands: under "Reproduce and cost"
         ("versions", distinct(versions)),
         ("device", f"{info.get('device', '')}; trials: {distinct(r.device for r in finished)}"),
         ("dtype", distinct(r.dtype for r in finished)),
