@@ -6,6 +6,10 @@
     >>> build_report("runs/paper", compare=["runs/clean", "runs/grid"])   # or name them
     >>> build_report("runs/paper", compare_siblings=False)                # or compare with none
 
+A replication's page opens with its question ("Does '<paper title>' hold?"), the headline
+sentence, the counts and a forest plot (`hpstudy.report.answer`), then the verdict. Beside the
+report, seeds.csv holds every seed of every cell (every trial, for other protocols).
+
 What it shows: the paper's Tables I-IV (ours as mean ± 95% CI over seeds, the paper's number, the
 difference, the winner, the selection rule and split), the final model (configuration, test
 accuracy, confusion matrix, per-class precision/recall/F1, most confused pairs, misclassified
