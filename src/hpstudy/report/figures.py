@@ -235,6 +235,7 @@ VERDICT_COLOURS = {
     "contradicted": "#D55E00",
     "inconclusive": "#7f7f7f",
 }
+OFF_SCALE_PP = 15  # points: a row whose median seed lies this far below every published number
 FONT_PT = 10  # at DPI 100 a point is 100/72 px: 10 pt is 13.9 px at 1x, above the 12 px floor
 
 
@@ -245,8 +246,10 @@ def plot_forest(cells: Sequence[dict], comparisons: Sequence[dict], path: Path) 
     `accuracies` (% per seed), `ci95` and optional `prediction95` ([low, high] in %), `papers`
     ([(published %, verdict)]) and `verdict` (the row's colour); `diverged` rows are drawn as a
     band at the axis' left edge with their seeds' range written out, since an average of diverged
-    seeds estimates nothing. `comparisons`: the claims' paired differences, dicts with `label`,
-    `estimate`, `ci95` (points) and `verdict` (the claim's), drawn in a second panel around 0.
+    seeds estimates nothing; so is a row whose seeds sit far below every published number
+    (`OFF_SCALE_PP`), so that it does not squeeze the others. `comparisons`: the claims' paired
+    differences, dicts with `label`, `estimate`, `ci95` (points) and `verdict` (the claim's),
+    drawn in a second panel around 0.
     """
     from matplotlib.lines import Line2D
 
@@ -262,10 +265,14 @@ def plot_forest(cells: Sequence[dict], comparisons: Sequence[dict], path: Path) 
     fig = _figure(11, height)
     grid = fig.add_gridspec(1, 2, width_ratios=(1.75, 1) if comparisons else (1, 0.001))
     ax = fig.add_subplot(grid[0, 0])
-    live = [c for c in cells if not c.get("diverged")]
-    values = [x for c in live for x in (*c["accuracies"], *_pair(c.get("prediction95")),
-                                        *(p for p, _ in c["papers"]))]  # fmt: skip
-    values = [x for x in values if x is not None and math.isfinite(x)]
+    papers = [p for c in cells for p, _ in c["papers"]]
+    # A row whose seeds sit far below every published number (say Adam at lr 0.05, seeds at
+    # 19-49%) would squeeze the others into a sliver: it is written out, not drawn to scale.
+    floor = min(papers) - OFF_SCALE_PP if papers else -math.inf
+    off = {id(c) for c in cells if not c.get("diverged") and _median(c["accuracies"]) < floor}
+    live = [c for c in cells if not c.get("diverged") and id(c) not in off]
+    values = [x for c in live for x in (*c["accuracies"], *_pair(c.get("prediction95")))]
+    values = [x for x in (*values, *papers) if x is not None and math.isfinite(x)]
     low, high = (min(values), max(values)) if values else (0.0, 100.0)
     pad = max(0.4, 0.06 * (high - low))
     left = low - pad
@@ -273,11 +280,14 @@ def plot_forest(cells: Sequence[dict], comparisons: Sequence[dict], path: Path) 
         if cell is None:
             continue
         colour = VERDICT_COLOURS.get(cell["verdict"], "#444444")
-        if cell.get("diverged"):
+        if cell.get("diverged") or id(cell) in off:
             seeds = [a for a in cell["accuracies"] if a is not None and math.isfinite(a)]
-            span = f"{min(seeds):.0f}–{max(seeds):.0f}%" if seeds else "no accuracy"
+            span = ("no accuracy" if not seeds else f"{min(seeds):.0f}%"
+                    if f"{min(seeds):.0f}" == f"{max(seeds):.0f}"
+                    else f"{min(seeds):.0f}–{max(seeds):.0f}%")  # fmt: skip
+            what = "diverged" if cell.get("diverged") else "off the scale"
             ax.axhspan(y - 0.38, y + 0.38, color=colour, alpha=0.15, linewidth=0)
-            ax.text(left + 0.1 * pad, y, f"diverged: seeds at {span}", va="center",
+            ax.text(left + 0.1 * pad, y, f"{what}: seeds at {span}", va="center",
                     fontsize=FONT_PT, color="#333333", style="italic")  # fmt: skip
             for p, v in cell["papers"]:
                 ax.plot(p, y, **_paper_marker(v))
@@ -333,6 +343,11 @@ def plot_forest(cells: Sequence[dict], comparisons: Sequence[dict], path: Path) 
         ax2.tick_params(labelsize=FONT_PT)
         ax2.xaxis.label.set_size(FONT_PT)
     return save_atomic(fig, path)
+
+
+def _median(values) -> float:
+    kept = [x for x in values if x is not None and math.isfinite(x)]
+    return float(np.median(kept)) if kept else -math.inf
 
 
 def _pair(values) -> tuple:
