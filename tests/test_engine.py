@@ -9,11 +9,11 @@ import torch
 
 from cuda_cases import DEVICES, use_stand_in_graphs
 from hpstudy import Config
-from hpstudy.config.config import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
+from hpstudy.config.config import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES, is_chaotic
 from hpstudy.engine import Outcome, batch_order, evaluate, make_split, train
 from hpstudy.engine.model import build_mlp
 from hpstudy.engine.population import initial_parameters
-from hpstudy.engine.reference import is_chaotic, make_torch_optimizer, train_reference
+from hpstudy.engine.reference import make_torch_optimizer, train_reference
 
 N_TRAIN, N_EVAL = 2000, 1000
 LR = {"sgd": 0.05, "adam": 0.002, "rmsprop": 0.001}

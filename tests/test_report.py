@@ -251,8 +251,14 @@ def test_final_model_section(report_runs):
     totals = [p["a_as_b"] + p["b_as_a"] for p in pairs]
     assert totals == sorted(totals, reverse=True) and len(pairs) <= 5
     assert sum(totals) <= round((1 - final["accuracy"]) * QUICK["limit_eval"])
-    for name in ("confusion_matrix", "misclassified", "class_distribution", "curves"):
+    for name in ("confusion_matrix", "misclassified", "curves"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
+    # The stratified slices hold as many images of every class: a flat chart shows nothing,
+    # so one sentence says it instead.
+    assert not (run / "figures" / "class_distribution.png").exists()
+    per_train, per_test = QUICK["limit_train"] // 10, QUICK["limit_eval"] // 10
+    assert (f"Classes are balanced: {per_train} training and {per_test} test images"
+            in (run / "report.md").read_text())  # fmt: skip
 
 
 def test_grid_sections_equal_the_store(report_runs):
@@ -323,6 +329,62 @@ def test_siblings_without_a_comparison_are_left_out(report_runs):
         shutil.rmtree(twin)
 
 
+def test_siblings_on_other_data_or_budget_are_not_compared(report_runs):
+    """A clean run is the leak's other side, but not on other data or with another budget."""
+    from hpstudy.report import find_related, load_run
+
+    runs = report_runs["paper"].parent
+    changes = {
+        "clean-digits": lambda info: info["data"].update(name="digits"),
+        "clean-longer": lambda info: info["overrides"].update(max_epochs=3),
+        "clean-more-data": lambda info: info["options"].update(limit_train=640),
+    }
+    try:
+        for name, change in changes.items():
+            twin = runs / name
+            shutil.copytree(report_runs["clean"], twin)
+            info = json.loads((twin / "run.json").read_text(encoding="utf-8"))
+            change(info)
+            (twin / "run.json").write_text(json.dumps(info), encoding="utf-8")
+        found = sorted(r.run_dir.name for r in find_related(load_run(report_runs["paper"])))
+        assert found == ["clean", "grid"]
+    finally:
+        for name in changes:
+            shutil.rmtree(runs / name, ignore_errors=True)
+
+
+def test_no_compare_leaves_siblings_out(report_runs, tmp_path, capsys):
+    twin = report_runs["paper"].parent / "paper-alone"
+    shutil.copytree(report_runs["paper"], twin)
+    try:
+        assert main(["report", str(twin), "--no-compare"]) == 0
+        report = json.loads((twin / "report.json").read_text(encoding="utf-8"))
+        assert report["related"] == []
+        assert not any(key.startswith("leakage-gap") for key in report["tables"])
+        assert "staged-vs-grid" not in report["tables"]
+        page = (twin / "report.html").read_text(encoding="utf-8")
+        assert ">Comparisons<" not in page  # no empty section says there is nothing
+        capsys.readouterr()
+        assert main(["report", str(twin), "--no-compare", "--compare", str(twin)]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--no-compare" in err[0], err
+    finally:
+        shutil.rmtree(twin)
+
+
+@pytest.mark.slow
+def test_a_study_on_other_data_names_no_paper(tmp_path):
+    """scikit-learn's digits: the report's title is the study's, and the paper, its numbers and
+    its figure are nowhere on the page."""
+    study = load_study("digits").with_overrides(max_epochs=1, n_seeds=1)
+    run_study(study, RunOptions(out=str(tmp_path / "digits")))
+    build_report(tmp_path / "digits")
+    page = (tmp_path / "digits" / "report.html").read_text(encoding="utf-8")
+    assert "<h1" in page and "<title>Study digits: " in page
+    for phrase in ("Hyperparameter Tuning", "Konycheva", "paper's final", "Fig. 1", "89.5"):
+        assert phrase not in page, phrase
+
+
 def test_report_files_are_self_contained(report_runs):
     for run in report_runs.values():
         page = (run / "report.html").read_text(encoding="utf-8")
@@ -336,7 +398,9 @@ def test_report_files_are_self_contained(report_runs):
         assert not list(run.rglob("*.part")), "a temporary file was left behind"
     provenance = {r[""]: r["value"] for r in html_tables(report_runs["paper"])["provenance"]}
     assert "(canonical)" in provenance["sha256 t10k-images-idx3-ubyte"]
-    assert provenance["report command"] == f"hpstudy report {report_runs['paper']}"
+    reproduce = {r[""]: r["value"] for r in html_tables(report_runs["paper"])["reproduce"]}
+    assert reproduce["report command"] == f"hpstudy report {report_runs['paper']}"
+    assert "command" not in provenance  # said once, in the reproduce block
     assert provenance["seeds"] == "42" and "torch" in provenance["versions"]
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from test_replicate import replicated  # noqa: F401 - a tiny replicate run and its report
 from test_report import report_runs  # noqa: F401 - the session fixture, shared with this module
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-PROBE = """<script>
+PROBE = r"""<script>
 window.addEventListener("load", () => {
   const out = window.parent.document.createElement("pre");  // the top page, if framed
   out.id = "hpstudy-probe";
@@ -29,6 +30,32 @@ window.addEventListener("load", () => {
     tables: [...document.querySelectorAll("table")].map(t => [t.id, t.rows.length]),
     page: [window.innerWidth, document.documentElement.scrollWidth],
     shown: [...document.images].map(img => [img.clientWidth, img.parentElement.tagName]),
+    // Bottom edge (px from the top of the page) of each paragraph a test looks for by id.
+    bottoms: Object.fromEntries(["headline", "counts"].map(id => {
+      const el = document.getElementById(id);
+      return [id, el ? el.getBoundingClientRect().bottom + window.scrollY : null];
+    })),
+    screen: window.innerHeight,
+    // Words of table cells that the browser broke across two lines: a word is what lies
+    // between spaces; tokens marked long (digests, paths) and code may break anywhere.
+    broken: (() => {
+      const found = [];
+      for (const cell of document.querySelectorAll("td, th")) {
+        const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+          if (node.parentElement.closest(".long, code")) continue;
+          const re = /\S+/g;
+          for (let m = re.exec(node.data); m; m = re.exec(node.data)) {
+            const range = document.createRange();
+            range.setStart(node, m.index);
+            range.setEnd(node, m.index + m[0].length);
+            const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+            if (tops.size > 1) found.push(m[0]);
+          }
+        }
+      }
+      return found;
+    })(),
   });
   window.parent.document.body.appendChild(out);
 });
@@ -50,12 +77,14 @@ def chromium(*args: str, timeout: float = 90) -> str:
     return done.stdout
 
 
-def probe(page: Path, tmp_path: Path, width: int | None = None) -> dict:
+def probe(page: Path, tmp_path: Path, width: int | None = None, height: int = 900) -> dict:
     """What the browser loaded: {'images': [[alt, complete, naturalWidth]], 'tables': [[id, n]],
-    'page': [viewport width, document width], 'shown': [[shown width, parent tag]]}.
+    'page': [viewport width, document width], 'shown': [[shown width, parent tag]],
+    'bottoms': {id: bottom edge in px}, 'screen': viewport height, 'broken': [words of table
+    cells broken across lines]}.
 
-    `width`: the viewport, through an iframe of that width (headless Chromium's window is at
-    least 500 px wide, so a phone's 420 px needs a frame)."""
+    `width` x `height`: the viewport, through an iframe of that size (headless Chromium's window
+    is at least 500 px wide, so a phone's 400 px needs a frame)."""
     text = page.read_text(encoding="utf-8")
     probed = tmp_path / f"probe-{page.parent.name}.html"
     probed.write_text(text.replace("</body>", PROBE + "\n</body>"), encoding="utf-8")
@@ -63,7 +92,7 @@ def probe(page: Path, tmp_path: Path, width: int | None = None) -> dict:
         framed = tmp_path / f"frame-{width}.html"
         framed.write_text(
             f'<html><body style="margin:0"><iframe src="{probed.name}" '
-            f'width="{width}" height="900" style="border:0"></iframe></body></html>'
+            f'width="{width}" height="{height}" style="border:0"></iframe></body></html>'
         )
         probed = framed
     # A virtual-time budget lets the load event (and the probe) run before the DOM is dumped.
@@ -91,7 +120,7 @@ def test_every_image_loads_and_every_table_is_there(report_runs, tmp_path, name)
     page = run / "report.html"
     seen = probe(page, tmp_path)
     n_images = len(re.findall(r"<img ", page.read_text(encoding="utf-8")))
-    assert len(seen["images"]) == n_images >= 4
+    assert len(seen["images"]) == n_images >= 3  # a balanced class chart is left out
     broken = [alt for alt, complete, width in seen["images"] if not (complete and width > 0)]
     assert not broken, f"images that did not load: {broken}"
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
@@ -118,6 +147,40 @@ def test_figures_are_sharp_linked_and_nothing_overflows(report_runs, tmp_path, w
         assert 0 < shown <= inner
         if width == 1400:  # drawn at 2x: at least twice the pixels the page shows
             assert natural >= 1.9 * shown, (alt, natural, shown)
+
+
+PHONE, DESKTOP = (400, 780), (1400, 900)  # first screens: a phone upright, a laptop window
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["400px", "1400px"])
+def test_answer_on_first_screen_and_no_cell_breaks_a_word(replicated, tmp_path, size):  # noqa: F811
+    """A replication's headline sentence and its counts fit the first screen of a phone and of
+    a desktop, and no table cell is narrower than its longest word."""
+    width, height = size
+    seen = probe(replicated / "report.html", tmp_path, width, height)
+    assert seen["screen"] == height
+    for key in ("headline", "counts"):
+        bottom = seen["bottoms"][key]
+        assert bottom is not None, f"no #{key} paragraph on the page"
+        assert bottom <= height, f"#{key} ends at {bottom:.0f} px, below the first {height} px"
+    assert not seen["broken"], f"table cells break words at {width} px: {seen['broken'][:12]}"
+    assert seen["page"][1] <= width, "the page scrolls sideways"
+
+
+def test_the_word_check_can_fail(tmp_path):
+    """A cell squeezed to one character per line is caught, and a long digest is not."""
+    page = tmp_path / "narrow" / "report.html"
+    page.parent.mkdir()
+    page.write_text(
+        '<html><body><p id="headline">h</p><p id="counts">c</p><table style="width:60px">'
+        '<tr><td style="overflow-wrap:anywhere">CONTRADICTED</td>'
+        f'<td><span class="long" style="overflow-wrap:anywhere">{"f" * 64}</span></td></tr>'
+        "</table></body></html>"
+    )
+    seen = probe(page, tmp_path, 400, 300)
+    assert seen["broken"] == ["CONTRADICTED"]
+    assert seen["bottoms"]["headline"] < 300
 
 
 def test_screenshot(report_runs):  # noqa: F811

@@ -75,9 +75,21 @@ def test_html_escapes_text_marks_rows_and_builds_contents():
     assert "<title>T &amp; T</title>" in page
     assert '<p class="warning">see <code>code</code> &amp; &lt;tags&gt;</p>' in page
     assert '<li><a href="#part-a">Part A</a></li>' in page  # the contents list level-2 headings
-    assert "<caption>Scores &lt;b&gt;</caption>" in page and "<td>1 &lt; 2</td>" in page
-    assert '<tr class="marked"><td>3</td>' in page and "<details><summary>" in page
+    assert "<caption>Scores &lt;b&gt;</caption>" in page
+    assert '<td data-label="a">1 &lt; 2</td>' in page  # a narrow screen labels stacked cells
+    assert '<tr class="marked"><td data-label="a">3</td>' in page and "<details><summary>" in page
     assert "<b>" not in page
+
+
+def test_html_turns_emphasis_into_em_and_lets_only_long_tokens_break():
+    digest = "a" * 64
+    table = Table("t", "T", ("k", "v"), (("sha256", f"{digest} (canonical)"),))
+    page = to_html([Text("The paper: *A Title*, 2 * 3 = 6. [seeds](seeds.csv) "
+                         "[x](javascript:alert(1))"), table], title="x")  # fmt: skip
+    assert '<a href="seeds.csv">seeds</a>' in page and "javascript:alert(1)" in page
+    assert 'href="javascript' not in page
+    assert "<em>A Title</em>" in page and "2 * 3 = 6" in page and "*A Title*" not in page
+    assert f'<span class="long">{digest}</span> (canonical)' in page
 
 
 def test_markdown_escapes_pipes_and_bolds_marked_rows(tmp_path):
@@ -140,3 +152,79 @@ def test_the_git_commit_says_when_the_code_that_ran_was_not_that_commit(tmp_path
     assert git_commit(tmp_path) == head
     (tmp_path / "a.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == f"{head} with uncommitted changes"
+
+
+def _contract() -> dict:
+    """A replication.json in the verdict's contract: three configurations, four numbers."""
+
+    def cell(table, row, config, published, accuracies, pi, verdict, config_id):
+        mean = sum(accuracies) / len(accuracies)
+        return {"table": table, "row": row, "config": config, "published": published,
+                "mean": mean, "ci95": [mean - 0.5, mean + 0.5], "n": len(accuracies),
+                "seeds": [42, 43, 44], "accuracies": accuracies, "sd": 0.4, "min": min(accuracies),
+                "max": max(accuracies), "prediction95": pi, "verdict": verdict, "flags": [],
+                "config_id": config_id}  # fmt: skip
+
+    t4 = {"topology": [256, 128, 64], "optimizer": "sgd", "lr": 0.01, "activation": "relu"}
+    t1 = t4 | {"topology": [128]}
+    adam = t4 | {"optimizer": "adam", "lr": 0.1}
+    return {
+        "n_seeds": 3,
+        "headline": "Adam is not better than SGD (-1.8 pp); 89.5% is not reached.",
+        "cells": [
+            cell("I", "T1", t1, 85.2, [85.0, 85.5, 85.3], [84.2, 86.3], "consistent", "a"),
+            cell("I", "T4", t4, 89.0, [87.0, 87.4, 87.2], [86.2, 88.3], "above", "b"),
+            cell("II", "SGD", t4, 88.0, [87.0, 87.4, 87.2], [86.2, 88.3], "consistent", "b"),
+            cell("II", "Adam", adam, 80.0, [10.0, 10.0, 38.0], [None, None], "diverged", "c"),
+        ],
+        "claims": [
+            {"id": "I", "text": "T4 is the best topology", "verdict": "partly supported",
+             "comparisons": [{"alternative": "T1", "estimate": 1.9, "ci95": [1.2, 2.6],
+                              "p": 0.004, "p_holm": 0.012}]},
+            {"id": "II", "text": "Adam is the best optimizer", "verdict": "contradicted",
+             "comparisons": [{"alternative": "SGD", "estimate": -67.0, "ci95": [-99.0, -30.0],
+                              "p": 0.01, "p_holm": 0.02}]},
+        ],
+        "notes": [],
+    }  # fmt: skip
+
+
+def test_the_opening_reads_the_verdicts_contract(tmp_path):
+    from hpstudy.report import answer, opening
+
+    data = _contract()
+    assert answer.headline_text(data) == data["headline"]
+    counts = answer.counts_text(data)
+    assert "Of the paper's 4 published numbers (3 configurations, 3 seeds each)" in counts
+    assert "prediction interval for one run: 2 consistent, 1 above, 0 below, 1 diverged" in counts
+    assert "1 partly supported, 1 contradicted, 0 inconclusive" in counts
+    cells = opening.cells_table(data)
+    assert "one run: 95% prediction interval (%)" in cells.columns
+    assert [r[cells.columns.index("verdict")] for r in cells.rows] == [
+        "consistent", "above", "consistent", "diverged"]  # fmt: skip
+    assert cells.marked == (1, 3)  # the rows that are not consistent
+    claims = opening.claims_table(data["claims"])
+    assert [r[3] for r in claims.rows] == ["T1", "SGD"]  # one row per comparison
+    assert [r[-1] for r in claims.rows] == ["0.012", "0.02"]  # Holm-adjusted p
+    rows = answer.forest_rows(data)  # T4 in Tables I and II is one configuration, two numbers
+    assert [r["label"] for r in rows] == ["T1", "T4 (= II SGD)", "Adam"]
+    assert rows[1]["papers"] == [(89.0, "above"), (88.0, "consistent")]
+    assert rows[2]["diverged"] and not rows[0]["diverged"]
+
+
+def test_forest_plot_draws_each_verdict_in_its_colour(tmp_path):
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    from hpstudy.report import answer, figures
+
+    data = _contract()
+    path = figures.plot_forest(answer.forest_rows(data), answer.forest_comparisons(data),
+                               tmp_path / "forest.png")  # fmt: skip
+    with Image.open(path) as image:
+        colours = {c for _, c in image.convert("RGB").getcolors(maxcolors=1 << 20)}
+        width = image.width
+    assert width == 2 * 11 * figures.DPI  # drawn at 2x, shown at 1x: 1,100 px wide
+    for name in ("consistent", "above", "below", "diverged"):  # "below": in the legend
+        rgb = tuple(round(255 * x) for x in to_rgb(figures.VERDICT_COLOURS[name]))
+        assert rgb in colours, name

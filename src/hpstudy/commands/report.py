@@ -2,6 +2,7 @@
 
     hpstudy report runs/paper                       # compares with sibling runs (runs/clean, ...)
     hpstudy report runs/paper --compare runs/clean --compare runs/grid
+    hpstudy report runs/paper --no-compare          # this run alone
     hpstudy report runs/grid --storage postgresql://user:secret@host/db   # run.json has no password
 
 The report reads only the run's store and final_best_model.pth (and the test images the model is
@@ -26,7 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         default=[],
         help="another run folder to compare with (repeatable; default: every run folder "
-        "beside RUN_DIR)",
+        "beside RUN_DIR on the same data, with the same budget and a protocol to compare with)",
+    )
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="compare with no other run (no leakage gap, no rank in a grid)",
     )
     add_data_dir(parser)
 
@@ -35,17 +41,22 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import time
 
+    from hpstudy.errors import UserError
     from hpstudy.report import build_report
     from hpstudy.storage import redact_url
     from hpstudy.usertext import shown
 
+    if args.no_compare and args.compare:
+        raise UserError("--no-compare and --compare contradict each other; give one of them")
     start = time.perf_counter()
     words = ["hpstudy", "report", args.run_dir]
     words += [w for d in args.compare for w in ("--compare", d)]
+    words += ["--no-compare"] if args.no_compare else []
     words += ["--data-dir", args.data_dir] if args.data_dir else []
     words += ["--storage", redact_url(args.storage)] if args.storage else []
     paths = build_report(args.run_dir, compare=args.compare, data_dir=args.data_dir,
-                         command=shlex.join(words), storage=args.storage)  # fmt: skip
+                         compare_siblings=not args.no_compare, command=shlex.join(words),
+                         storage=args.storage)  # fmt: skip
     # Paths are user text (sibling run folders are found by listing the parent): escaped.
     print(f"report: {shown(paths.html)}")
     figures = paths.markdown.parent / "figures"

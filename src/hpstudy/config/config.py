@@ -460,3 +460,15 @@ def _check_augment(config: Config) -> None:
         raise UserError(f"augment = {config.augment!r} flips and shifts square images; the data "
                         f"holds {_shape_text(config.example_shape)}: use augment = 'none' for "
                         "feature data or images that are not square")  # fmt: skip
+
+
+# Learning rates from which Adam and RMSprop are chaotic here: a rounding-level difference
+# (1e-15 relative, in float64) grows about a thousandfold per epoch instead of staying at the
+# rounding level (measured on T4, see docs/design.md, "The contract"). No two implementations,
+# nor one implementation with its batch rows in another order, agree on their trajectories.
+CHAOTIC_LR = {"adam": 0.05, "rmsprop": 0.01}
+
+
+def is_chaotic(config: Config) -> bool:
+    """Whether `config`'s training amplifies rounding differences (see CHAOTIC_LR)."""
+    return config.lr >= CHAOTIC_LR.get(config.optimizer, float("inf"))

@@ -24,17 +24,6 @@ from hpstudy.engine.model import build_model
 from hpstudy.engine.schedules import make_scheduler
 from hpstudy.engine.splits import Split, batch_order
 
-# Learning rates from which Adam and RMSprop are chaotic here: a rounding-level difference
-# (1e-15 relative, in float64) grows about a thousandfold per epoch instead of staying at the
-# rounding level (measured on T4, see docs/design.md, "The contract"). No two implementations,
-# nor one implementation with its batch rows in another order, agree on their trajectories.
-CHAOTIC_LR = {"adam": 0.05, "rmsprop": 0.01}
-
-
-def is_chaotic(config: Config) -> bool:
-    """Whether `config`'s training amplifies rounding differences (see CHAOTIC_LR)."""
-    return config.lr >= CHAOTIC_LR.get(config.optimizer, float("inf"))
-
 
 def make_torch_optimizer(config: Config, params) -> torch.optim.Optimizer:
     """torch.optim's optimizer for `config`: its arguments, torch's defaults for the rest."""

@@ -25,6 +25,15 @@ from hpstudy.usertext import plot_text
 
 DPI = 100  # figure sizes are in inches at this density: what the page shows at 1x
 SCALE = 2  # PNGs are drawn at 2x that density for sharp text; the HTML shows them at 1x
+# One colour per level of each of the paper's factors, the same in every figure: the i-th level
+# of a factor takes matplotlib's i-th colour (C0-C4); other labels take C5-C9.
+LEVEL_COLOURS = {
+    label: f"C{i}"
+    for levels in (("T1", "T2", "T3", "T4", "T5"), ("SGD", "Adam", "RMSprop"),
+                   ("0.001", "0.005", "0.01", "0.05", "0.1"),
+                   ("ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU"))
+    for i, label in enumerate(levels)
+}  # fmt: skip
 _MARK_BEST = dict(marker="o", markersize=5, linestyle="none")
 _MARK_STOP = dict(marker="x", markersize=7, markeredgewidth=2, linestyle="none")
 
@@ -100,9 +109,11 @@ def plot_curves(
     """Accuracy per epoch for every trial, one panel per stage (or group).
 
     `panels`: title -> [(label, record)]; trials of one configuration (its seeds) share a legend
-    entry, and one configuration keeps its colour in every panel. `winners`: trial numbers
-    drawn bold and starred. A dot marks each trial's best epoch; a cross marks where early
-    stopping ended a trial (its last epoch, if before `max_epochs`). `split` names the axis.
+    entry. A level of one of the paper's factors ('T4', 'Adam', '0.005', 'ReLU') has one colour
+    in every panel and figure (`LEVEL_COLOURS`); other labels keep one colour per configuration.
+    `winners`: trial numbers drawn bold and starred. A dot marks each trial's best epoch; a
+    cross marks where early stopping ended a trial (its last epoch, if before `max_epochs`).
+    `split` names the axis.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -117,7 +128,7 @@ def plot_curves(
             if not r.eval_accuracy:
                 continue
             config = r.config.replace(seed=0)
-            color = colors.setdefault(config, f"C{len(colors) % 10}")
+            color = LEVEL_COLOURS.get(name) or colors.setdefault(config, f"C{5 + len(colors) % 5}")
             won = r.number in winners
             epochs = np.arange(1, len(r.eval_accuracy) + 1)
             acc = 100 * np.asarray(r.eval_accuracy, dtype=float)
@@ -218,3 +229,144 @@ def plot_class_distribution(
     return eda.plot_class_distribution(eda.class_counts(train_labels, len(names)),
                                        eda.class_counts(test_labels, len(names)), path,
                                        class_names=names, title=title)  # fmt: skip
+
+
+# Okabe & Ito's colour-blind-safe palette: one colour per verdict, the same in every figure.
+VERDICT_COLOURS = {
+    "consistent": "#009E73",  # bluish green
+    "above": "#D55E00",  # vermillion: the paper reports more than one run of ours gives
+    "below": "#0072B2",  # blue
+    "diverged": "#7f7f7f",  # grey: no accuracy to estimate
+    "supported": "#009E73",
+    "partly supported": "#56B4E9",  # sky blue
+    "contradicted": "#D55E00",
+    "inconclusive": "#7f7f7f",
+}
+OFF_SCALE_PP = 15  # points: a row whose median seed lies this far below every published number
+FONT_PT = 10  # at DPI 100 a point is 100/72 px: 10 pt is 13.9 px at 1x, above the 12 px floor
+
+
+def plot_forest(cells: Sequence[dict], comparisons: Sequence[dict], path: Path) -> Path:
+    """The verdict in one picture: every configuration against the paper's number(s).
+
+    `cells`: one dict per configuration, in table order, with `group` ("Table I"), `label`,
+    `accuracies` (% per seed), `ci95` and optional `prediction95` ([low, high] in %), `papers`
+    ([(published %, verdict)]) and `verdict` (the row's colour); `diverged` rows are drawn as a
+    band at the axis' left edge with their seeds' range written out, since an average of diverged
+    seeds estimates nothing; so is a row whose seeds sit far below every published number
+    (`OFF_SCALE_PP`), so that it does not squeeze the others. `comparisons`: the claims' paired
+    differences, dicts with `label`, `estimate`, `ci95` (points) and `verdict` (the claim's),
+    drawn in a second panel around 0.
+    """
+    from matplotlib.lines import Line2D
+
+    slots: list[tuple[str, dict | None]] = []  # (text, cell); None: a group heading
+    group = None
+    for cell in cells:
+        if cell["group"] != group:
+            group = cell["group"]
+            slots.append((group, None))
+        slots.append((cell["label"], cell))
+    n_left, n_right = len(slots), len(comparisons)
+    height = 0.27 * max(n_left, n_right + 2) + 1.4
+    fig = _figure(11, height)
+    grid = fig.add_gridspec(1, 2, width_ratios=(1.75, 1) if comparisons else (1, 0.001))
+    ax = fig.add_subplot(grid[0, 0])
+    papers = [p for c in cells for p, _ in c["papers"]]
+    # A row whose seeds sit far below every published number (say Adam at lr 0.05, seeds at
+    # 19-49%) would squeeze the others into a sliver: it is written out, not drawn to scale.
+    floor = min(papers) - OFF_SCALE_PP if papers else -math.inf
+    off = {id(c) for c in cells if not c.get("diverged") and _median(c["accuracies"]) < floor}
+    live = [c for c in cells if not c.get("diverged") and id(c) not in off]
+    values = [x for c in live for x in (*c["accuracies"], *_pair(c.get("prediction95")))]
+    values = [x for x in (*values, *papers) if x is not None and math.isfinite(x)]
+    low, high = (min(values), max(values)) if values else (0.0, 100.0)
+    pad = max(0.4, 0.06 * (high - low))
+    left = low - pad
+    for y, (_, cell) in enumerate(slots):
+        if cell is None:
+            continue
+        colour = VERDICT_COLOURS.get(cell["verdict"], "#444444")
+        if cell.get("diverged") or id(cell) in off:
+            seeds = [a for a in cell["accuracies"] if a is not None and math.isfinite(a)]
+            span = ("no accuracy" if not seeds else f"{min(seeds):.0f}%"
+                    if f"{min(seeds):.0f}" == f"{max(seeds):.0f}"
+                    else f"{min(seeds):.0f}–{max(seeds):.0f}%")  # fmt: skip
+            what = "diverged" if cell.get("diverged") else "off the scale"
+            ax.axhspan(y - 0.38, y + 0.38, color=colour, alpha=0.15, linewidth=0)
+            ax.text(left + 0.1 * pad, y, f"{what}: seeds at {span}", va="center",
+                    fontsize=FONT_PT, color="#333333", style="italic")  # fmt: skip
+            for p, v in cell["papers"]:
+                ax.plot(p, y, **_paper_marker(v))
+            continue
+        pi = _pair(cell.get("prediction95"))
+        if None not in pi:
+            ax.plot(pi, (y, y), color=colour, alpha=0.28, linewidth=9, solid_capstyle="butt")
+        ci = _pair(cell.get("ci95"))
+        if None not in ci:
+            ax.plot(ci, (y, y), color=colour, linewidth=2.4, solid_capstyle="butt")
+        seeds = [a for a in cell["accuracies"] if a is not None]
+        ax.plot(seeds, [y] * len(seeds), "o", markersize=4.5, markerfacecolor="white",
+                markeredgecolor=colour, markeredgewidth=1.3)  # fmt: skip
+        for p, v in cell["papers"]:
+            ax.plot(p, y, **_paper_marker(v))
+    ax.set_yticks(range(n_left), [t for t, _ in slots])
+    for tick, (_, cell) in zip(ax.get_yticklabels(), slots, strict=True):
+        tick.set_fontweight("bold" if cell is None else "normal")
+    ax.set_ylim(n_left - 0.5, -0.6)
+    ax.set_xlim(left, high + pad)
+    ax.set_xlabel("test accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(labelsize=FONT_PT)
+    ax.xaxis.label.set_size(FONT_PT)
+    handles = [
+        Line2D([], [], color="#555555", alpha=0.28, linewidth=9,
+               label="95% prediction interval, one run"),
+        Line2D([], [], color="#555555", linewidth=2.4, label="95% t-interval of the mean"),
+        Line2D([], [], marker="o", linestyle="none", markerfacecolor="white",
+               markeredgecolor="#555555", label="our seeds"),
+        Line2D([], [], **_paper_marker(None), label="the paper's number"),
+        *(Line2D([], [], color=VERDICT_COLOURS[k], linewidth=5, label=k)
+          for k in ("consistent", "above", "below", "diverged")),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="outside upper center", ncol=4, fontsize=FONT_PT,
+               frameon=False)  # fmt: skip
+    if comparisons:
+        ax2 = fig.add_subplot(grid[0, 1])
+        for y, comp in enumerate(comparisons):
+            colour = VERDICT_COLOURS.get(comp["verdict"], "#444444")
+            ci = _pair(comp.get("ci95"))
+            if None not in ci:
+                ax2.plot(ci, (y, y), color=colour, linewidth=2.4, solid_capstyle="butt")
+            if comp.get("estimate") is not None:
+                ax2.plot(comp["estimate"], y, "o", color=colour, markersize=6)
+        ax2.axvline(0, color="#222222", linewidth=1)
+        ax2.set_yticks(range(n_right), [c["label"] for c in comparisons])
+        ax2.yaxis.tick_right()
+        ax2.set_ylim(max(n_right, n_left) - 0.5, -0.6)
+        ax2.set_xlabel("claimed minus alternative (pp)")
+        ax2.set_title("The claims: paired differences", fontsize=FONT_PT)
+        ax2.grid(axis="x", alpha=0.3)
+        ax2.tick_params(labelsize=FONT_PT)
+        ax2.xaxis.label.set_size(FONT_PT)
+    return save_atomic(fig, path)
+
+
+def _median(values) -> float:
+    kept = [x for x in values if x is not None and math.isfinite(x)]
+    return float(np.median(kept)) if kept else -math.inf
+
+
+def _pair(values) -> tuple:
+    if not values or len(values) != 2:
+        return (None, None)
+    low, high = values
+    ok = all(x is not None and math.isfinite(x) for x in (low, high))
+    return (low, high) if ok else (None, None)
+
+
+def _paper_marker(verdict: str | None) -> dict:
+    """The paper's number: a black-edged diamond filled with its verdict's colour."""
+    return dict(marker="D", markersize=7.5, linestyle="none", markeredgecolor="black",
+                markeredgewidth=1.2,
+                markerfacecolor=VERDICT_COLOURS.get(verdict or "", "white"))  # fmt: skip

@@ -133,7 +133,8 @@ def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[Ru
         if folder.resolve() == view.run_dir.resolve() or not (folder / RUN_FILE).is_file():
             continue
         try:  # its run.json says whether it is worth loading its trials
-            if comparable(view.study, load_study_from_info(read_run_info(folder), folder)):
+            info = read_run_info(folder)
+            if comparable(view.study, load_study_from_info(info, folder), view.info, info):
                 found.append(load_run(folder))
         except Exception:  # a broken sibling must not break this report
             continue
@@ -144,16 +145,38 @@ def _has_stages(study: Study) -> bool:
     return study.protocol in (ProtocolKind.STAGED, ProtocolKind.REPLICATE)
 
 
-def comparable(study: Study, other: Study) -> bool:
-    """Whether a report of `study`'s run has a comparison with `other`'s: a staged run against a
-    grid (where the staged winner ranks), or runs on either side of the test-set leak (the
-    leakage gap). A sibling with neither, say a CNN search beside the grid, is left out of the
-    report instead of being listed as compared with."""
+def comparable(study: Study, other: Study, info: dict | None = None,
+               other_info: dict | None = None) -> bool:  # fmt: skip
+    """Whether a report of `study`'s run has a comparison with `other`'s: the same data (name
+    and, where both runs recorded them, the files' digests), the same budget (epochs, patience,
+    batch size, quick-try limits: `info`, `other_info` are the runs' run.json), and a protocol
+    it can compare with: a staged run against a grid (where the staged winner ranks), or runs on
+    either side of the test-set leak (the leakage gap). A sibling on other data, say digits
+    beside FashionMNIST, or with neither comparison, say a CNN search beside the grid, is left
+    out of the report instead of being listed as compared with."""
+    if _data_of(study, info or {}) != _data_of(other, other_info or {}):
+        return False
+    if _budget_of(study, info or {}) != _budget_of(other, other_info or {}):
+        return False
     grid = ProtocolKind.GRID
     staged_grid = (_has_stages(study) and other.protocol is grid) or (
         study.protocol is grid and _has_stages(other)
     )
     return staged_grid or study.selection.is_leaky != other.selection.is_leaky
+
+
+def _data_of(study: Study, info: dict) -> tuple:
+    """What a run trained on: the data's name and inputs (digests, where run.json has them)."""
+    data = info.get("data", {})
+    return (study.data_label, study.data, study.n_inputs, study.n_classes, data.get("name"),
+            data.get("digests"))  # fmt: skip
+
+
+def _budget_of(study: Study, info: dict) -> tuple:
+    """What a run could spend per trial: epochs, patience, batch, and its quick-try limits."""
+    options = info.get("options", {})
+    return (study.max_epochs, study.patience, study.batch_size,
+            options.get("limit_train"), options.get("limit_eval"))  # fmt: skip
 
 
 @dataclass(frozen=True)

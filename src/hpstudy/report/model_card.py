@@ -37,8 +37,9 @@ def final_model_table(final: FinalModel, view: RunView, paper_final: float | Non
         ("test accuracy (recomputed here)", f"{pct(final.accuracy)} % on {len(final.labels):,} "
          "test images"),
         ("test accuracy (stored in the model file)", f"{pct(stored)} %"),
-        ("paper's final test accuracy", "–" if paper_final is None else f"{paper_final:.1f} %"),
     ]  # fmt: skip
+    if paper_final is not None:  # only a study beside the paper's numbers names the paper
+        rows.append(("paper's final test accuracy", f"{paper_final:.1f} %"))
     note = split_note(view)
     return Table(
         "final-model",

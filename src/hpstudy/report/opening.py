@@ -14,9 +14,9 @@ shared seeds for several.
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 from hpstudy.config.study import ProtocolKind
+from hpstudy.report.answer import cell_verdict, recommended_blocks
 from hpstudy.report.loader import RunView
 from hpstudy.report.render import Block, Heading, Text
 from hpstudy.report.report_tables import Table
@@ -43,27 +43,27 @@ def replication_of(view: RunView):
     )
 
 
+def question_title(view: RunView) -> str:
+    """The page's title: the question a replication answers."""
+    return f"Does '{PAPER_TITLE}' hold?"
+
+
 def verdict_section(replication, seeds: tuple[int, ...]) -> list[Block]:
     """Cells and claims first, then what a reader should use and how sure we are."""
     if replication is None or not replication.cells:
         return []
-    cells, claims = replication.cells, replication.claims
-    places = Counter(c.verdict for c in cells)
-    said = Counter(c.verdict for c in claims)
+    data = replication.to_dict()
     blocks: list[Block] = [Heading(2, "Verdict", "verdict")]
     blocks.append(Text(
-        f"Of the paper's {len(cells)} published numbers, {places[v.INSIDE]} lie inside our 95% "
-        f"interval, {places[v.ABOVE]} above it (the paper reports more than we measure) and "
-        f"{places[v.BELOW]} below it. Of its {len(claims)} conclusions, {said[v.SUPPORTED]} are "
-        f"supported, {said[v.CONTRADICTED]} contradicted and {said[v.INCONCLUSIVE]} "
-        f"inconclusive. Each cell is the paper's own configuration trained with "
-        f"{replication.n_seeds} seeds ({', '.join(map(str, seeds))}) under the "
-        "paper's metric.", "note"))  # fmt: skip
-    blocks.append(claims_table(claims))
-    blocks += recommendation(replication)
-    blocks.append(cells_table(replication))
-    for note in replication.notes:
-        blocks.append(Text(note, "warning"))
+        f"The paper: {PAPER_CITATION}. Each published number is the paper's own configuration "
+        f"trained with {data.get('n_seeds', len(seeds))} seeds ({', '.join(map(str, seeds))}) "
+        "under the paper's metric. The paper reports one run (seed 42) per number, so a number "
+        "is judged against where one run of ours would land.", "note"))  # fmt: skip
+    blocks.append(claims_table(data.get("claims", [])))
+    blocks += recommended_blocks(data) or recommendation(replication)
+    blocks.append(cells_table(data))
+    for note in data.get("notes", []):
+        blocks.append(Text(note, "note"))
     if replication.leak:
         blocks.append(leak_table(replication.leak))
     return blocks
@@ -101,50 +101,90 @@ def _interval_text(interval) -> str:
 
 
 def claims_table(claims) -> Table:
+    """One row per comparison a claim makes (claimed winner minus each alternative)."""
     rows, data = [], []
+    tests = []
     for claim in claims:
-        low, high = claim.ci95
-        rows.append((claim.id, claim.text, claim.verdict.upper(), _pp(claim.estimate),
-                     f"[{_pp(low)}, {_pp(high)}]", str(claim.n), claim.test))  # fmt: skip
-        data.append(claim.to_dict())
-    return Table(
-        "claims", "The paper's conclusions",
-        ("", "claim", "verdict", "estimate (pp)", "95% interval (pp)", "n", "test"),
-        tuple(rows),
-        ("Supported: the interval of the claimed winner's advantage lies above 0 against every "
-         "alternative (or, for a number, our interval is not wholly below it). Contradicted: an "
-         "alternative is better with its interval below 0 (or our interval lies wholly below "
-         "the number). Inconclusive: the interval straddles 0, so the seeds cannot tell the "
-         "two apart.",),
-        data=tuple(data),
-    )  # fmt: skip
+        claim = claim if isinstance(claim, dict) else claim.to_dict()
+        comparisons = claim.get("comparisons")
+        if comparisons is None:  # an older replication.json: the deciding comparison only
+            comparisons = [
+                {
+                    "alternative": "the deciding alternative",
+                    "estimate": claim.get("estimate"),
+                    "ci95": claim.get("ci95"),
+                }
+            ]
+        for j, comp in enumerate(comparisons):
+            low, high = _pair(comp.get("ci95"))
+            rows.append((claim["id"] if j == 0 else "", claim["text"] if j == 0 else "",
+                         str(claim["verdict"]) if j == 0 else "",
+                         str(comp.get("alternative", "")), _pp(comp.get("estimate")),
+                         f"[{_pp(low)}, {_pp(high)}]", _pv(comp.get("p")),
+                         _pv(comp.get("p_holm"))))  # fmt: skip
+        if claim.get("test"):
+            tests.append(f"{claim['id']}: {claim['test']}.")
+        data.append(claim)
+    notes = ["Each row: the claimed winner minus one alternative, in percentage points, paired "
+             "over the seeds both trained; its 95% interval, its p and its p adjusted by Holm's "
+             "method over every comparison of the claims together. Supported: better than "
+             "every alternative after adjustment; partly supported: better than some, not "
+             "distinguishable from the rest; contradicted: some alternative is better; "
+             "inconclusive: the seeds cannot tell. The final-accuracy claim compares our "
+             "measurement with the claimed number."]  # fmt: skip
+    notes += [f"Tests: {' '.join(tests)}"] if tests else []
+    return Table("claims", "The paper's conclusions",
+                 ("", "claim", "verdict", "versus", "difference (pp)", "95% interval (pp)",
+                  "p", "p (Holm)"), tuple(rows), tuple(notes), data=tuple(data))  # fmt: skip
 
 
-def cells_table(replication) -> Table:
-    rows, data, marked = [], [], []
-    for i, cell in enumerate(replication.cells):
-        d = cell.to_dict()
+def cells_table(data) -> Table:
+    """Every published number against our seeds: the mean's interval and one run's."""
+    if not isinstance(data, dict):
+        data = data.to_dict()
+    rows, raw, marked = [], [], []
+    with_pi = any("prediction95" in c for c in data.get("cells", []))
+    for i, d in enumerate(data.get("cells", [])):
+        verdict = cell_verdict(d)
         interval = (f"{_p(d['mean'])} [{_p(d['ci95'][0])}, {_p(d['ci95'][1])}]"
-                    if d["mean"] is not None else "–")  # fmt: skip
-        spread = f"{_p(d['min'])}–{_p(d['max'])}" if d["min"] is not None else "–"
-        rows.append((f"Table {cell.cell.table}", cell.cell.row, _config_text(cell.config),
-                     f"{cell.cell.published:.1f}", interval, str(d["n"]), spread,
-                     cell.verdict or "no interval", "; ".join(cell.flags)))  # fmt: skip
-        marked += [i] if cell.verdict and cell.verdict != v.INSIDE else []
-        data.append(d)
-    method = replication.cells[0].interval.method if replication.cells else ""
+                    if d.get("mean") is not None else "–")  # fmt: skip
+        sd = d.get("sd")
+        seeds = " ".join(_p1(a) for a in d.get("accuracies", []))
+        row = [f"{d['table']}", str(d["row"]), _config_text_dict(d.get("config", {})),
+               f"{d['published']:.1f}", interval,
+               _p(sd) if sd is not None else "–"]  # fmt: skip
+        if with_pi:
+            low, high = _pair(d.get("prediction95"))
+            row.append(f"[{_p(low)}, {_p(high)}]")
+        row += [
+            seeds,
+            verdict or "no interval",
+            "; ".join(f.split(" (")[0] for f in d.get("flags", [])),
+        ]
+        rows.append(tuple(row))
+        marked += [i] if verdict and verdict != "consistent" else []
+        raw.append(d)
+    columns = [
+        "table",
+        "row",
+        "configuration",
+        "paper (%)",
+        "ours: mean [95% t-interval] (%)",
+        "sd (%)",
+    ]
+    columns += ["one run: 95% prediction interval (%)"] if with_pi else []
+    columns += ["our seeds (%)", "verdict", "flags"]
+    yardstick = ("where one run of ours would land (the prediction interval)" if with_pi
+                 else "our interval")  # fmt: skip
     return Table(
-        "replication-cells", "Every published number against ours",
-        ("table", "row", "configuration", "paper (%)", "ours: mean [95% interval] (%)", "n",
-         "min–max (%)", "paper's number is", "flags"),
-        tuple(rows),
-        (f"Interval: {method} (Student's t; Wilson's interval on the "
-         f"{replication.n_test:,} test images where one seed is all there is). 'above': the "
-         "paper's number is higher than our whole interval; 'below': lower. Highlighted rows "
-         "lie outside. Each accuracy is the best test accuracy of a seed, the paper's metric, "
-         "so it carries the leak the paper's protocol has.",),
-        tuple(marked),
-        tuple(data),
+        "replication-cells", "Every published number against ours", tuple(columns), tuple(rows),
+        (f"The verdict places the paper's number, a single run, against {yardstick}: "
+         "consistent (inside), above or below it; diverged where a seed diverged or stayed at "
+         "chance (an average of such seeds estimates nothing). Consistent means one run of ours "
+         "could plausibly give that number, not that it is confirmed. Highlighted rows are not "
+         "consistent. A seed that diverged counts with its best epoch before that, or not at "
+         "all if it had none.",),
+        tuple(marked), tuple(raw),
     )  # fmt: skip
 
 
@@ -167,8 +207,8 @@ def recommendation(replication) -> list[Block]:
             f"{_p(100 * best.interval.low)}–{_p(100 * best.interval.high)}).")  # fmt: skip
     if ties:
         text += (" How sure we are: the seeds cannot tell it apart (paired t-interval of the "
-                 "difference includes 0) from " + "; ".join(ties) + ", so treat these as "
-                 "equally good.")  # fmt: skip
+                 "difference includes 0) from " + "; ".join(ties) + ": not distinguishable "
+                 f"at n = {replication.n_seeds}.")  # fmt: skip
     else:
         text += " It beats every other published configuration by a paired t-interval above 0."
     return [Text(text, "note")]
@@ -256,6 +296,29 @@ def _finite(x: float) -> float:
 
 def _pp(x: float | None) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:+.2f}"
+
+
+def _pair(values) -> tuple:
+    return tuple(values) if values and len(values) == 2 else (None, None)
+
+
+def _pv(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+def _p1(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _config_text_dict(config: dict) -> str:
+    from hpstudy.config.config import Config
+
+    try:
+        return _config_text(Config.from_dict({**config, "seed": config.get("seed", 0)}))
+    except Exception:  # a file from another version: its labels as written
+        return ", ".join(
+            str(config.get(k, "")) for k in ("topology", "optimizer", "lr", "activation")
+        )
 
 
 def _p(x: float | None) -> str:

@@ -33,7 +33,8 @@ class Heading:
 @dataclass(frozen=True)
 class Text:
     text: str
-    kind: str = "p"  # "p", "note" or "warning" (a highlighted box)
+    kind: str = "p"  # "p", "note", "warning" (highlighted boxes) or "headline" (the answer)
+    key: str = ""  # HTML id, when a test or a link needs to find the paragraph
 
 
 @dataclass(frozen=True)
@@ -55,28 +56,39 @@ _CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
        margin: 0; background: #fafafa; }
 main { max-width: 1180px; margin: 0 auto; padding: 1.5rem 1.25rem 4rem; background: #fff; }
-h1 { font-size: 1.7rem; margin-top: 0; } h2 { border-bottom: 1px solid #ddd; padding-top: .6rem; }
+h1 { font-size: 1.6rem; margin: 0 0 .5rem; line-height: 1.25; }
+h2 { border-bottom: 1px solid #ddd; padding-top: .6rem; }
 nav ol { columns: 2; font-size: .92rem; }
 .table-wrap { overflow-x: auto; margin: .6rem 0; }
 table { border-collapse: collapse; font-size: .88rem; font-variant-numeric: tabular-nums; }
 caption { text-align: left; font-weight: 600; padding: .3rem 0; }
-th, td { border: 1px solid #d0d0d0; padding: .25rem .55rem; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #d0d0d0; padding: .25rem .55rem; text-align: left; vertical-align: top;
+         overflow-wrap: normal; word-break: normal; hyphens: none; }
 th { background: #f0f2f5; } tr.marked td { background: #fff6d6; font-weight: 600; }
+td .long, td code { overflow-wrap: anywhere; } td .w, th .w { white-space: nowrap; }
 p.table-note { font-size: .83rem; color: #555; margin: .15rem 0; max-width: 70rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .85rem; color: #444; }
+.headline { font-size: 1.08rem; font-weight: 600; margin: .4rem 0; }
+.counts { margin: .3rem 0 .6rem; }
 .warning { background: #fff1f0; border-left: 4px solid #d4380d; padding: .5rem .8rem; }
 .note { background: #f0f5ff; border-left: 4px solid #2f54eb; padding: .5rem .8rem; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; }
 code { background: #f2f2f2; padding: 0 .2rem; border-radius: 3px; overflow-wrap: anywhere; }
-p, figcaption, td { overflow-wrap: anywhere; }
-pre { white-space: pre-wrap; }
+p, figcaption { overflow-wrap: break-word; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 .table-wrap { scrollbar-width: thin; scrollbar-color: #999 #eee; }
 @media (max-width: 640px) {
-  main { padding: 1rem .6rem 3rem; } nav ol { columns: 1; } h1 { font-size: 1.35rem; }
-  .table-wrap { border-right: 3px solid #bbb; }
-  .table-wrap::before { content: "scroll sideways for more columns →"; display: block;
-                        font-size: .75rem; color: #666; position: sticky; left: 0; }
+  main { padding: .8rem .6rem 3rem; } nav ol { columns: 1; } h1 { font-size: 1.2rem; }
+  .headline { font-size: 1rem; }
+  /* Tables become stacked rows: one block per row, each cell led by its column's name. */
+  table, caption, tbody, tr, td { display: block; width: auto; }
+  thead { display: none; }
+  tr { border: 1px solid #d0d0d0; margin: 0 0 .5rem; }
+  td { border: 0; border-bottom: 1px solid #eee; padding: .2rem .5rem; }
+  td:empty { display: none; }
+  td[data-label]:not([data-label=""])::before { content: attr(data-label) ": "; color: #555;
+                                               font-weight: 600; }
 }
 """
 
@@ -91,16 +103,43 @@ def _attr(text: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then turn `code` spans into <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """Escape, then turn `code` spans into <code>, [text](href) into links and *emphasis* into
+    <em> (no literal Markdown reaches the page)."""
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    # Links to files beside the report only: a plain relative name, never a scheme.
+    escaped = re.sub(r"\[([^\]]+)\]\(([\w.-]+(?:/[\w.-]+)*)\)", r'<a href="\2">\1</a>', escaped)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"<em>\1</em>", escaped)
+
+
+LONG_TOKEN = 28  # characters: longer tokens without spaces are hashes, paths or commands
+
+
+def _cell(text: str) -> str:
+    """A table cell's text, escaped. Every real word stays whole: a browser may break a line
+    after a hyphen or a dash ("runner-up", "--threads", "85.1–86.4"), so such words are held
+    together; a token too long to be a word (a digest, a path) may break anywhere."""
+    words = []
+    for word in text.split(" "):
+        escaped = html.escape(word)
+        if len(word) > LONG_TOKEN:
+            escaped = f'<span class="long">{escaped}</span>'
+        elif _BREAKS.search(word):
+            escaped = f'<span class="w">{escaped}</span>'
+        words.append(escaped)
+    return " ".join(words)
+
+
+_BREAKS = re.compile(r"[-‐–—/]")  # characters after which a browser may wrap a line
 
 
 def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    head = "".join(f"<th>{_cell(c)}</th>" for c in table.columns)
+    labels = [_attr(c) for c in table.columns]  # the stacked rows of a narrow screen show them
     body = []
     for i, row in enumerate(table.rows):
         cls = ' class="marked"' if i in table.marked else ""
-        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row)
+        cells = "".join(f'<td data-label="{label}">{_cell(c)}</td>'
+                        for label, c in zip(labels, row, strict=False))  # fmt: skip
         body.append(f"<tr{cls}>{cells}</tr>")
     notes = "".join(f'<p class="table-note">{_inline(n)}</p>' for n in table.notes)
     return (
@@ -140,7 +179,8 @@ def to_html(blocks: list[Block], *, title: str) -> str:
             parts.append(f'<h{block.level} id="{key}">{_inline(block.text)}</h{block.level}>')
         elif isinstance(block, Text):
             cls = "" if block.kind == "p" else f' class="{_attr(block.kind)}"'
-            parts.append(f"<p{cls}>{_inline(block.text)}</p>")
+            key = f' id="{_attr(block.key)}"' if block.key else ""
+            parts.append(f"<p{key}{cls}>{_inline(block.text)}</p>")
         elif isinstance(block, Table):
             parts.append(_html_table(block))
         elif isinstance(block, Figure):
@@ -187,8 +227,11 @@ def to_markdown(blocks: list[Block], *, relative_to: Path) -> str:
         if isinstance(block, Heading):
             parts.append(f"{'#' * block.level} {block.text}")
         elif isinstance(block, Text):
-            prefix = {"warning": "> **Warning:** ", "note": "> "}.get(block.kind, "")
-            parts.append(prefix + block.text)
+            prefix = {"warning": "> **Warning:** ", "note": "> ", "headline": "**"}.get(
+                block.kind, ""
+            )
+            suffix = "**" if block.kind == "headline" else ""
+            parts.append(prefix + block.text + suffix)
         elif isinstance(block, Table):
             parts.append(_md_table(block))
         elif isinstance(block, Figure):

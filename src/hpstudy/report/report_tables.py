@@ -100,9 +100,8 @@ def split_note(view: RunView) -> str:
     once = "per stage winner and seed" if staged else "for the final model"
     if view.is_leaky:
         return (
-            f"Split: early stopping and selection read the test set ({n_test:,} images{subset}), "
-            "as the paper did; the test set chose each number's epoch, so these test accuracies "
-            "are optimistic (the leak, explained at the top)."
+            f"Split: early stopping and selection read the test set ({n_test:,} images{subset}): "
+            "the leak, explained at the top."
         )
     return (
         f"Split: early stopping and selection read a validation split of "

@@ -8,7 +8,7 @@ lacks (no final model yet, no grid to compare with) becomes a sentence, not a fa
 
 from __future__ import annotations
 
-import shlex
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -22,31 +22,41 @@ from hpstudy.report.render import Block, Code, Figure, Heading, Text
 MAX_PANELS = 8  # curves of a grid or search: one panel per topology, or per depth beyond this
 
 
-def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) -> list[Block]:
+def title(view: RunView, final: FinalModel | None, related: list[RunView] = (),
+          answer: list[Block] = ()) -> list[Block]:  # fmt: skip
+    """The title, the answer (`answer`: a replication's headline, counts and forest plot), the
+    run in one paragraph and the leak, explained once. Only a study that compares with the
+    paper's published numbers names the paper."""
     study, counts = view.study, Counter(r.status.value for r in view.records)
     outcomes = Counter(r.outcome.value for r in view.finished if r.outcome)
-    blocks: list[Block] = [
-        Heading(1, f"hpstudy report: {study.name}", "top"),
-        Text(f"The paper: {opening.PAPER_CITATION}. {opening.paper_path_text(view)}", "note"),
-        Text(
-            (f"{study.description} " if study.description else "")
-            + f"Protocol `{view.protocol.value}`, selection on the {study.selection.value} split, "
-            f"{study.n_seeds} seed(s) ({', '.join(map(str, study.seeds))}); "
-            f"{counts.get('finished', 0)} finished trials ("
-            + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
-            + ")"
-            + "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s != "finished")
-            + f". Run folder: `{view.run_dir}`."
-        ),
-    ]
+    replicate = view.protocol is ProtocolKind.REPLICATE
+    heading = opening.question_title(view) if replicate else _study_title(view)
+    blocks: list[Block] = [Heading(1, heading, "top"), *answer]
+    if not replicate and mentions_paper(view):
+        blocks.append(Text(f"The paper: {opening.PAPER_CITATION}. "
+                           f"{opening.paper_path_text(view)}", "note"))  # fmt: skip
+    said = replicate or not study.description  # else the title holds the description
+    blocks.append(Text(
+        (f"{study.description} " if study.description and said else "")
+        + f"Protocol `{view.protocol.value}`, selection on the {study.selection.value} split, "
+        f"{study.n_seeds} seed(s) ({', '.join(map(str, study.seeds))}); "
+        f"{counts.get('finished', 0)} finished trials ("
+        + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items()))
+        + ")"
+        + "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s != "finished")
+        + f". Run folder: `{view.run_dir}`."
+    ))  # fmt: skip
     if view.is_leaky:
         blocks.append(Text(_leak_text(view, related), "warning"))
     if view.limits:
         limits = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in view.limits.items())
         blocks.append(Text(
             f"Quick try ({limits}): this run trained on a slice of the data or for fewer "
-            "epochs, so its accuracies are not comparable with the paper's numbers.",
+            "epochs, so its accuracies are not comparable with "
+            + ("the paper's numbers." if mentions_paper(view) else "a full run's."),
             "warning"))  # fmt: skip
+    if replicate:  # the verdict names the configuration to use and the final model, once
+        return blocks
     lines = []
     winner = view.winner
     if winner is not None:
@@ -55,11 +65,22 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) 
         paper = published_final(view)
         vs = f" (the paper: {paper:.1f}%)" if paper is not None else ""
         lines.append(f"Its test accuracy: {t.pct(final.accuracy)}%{vs}.")
-    # A replicate run's verdict says it, cell by cell.
-    if view.protocol is not ProtocolKind.REPLICATE:
-        lines += _reproduction_summary(view)
-    blocks.append(Text(" ".join(lines), "note"))
+    lines += _reproduction_summary(view)
+    if lines:
+        blocks.append(Text(" ".join(lines), "note"))
     return blocks
+
+
+def mentions_paper(view: RunView) -> bool:
+    """Whether the report speaks of the paper: a replication, or a run beside its numbers."""
+    return view.protocol is ProtocolKind.REPLICATE or bool(published_numbers(view))
+
+
+def _study_title(view: RunView) -> str:
+    """'Study grid: <its description>' or 'Study grid (grid protocol)'."""
+    study = view.study
+    about = study.description.rstrip(".") if study.description else f"{study.protocol.value} run"
+    return f"Study {study.name}: {about}"
 
 
 def _leak_text(view: RunView, related: list[RunView]) -> str:
@@ -130,9 +151,9 @@ def _reproduction_summary(view: RunView) -> list[str]:
 
 def stage_section(view: RunView) -> list[Block]:
     if not view.is_staged:
+        if not view.tables:  # no empty section
+            return []
         blocks: list[Block] = [Heading(2, "Best configurations")]
-        if not view.tables:
-            return blocks
         blocks.append(t.best_configs(view, view.tables[0]))
         confirmed = [tb for tb in view.tables[1:] if tb.name == "confirmed"]
         if confirmed:  # search: the top configurations retrained on new seeds
@@ -146,8 +167,16 @@ def stage_section(view: RunView) -> list[Block]:
     blocks = [Heading(2, heading, "stage-tables")]
     blocks.append(Text("One table per stage, in the paper's shape: each stage varies one "
                        "factor and carries its winner forward."))  # fmt: skip
-    for table in staged:
-        blocks.append(t.stage_table(view, table, numbers.get(table.name, {})))
+    tables = [t.stage_table(view, table, numbers.get(table.name, {})) for table in staged]
+    # One note block for the table kind: what every stage table shares is said once, after
+    # them; a table keeps only the notes that are its own (its capped rows, its † rows).
+    seen = Counter(note for table in tables for note in dict.fromkeys(table.notes))
+    shared = [note for note in seen if seen[note] > 1]
+    for table in tables:
+        blocks.append(dataclasses.replace(table, notes=tuple(n for n in table.notes
+                                                             if n not in shared)))  # fmt: skip
+    if shared:
+        blocks.append(Text(" ".join(shared), "note"))
     if view.study.staged_seeds and len(staged) < len(view.study.stages):
         blocks.append(
             Text(
@@ -166,10 +195,14 @@ def final_model_section(view: RunView, final: FinalModel | None, figdir: Path) -
                               "when `hpstudy run` finishes the study.", "warning")]  # fmt: skip
     names = final.class_names
     cm = metrics.confusion_matrix(final.labels, final.predictions, len(names))
-    blocks.append(model_card.final_model_table(final, view, published_final(view)))
+    paper = mentions_paper(view)
+    blocks.append(
+        model_card.final_model_table(final, view, published_final(view) if paper else None)
+    )
     blocks.append(Figure(figures.plot_confusion_matrix(cm, names, figdir / "confusion_matrix.png"),
                          "Confusion matrix of the final model on the test split (rows: true "
-                         "class, columns: predicted), as the paper's Fig. 1."))  # fmt: skip
+                         "class, columns: predicted)" + (", as the paper's Fig. 1." if paper
+                                                         else ".")))  # fmt: skip
     blocks.append(model_card.per_class_table(metrics.per_class(cm), names))
     blocks.append(model_card.confused_pairs_table(metrics.confused_pairs(cm), names))
     if final.images is not None:  # feature vectors have no picture
@@ -208,7 +241,16 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
                                split=split, winners=winners)  # fmt: skip
     blocks.append(Figure(path, f"{caption} (on the {split} split); a dot marks the best epoch, a "
                                "cross where early stopping ended the trial."))  # fmt: skip
-    if final is not None:
+    balanced = final is not None and _balanced(final.train_labels, final.labels,
+                                               len(final.class_names))  # fmt: skip
+    if balanced:  # a flat bar chart carries no finding: one sentence says it
+        blocks.append(
+            Text(
+                f"Classes are balanced: {balanced[0]:,} training and {balanced[1]:,} "
+                f"test images in each of the {len(final.class_names)} classes."
+            )
+        )
+    elif final is not None:
         path = figures.plot_class_distribution(final.train_labels, final.labels,
                                                figdir / "class_distribution.png",
                                                class_names=final.class_names,
@@ -222,6 +264,17 @@ def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> lis
             )
         )
     return blocks
+
+
+def _balanced(train_labels, test_labels, n_classes: int) -> tuple[int, int] | None:
+    """(training, test) images per class when every class has the same count, else None."""
+    import numpy as np
+
+    train = np.bincount(np.asarray(train_labels), minlength=n_classes)
+    test = np.bincount(np.asarray(test_labels), minlength=n_classes)
+    if len(set(train.tolist())) == 1 and len(set(test.tolist())) == 1:
+        return int(train[0]), int(test[0])
+    return None
 
 
 def space_section(view: RunView, figdir: Path) -> list[Block]:
@@ -276,16 +329,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
             if not any(isinstance(b, Heading) and b.text == "The leakage gap" for b in blocks):
                 blocks.append(Heading(2, "The leakage gap"))
             blocks.append(t.leakage_table(rows, leaky, clean))
-    if not blocks and not related:
-        blocks = [
-            Heading(2, "Comparisons"),
-            Text(
-                "No sibling runs found beside this one: run `hpstudy run clean` and `hpstudy run "
-                "grid` into the same parent folder (or pass `--compare DIR`) to see where the "
-                "staged winner ranks in the full grid and how large the leakage gap is."
-            ),
-        ]
-    return blocks
+    return blocks  # nothing to compare with: no section (the run's own pages say the rest)
 
 
 def provenance_section(view: RunView, final: FinalModel | None, report_command: str):
@@ -300,9 +344,7 @@ def provenance_section(view: RunView, final: FinalModel | None, report_command: 
     digests = {name: d for r in finished for name, d in r.data_digests.items()}
     rows = [
         ("study file", f"{info.get('study_file', '')} (its text is below)"),
-        ("command", shlex.join(map(str, info.get("command", [])))),
-        ("report command", report_command),
-        ("started", info.get("started", "")),
+        ("started", info.get("started", "")),  # the commands: under "Reproduce and cost"
         ("versions", distinct(versions)),
         ("device", f"{info.get('device', '')}; trials: {distinct(r.device for r in finished)}"),
         ("dtype", distinct(r.dtype for r in finished)),

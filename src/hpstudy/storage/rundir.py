@@ -191,8 +191,10 @@ def machine_info(device: str) -> dict:
         name = torch.cuda.get_device_name(torch.device(device))
     else:
         name = _cpu_model() or platform.processor() or platform.machine()
+    # The CPU's vector extensions decide which float32 kernels ran (what a rerun matches).
     return {"git_commit": commit, "packages": packages, "device_name": name,
-            "threads": torch.get_num_threads()}  # fmt: skip
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
 
 
 def _cpu_model() -> str:
