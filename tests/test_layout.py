@@ -6,6 +6,8 @@ These scan `src/hpstudy` with `ast`, so they fail the moment a module reaches ar
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,8 @@ def module_imports(name: str, tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             subs = {f"{node.module}.{alias.name}" for alias in node.names}
             targets = {m for m in subs if m in MODULES}
+            lazy = LAZY.get(node.module, {})  # a package's names loaded on first use
+            targets |= {lazy[alias.name] for alias in node.names if alias.name in lazy}
             if targets != subs:
                 targets.add(node.module)
         else:
@@ -73,6 +77,19 @@ def module_imports(name: str, tree: ast.AST) -> set[str]:
 
 
 MODULES = modules()
+
+
+def lazy_names(tree: ast.Module) -> dict[str, str]:
+    """A package's `_LAZY` table (name -> the module that defines it, loaded on first use): an
+    import of such a name is an import of that module."""
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
+LAZY = {name: lazy_names(tree) for name, tree in MODULES.items()}
 OUTSIDE_STORAGE = {n: t for n, t in MODULES.items() if not n.startswith("hpstudy.storage")}
 
 
@@ -225,3 +242,16 @@ def test_the_list_of_report_modules_that_read_protocols_only_shrinks():
 def test_every_package_has_a_layer():
     unplaced = sorted(n for n in MODULES if n != "hpstudy" and layer_of(n) == "hpstudy")
     assert not unplaced, f"{unplaced}: give each a rank in LAYERS"
+
+
+def test_a_name_loaded_on_first_use_counts_as_its_module():
+    tree = ast.parse("from hpstudy.storage import Store, GRACE_S\n")
+    loaded = module_imports("hpstudy.protocols.grid", tree)
+    assert {"hpstudy.storage.store", "hpstudy.storage"} <= loaded
+
+
+def test_run_options_load_neither_optuna_nor_torch():
+    code = ("import sys; from hpstudy.runner.options import RunOptions; RunOptions(); "
+            "print(sorted(m for m in ('optuna', 'torch') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

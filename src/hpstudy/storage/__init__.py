@@ -13,36 +13,51 @@ sampler and pruner, ask and report), `importance` (fANOVA). Nothing outside this
 Optuna's storage or touches its private API (tests/test_layout.py checks).
 """
 
-from hpstudy.storage.keys import (
-    distributions_of,
-    identity_attrs,
-    params_of,
-    topology_param,
-    trial_key,
-)
-from hpstudy.storage.records import (
-    TrialRecord,
-    TrialStatus,
-    objective_value,
-    pack_correct,
-    record_from_trial,
-    unpack_correct,
-)
-from hpstudy.storage.store import GRACE_S, HEARTBEAT_S, TEST_META, Store
-from hpstudy.storage.urls import (
-    check_durable,
-    default_url,
-    explain_storage_error,
-    redact_args,
-    redact_url,
-    sqlite_file,
-    storage_errors,
-)
+from __future__ import annotations
 
-__all__ = [
-    "GRACE_S", "HEARTBEAT_S", "TEST_META", "Store", "TrialRecord", "TrialStatus", "check_durable",
-    "default_url", "distributions_of", "explain_storage_error", "identity_attrs",
-    "objective_value", "pack_correct", "params_of", "record_from_trial", "redact_args",
-    "redact_url", "sqlite_file",
-    "storage_errors", "topology_param", "trial_key", "unpack_correct",
-]  # fmt: skip
+import importlib
+
+# How often a process marks its running trials alive, and after how long without a mark a
+# running trial belongs to a dead process (both in seconds). Here, not in `store`, so that
+# naming them (RunOptions' default) loads neither Optuna nor torch.
+HEARTBEAT_S = 5
+GRACE_S = 30
+
+# Where each public name lives: loaded on first use (PEP 562), so importing one light module of
+# this package (`urls`, `interrupts`) does not load Optuna and torch through the others.
+_LAZY = {
+    "Store": "hpstudy.storage.store",
+    "TEST_META": "hpstudy.storage.store",
+    "TrialRecord": "hpstudy.storage.records",
+    "TrialStatus": "hpstudy.storage.records",
+    "check_durable": "hpstudy.storage.urls",
+    "default_url": "hpstudy.storage.urls",
+    "distributions_of": "hpstudy.storage.keys",
+    "explain_storage_error": "hpstudy.storage.urls",
+    "identity_attrs": "hpstudy.storage.keys",
+    "objective_value": "hpstudy.storage.records",
+    "pack_correct": "hpstudy.storage.records",
+    "params_of": "hpstudy.storage.keys",
+    "record_from_trial": "hpstudy.storage.records",
+    "redact_args": "hpstudy.storage.urls",
+    "redact_url": "hpstudy.storage.urls",
+    "sqlite_file": "hpstudy.storage.urls",
+    "storage_errors": "hpstudy.storage.urls",
+    "topology_param": "hpstudy.storage.keys",
+    "trial_key": "hpstudy.storage.keys",
+    "unpack_correct": "hpstudy.storage.records",
+}
+
+__all__ = ["GRACE_S", "HEARTBEAT_S", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hpstudy.storage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later uses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -48,7 +48,7 @@ from hpstudy.config.config import Config
 from hpstudy.config.factors import searched
 from hpstudy.engine.results import TrialResult
 from hpstudy.errors import UserError
-from hpstudy.storage import interrupts
+from hpstudy.storage import GRACE_S, HEARTBEAT_S, interrupts
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.records import (
     TrialRecord,
@@ -90,8 +90,6 @@ def _defer_interrupts_in_sessions() -> None:
 
 
 TEST_META = "test_accuracy:"  # study attribute prefix: trial key -> test accuracy read once
-HEARTBEAT_S = 5  # how often a process marks its running trials alive
-GRACE_S = 30  # a running trial whose heartbeat is older than this belongs to a dead process
 WORKER_META = "worker:"  # study attribute prefix: 'host:pid' -> time of its last heartbeat
 SETTINGS_META = "settings"  # study attribute: what the first process trained with
 JOURNAL_PREFIX = "journal://"  # journal:///abs/path: Optuna's journal file storage
