@@ -42,7 +42,7 @@ from hpstudy.config.factors import config_label, shown, space_size
 from hpstudy.protocols.base import Protocol, evaluate_test_once
 from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
 from hpstudy.protocols.trainer import POLL_S
-from hpstudy.stats.tables import StageTable, mean_ci
+from hpstudy.stats.tables import StageTable, mean_ci, overstatement
 from hpstudy.storage import TrialRecord, TrialStatus, objective_value
 from hpstudy.storage.search import Searcher, SearchTrial
 
@@ -285,18 +285,13 @@ class SearchProtocol(Protocol):
         table = ranked_table(self.study, self.name, rows, name="search",
                              title="Search: {n} configurations, best first",
                              rule=self._search_rule(len(rows)))  # fmt: skip
-        scores = {}
-        for row in self._top(table):
-            base = Config.from_dict(row.config)
-            if base in confirmed:
-                scores[base] = row.selection.mean
-        if not scores:
+        tops = [Config.from_dict(row.config) for row in self._top(table)]
+        bases = [base for base in tops if base in confirmed]
+        if not bases:
             return [table]
         rows = [make_row(config_label(base, names), confirmed[base], tests=tests, leaky=leaky)
-                for base in scores]  # fmt: skip
-        gaps = [scores[Config.from_dict(r.config).replace(seed=self.study.seeds[0])]
-                - r.selection.mean for r in rows]  # fmt: skip
-        over = mean_ci(gaps)
+                for base in bases]  # fmt: skip
+        over = mean_ci(overstatement(table.rows, rows))
         seeds = self.study.confirmation_seeds
         rule = (f"{self.selection_rule()}; the top {len(rows)} by search score retrained with "
                 f"{len(seeds)} new seeds ({seeds[0]}-{seeds[-1]}: seed + 1000 + i), winner by "

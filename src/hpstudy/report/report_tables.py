@@ -22,7 +22,7 @@ from hpstudy.config.factors import config_label, factor_label, factor_title, fac
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
 from hpstudy.report.metrics import GapRow, Importances, StageCost
-from hpstudy.stats.tables import Cell, Row, StageTable
+from hpstudy.stats.tables import Cell, Row, StageTable, overstatement
 from hpstudy.stats.verdict import wilson_interval
 
 WINNER = "★"
@@ -260,12 +260,9 @@ def confirmation_table(search: StageTable, confirmed: StageTable) -> Table:
     """Search runs: each confirmed configuration's search-time score beside its confirmed mean
     on new seeds, and by how much the search score overstated it (the winner's curse)."""
     scores = {r.label: r.selection for r in search.rows}
-    cells, gaps = [], []
-    for row in confirmed.rows:
-        score = scores.get(row.label)
-        gap = 100 * (score.mean - row.selection.mean) if score else float("nan")
-        gaps.append(gap)
-        cells.append((row.label, cell_text(score), cell_text(row.selection), f"{gap:+.2f}"))
+    gaps = [100 * g for g in overstatement(search.rows, confirmed.rows)]
+    cells = [(row.label, cell_text(scores.get(row.label)), cell_text(row.selection), f"{gap:+.2f}")
+             for row, gap in zip(confirmed.rows, gaps, strict=True)]  # fmt: skip
     usable = [g for g in gaps if g == g]
     mean_gap = sum(usable) / len(usable) if usable else float("nan")
     sentence = (f"The search-time score overstated the confirmed score by {mean_gap:+.2f} pp on "

@@ -213,3 +213,11 @@ def read_tables(run_dir: str | Path) -> list[StageTable]:
     folder = Path(run_dir) / TABLES_DIR
     files = sorted(folder.glob("*.json"), key=lambda p: int(p.stem.split("_")[0]))
     return [StageTable.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in files]
+
+
+def overstatement(search: Sequence[Row], confirmed: Sequence[Row]) -> list[float]:
+    """The winner's curse, per confirmed row: its search-time score minus its confirmed mean
+    (fractions; nan where the search has no row of that label). A search score is the best of
+    many tries, so it overstates what the configuration does on new seeds."""
+    scores = {r.label: r.selection.mean for r in search}
+    return [scores.get(r.label, math.nan) - r.selection.mean for r in confirmed]
