@@ -195,8 +195,8 @@ def test_the_final_model_is_the_recommended_configuration_at_the_first_seed(repl
     )
 
 
-def test_the_run_counts_every_trial_it_trained_clean_arms_included(replicated_run):
-    records = open_run(replicated_run.run_dir).records()
+def test_the_run_counts_every_trial_it_trained_clean_arms_included(replicated, replicated_run):
+    records = open_run(replicated).records()  # `replicated` marks the test slow (conftest)
     assert replicated_run.n_trained == len(records)  # was: only the paper's protocol's
 
 
