@@ -112,7 +112,7 @@ def leak_table(gaps) -> Table:
          "clean: test acc, read once (%)", "test-selected on the clean split (%)",
          "gap (pp) [95% interval]", "n"),
         tuple(rows),
-        ("The same configurations and seeds trained twice: once as the paper did (early "
+        ("The same configurations and seeds trained three times: once as the paper did (early "
          "stopping and the reported number on the test set), once on 54,000 training images "
          "with stopping on a 6,000-image validation split and the test set read once at the "
          "chosen epoch; and a third time as the paper did but on the clean run's 54,000 training "

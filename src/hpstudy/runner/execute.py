@@ -81,7 +81,8 @@ def planned_trials(study: Study) -> int:
     else:
         n_configs = sum(len(stage.values) for stage in study.stages)
     if study.protocol is ProtocolKind.REPLICATE:
-        return n_configs * (study.n_seeds * (1 + study.with_clean) + study.staged_seeds)
+        # --with-clean: the clean arm and the held-out arm (test-selected on the clean split)
+        return n_configs * (study.n_seeds * (1 + 2 * study.with_clean) + study.staged_seeds)
     return n_configs * study.n_seeds
 
 

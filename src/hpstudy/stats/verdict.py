@@ -16,7 +16,7 @@ published numbers and everything a verdict reports are in percent (points for di
 A published number is one run (the paper's seed 42), so it is judged against our 95%
 *prediction interval for one run* (`intervals.prediction_interval`): `consistent` inside it,
 `above` or `below` outside, and `diverged` where any of our seeds diverged or stayed at chance
-(then our mean is not an estimate of an accuracy and no interval is drawn). "Consistent" means
+(then our mean is not an estimate of an accuracy, whatever its interval says). "Consistent" means
 one of our runs could plausibly have given that number, never that the number is confirmed.
 
 A claim is a family of comparisons (the claimed winner minus each alternative, paired over
