@@ -30,7 +30,7 @@ from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
-from hpstudy.protocols.replicate import held_out_split
+from hpstudy.protocols.replication import held_out_split
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats.tables import StageTable, write_tables
 from hpstudy.storage import Store, TrialRecord, check_durable, default_url, storage_errors
