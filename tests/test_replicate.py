@@ -259,3 +259,26 @@ def test_with_clean_measures_the_leak_per_cell_from_the_store(replicated):
     assert pooled["n_train"] == 320 and pooled["n_train_clean"] == 320  # limit_train applies
     html = (replicated / "report.html").read_text()
     assert 'id="leak-per-cell"' in html and "The leak over all" in html
+
+
+def test_a_missing_seed_is_left_out_of_the_pairs_not_shifted(replicated):
+    # An unfinished or failed seed must not pair seed 43 of one cell with seed 42 of another.
+    store = open_run(replicated)
+    records = store.records()
+    study = load_study(replicated.parent / "rep.toml")
+    protocol = ReplicateProtocol(study)
+    split = next(r.split for r in records
+                 if r.split["selection"] == "test" and "arm" not in r.split)  # fmt: skip
+    t1 = study.config(seed=42, **paper_cells(study)[0].factors)  # Table I, T1
+    dropped = [r for r in records if r.key != trial_key(t1, split)]
+    full = protocol.replication(records, split=split)
+    less = protocol.replication(dropped, split=split)
+    assert less.cells[0].seeds == (43,) and full.cells[0].seeds == (42, 43)
+    (comparison,) = less.claims[0].comparisons  # T2 minus T1, over seed 43 only
+    assert comparison.difference.n == 1
+    t2 = less.cells[1]
+    assert comparison.difference.estimate == pytest.approx(
+        100 * (t2.accuracies[1] - less.cells[0].accuracies[0])
+    )
+    assert less.cells[0].verdict == ""  # one seed: no prediction interval
+    assert less.counts["numbers"]["unmeasured"] == 1

@@ -102,6 +102,8 @@ class CellResult:
     verdict: str  # consistent, above, below, diverged ('' without an interval)
     flags: tuple[str, ...]  # "2 of 5 seeds diverged", "hit the epoch cap while improving", ...
     diverged: bool = False  # a seed diverged or stayed at chance
+    # one per study seed, nan where that seed has no finished trial: what paired tests pair
+    paired: tuple[float, ...] = ()
 
     @property
     def config_id(self) -> str:
@@ -142,20 +144,19 @@ class Recommended:
     n_params: int
 
     def text(self, n_seeds: int) -> str:
-        c = self.cell
+        c, best, k = self.cell, self.best, len(self.ties)
         said = (f"{config_text(c.config)}: {_p(100 * c.interval.mean)}% mean, 95% interval "
                 f"[{_p(100 * c.interval.low)}, {_p(100 * c.interval.high)}], "
                 f"{self.n_params:,} parameters")  # fmt: skip
-        if self.best is c and not self.ties:
+        others = f"{k} configuration{'s' if k != 1 else ''}"
+        if best is c and not k:
             return said + "; the best mean, distinguishable from every other configuration."
-        if self.best is c:
-            return (said + f"; the best mean and the cheapest of the {len(self.ties) + 1} "
-                    f"configurations not distinguishable at n = {n_seeds}.")  # fmt: skip
-        return (
-            said + f"; the cheapest of the {len(self.ties) + 1} configurations not "
-            f"distinguishable at n = {n_seeds} from the best mean, "
-            f"{config_text(self.best.config)} ({_p(100 * self.best.interval.mean)}%)."
-        )
+        if best is c:
+            return (said + f"; the best mean, and the cheapest of it and the {others} not "
+                    f"distinguishable from it at n = {n_seeds}.")  # fmt: skip
+        return (said + f"; the cheapest of the best mean, {config_text(best.config)} "
+                f"({_p(100 * best.interval.mean)}%), and the {others} not distinguishable "
+                f"from it at n = {n_seeds}.")  # fmt: skip
 
     def to_dict(self, n_seeds: int) -> dict:
         c = self.cell
@@ -273,15 +274,19 @@ class Replication:
 
     @property
     def counts(self) -> dict:
-        """Verdicts over the published numbers and over the distinct configurations."""
+        """Verdicts over the published numbers and over the distinct configurations;
+        'unmeasured': fewer than two finished seeds (an unfinished run)."""
         numbers = {k: sum(c.verdict == k for c in self.cells) for k in v.CELL_VERDICTS}
+        numbers["unmeasured"] = sum(not c.verdict for c in self.cells)
         by_config: dict[str, list[CellResult]] = {}
         for c in self.cells:
             by_config.setdefault(c.config_id, []).append(c)
-        configs = {"consistent": 0, "outside": 0, "diverged": 0}
+        configs = {"consistent": 0, "outside": 0, "diverged": 0, "unmeasured": 0}
         for same in by_config.values():
             if any(c.verdict == v.DIVERGED for c in same):
                 configs["diverged"] += 1
+            elif any(not c.verdict for c in same):
+                configs["unmeasured"] += 1
             elif all(c.verdict == v.CONSISTENT for c in same):
                 configs["consistent"] += 1
             else:
@@ -328,7 +333,8 @@ def judge(
     for cell in paper_cells(study):
         group = [study.config(seed=s, **cell.factors) for s in study.seeds]
         found = [by_key[k] for c in group if (k := trial_key(c, split)) in by_key]
-        results.append(_cell_result(cell, group[0], found, n_test, study.n_classes))
+        results.append(_cell_result(cell, group[0], found, study.seeds, n_test,
+                                    study.n_classes))  # fmt: skip
     claims = _claims(study, results)
     gaps, pooled = (), None
     if clean_split:
@@ -349,18 +355,20 @@ def judge(
 
 
 def _cell_result(cell: PublishedCell, config: Config, records: list[TrialRecord],
-                 n_test: int, n_classes: int) -> CellResult:  # fmt: skip
+                 seeds: Sequence[int], n_test: int, n_classes: int) -> CellResult:  # fmt: skip
     records = sorted(records, key=lambda r: r.seed)
     accuracies = tuple(r.best_accuracy for r in records)
     interval = v.cell_interval(accuracies, n_test)
     prediction = v.prediction_interval(accuracies)
     diverged = _diverged(records, n_classes)
+    found = {r.seed: r.best_accuracy for r in records}
     return CellResult(
         cell, config, tuple(r.seed for r in records), accuracies,
         tuple(r.outcome.value if r.outcome else "" for r in records),
         tuple(r.epochs for r in records), interval, prediction,
         v.cell_verdict(cell.published, prediction, diverged=diverged),
         tuple(cell_flags(records, n_classes)), diverged,
+        tuple(found.get(s, math.nan) for s in seeds),
     )  # fmt: skip
 
 
@@ -397,11 +405,11 @@ def _claims(study: Study, results: list[CellResult]) -> list[v.Claim]:
         if not stage.published or len(cells) < 2:
             continue
         top = max(cells, key=lambda r: r.cell.published)
-        others = [(r.cell.name, r.accuracies) for r in cells if r is not top]
+        others = [(r.cell.name, r.paired) for r in cells if r is not top]  # seed by seed
         noun = FACTORS[stage.factor].noun
         text = (f"{top.cell.name} is the best {noun} (Table {ROMAN[i]}: it beats "
                 f"{', '.join(o for o, _ in others)})")  # fmt: skip
-        specs.append(v.BestSpec(ROMAN[i], text, (top.cell.name, top.accuracies), others))
+        specs.append(v.BestSpec(ROMAN[i], text, (top.cell.name, top.paired), others))
     if study.published_final is not None and results:
         final = _final_cell(study, results)
         labels = config_text(study.config(seed=0, **final.cell.factors))
@@ -455,7 +463,7 @@ def _recommend(results: Sequence[CellResult]) -> Recommended | None:
         return None
     best = max(trains, key=lambda r: r.interval.mean)
     others = [r for r in trains if r is not best]
-    diffs = [v.paired_difference(best.accuracies, r.accuracies) for r in others]
+    diffs = [v.paired_difference(best.paired, r.paired) for r in others]
     adjusted = v.holm([d.p_value for d in diffs])
     ties = tuple(
         (r, v.Comparison(r.config_id, d, p))

@@ -297,6 +297,9 @@ def _value_sentences(spec: ValueSpec, c: Comparison):
 def headline_phrase(claim: Claim) -> str:
     """One short phrase per claim for the headline sentence: what fails, else what holds."""
     cs = claim.comparisons
+    if all(c.difference.n < 2 for c in cs):  # an unfinished run: nothing to test yet
+        subject = f"{claim.claimed:g}%" if claim.claimed is not None else claim.winner
+        return f"{subject}: fewer than 2 seeds, not tested"
     if claim.claimed is not None:
         d = cs[0].difference
         mean = claim.claimed + d.estimate
