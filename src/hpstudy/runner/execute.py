@@ -181,15 +181,16 @@ def run_study(
             protocol.held_out = held_out_trainer(protocol.clean)
         tables = protocol.run()
         write_tables(run_dir, tables)
-        final = None
         if isinstance(protocol, ReplicateProtocol):
             records = store.records()
             replication = protocol.replication(records, tests=store.test_accuracies())
             write_replication(run_dir, replication)
             # The final model is the recommended configuration at the first seed, fixed in
-            # advance: never the best of the seeds on the test set.
+            # advance: never the best of the seeds on the test set (none if it did not train).
             final = protocol.final_record(replication, records, trainer.data.split)
-        model_path = save_final_model(study, trainer, tables, run_dir, record=final)
+            model_path = final and save_final_model(study, trainer, tables, run_dir, record=final)
+        else:
+            model_path = save_final_model(study, trainer, tables, run_dir)
         record_elapsed(run_dir, time.perf_counter() - start)
     records = store.records()
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
