@@ -214,6 +214,9 @@ def test_the_report_leads_with_the_verdict_and_repeats_the_stores_numbers(replic
     claims = report["tables"]["claims"]["data"]
     assert [c["verdict"] for c in claims] == [c["verdict"] for c in stored["claims"]]
     assert 'id="claims"' in html and "McNemar exact" in html
+    # one final configuration on the page: the recommended one, at the first seed
+    assert "Final configuration:" not in md and "the recommended configuration at the first" in md
+    assert stored["headline"] in md
     noise = report["tables"]["winners-vs-noise"]["data"]
     assert noise and all(0 <= row["p_value"] <= 1 for row in noise)
     assert not any(math.isnan(row["difference_pp"]) for row in noise)

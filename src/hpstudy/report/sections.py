@@ -49,7 +49,13 @@ def title(view: RunView, final: FinalModel | None, related: list[RunView] = ()) 
             "warning"))  # fmt: skip
     lines = []
     winner = view.winner
-    if winner is not None:
+    if final is not None and view.protocol is ProtocolKind.REPLICATE:
+        # a replication's final model is the recommended configuration (the verdict), not the
+        # last table's winner
+        chosen = final.config
+        lines.append(f"Final model: {_config(chosen.to_dict())}, seed {chosen.seed}, the "
+                     "recommended configuration at the first seed.")  # fmt: skip
+    elif winner is not None:
         lines.append(f"Final configuration: {_config(winner.config)}.")
     if final is not None:
         paper = published_final(view)
