@@ -373,9 +373,9 @@ def _cell_result(cell: PublishedCell, config: Config, records: list[TrialRecord]
 
 
 def _diverged(records: Sequence[TrialRecord], n_classes: int) -> bool:
-    """Any seed diverged or stayed at chance (`verdict.at_chance`)."""
+    """Any seed diverged (NaN) or failed to train (`verdict.failed_to_train`)."""
     return any((r.outcome is not None and r.outcome.value == "diverged")
-               or v.at_chance(r.best_accuracy, n_classes) for r in records)  # fmt: skip
+               or v.failed_to_train(r.best_accuracy, n_classes) for r in records)  # fmt: skip
 
 
 def cell_flags(records: Sequence[TrialRecord], n_classes: int = 10) -> list[str]:
@@ -383,6 +383,8 @@ def cell_flags(records: Sequence[TrialRecord], n_classes: int = 10) -> list[str]
     n, flags = len(records), []
     diverged = sum(r.outcome is not None and r.outcome.value == "diverged" for r in records)
     chance = sum(v.at_chance(r.best_accuracy, n_classes) for r in records)
+    failed = sum(v.failed_to_train(r.best_accuracy, n_classes) for r in records) - chance
+    line = 100 / n_classes + 100 * v.LEARNED_FRACTION * (1 - 1 / n_classes)
     capped = sum(r.epochs >= r.config.max_epochs and r.best_epoch == r.epochs for r in records)
     if diverged:
         flags.append(f"{diverged} of {n} seeds diverged (a seed counts with its best epoch "
@@ -390,6 +392,9 @@ def cell_flags(records: Sequence[TrialRecord], n_classes: int = 10) -> list[str]
     if chance:
         flags.append(f"{chance} of {n} seeds stayed at chance (best accuracy at most "
                      f"{100 / n_classes + 100 * v.CHANCE_MARGIN:g}%)")  # fmt: skip
+    if failed:
+        flags.append(f"{failed} of {n} seeds collapsed (best accuracy above chance but below "
+                     f"{line:g}%, halfway from chance to perfect)")  # fmt: skip
     if capped:
         flags.append(f"{capped} of {n} seeds hit the {records[0].config.max_epochs}-epoch cap "
                      "still improving")  # fmt: skip
