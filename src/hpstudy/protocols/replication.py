@@ -436,9 +436,9 @@ def _headline(claims: Sequence[v.Claim], results: Sequence[CellResult]) -> str:
 
 
 def _diverged_phrase(configs: Sequence[Config]) -> str:
-    """'T4, Adam, ReLU at lr 0.05 and 0.1 diverge or stay at chance' (one factor varies), else
-    the configurations one by one."""
-    verb = "diverges or stays" if len(configs) == 1 else "diverge or stay"
+    """'T4, Adam, ReLU at lr 0.05 and 0.1 fail to train (...)' (one factor varies), else the
+    configurations one by one."""
+    verb = "fails" if len(configs) == 1 else "fail"
     labels = [{f: factor_label(f, value_of(c, f)) for f in PAPER_FACTORS} for c in configs]
     varying = [f for f in PAPER_FACTORS if len({lab[f] for lab in labels}) > 1]
     if len(configs) > 1 and len(varying) == 1:
@@ -447,8 +447,8 @@ def _diverged_phrase(configs: Sequence[Config]) -> str:
         name = "lr " if f == "lr" else ""
         values = [lab[f] for lab in labels]
         values = ", ".join(values[:-1]) + " and " + values[-1]
-        return f"{fixed} at {name}{values} {verb} at chance"
-    return f"{'; '.join(config_text(c) for c in configs)} {verb} at chance"
+        return f"{fixed} at {name}{values} {verb} to train (diverged or collapsed)"
+    return f"{'; '.join(config_text(c) for c in configs)} {verb} to train (diverged or collapsed)"
 
 
 def _distinct(results: Sequence[CellResult]) -> list[CellResult]:
