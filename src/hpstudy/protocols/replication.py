@@ -240,8 +240,8 @@ class PooledLeak:
 
     def to_dict(self) -> dict:
         method = (f"mean over {self.total.n} (configuration, seed) pairs of {self.n_configs} "
-                  "configurations that train (none of whose seeds diverged or stayed at chance "
-                  "in any arm); 95% t-interval and two-sided paired t-test over those pairs, "
+                  "configurations that train (no seed diverged or failed to train in any "
+                  "arm); 95% t-interval and two-sided paired t-test over those pairs, "
                   "which treats them as independent (they share seeds and data, so the interval "
                   "is if anything too narrow)")  # fmt: skip
         out = {"total": _difference(self.total, method), "n_configs": self.n_configs,
