@@ -32,7 +32,7 @@ def copy_dir(tmp_path) -> Path:
 # two rules add the rest: tests that use a fixture that runs a study, and browser and PostgreSQL
 # tests. `make test-fast` (pytest -m "not slow") runs the rest in under a minute; `make test` and
 # CI run everything.
-SLOW_FIXTURES = {"report_runs", "replicated", "digits_run"}
+SLOW_FIXTURES = {"report_runs", "replicated", "replicated_run", "digits_run"}
 SLOW_MARKERS = ("browser", "postgres")
 
 

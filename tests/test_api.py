@@ -183,8 +183,8 @@ def test_configs_df_matches_the_table_the_run_wrote(api_run):
     for _, row in df.iterrows():
         cell = means[tuple(sorted(row.numbers))]
         assert (row["mean"], row.n) == (cell.mean, cell.n)
-        assert row.ci_high - row["mean"] == pytest.approx(cell.ci95)
-        assert row["mean"] - row.ci_low == pytest.approx(cell.ci95)
+        assert row.ci_high - row["mean"] == pytest.approx(cell.half95)
+        assert row["mean"] - row.ci_low == pytest.approx(cell.half95)
     assert list(df["mean"]) == sorted(df["mean"], reverse=True)
     assert df["mean"].iloc[0] == table.winner.selection.mean
 
@@ -233,7 +233,7 @@ def test_status_and_report_are_the_commands(api_run):
     paths = api_run.report()
     assert paths.html == api_run.folder / "report.html" and paths.html.is_file()
     assert paths.related == ()  # no sibling runs beside it
-    assert "hpstudy report: digits" in paths.html.read_text(encoding="utf-8")
+    assert "<title>Study digits" in paths.html.read_text(encoding="utf-8")
 
 
 # --- opening a run ---------------------------------------------------------------------------

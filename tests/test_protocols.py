@@ -32,8 +32,9 @@ def test_mean_ci_is_the_t_interval():
     cell = mean_ci(values)
     low, high = stats.t.interval(0.95, 4, loc=sum(values) / 5, scale=stats.sem(values))
     assert cell.n == 5 and cell.mean == pytest.approx((low + high) / 2)
-    assert cell.ci95 == pytest.approx((high - low) / 2)
-    assert mean_ci([0.5, float("nan")]).n == 1 and math.isnan(mean_ci([0.5]).ci95)
+    assert cell.half95 == pytest.approx((high - low) / 2)  # a half-width is not called ci95
+    assert cell.ci95 == pytest.approx([low, high])  # ci95 is [low, high] everywhere
+    assert mean_ci([0.5, float("nan")]).n == 1 and math.isnan(mean_ci([0.5]).half95)
     assert str(Cell(0.8812, 0.0061, 3)) == "88.12 ± 0.61 (n=3)"
 
 
@@ -128,7 +129,8 @@ def test_search_with_seeds_trains_each_proposal_once_per_seed(tmp_path: Path):
     assert len(table.rows) + len(discarded) == 4  # the budget counts configurations
     assert len({r.key for r in finished}) == len(finished) == 2 * len(table.rows)
     for row in table.rows:
-        assert row.seeds == (42, 43) and row.selection.n == 2 and not math.isnan(row.selection.ci95)
+        assert row.seeds == (42, 43) and row.selection.n == 2
+        assert not math.isnan(row.selection.half95)
     params = {}  # every seed of a configuration is an Optuna trial with the same params
     for r in finished:
         trial_params = store._rdb.get_trial(r.trial_id).params

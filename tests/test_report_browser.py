@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_replicate import replicated  # noqa: F401 - a tiny replicate run and its report
+from test_replicate import replicated, replicated_run  # noqa: F401 - a tiny replicate run, its report
 from test_report import report_runs  # noqa: F401 - the session fixture, shared with this module
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -47,7 +47,7 @@ def test_confused_pairs_sum_both_directions_and_sort_by_total():
 
 def test_cells_print_their_interval_and_one_seed_gets_wilsons():
     cell = mean_ci([0.881, 0.884, 0.879])
-    assert cell_text(cell) == f"{100 * cell.mean:.2f} ± {100 * cell.ci95:.2f} (n=3)"
+    assert cell_text(cell) == f"{100 * cell.mean:.2f} ± {100 * cell.half95:.2f} (n=3)"
     one = Cell(0.8812, math.nan, 1, (0.8812,))
     assert cell_text(one) == "88.12"
     ci = stats.binomtest(8812, 10_000).proportion_ci(0.95, method="wilson")

@@ -57,30 +57,144 @@ def test_paired_difference_inside_the_noise_is_not_significant():
     assert v.paired_difference([0.9, math.nan], [0.8, 0.7]).n == 1  # nan pairs dropped
 
 
-def test_judge_best_supported_contradicted_inconclusive():
-    winner = [0.890, 0.893, 0.888, 0.895, 0.891]
-    clearly_worse = [x - 0.02 + 0.001 * i for i, x in enumerate(winner)]
-    tied = [0.891, 0.889, 0.890, 0.893, 0.892]
-    clearly_better = [x + 0.02 for x in winner]
-    ok = v.judge_best("II", "Adam wins", ("Adam", winner), [("SGD", clearly_worse)])
+def test_prediction_interval_for_one_run_matches_the_hand_computation():
+    # mean 0.882; squared deviations 4, 4, 9, 16, 1 (x 1e-6): s^2 = 34e-6 / 4
+    s = math.sqrt(34e-6 / 4)
+    t4 = 2.7764451051977987  # Student's t, 4 degrees of freedom, 97.5th percentile
+    half = t4 * s * math.sqrt(1 + 1 / 5)
+    one = v.prediction_interval(SEEDS_5)
+    assert one.mean == pytest.approx(0.882) and one.sd == pytest.approx(s)
+    assert (one.low, one.high) == pytest.approx((0.882 - half, 0.882 + half), abs=1e-12)
+    assert half == pytest.approx(0.008867, abs=1e-6)
+    mean = v.seed_interval(SEEDS_5)  # the mean's interval is narrower by sqrt(n + 1)
+    assert one.half == pytest.approx(mean.half * math.sqrt(6))
+    assert not v.prediction_interval([0.88]).known and not v.prediction_interval([]).known
+
+
+def test_a_published_run_is_judged_against_the_prediction_interval():
+    one = v.prediction_interval(SEEDS_5)  # about [87.31, 89.09]
+    assert v.cell_verdict(88.9, one, diverged=False) == v.CONSISTENT
+    assert v.place(88.9, v.seed_interval(SEEDS_5)) == v.ABOVE  # the old yardstick said above
+    assert v.cell_verdict(89.5, one, diverged=False) == v.ABOVE
+    assert v.cell_verdict(86.0, one, diverged=False) == v.BELOW
+    assert v.cell_verdict(88.2, one, diverged=True) == v.DIVERGED  # overrides any interval
+    assert v.cell_verdict(88.2, v.prediction_interval([0.88]), diverged=False) == ""
+
+
+def test_at_chance_is_the_best_accuracy_within_five_points_of_one_over_classes():
+    assert v.at_chance(0.10, 10) and v.at_chance(0.15, 10) and v.at_chance(math.nan, 10)
+    assert not v.at_chance(0.1501, 10) and not v.at_chance(0.19, 10)  # 19%: diverged, not chance
+    assert v.at_chance(0.55, 2) and not v.at_chance(0.56, 2)
+
+
+def test_failed_to_train_is_below_halfway_from_chance_to_perfect():
+    # Adam at lr 0.05 in the shipped run: seeds at 19-49%, no NaN; the worst setting that
+    # trains (Tanh) is at 79%.
+    assert all(v.failed_to_train(a, 10) for a in (0.10, 0.1912, 0.4858, 0.5499, math.nan))
+    assert not any(v.failed_to_train(a, 10) for a in (0.55, 0.7914, 0.88))
+    assert v.failed_to_train(0.74, 2) and not v.failed_to_train(0.75, 2)  # 1/2 + 1/4
+
+
+def test_holm_matches_the_textbook_example():
+    # Holm (1979) as on Wikipedia: p = .01, .04, .03, .005 at alpha .05 rejects H1 and H4 only.
+    adjusted = v.holm([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [p < 0.05 for p in adjusted] == [True, False, False, True]
+    assert v.holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1, and monotone
+    out = v.holm([0.01, math.nan, 0.02])  # nan: no test, not a member of the family
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+    assert v.holm([]) == []
+
+
+WINNER = [0.890, 0.893, 0.888, 0.895, 0.891]
+WORSE = [x - 0.02 + 0.001 * i for i, x in enumerate(WINNER)]
+TIED = [0.891, 0.889, 0.890, 0.893, 0.892]
+BETTER = [x + 0.02 - 0.001 * i for i, x in enumerate(WINNER)]
+
+
+def _claim(*others):
+    return v.judge_claims([v.BestSpec("II", "Adam wins", ("Adam", WINNER), list(others))])[0]
+
+
+def test_the_four_claim_verdicts():
+    ok = _claim(("SGD", WORSE), ("RMSprop", WORSE[::-1]))
     assert ok.verdict == v.SUPPORTED and ok.ci95[0] > 0 and ok.n == 5
-    tie = v.judge_best("II", "Adam wins", ("Adam", winner),
-                       [("SGD", clearly_worse), ("RMSprop", tied)])  # fmt: skip
-    assert tie.verdict == v.INCONCLUSIVE and "RMSprop" in tie.test
-    assert tie.ci95[0] < 0 < tie.ci95[1]
-    bad = v.judge_best("II", "Adam wins", ("Adam", winner),
-                       [("SGD", clearly_better), ("RMSprop", tied)])  # fmt: skip
+    assert len(ok.holds) == 2 and not ok.fails and not ok.unclear
+    part = _claim(("SGD", WORSE), ("RMSprop", TIED))
+    assert part.verdict == v.PARTLY and "RMSprop" in part.test
+    assert part.holds[0].startswith("Adam beats SGD") and "RMSprop" in part.unclear[0]
+    assert part.ci95[0] < 0 < part.ci95[1]  # shown: the comparison it does not win
+    bad = _claim(("SGD", BETTER), ("RMSprop", WORSE))
     assert bad.verdict == v.CONTRADICTED and bad.ci95[1] < 0 and "SGD" in bad.test
-    lone = v.judge_best("II", "Adam wins", ("Adam", [0.9]), [("SGD", [0.1])])
-    assert lone.verdict == v.INCONCLUSIVE  # one seed: no interval, so no verdict
+    assert bad.fails[0].startswith("SGD beats Adam") and bad.holds[0].startswith("Adam beats")
+    tie = _claim(("RMSprop", TIED))
+    assert tie.verdict == v.INCONCLUSIVE and not tie.holds and not tie.fails
+    lone = v.judge_claims([v.BestSpec("II", "", ("Adam", [0.9]), [("SGD", [0.1])])])[0]
+    assert lone.verdict == v.INCONCLUSIVE  # one seed: no test, so no verdict
+    assert math.isnan(lone.comparisons[0].p_holm)
 
 
-def test_judge_value_against_a_published_number():
-    assert v.judge_value("final", "", SEEDS_5, 88.2, 10_000).verdict == v.SUPPORTED
-    assert v.judge_value("final", "", SEEDS_5, 86.0, 10_000).verdict == v.SUPPORTED  # exceeds
-    below = v.judge_value("final", "", SEEDS_5, 89.5, 10_000)
-    assert below.verdict == v.CONTRADICTED and below.ci95[1] < 0
-    assert below.estimate == pytest.approx(100 * np.mean(SEEDS_5) - 89.5)
+def test_holm_runs_over_the_whole_family_of_claims():
+    # Adam - SGD alone: p = 0.02, supported; five claims with such a comparison each: Holm
+    # multiplies the smallest p by 5 (then 4, 3, ... kept monotone), and none survives.
+    noise = [0.001, -0.0015, 0.0, 0.002, -0.001]
+    weak = [x - 0.0025 + d for x, d in zip(WINNER, noise, strict=True)]
+    alone = _claim(("SGD", weak))
+    p = alone.comparisons[0].difference.p_value
+    assert p == pytest.approx(stats.ttest_rel(WINNER, weak).pvalue)
+    assert 0.01 < p < 0.05 and alone.verdict == v.SUPPORTED
+    assert alone.comparisons[0].p_holm == pytest.approx(p)  # a family of one
+    family = v.judge_claims(
+        [v.BestSpec(str(i), "", ("Adam", WINNER), [("SGD", weak)]) for i in range(5)]
+    )
+    assert [c.comparisons[0].p_holm for c in family] == pytest.approx([5 * p] * 5)
+    assert all(c.verdict == v.INCONCLUSIVE for c in family)
+    strong = [x - 0.05 - 0.001 * i for i, x in enumerate(WINNER)]  # p ~ 1e-7
+    mixed = v.judge_claims([v.BestSpec("II", "", ("Adam", WINNER), [("SGD", weak)]),
+                            v.BestSpec("I", "", ("A", WINNER), [("B", strong)])])  # fmt: skip
+    assert mixed[0].comparisons[0].p_holm == pytest.approx(p)  # the larger p: times 1
+    assert mixed[1].comparisons[0].p_holm == pytest.approx(
+        2 * mixed[1].comparisons[0].difference.p_value
+    )
+
+
+def test_a_claimed_accuracy_is_a_one_sample_test_in_the_same_family():
+    above = v.judge_claims([v.ValueSpec("final", "", SEEDS_5, 89.5)])[0]
+    assert above.verdict == v.CONTRADICTED and above.ci95[1] < 0
+    assert above.estimate == pytest.approx(100 * np.mean(SEEDS_5) - 89.5)
+    want = stats.ttest_1samp([100 * x for x in SEEDS_5], 89.5).pvalue
+    assert above.comparisons[0].difference.p_value == pytest.approx(want)
+    assert "89.5% is not reached" in above.fails[0]
+    assert v.headline_phrase(above).startswith("89.5% is not reached (ours 88.2%")
+    near = v.judge_claims([v.ValueSpec("final", "", SEEDS_5, 88.2)])[0]
+    assert near.verdict == v.INCONCLUSIVE
+    below = v.judge_claims([v.ValueSpec("final", "", SEEDS_5, 86.0)])[0]
+    assert below.verdict == v.SUPPORTED  # ours exceeds the claim
+
+
+def test_headline_phrases_say_what_fails_and_what_holds():
+    bad = _claim(("SGD", BETTER), ("RMSprop", WORSE))
+    assert v.headline_phrase(bad).startswith("Adam is not better than SGD (−")
+    part = _claim(("SGD", WORSE), ("RMSprop", TIED))
+    assert v.headline_phrase(part) == (
+        "Adam beats SGD but is not distinguishable from RMSprop at n = 5"
+    )
+    ok = _claim(("SGD", WORSE), ("RMSprop", WORSE[::-1]))
+    assert v.headline_phrase(ok).startswith("Adam beats all 2 alternatives (by +")
+
+
+def test_one_t_interval_for_tables_verdicts_and_the_report():
+    from hpstudy.report.report_tables import verdict as report_verdict
+    from hpstudy.stats.tables import mean_ci
+
+    cell, interval = mean_ci(SEEDS_5), v.seed_interval(SEEDS_5)
+    assert (cell.mean, cell.half95) == (interval.mean, interval.half)  # the same bits
+    assert cell.ci95 == [interval.low, interval.high]
+    for paper in (86.0, 88.2, 100 * interval.high, 89.5):
+        where = v.place(paper, interval)
+        said = report_verdict(cell, paper)
+        assert said == {"inside": "yes", "above": "no: paper higher",
+                        "below": "no: paper lower"}[where]  # fmt: skip
 
 
 def test_mcnemar_counts_discordant_images_and_tests_them_exactly():

@@ -122,13 +122,13 @@ class Best:
     label: str  # as the tables print it: 'T1 Adam 0.01 ReLU'
     selection: str  # the split that chose it: 'validation' or 'test' (the paper's leak)
     mean: float  # mean best accuracy on that split over its seeds
-    ci95: float  # half-width of the 95% t-interval (nan for one seed)
+    half95: float  # half-width of the 95% t-interval (nan for one seed)
     n: int  # seeds in the mean
     seeds: tuple[int, ...]
     test_mean: float  # mean test accuracy where measured (= mean when selection is test)
 
     def __str__(self) -> str:
-        spread = f" ± {100 * self.ci95:.2f}" if self.n > 1 else ""
+        spread = f" ± {100 * self.half95:.2f}" if self.n > 1 else ""
         test = "" if self.selection == "test" or math.isnan(self.test_mean) else \
             f", test {100 * self.test_mean:.2f}%"  # fmt: skip
         return (f"{self.label}: {self.selection} {100 * self.mean:.2f}{spread}% "
@@ -224,7 +224,7 @@ class Run:
             cell = row.selection
             rows.append({
                 **_params(group[0].config, names), "selection": selection, "mean": cell.mean,
-                "ci_low": cell.mean - cell.ci95, "ci_high": cell.mean + cell.ci95, "n": cell.n,
+                "ci_low": cell.ci95[0], "ci_high": cell.ci95[1], "n": cell.n,
                 "test_mean": row.test.mean if row.test else math.nan,
                 "seeds": row.seeds, "numbers": row.trial_numbers,
             })  # fmt: skip
@@ -265,7 +265,7 @@ class Run:
         config = winner.config
         config = config if isinstance(config, Config) else Config.from_dict(config)
         return Best(config=config, label=winner.label, selection=tables[-1].selection,
-                    mean=winner.selection.mean, ci95=winner.selection.ci95,
+                    mean=winner.selection.mean, half95=winner.selection.half95,
                     n=winner.selection.n, seeds=tuple(winner.seeds),
                     test_mean=winner.test.mean if winner.test else math.nan)  # fmt: skip
 

@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--with-clean",
         action="store_true",
         help="replicate studies: also train every cell with selection on a validation split "
-        "and read the test set once, to measure the leak cell by cell (doubles the training)",
+        "and read the test set once, and once more test-selected on that split's training "
+        "images, to measure the leak and its two parts (triples the training)",
     )
     add_study_options(parser)
 

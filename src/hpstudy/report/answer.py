@@ -146,37 +146,22 @@ def forest_comparisons(data: dict) -> list[dict]:
 
 
 def recommended_blocks(data: dict) -> list[Block]:
-    """replication.json's `recommended` and `final_model`, in one paragraph; [] when absent."""
+    """replication.json's `recommended`, `final_model` and `paper_choice`, in one paragraph
+    naming one configuration; [] when the file has no recommendation."""
     from hpstudy.config.config import Config
 
-    rec, final = data.get("recommended"), data.get("final_model")
+    rec, final, paper = data.get("recommended"), data.get("final_model"), data.get("paper_choice")
     if not rec:
         return []
-
-    def name(entry: dict) -> str:
-        config = entry.get("config")
-        return (
-            _config_text(Config.from_dict(config))
-            if isinstance(config, dict)
-            else str(entry.get("label", config))
-        )
-
-    text = f"The configuration to use: {name(rec)}"
-    if rec.get("mean") is not None:
-        text += f", our mean {_p(rec['mean'])}%"
-        if rec.get("ci95"):
-            text += f" [{_p(rec['ci95'][0])}, {_p(rec['ci95'][1])}]"
-    text += "."
-    ties = rec.get("indistinguishable") or rec.get("ties") or []
-    if ties:
-        text += (" Not distinguishable from it at n = " + str(data.get("n_seeds", "?")) + ": "
-                 + "; ".join(t if isinstance(t, str) else name(t) for t in ties)
-                 + "; among those it is the cheapest by parameters.")  # fmt: skip
+    text = "Which configuration to use: " + rec["text"]
     if final:
-        acc = final.get("accuracy", final.get("test_accuracy"))
-        text += (f" The final model is this configuration at seed {final.get('seed', '?')} (the "
-                 "first seed, fixed in advance)"
-                 + (f": {_p(acc)}% test accuracy." if acc is not None else "."))  # fmt: skip
+        accuracy = _p(final.get("test_accuracy"))
+        text += (f" The final model is the recommended configuration at the first seed "
+                 f"({final['seed']}, fixed in advance): {accuracy}% test accuracy.")  # fmt: skip
+    if paper and paper.get("mean") is not None:
+        low, high = paper["ci95"]
+        text += (f" The paper's choice, {_config_text(Config.from_dict(paper['config']))}, has "
+                 f"our mean {_p(paper['mean'])}% [{_p(low)}, {_p(high)}].")  # fmt: skip
     return [Text(text, "note")]
 
 

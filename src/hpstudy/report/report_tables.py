@@ -22,8 +22,8 @@ from hpstudy.config.factors import config_label, factor_label, factor_title, fac
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
 from hpstudy.report.metrics import GapRow, Importances, StageCost
+from hpstudy.stats.intervals import ABOVE, INSIDE, cell_interval, place, wilson_interval
 from hpstudy.stats.tables import Cell, Row, StageTable, overstatement
-from hpstudy.stats.verdict import wilson_interval
 
 WINNER = "★"
 
@@ -61,22 +61,19 @@ def diff_text(cell: Cell | None, paper: float | None) -> str:
 
 
 def verdict(cell: Cell | None, paper: float | None, n_images: int | None = None) -> str:
-    """Whether the paper's number lies in our 95% interval (t over seeds; for one seed, the
-    Wilson interval of its `n_images` test images)."""
+    """Whether the paper's number lies in our 95% interval of the mean (`stats.intervals`: t
+    over seeds; for one seed, the Wilson interval of its `n_images` test images)."""
     if paper is None or cell is None or cell.n == 0:
         return ""
-    if cell.n < 2 or math.isnan(cell.ci95):
-        if not n_images:
-            return "n=1: no interval"
-        w = wilson_interval(cell.mean, n_images)
-        low, high = 100 * w.low, 100 * w.high
-        if low <= paper <= high:
-            return "yes (Wilson)"
-        return "no: paper higher (Wilson)" if paper > high else "no: paper lower (Wilson)"
-    low, high = 100 * (cell.mean - cell.ci95), 100 * (cell.mean + cell.ci95)
-    if low <= paper <= high:
-        return "yes"
-    return "no: paper higher" if paper > high else "no: paper lower"
+    one = cell.n < 2 or math.isnan(cell.half95)
+    if one and not n_images:
+        return "n=1: no interval"
+    interval = cell_interval(cell.values or (cell.mean,), n_images or 0)
+    where = place(paper, interval)
+    if where == INSIDE:
+        return "yes (Wilson)" if one else "yes"
+    said = "no: paper higher" if where == ABOVE else "no: paper lower"
+    return f"{said} (Wilson)" if one else said
 
 
 def cell_data(cell: Cell | None) -> dict | None:
@@ -85,7 +82,7 @@ def cell_data(cell: Cell | None) -> dict | None:
     nan = math.isnan
     return {
         "mean": None if nan(cell.mean) else cell.mean,
-        "ci95": None if nan(cell.ci95) else cell.ci95,
+        "half95": None if nan(cell.half95) else cell.half95,
         "n": cell.n,
         "values": list(cell.values),
     }

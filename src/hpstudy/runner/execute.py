@@ -33,6 +33,7 @@ from hpstudy.engine.optimizers import engine_version
 from hpstudy.errors import UserError
 from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
+from hpstudy.protocols.replication import held_out_split
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats.tables import StageTable, write_tables
 from hpstudy.storage import (
@@ -97,7 +98,8 @@ def planned_trials(study: Study) -> int:
     else:
         n_configs = sum(len(stage.values) for stage in study.stages)
     if study.protocol is ProtocolKind.REPLICATE:
-        return n_configs * (study.n_seeds * (1 + study.with_clean) + study.staged_seeds)
+        # --with-clean: the clean arm and the held-out arm (test-selected on the clean split)
+        return n_configs * (study.n_seeds * (1 + 2 * study.with_clean) + study.staged_seeds)
     return n_configs * study.n_seeds
 
 
@@ -263,19 +265,29 @@ def run_study(
         protocol = make_protocol(study, trainer)
         if clean_data is not None:
             protocol.clean = clean_trainer(clean_data, trainer, run_dir)
+            protocol.held_out = held_out_trainer(protocol.clean)
         tables = protocol.run()
         with phases.timing("report"):
             write_tables(run_dir, tables)
             if isinstance(protocol, ReplicateProtocol):
-                replication = protocol.replication(store.records(), tests=store.test_accuracies())
+                records = store.records()
+                replication = protocol.replication(records, tests=store.test_accuracies())
                 write_replication(run_dir, replication)
-            model_path = save_final_model(study, trainer, tables, run_dir)
+                # The final model is the recommended configuration at the first seed, fixed in
+                # advance: never the best of the seeds on the test set (none if it did not train).
+                final = protocol.final_record(replication, records, trainer.data.split)
+                model_path = final and save_final_model(study, trainer, tables, run_dir,
+                                                        record=final)  # fmt: skip
+            else:
+                model_path = save_final_model(study, trainer, tables, run_dir)
         elapsed = time.perf_counter() - start
         record_elapsed(run_dir, elapsed)
         update_run_info(run_dir, phases_s=phases.line(elapsed))
     records = store.records()
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
-    return RunSummary(run_dir, tables, model_path, len(trainer.trained), **costs,
+    trainers = protocol.trainers if isinstance(protocol, ReplicateProtocol) else [trainer]
+    n_trained = sum(len(t.trained) for t in trainers)  # the clean arms' trials count too
+    return RunSummary(run_dir, tables, model_path, n_trained, **costs,
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
 
 
@@ -310,6 +322,17 @@ def clean_trainer(data, trainer: Trainer, run_dir: Path) -> Trainer:
     return Trainer(trainer.store, data, protocol=trainer.protocol, space=trainer.space,
                    on_event=trainer.on_event, batch=trainer.batch,
                    weights_dir=trainer.weights_dir, on_phase=trainer.on_phase)  # fmt: skip
+
+
+def held_out_trainer(clean: Trainer) -> Trainer:
+    """`--with-clean`'s third arm: the clean run's training images (54,000 for FashionMNIST),
+    the epoch chosen on the test set as the paper did (`replicate.held_out_split`); its trials
+    have keys of their own. It measures how much of the leak is the smaller training set."""
+    data = dataclasses.replace(clean.data, evaluation=clean.data.test,
+                               split=held_out_split(clean.data.split))  # fmt: skip
+    return Trainer(clean.store, data, protocol=clean.protocol, space=clean.space,
+                   on_event=clean.on_event, batch=clean.batch,
+                   weights_dir=clean.weights_dir, on_phase=clean.on_phase)  # fmt: skip
 
 
 def write_replication(run_dir: Path, replication) -> Path:
@@ -375,18 +398,29 @@ def study_settings(study: Study, options: RunOptions, data) -> dict:
 
 
 def save_final_model(
-    study: Study, trainer: Trainer, tables: list[StageTable], run_dir: Path
+    study: Study,
+    trainer: Trainer,
+    tables: list[StageTable],
+    run_dir: Path,
+    *,
+    record: TrialRecord | None = None,
 ) -> Path | None:
-    """final_best_model.pth: the last table's winner, its best seed on the selection split."""
+    """final_best_model.pth: `record` where the protocol chose it (a replication: the
+    recommended configuration at the first seed), else the last table's winner, its best seed
+    on the selection split."""
     from hpstudy import engine
     from hpstudy.predict.modelfile import save_model
 
-    winner = tables[-1].winner if tables else None
-    if winner is None:
-        return None
-    finished = trainer.store.finished()
-    records = [r for r in finished.values() if r.number in winner.trial_numbers and r.is_usable]
-    best = max(records, key=lambda r: (r.best_accuracy, -r.seed))
+    if record is not None:
+        best = record
+    else:
+        winner = tables[-1].winner if tables else None
+        if winner is None:
+            return None
+        finished = trainer.store.finished()
+        records = [r for r in finished.values()
+                   if r.number in winner.trial_numbers and r.is_usable]  # fmt: skip
+        best = max(records, key=lambda r: (r.best_accuracy, -r.seed))
     state_dict, retrained = trainer.weights_of(best)
     tests = trainer.store.test_accuracies()
     if study.selection.is_leaky:

@@ -1,1 +1,2 @@
-"""Statistics: intervals over seeds, paired tests, the verdict rules; pure numbers, no torch."""
+"""Statistics: intervals over seeds (`intervals`), Holm's adjustment (`multiplicity`), the verdict
+rules (`verdict`) and result tables (`tables`); pure numbers, no torch."""

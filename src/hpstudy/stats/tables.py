@@ -2,12 +2,15 @@
 
     >>> cell = mean_ci([0.881, 0.884, 0.879])
     >>> f"{cell}"                      # '88.13 ± 0.63 (n=3)'
+    >>> cell.half95, cell.ci95         # the half-width; [low, high] (fractions)
     >>> table.to_dict(); table.to_csv(); print(format_table(table))
     >>> tables = read_tables("runs/paper")   # the StageTables a run wrote, in stage order
 
 Protocols build the tables from the store (`Protocol.tables(records)`); the run writes each as
 `tables/<index>_<name>.json` and `.csv`. Accuracies are fractions in [0, 1] in the data and % in
-print; `published` numbers are the paper's, in %.
+print; `published` numbers are the paper's, in %. The interval is `intervals.seed_interval`, the
+one t-interval every table and verdict uses. `ci95` means `[low, high]` wherever it is written;
+the half-width is `half95` (schema 2; schema 1 files called the half-width `ci95` and still load).
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scipy import stats
-
 from hpstudy.atomic import atomic_file
+from hpstudy.stats.intervals import seed_interval
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TABLES_DIR = "tables"
 
 
@@ -33,30 +35,28 @@ class Cell:
     """A statistic over seeds: mean, half-width of the 95% t-interval (nan for n < 2), n."""
 
     mean: float
-    ci95: float
+    half95: float  # half-width of the 95% t-interval: [mean - half95, mean + half95]
     n: int
     values: tuple[float, ...] = ()  # one per seed, in seed order
+
+    @property
+    def ci95(self) -> list[float]:
+        """[low, high] of the 95% t-interval (fractions; nan for n < 2)."""
+        return [self.mean - self.half95, self.mean + self.half95]
 
     def __str__(self) -> str:
         if self.n == 0:
             return "-"
         if self.n == 1:
             return f"{100 * self.mean:.2f}"
-        return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f} (n={self.n})"
+        return f"{100 * self.mean:.2f} ± {100 * self.half95:.2f} (n={self.n})"
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Cell:
-    """Mean and t-interval half-width of `values` (nan values are dropped)."""
+    """Mean and t-interval half-width of `values` (nan values are dropped): `seed_interval`."""
     kept = tuple(float(v) for v in values if not math.isnan(v))
-    n = len(kept)
-    if n == 0:
-        return Cell(float("nan"), float("nan"), 0, ())
-    mean = sum(kept) / n
-    if n < 2:
-        return Cell(mean, float("nan"), 1, kept)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in kept) / (n - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return Cell(mean, half, n, kept)
+    interval = seed_interval(kept, confidence)
+    return Cell(interval.mean, interval.half, interval.n, kept)
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,10 @@ class StageTable:
             if c is None:
                 return None
             nan = float("nan")
+            half = c["half95"] if "half95" in c else c["ci95"]  # schema 1: ci95 was the half
             return Cell(
                 nan if c["mean"] is None else c["mean"],
-                nan if c["ci95"] is None else c["ci95"],
+                nan if half is None else half,
                 c["n"],
                 tuple(c["values"]),
             )
@@ -118,20 +119,20 @@ class StageTable:
             for key in ("seeds", "best_epochs", "epochs", "outcomes", "trial_numbers"):
                 r[key] = tuple(r[key])
             rows.append(Row(**r))
-        return cls(**{**d, "rows": tuple(rows)})
+        return cls(**{**d, "rows": tuple(rows), "schema_version": SCHEMA_VERSION})
 
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow([
-            "stage", "label", "selection_mean", "selection_ci95", "n", "test_mean", "test_ci95",
+            "stage", "label", "selection_mean", "selection_half95", "n", "test_mean", "test_half95",
             "test_n", "published", "winner", "seeds", "best_epochs", "outcomes", "config",
         ])  # fmt: skip
         for r in self.rows:
             test = r.test or Cell(float("nan"), float("nan"), 0)
             writer.writerow([
-                self.name, r.label, _num(r.selection.mean), _num(r.selection.ci95),
-                r.selection.n, _num(test.mean), _num(test.ci95), test.n,
+                self.name, r.label, _num(r.selection.mean), _num(r.selection.half95),
+                r.selection.n, _num(test.mean), _num(test.half95), test.n,
                 "" if r.published is None else r.published, int(r.is_winner),
                 " ".join(map(str, r.seeds)), " ".join(map(str, r.best_epochs)),
                 " ".join(r.outcomes), json.dumps(r.config, sort_keys=True),
