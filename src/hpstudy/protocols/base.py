@@ -42,6 +42,22 @@ class Protocol(abc.ABC):
         trainer's).
         """
 
+    @property
+    def trainers(self) -> list[Trainer]:
+        """Every trainer the protocol trains through (a replication's clean arms add theirs)."""
+        return [self.trainer] if self.trainer is not None else []
+
+    def replication(self, records: Sequence[TrialRecord], split: dict | None = None, *,
+                    tests: dict[str, float] | None = None,
+                    clean_split: dict | None = None):  # fmt: skip
+        """The verdict on published numbers, for a protocol that replicates a paper; None here."""
+        return None
+
+    def final_record(self, replication, records: Sequence[TrialRecord],
+                     split: dict) -> TrialRecord | None:  # fmt: skip
+        """The stored trial to save as the final model when the verdict chooses it; None here."""
+        return None
+
     def rule(self) -> str:
         seeds = f"mean over {self.study.n_seeds} seeds" if self.study.n_seeds > 1 else "one seed"
         return f"{self.selection_rule()}; winner by {seeds}"

@@ -31,7 +31,7 @@ from hpstudy.data.prepare import prepare_data
 from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.engine.optimizers import engine_version
 from hpstudy.errors import UserError
-from hpstudy.protocols import ReplicateProtocol, Trainer, make_protocol
+from hpstudy.protocols import Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
 from hpstudy.protocols.replication import held_out_split
 from hpstudy.runner.options import RunOptions
@@ -269,9 +269,9 @@ def run_study(
         tables = protocol.run()
         with phases.timing("report"):
             write_tables(run_dir, tables)
-            if isinstance(protocol, ReplicateProtocol):
-                records = store.records()
-                replication = protocol.replication(records, tests=store.test_accuracies())
+            records = store.records()
+            replication = protocol.replication(records, tests=store.test_accuracies())
+            if replication is not None:  # a replication: its verdict chooses the final model
                 write_replication(run_dir, replication)
                 # The final model is the recommended configuration at the first seed, fixed in
                 # advance: never the best of the seeds on the test set (none if it did not train).
@@ -285,8 +285,7 @@ def run_study(
         update_run_info(run_dir, phases_s=phases.line(elapsed))
     records = store.records()
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
-    trainers = protocol.trainers if isinstance(protocol, ReplicateProtocol) else [trainer]
-    n_trained = sum(len(t.trained) for t in trainers)  # the clean arms' trials count too
+    n_trained = sum(len(t.trained) for t in protocol.trainers)  # the clean arms' count too
     return RunSummary(run_dir, tables, model_path, n_trained, **costs,
                       elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
 
