@@ -36,15 +36,7 @@ def activation_module(name: str) -> nn.Module:
 def build_mlp(config: Config) -> nn.Sequential:
     """Linear, activation, [Dropout,] Linear, ..., Linear: the paper's MLP for `config` (uses
     torch's RNG); Dropout only when config.dropout > 0, so the paper's models keep their keys."""
-    sizes = config.layer_sizes
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(activation_module(config.activation))
-            if config.dropout:
-                layers.append(nn.Dropout(config.dropout))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*_dense_layers(config, config.layer_sizes))
 
 
 def mlp_parameter_names(config: Config) -> list[str]:
@@ -72,14 +64,20 @@ def build_cnn(config: Config) -> nn.Sequential:
         if conv.pool:
             layers.append(nn.MaxPool2d(2))
     layers.append(nn.Flatten())
-    sizes = config.dense_sizes
+    layers += _dense_layers(config, config.dense_sizes)
+    return nn.Sequential(*layers)
+
+
+def _dense_layers(config: Config, sizes: tuple[int, ...]) -> list[nn.Module]:
+    """Linear, activation, [Dropout,] ... Linear over `sizes`: an MLP, or a CNN's dense head."""
+    layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(activation_module(config.activation))
             if config.dropout:
                 layers.append(nn.Dropout(config.dropout))
-    return nn.Sequential(*layers)
+    return layers
 
 
 def build_model(config: Config) -> nn.Sequential:
