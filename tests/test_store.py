@@ -188,3 +188,20 @@ def test_status_reads_the_storage_given_over_run_json(store: Store, tmp_path: Pa
     (tmp_path / RUN_FILE).write_text(json.dumps(info))
     assert cli.main(["status", str(tmp_path), "--json", "--storage", default_url(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["trials"] == []
+
+
+def test_a_trial_a_process_died_holding_before_it_beat_is_freed(tmp_path):
+    """A worker killed between Optuna's ask and its tag leaves a RUNNING trial with no heartbeat,
+    which Optuna's stale check never finds: the others would wait for it forever."""
+    import optuna
+
+    url = default_url(tmp_path)
+    store = Store(url, "orphan", grace_s=1)
+    store.create_or_load()
+    orphan = optuna.load_study(study_name="orphan", storage=url).ask()  # untagged, unbeaten
+    assert store.fail_stale() == 0  # younger than the grace period: perhaps still being tagged
+    time.sleep(1.5)  # past the grace period (a loaded machine only makes it older)
+    assert store.fail_stale() == 1
+    states = {t.number: t.state for t in optuna.load_study(study_name="orphan",
+                                                            storage=url).trials}  # fmt: skip
+    assert states[orphan.number] == TrialState.FAIL

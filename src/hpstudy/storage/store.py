@@ -303,8 +303,9 @@ class Store:
             ]
         elif self.is_journal:
             ids = self._journal_stale_ids()
-        else:
+        else:  # Optuna's heartbeats, and trials a process died holding before it beat them
             ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
+            ids += [i for i in self._journal_stale_ids(tagged=False) if i not in ids]
         n = 0
         for trial_id in ids:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
@@ -336,16 +337,19 @@ class Store:
         beats = self.get_meta_prefixed(WORKER_META)
         return sorted(w for w, t in beats.items() if now - float(t) <= self.grace_s)
 
-    def _journal_stale_ids(self) -> list[int]:
+    def _journal_stale_ids(self, *, tagged: bool = True) -> list[int]:
         """RUNNING trials whose worker has not beaten for the grace period (the journal file
-        has no per-trial heartbeats: a worker's beat covers every trial it holds)."""
+        has no per-trial heartbeats: a worker's beat covers every trial it holds), and trials
+        no process has tagged as its own for that long: a process killed between Optuna's
+        `ask` (or a claim) and its tag left them RUNNING without a heartbeat, which Optuna's own
+        check never finds stale (`tagged=False`: only those)."""
         live = set(self.live_workers()) | {self.worker}
         running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         now = datetime.now()  # Optuna's trial times are local and naive
 
         def stale(trial: optuna.trial.FrozenTrial) -> bool:
             if "worker" in trial.user_attrs:
-                return trial.user_attrs["worker"] not in live
+                return tagged and trial.user_attrs["worker"] not in live
             # Claimed or asked a moment ago, its holder not yet written: give it the grace.
             started = trial.datetime_start or now
             return (now - started).total_seconds() > self.grace_s
