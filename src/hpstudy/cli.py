@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         todo = _OS_ADVICE.get(exc.errno, "check it and rerun the same command")
         return _fail(args, f"{where}: {exc.strerror or exc}; {todo}", 1)
     except Exception as exc:
-        # A storage failure outside a command's own translation (hpstudy.store.storage_errors).
+        # A storage failure outside a command's own translation (hpstudy.storage.storage_errors).
         if args.debug or not type(exc).__module__.startswith("sqlalchemy"):
             raise
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]

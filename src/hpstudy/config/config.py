@@ -7,7 +7,7 @@
     (784, 256, 128, 64, 10)
 
 A configuration is hashable and printable as one line; a trial's identity is its configuration
-plus protocol and split (see `hpstudy.store`).
+(seed included) and split (see `hpstudy.storage.keys`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The plain PyTorch model a configuration describes: `nn.Sequential` of `nn.Linear` layers.
+"""The plain PyTorch model a configuration describes: an `nn.Sequential` MLP or CNN.
 
     >>> torch.manual_seed(42); net = build_mlp(Config(topology="T1"))
     >>> [k for k in net.state_dict()]

@@ -1,6 +1,6 @@
-"""Stored trials as immutable records: what `hpstudy.store` reads back from Optuna.
+"""Stored trials as immutable records: what `hpstudy.storage` reads back from Optuna.
 
-    >>> from hpstudy.store import load_trials          # re-exported there
+    >>> from hpstudy.storage.rundir import load_trials
     >>> record = load_trials("runs/paper")[0]
     >>> record.status, record.outcome, record.config, record.eval_accuracy, record.best_epoch
 
