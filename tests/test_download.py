@@ -221,6 +221,7 @@ def test_gzip_bomb_from_a_mirror_is_inflated_no_further_than_the_real_file(mirro
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [".lock"]
 
 
+@pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_sha256_fallback_keeps_only_the_verified_copy(mirror, tmp_path):
     tampered, good = mirror("tampered"), mirror("good")
     dest = download.fetch_all(tmp_path / "c", mirrors=[tampered.url, good.url], retries=0)

@@ -300,6 +300,7 @@ def test_a_stage_over_a_value_without_effect_is_refused(
 # --- class 9: the terminal and the shell ----------------------------------------------------------
 
 
+@pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_a_reader_that_goes_away_ends_quietly_with_the_shell_code(tmp_path):
     import subprocess
     import sys

@@ -202,6 +202,7 @@ def test_a_staged_start_that_cannot_be_a_configuration_is_refused():
         parse_study(text, "ranges.toml")
 
 
+@pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_the_searcher_samples_inside_ranges_log_uniformly(tmp_path: Path):
     """Without training: 40 proposals (TPE's prior while nothing is complete) fall inside the
     ranges, integers for depth and width, and lr and width are uniform in log space: about half
@@ -240,6 +241,7 @@ def run_ranges(tmp_path: Path, **search):
     return run_study(study, RunOptions(out=str(tmp_path / "run"), **QUICK))
 
 
+@pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_a_search_over_ranges_trains_its_samples_and_tells_repeats(tmp_path, monkeypatch):
     summary = run_ranges(tmp_path)
     store = open_run(summary.run_dir)

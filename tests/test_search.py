@@ -46,6 +46,7 @@ def test_repeated_proposals_spend_no_budget(tmp_path: Path):
     assert len(table.rows) == 7 and "budget of 7 distinct configurations was spent" in table.rule
 
 
+@pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_a_space_smaller_than_the_budget_ends_exhausted(tmp_path: Path):
     summary = run_search(tmp_path, n_trials=20)
     (table,) = summary.tables
@@ -56,6 +57,7 @@ def test_a_space_smaller_than_the_budget_ends_exhausted(tmp_path: Path):
     assert again.n_trained == 0 and [t.to_dict() for t in again.tables] == [table.to_dict()]
 
 
+@pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_the_repeat_bound_stops_a_sampler_that_only_repeats(tmp_path: Path, monkeypatch):
     first = run_search(tmp_path, n_trials=2)
     told_before = n_told(first.run_dir)
@@ -68,6 +70,7 @@ def test_the_repeat_bound_stops_a_sampler_that_only_repeats(tmp_path: Path, monk
     assert "repeated known ones 5 times in a row" in again.tables[0].rule
 
 
+@pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_confirmation_retrains_the_top_with_new_seeds(tmp_path: Path):
     summary = run_search(tmp_path, n_trials=4, confirm_top=2, confirm_seeds=3)
     search, confirmed = summary.tables
