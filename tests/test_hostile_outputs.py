@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,6 +26,7 @@ from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 from hpstudy.report import figures
 from hpstudy.storage.rundir import MODEL_FILE, RUN_FILE
 from hpstudy.usertext import plot_text, shown
+from test_hostile import _copy_run, finished_run  # noqa: F401 - a finished tiny run, copied
 from tiny_studies import hpstudy_cmd, subprocess_env, write_study
 
 TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
@@ -203,18 +203,6 @@ def test_a_cnn_file_whose_input_shape_is_not_its_square_is_refused(shape, fashio
 # -- 6. read-only commands never create a store ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("done")
-    study = write_study(tmp, max_epochs=1)
-    assert cli.main(["run", str(study), "--out", str(tmp / "run"), *TINY]) == 0
-    return tmp / "run"
-
-
-def _copy_run(run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(run, tmp_path / "copy"))
-
-
 def _set_storage(run_dir: Path, url: str | None) -> None:
     info = json.loads((run_dir / RUN_FILE).read_text())
     info["storage"] = url
@@ -223,7 +211,10 @@ def _set_storage(run_dir: Path, url: str | None) -> None:
 
 @pytest.mark.parametrize("command", ["status", "report"])
 def test_a_store_named_in_run_json_that_is_gone_is_not_created(
-    command, finished_run, tmp_path, capsys
+    command,
+    finished_run,  # noqa: F811 - the imported fixture
+    tmp_path,
+    capsys,
 ):
     run_dir = _copy_run(finished_run, tmp_path)
     elsewhere = tmp_path / "elsewhere"
@@ -261,7 +252,7 @@ def _damage_trials_page(db: Path) -> None:
     db.write_bytes(bytes(raw))
 
 
-def test_a_damaged_page_inside_a_valid_header_is_one_line(finished_run, tmp_path, capsys):
+def test_a_damaged_page_inside_a_valid_header_is_one_line(finished_run, tmp_path, capsys):  # noqa: F811
     run_dir = _copy_run(finished_run, tmp_path)
     db = run_dir / "study.db"
     _damage_trials_page(db)
@@ -287,7 +278,9 @@ def _file_size_limit(n_bytes: int):
 
 @pytest.mark.slow
 def test_a_disk_that_fills_while_the_model_is_saved_is_one_line_and_a_rerun_saves_it(
-    finished_run, tmp_path, capsys
+    finished_run,  # noqa: F811 - the imported fixture
+    tmp_path,
+    capsys,
 ):
     run_dir = _copy_run(finished_run, tmp_path)
     model = run_dir / MODEL_FILE

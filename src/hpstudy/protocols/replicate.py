@@ -93,22 +93,21 @@ class ReplicateProtocol(Protocol):
 
     def _train_clean(self, configs: list[Config]) -> None:
         """The same cells with stopping and selection on validation; test read once each."""
-        clean = self.clean
-        finished = clean.store.finished()
-        n_reused = sum(clean.key(c) in finished for c in configs)
-        clean.on_event(StageStarted(2, None, "clean", len(configs), n_reused))
-        clean.stage = "clean"
-        by_key = clean.ensure(configs)
-        evaluate_test_once(clean, configs, by_key)
+        by_key = self._train_arm(self.clean, 2, "clean", configs)
+        evaluate_test_once(self.clean, configs, by_key)
 
     def _train_held_out(self, configs: list[Config]) -> None:
         """The paper's protocol (the epoch chosen on test) on the clean run's training images."""
-        held = self.held_out
-        finished = held.store.finished()
-        n_reused = sum(held.key(c) in finished for c in configs)
-        held.on_event(StageStarted(3, None, "held-out", len(configs), n_reused))
-        held.stage = "held-out"
-        held.ensure(configs)
+        self._train_arm(self.held_out, 3, "held-out", configs)
+
+    @staticmethod
+    def _train_arm(trainer, index: int, name: str, configs: list[Config]) -> dict:
+        """One `--with-clean` arm: its stage announced with what the store already holds."""
+        finished = trainer.store.finished()
+        n_reused = sum(trainer.key(c) in finished for c in configs)
+        trainer.on_event(StageStarted(index, None, name, len(configs), n_reused))
+        trainer.stage = name
+        return trainer.ensure(configs)
 
     @property
     def trainers(self) -> list:
