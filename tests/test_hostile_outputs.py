@@ -37,6 +37,14 @@ RAW = ("\x1b", "\x07", "\r", "\u202e")
 BAD_MATH = r"$\frac{1}{$"
 
 
+def _predict_refuses(model: Path, fashion, tmp_path: Path, capsys) -> str:
+    """`hpstudy predict` with `model` on a real test image: exit 2; its one error line."""
+    image = tmp_path / "a.png"
+    Image.fromarray(fashion.test_images[0]).save(image)
+    assert cli.main(["predict", "--model", str(model), str(image)]) == 2
+    return _err_line(capsys)
+
+
 def _err_line(capsys) -> str:
     """The command's stderr: exactly one line, no traceback, nothing raw."""
     err = capsys.readouterr().err
@@ -161,10 +169,7 @@ def test_pixel_max_that_is_not_a_pixel_value_is_refused(value, fashion, tmp_path
     bad = _edited(good, tmp_path / "bad.pth", pixel_max=value)
     with pytest.raises(ModelFileError, match=r"'pixel_max' must be an integer in 1\.\.255"):
         load_model(bad)
-    image = tmp_path / "a.png"
-    Image.fromarray(fashion.test_images[0]).save(image)
-    assert cli.main(["predict", "--model", str(bad), str(image)]) == 2
-    line = _err_line(capsys)
+    line = _predict_refuses(bad, fashion, tmp_path, capsys)
     assert str(bad) in line and "pixel_max" in line and repr(value) in line
 
 
@@ -193,10 +198,7 @@ def test_a_cnn_file_whose_input_shape_is_not_its_square_is_refused(shape, fashio
     bad = _edited(good, tmp_path / "bad.pth", input_shape=shape)
     with pytest.raises(ModelFileError, match="28 x 28 images"):
         load_model(bad)
-    image = tmp_path / "a.png"
-    Image.fromarray(fashion.test_images[0]).save(image)
-    assert cli.main(["predict", "--model", str(bad), str(image)]) == 2
-    line = _err_line(capsys)
+    line = _predict_refuses(bad, fashion, tmp_path, capsys)
     assert str(bad) in line and "input_shape" in line and str(shape) in line
 
 
