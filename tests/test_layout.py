@@ -173,13 +173,13 @@ def test_the_top_level_holds_a_handful_of_modules():
 LAYERS = {
     "hpstudy.errors": 0, "hpstudy.atomic": 0, "hpstudy.usertext": 0, "hpstudy.config": 1,
     "hpstudy.engine": 2,
-    "hpstudy.data": 3, "hpstudy.stats": 3, "hpstudy.storage": 4, "hpstudy.protocols": 5,
-    "hpstudy.predict": 5, "hpstudy.runner": 6, "hpstudy.report": 7, "hpstudy.commands": 8,
-    "hpstudy.cli": 9, "hpstudy.api": 9, "hpstudy": 9,
+    "hpstudy.data": 3, "hpstudy.stats": 3, "hpstudy.storage": 4, "hpstudy.tabulate": 5,
+    "hpstudy.protocols": 6, "hpstudy.predict": 6, "hpstudy.runner": 7, "hpstudy.report": 8,
+    "hpstudy.commands": 9, "hpstudy.cli": 10, "hpstudy.api": 10, "hpstudy": 10,
 }  # fmt: skip
-# The report still tabulates a finished run through the protocols (`make_protocol(study).tables`
-# and the replication's verdict): a debt to pay, listed so that it may only shrink.
-REPORT_READS_PROTOCOLS = {"hpstudy.report.loader", "hpstudy.report.opening"}
+# Packages that read results and never train: neither the engine, nor the protocols (which
+# reach the trainer), nor torch.
+READERS = ("hpstudy.stats", "hpstudy.tabulate", "hpstudy.report")
 
 
 def layer_of(module: str) -> str:
@@ -206,37 +206,29 @@ def test_layers_point_down():
     assert not new, "imports that point up a layer: " + ", ".join(f"{a} -> {b}" for a, b in new)
 
 
-def test_config_stats_and_report_keep_their_rules():
-    """config imports nothing above it; stats and report import neither the engine nor torch."""
+def test_config_and_the_readers_keep_their_rules():
+    """config imports nothing above it; stats, tabulate and report import neither the engine, nor
+    the protocols, nor torch."""
     for name, tree in MODULES.items():
         loaded = module_imports(name, tree)
         third = {m.split(".")[0] for m in imports(tree)}
         if name.startswith("hpstudy.config"):
             above = {m for m in loaded if not m.startswith(("hpstudy.config", "hpstudy.errors"))}
             assert not above, f"{name} imports {sorted(above)}: config is the bottom layer"
-        if name.startswith(("hpstudy.stats", "hpstudy.report")):
-            below = (
-                ("hpstudy.engine",)
-                if name in REPORT_READS_PROTOCOLS
-                else ("hpstudy.engine", "hpstudy.protocols")
-            )
-            engine = {m for m in loaded if m.startswith(below)}
+        if name.startswith(READERS):
+            engine = {m for m in loaded if m.startswith(("hpstudy.engine", "hpstudy.protocols"))}
             assert not engine and "torch" not in third, (
-                f"{name} imports {sorted(engine | (third & {'torch'}))}: statistics and the "
-                "report read results; they never train"
+                f"{name} imports {sorted(engine | (third & {'torch'}))}: statistics, tables and "
+                "the report read results; they never train"
             )
 
 
-def test_the_list_of_report_modules_that_read_protocols_only_shrinks():
-    still = {
-        n
-        for n in REPORT_READS_PROTOCOLS
-        if any(m.startswith("hpstudy.protocols") for m in module_imports(n, MODULES[n]))
-    }
-    assert still == REPORT_READS_PROTOCOLS, (
-        f"{sorted(REPORT_READS_PROTOCOLS - still)} no longer import hpstudy.protocols: take them "
-        "off REPORT_READS_PROTOCOLS"
-    )
+def test_tabulating_a_run_loads_neither_torch_nor_the_trainer():
+    code = ("import sys; import hpstudy.tabulate, hpstudy.report.loader; "
+            "print(sorted(m for m in ('torch', 'hpstudy.protocols', 'hpstudy.engine.training') "
+            "if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_every_package_has_a_layer():

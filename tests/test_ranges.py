@@ -15,7 +15,6 @@ from hpstudy.config.config import Config
 from hpstudy.config.factors import Range, config_values, shown, space_size, topologies, value_of
 from hpstudy.config.studyfile import parse_study
 from hpstudy.errors import UserError
-from hpstudy.protocols.grid import GridProtocol
 from hpstudy.report import build_report
 from hpstudy.runner.execute import check_plan, run_study
 from hpstudy.runner.options import RunOptions
@@ -23,6 +22,7 @@ from hpstudy.runner.status import run_status
 from hpstudy.storage import Store, TrialStatus, default_url, distributions_of, params_of
 from hpstudy.storage.rundir import open_run
 from hpstudy.storage.search import Searcher
+from hpstudy.tabulate.plans import grid_groups
 from tiny_studies import stick_sampler_on
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
@@ -99,7 +99,7 @@ def test_lists_keep_their_categorical_params_and_keys():
     study = parse('lr = [0.001, 0.01]\ntopology = ["T1", [512, 256]]', protocol="grid")
     assert study.space["lr"] == (0.001, 0.01)
     assert distributions_of(study.space)["topology"] == CategoricalDistribution(["T1", "T3"])
-    configs = [g[0] for g in GridProtocol(study).configs()]
+    configs = [g[0] for g in grid_groups(study)]
     assert len(configs) == 2 * 2 * 3 * 5
     assert Config(topology="T1", lr=0.001, max_epochs=1) in set(configs)
 
@@ -108,7 +108,7 @@ def test_grid_depth_and_width_lists_are_topologies_and_ignored_factors_collapse(
     study = parse('depth = [1, 2]\nwidth = [16, 32]\noptimizer = ["sgd", "adam"]\n'
                   'lr = [0.05]\nactivation = ["relu"]\nmomentum = [0.5, 0.9]',
                   protocol="grid")  # fmt: skip
-    configs = [g[0] for g in GridProtocol(study).configs()]
+    configs = [g[0] for g in grid_groups(study)]
     assert sorted({c.topology for c in configs}) == [(16,), (16, 16), (32,), (32, 32)]
     # SGD at two momenta, Adam once (its momentum is not a training difference)
     assert len(configs) == 4 * 3 and len(set(configs)) == len(configs)

@@ -12,13 +12,15 @@ import pytest
 from hpstudy.config.studyfile import load_study, parse_study
 from hpstudy.errors import UserError
 from hpstudy.predict.modelfile import load_model
-from hpstudy.protocols.replicate import HELD_OUT_ARM, ReplicateProtocol, config_id, paper_cells
 from hpstudy.report import build_report
 from hpstudy.runner.execute import run_study
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats import verdict as v
 from hpstudy.storage import TrialStatus, trial_key
 from hpstudy.storage.rundir import MODEL_FILE, REPLICATION_FILE, open_run
+from hpstudy.tabulate import judge_run
+from hpstudy.tabulate.cells import HELD_OUT_ARM, config_id, paper_cells
+from hpstudy.tabulate.plans import replicate_groups
 from tiny_studies import HEADER
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
@@ -68,7 +70,7 @@ def test_the_cells_follow_the_papers_own_path():
     assert by_table["IV", "ELU"] == {"topology": (256, 128, 64), "optimizer": "adam",
                                      "lr": 0.005, "activation": "elu"}  # fmt: skip
     # T4/SGD/0.01/ReLU (Tables I and II) and two more configurations appear twice: 15 distinct
-    assert len(ReplicateProtocol(load_study("replicate")).configs()) == 15
+    assert len(replicate_groups(load_study("replicate"))) == 15
 
 
 def test_a_replicate_study_needs_published_numbers_and_the_test_metric(tmp_path: Path):
@@ -104,7 +106,7 @@ def test_each_configuration_is_one_trial_per_seed_shared_with_the_staged_search(
     # 4 distinct published configurations x 2 seeds; the staged search (seed 42) adds only the
     # configurations off the paper's path.
     paper_keys = {trial_key(c, finished[0].split) for g in
-                  ReplicateProtocol(load_study(replicated.parent / "rep.toml")).configs()
+                  replicate_groups(load_study(replicated.parent / "rep.toml"))
                   for c in g}  # fmt: skip
     assert len(paper_keys) == 8 and paper_keys <= {r.key for r in finished}
     clean = [r for r in finished if r.split["selection"] == "validation"]
@@ -269,13 +271,12 @@ def test_a_missing_seed_is_left_out_of_the_pairs_not_shifted(replicated):
     store = open_run(replicated)
     records = store.records()
     study = load_study(replicated.parent / "rep.toml")
-    protocol = ReplicateProtocol(study)
     split = next(r.split for r in records
                  if r.split["selection"] == "test" and "arm" not in r.split)  # fmt: skip
     t1 = study.config(seed=42, **paper_cells(study)[0].factors)  # Table I, T1
     dropped = [r for r in records if r.key != trial_key(t1, split)]
-    full = protocol.replication(records, split=split)
-    less = protocol.replication(dropped, split=split)
+    full = judge_run(study, records, split)
+    less = judge_run(study, dropped, split)
     assert less.cells[0].seeds == (43,) and full.cells[0].seeds == (42, 43)
     (comparison,) = less.claims[0].comparisons  # T2 minus T1, over seed 43 only
     assert comparison.difference.n == 1

@@ -276,3 +276,27 @@ def test_a_busy_machine_suggests_one_thread_unless_threads_are_chosen(monkeypatc
     assert busy_machine_hint(RunOptions(threads=2)) is None  # the user chose
     monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.3, 0.2))
     assert busy_machine_hint(RunOptions()) is None  # a quiet machine
+
+
+def test_a_run_and_its_report_load_the_data_once(tmp_path, monkeypatch):
+    """`hpstudy run` hands the report the data it trained on: one load and hash, not two; and
+    the report reads the final model as a later `hpstudy report` does, which loads it anew."""
+    from hpstudy.data import datasets
+    from hpstudy.report import build_report
+
+    loads = []
+    load_dataset = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda *args, **kw: loads.append(args) or load_dataset(*args, **kw))  # fmt: skip
+    run_dir = tmp_path / "run"
+    study = write_study(tmp_path, max_epochs=1)
+    assert cli.main(["run", str(study), "--out", str(run_dir), *QUICK, "--threads", "1"]) == 0
+    assert len(loads) == 1
+    written = json.loads((run_dir / "report.json").read_text())["tables"]
+    build_report(run_dir, command=None)
+    assert len(loads) == 2  # a report on its own rebuilds the data from run.json
+    again = json.loads((run_dir / "report.json").read_text())["tables"]
+    assert written.keys() == again.keys() and "per-class" in written  # the final model
+    # Every table the same, the command line under "reproduce" aside (this one came from Python).
+    different = [key for key in written if written[key] != again[key]]
+    assert different == ["reproduce"], different

@@ -33,7 +33,6 @@ from hpstudy.config.factors import FACTORS, SHAPE_FACTORS, searched, value_of
 from hpstudy.config.study import SLUG, Study
 from hpstudy.config.studyfile import load_study
 from hpstudy.errors import UserError
-from hpstudy.protocols.base import make_row
 from hpstudy.runner.devices import resolve_device
 from hpstudy.runner.execute import RunSummary, run_study
 from hpstudy.runner.options import RunOptions
@@ -50,6 +49,7 @@ from hpstudy.storage import (
 )
 from hpstudy.storage.rundir import MODEL_FILE, RUN_FILE, load_study_from_info, read_run_info
 from hpstudy.storage.rundir import open_run as open_run_store
+from hpstudy.tabulate.rows import make_row
 
 __all__ = ["Best", "Run", "load_study", "open_run", "run"]
 

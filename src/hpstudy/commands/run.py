@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
         from hpstudy.runner.execute import record_phase
 
         started = time.perf_counter()
-        _write_report(summary.run_dir, args)
+        _write_report(summary.run_dir, args, summary.data)
         record_phase(summary.run_dir, "report", time.perf_counter() - started)
     return 0
 
 
-def _write_report(run_dir, args: argparse.Namespace) -> None:
+def _write_report(run_dir, args: argparse.Namespace, data) -> None:
     import shlex
 
     from hpstudy.report import build_report
@@ -77,5 +77,6 @@ def _write_report(run_dir, args: argparse.Namespace) -> None:
 
     words = redact_args(sys.argv[1:], args.storage)  # the report is shared; passwords are not
     command = shlex.join(["hpstudy", *words]) if words else None
-    paths = build_report(run_dir, data_dir=args.data_dir, command=command, storage=args.storage)
+    paths = build_report(run_dir, data_dir=args.data_dir, command=command, storage=args.storage,
+                         data=data)  # fmt: skip
     print(f"report: {paths.html}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from hpstudy.config.config import Config
+
+if TYPE_CHECKING:  # annotations only: reading a stored outcome must not load torch
+    import numpy as np
+    import torch
 
 
 class Outcome(enum.Enum):

@@ -9,17 +9,14 @@ claim WAITING trials in batches (`batch` in the study file) until none is left.
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Sequence
 
 from hpstudy.config.config import Config
-from hpstudy.config.factors import config_label, searched, shown
-from hpstudy.protocols.base import Protocol, make_row, ranked_table
+from hpstudy.protocols.base import Protocol
 from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
 from hpstudy.protocols.trainer import POLL_S
 from hpstudy.stats.tables import StageTable
-from hpstudy.storage import TrialRecord, trial_key
+from hpstudy.tabulate.plans import grid_groups
 
 POPULATED = "populated"  # study user attr: every trial of the grid has been enqueued
 POPULATE_WAIT_S = 120.0  # how long a worker waits for the creating process to enqueue
@@ -28,20 +25,9 @@ POPULATE_WAIT_S = 120.0  # how long a worker waits for the creating process to e
 class GridProtocol(Protocol):
     name = "grid"
 
-    def configs(self) -> list[list[Config]]:
-        """One list (one config per seed) for each distinct configuration of the factorial
-        space (points that differ only in a factor their optimizer ignores, such as Adam's
-        momentum, are one configuration)."""
-        space, names = self.study.space, searched(self.study.space)
-        points = itertools.product(*(space[f] for f in names))
-        first = (self.study.config(seed=self.study.seed, **dict(zip(names, p, strict=True)))
-                 for p in points)  # fmt: skip
-        return [[config.replace(seed=s) for s in self.study.seeds]
-                for config in dict.fromkeys(first)]  # fmt: skip
-
     def run(self) -> list[StageTable]:
         trainer = self.trainer
-        groups = self.configs()
+        groups = grid_groups(self.study)
         configs = [c for g in groups for c in g]
         finished = trainer.store.finished()
         n_reused = sum(trainer.key(c) in finished for c in configs)
@@ -69,25 +55,3 @@ class GridProtocol(Protocol):
             self.trainer.on_event(Waiting(0))
             time.sleep(POLL_S)
         # Past the deadline the creator is presumably dead: `ensure` enqueues what is missing.
-
-    def tables(
-        self, records: Sequence[TrialRecord], tests: dict[str, float], split: dict | None = None
-    ) -> list[StageTable]:
-        split = self.trainer.data.split if split is None else split
-        by_key = {r.key: r for r in records if r.status.is_finished}
-        rows = []
-        for group in self.configs():
-            found = [by_key[k] for c in group if (k := trial_key(c, split)) in by_key]
-            if found:
-                label = config_label(group[0], shown(self.study.space))
-                rows.append(make_row(label, found, tests=tests,
-                                     leaky=self.study.selection.is_leaky))  # fmt: skip
-        table = ranked_table(
-            self.study,
-            self.name,
-            rows,
-            name="grid",
-            title="Grid: {n} configurations, best first",
-            rule=self.rule(),
-        )
-        return [table]  # fmt: skip

@@ -38,15 +38,15 @@ import zlib
 from collections.abc import Sequence
 
 from hpstudy.config.config import Config
-from hpstudy.config.factors import config_label, shown, space_size
+from hpstudy.config.factors import space_size
 from hpstudy.protocols.base import Protocol, evaluate_test_once
 from hpstudy.protocols.events import StageFinished, StageStarted, Waiting
 from hpstudy.protocols.trainer import POLL_S
-from hpstudy.stats.tables import StageTable, mean_ci, overstatement
+from hpstudy.stats.tables import StageTable
 from hpstudy.storage import TrialRecord, TrialStatus, objective_value
 from hpstudy.storage.search import Searcher, SearchTrial
-
-MAX_REPEATS = 200  # proposals in a row that all repeat known configurations: the search stops
+from hpstudy.tabulate.plans import seedless
+from hpstudy.tabulate.search import MAX_REPEATS, search_tables, top_rows
 
 
 class SearchProtocol(Protocol):
@@ -125,19 +125,15 @@ class SearchProtocol(Protocol):
         tried: dict[Config, list[TrialRecord]] = {}
         for r in self._search_records(records):
             if r.status.is_finished:
-                tried.setdefault(self._base(r.config), []).append(r)
+                tried.setdefault(seedless(self.study, r.config), []).append(r)
         return tried
 
     def _reserved(self, records: Sequence[TrialRecord]) -> set[Config]:
         """Configurations that spend the budget: a search-seed trial finished or held by a
         live process (any worker's). A killed worker's trials free their configuration."""
         held = (TrialStatus.RUNNING, TrialStatus.WAITING)
-        return {self._base(r.config) for r in self._search_records(records)
+        return {seedless(self.study, r.config) for r in self._search_records(records)
                 if r.status.is_finished or r.status in held}  # fmt: skip
-
-    def _base(self, config: Config) -> Config:
-        """A configuration without its seed (as the study's first seed)."""
-        return config.replace(seed=self.study.seeds[0])
 
     def _ask_round(self, batch: int, limit: float) -> list[tuple[SearchTrial, Config]]:
         """Up to `batch` new configurations from the sampler, each with a trial per seed.
@@ -242,8 +238,8 @@ class SearchProtocol(Protocol):
         """Retrain the search table's `confirm_top` best configurations with the confirmation
         seeds (ordinary trials through `Trainer.ensure`: a resume trains only what is missing)."""
         seeds = self.study.confirmation_seeds
-        configs = [Config.from_dict(row.config).replace(seed=seed)
-                   for row in self._top(search) for seed in seeds]  # fmt: skip
+        configs = [row.config.replace(seed=seed)
+                   for row in top_rows(self.study, search) for seed in seeds]  # fmt: skip
         if not configs:
             return
         name = "search: confirmation"
@@ -256,67 +252,10 @@ class SearchProtocol(Protocol):
                 # once, at its best validation epoch: the confirmed table's test column.
                 evaluate_test_once(self.trainer, configs, by_key)
 
-    def _top(self, search: StageTable) -> list:
-        """The rows the confirmation round retrains: the best `confirm_top` with a score."""
-        return [row for row in search.rows if row.selection.n][: self.study.confirm_top]
-
-    def tables(
-        self, records: Sequence[TrialRecord], tests: dict[str, float], split: dict | None = None
-    ) -> list[StageTable]:
-        """The search table (search seeds), then, where confirmation trials exist, the confirmed
-        table (confirmation seeds of the search table's top rows), whose winner is final."""
-        from hpstudy.protocols.base import make_row, ranked_table
-
-        split = self.trainer.data.split if split is None else split
-        leaky = self.study.selection.is_leaky
-        groups: dict[Config, list[TrialRecord]] = {}
-        confirmed: dict[Config, list[TrialRecord]] = {}
-        confirmation_seeds = set(self.study.confirmation_seeds)
-        for r in records:
-            if not (r.status.is_finished and r.split == split):
-                continue
-            if r.seed in self.study.seeds:
-                groups.setdefault(self._base(r.config), []).append(r)
-            elif r.seed in confirmation_seeds:
-                confirmed.setdefault(self._base(r.config), []).append(r)
-        names = shown(self.study.space)
-        rows = [make_row(config_label(base, names), group, tests=tests, leaky=leaky)
-                for base, group in groups.items()]  # fmt: skip
-        table = ranked_table(self.study, self.name, rows, name="search",
-                             title="Search: {n} configurations, best first",
-                             rule=self._search_rule(len(rows)))  # fmt: skip
-        tops = [Config.from_dict(row.config) for row in self._top(table)]
-        bases = [base for base in tops if base in confirmed]
-        if not bases:
-            return [table]
-        rows = [make_row(config_label(base, names), confirmed[base], tests=tests, leaky=leaky)
-                for base in bases]  # fmt: skip
-        over = mean_ci(overstatement(table.rows, rows))
-        seeds = self.study.confirmation_seeds
-        rule = (f"{self.selection_rule()}; the top {len(rows)} by search score retrained with "
-                f"{len(seeds)} new seeds ({seeds[0]}-{seeds[-1]}: seed + 1000 + i), winner by "
-                f"their mean; the search-time score overstated the confirmed score by "
-                f"{100 * over.mean:+.2f} pp on average (winner's curse)")  # fmt: skip
-        title = "Confirmed: the search's top {n} on new seeds, best first"
-        confirmed_table = ranked_table(self.study, self.name, rows, name="confirmed",
-                                       title=title, rule=rule)  # fmt: skip
-        return [table, dataclasses.replace(confirmed_table, index=2)]
-
-    def _search_rule(self, n_tried: int) -> str:
-        """The search table's rule: the selection, the sampler and why the search ended."""
-        study, size = self.study, self.space_size
-        if n_tried >= size:
-            end = f"the space was exhausted (all {size} configurations)"
-        elif n_tried >= study.n_trials:
-            end = f"the budget of {study.n_trials} distinct configurations was spent"
-        else:
-            causes = (f"the sampler repeated known ones {self.max_repeats} times in a row, or "
-                      "the run stopped")  # fmt: skip
-            if study.time_budget_s is not None:
-                causes = (f"the time budget of {study.time_budget_s:g} s (the confirmation's "
-                          f"share kept back) was spent, {causes}")  # fmt: skip
-            end = f"ended after {n_tried} of {study.n_trials} configurations: {causes}"
-        return f"{self.rule()}; TPE sampler, {study.pruner} pruner; {end}"
+    def tables(self, records: Sequence[TrialRecord], tests: dict[str, float]) -> list[StageTable]:
+        """`hpstudy.tabulate.search`'s tables; the rule names this protocol's repeat bound."""
+        return search_tables(self.study, records, tests, self.trainer.data.split,
+                             max_repeats=self.max_repeats)  # fmt: skip
 
 
 @dataclasses.dataclass

@@ -55,6 +55,7 @@ def build_report(
     data_dir: str | None = None,
     command: str | None = None,
     storage: str | None = None,
+    data=None,
 ) -> ReportPaths:
     """Write report.html, report.md, report.json and figures/*.png into the run folder.
 
@@ -63,6 +64,8 @@ def build_report(
     False).
     `command`: the command line to record under provenance (the CLI passes its own).
     `storage`: a storage URL that overrides the run's run.json (which keeps no password).
+    `data`: the data the run just trained on (`RunSummary.data`), so that a report written right
+    after a run does not load and hash the dataset again; None: rebuilt as run.json says.
     """
     from hpstudy.report import answer, method, opening, sections
     from hpstudy.report.render import Figure, Heading, to_html, to_markdown, write_text_atomic
@@ -70,7 +73,7 @@ def build_report(
 
     view = load_run(run_dir, storage)
     related = find_related(view, compare) if compare or compare_siblings else []
-    final = evaluate_final_model(view, data_dir)
+    final = evaluate_final_model(view, data_dir, data)
     figdir = view.run_dir / FIGURES_DIR
     figdir.mkdir(exist_ok=True)
     command = command or "hpstudy.report.build_report (from Python)"

@@ -5,7 +5,7 @@
     >>> blocks = headline_section(replication, figdir)   # both, and figures/forest.png
     >>> forest_rows(data)                         # one row per configuration, for the plot
 
-Everything here reads the dict replication.json holds (`hpstudy.protocols.replicate`), so the
+Everything here reads the dict replication.json holds (`hpstudy.tabulate.replication`), so the
 page shows exactly what the file says. Where an older file lacks a key of the contract (a cell's
 `prediction95`, a claim's `comparisons`, the top-level `headline`), the page says what the file
 has instead: no prediction bar, the deciding comparison only, a headline built from the claims.

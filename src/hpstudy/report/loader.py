@@ -7,8 +7,8 @@
     >>> related = find_related(view)             # sibling runs (clean, grid) for the comparisons
 
 This module is the report's only door into the store: it reads what `hpstudy run` wrote through
-`hpstudy.storage.rundir` and `hpstudy.storage`, and recomputes the tables with the study's own
-protocol (`Protocol.tables(records)`), so every number the report prints comes from the trial
+`hpstudy.storage.rundir` and `hpstudy.storage`, and recomputes the tables with the function the
+run used (`hpstudy.tabulate.tabulate`), so every number the report prints comes from the trial
 records, never from the CSV and JSON tables a run also writes.
 """
 
@@ -39,7 +39,7 @@ class RunView:
     study: Study  # as the run used it (overrides applied)
     records: tuple[TrialRecord, ...]  # every stored trial, by trial number
     tests: dict[str, float]  # trial key -> test accuracy measured once (clean stage winners)
-    tables: tuple[StageTable, ...]  # recomputed from `records` by the study's protocol
+    tables: tuple[StageTable, ...]  # recomputed from `records` (`hpstudy.tabulate`)
     store: object  # the hpstudy.storage.Store it was read from (for parameter importances)
 
     @property
@@ -94,8 +94,8 @@ class RunView:
 def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
     """Read a run folder; a UserError if it is missing, not a run, or holds no finished trial.
     `storage` overrides the storage URL in its run.json (`hpstudy.storage.rundir.open_run`)."""
-    from hpstudy.protocols import make_protocol
     from hpstudy.storage.rundir import load_study_from_info, open_run, read_run_info
+    from hpstudy.tabulate import tabulate
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -113,7 +113,7 @@ def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
             f"run `hpstudy run {info.get('study_file') or study.name} --out {run_dir}` first"
         )
     tests = store.test_accuracies()
-    tables = make_protocol(study).tables(records, tests, split=info.get("split", {}))
+    tables = tabulate(study, records, tests, info.get("split", {}))
     return RunView(run_dir, info, study, records, tests, tuple(tables), store)
 
 
@@ -269,17 +269,49 @@ class FinalModel:
         return float((self.labels == self.predictions).mean())
 
 
-def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalModel | None:
-    """The run's final model on its test split (rebuilt as the run built it); None if no model."""
-    from hpstudy.data.prepare import prepare_data
+def evaluate_final_model(view: RunView, data_dir: str | None = None,
+                         data=None) -> FinalModel | None:  # fmt: skip
+    """The run's final model on its test split; None if no model. `data`: the run's own prepared
+    data (`RunSummary.data`), else rebuilt from run.json as the run built it."""
     from hpstudy.predict.modelfile import load_model
-    from hpstudy.runner.options import RunOptions
     from hpstudy.storage.rundir import MODEL_FILE
 
     path = view.run_dir / MODEL_FILE
     if not path.is_file():
         return None
     loaded = load_model(path)
+    if data is None or str(data.device) != "cpu":
+        # A GPU run's tensors were normalised on the GPU: the report evaluates CPU tensors, so
+        # that it prints what `hpstudy report` prints later, bit for bit.
+        data = _rebuild_data(view, data_dir)
+    test = data.test
+    evaluation = loaded.evaluate(test)
+    mean, std = loaded.normalization
+    images = None
+    if len(data.input_shape) == 2:
+        # Undo the normalisation to show the images: x = (pixel / 255 - mean) / std; shown on
+        # 0..255 whatever range the data uses (digits: 0..16).
+        x = test.x.numpy().astype(np.float64)
+        pixels = (x * std + mean) * 255 * (255 / (data.pixel_max or 255))
+        images = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+        images = images.reshape(-1, *data.input_shape)
+    return FinalModel(
+        path=path,
+        config=loaded.config,
+        metadata=loaded.metadata,
+        class_names=loaded.class_names,
+        labels=test.y.numpy(),
+        predictions=np.asarray(evaluation.predictions),
+        images=images,
+        train_labels=data.train.y.numpy(),
+    )
+
+
+def _rebuild_data(view: RunView, data_dir: str | None):
+    """The run's data, prepared again from the options run.json recorded."""
+    from hpstudy.data.prepare import prepare_data
+    from hpstudy.runner.options import RunOptions
+
     known = {f.name for f in dataclasses.fields(RunOptions)}
     options = {k: v for k, v in view.info.get("options", {}).items() if k in known}
     # Evaluate on the CPU whatever the run trained on: 10,000 images take well under a second,
@@ -289,24 +321,4 @@ def evaluate_final_model(view: RunView, data_dir: str | None = None) -> FinalMod
                 "cuda_graphs": False}  # fmt: skip
     if options.get("dtype") == "tf32":
         options["dtype"] = "float32"
-    data = prepare_data(view.study, RunOptions(**options))
-    evaluation = loaded.evaluate(data.test)
-    mean, std = loaded.normalization
-    images = None
-    if len(data.input_shape) == 2:
-        # Undo the normalisation to show the images: x = (pixel / 255 - mean) / std; shown on
-        # 0..255 whatever range the data uses (digits: 0..16).
-        x = data.test.x.cpu().numpy().astype(np.float64)
-        pixels = (x * std + mean) * 255 * (255 / (data.pixel_max or 255))
-        images = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-        images = images.reshape(-1, *data.input_shape)
-    return FinalModel(
-        path=path,
-        config=loaded.config,
-        metadata=loaded.metadata,
-        class_names=loaded.class_names,
-        labels=data.test.y.cpu().numpy(),
-        predictions=np.asarray(evaluation.predictions),
-        images=images,
-        train_labels=data.train.y.cpu().numpy(),
-    )
+    return prepare_data(view.study, RunOptions(**options))

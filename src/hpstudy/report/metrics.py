@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpstudy.config.config import Config
 from hpstudy.config.factors import FACTORS, Range, factor_label, factors_of, searched
 from hpstudy.report.loader import FACTOR_KEYS, RunView
 from hpstudy.stats.tables import Cell, mean_ci
@@ -192,18 +193,16 @@ class Rank:
     best: object  # the table's first row
 
 
-def rank_in(table, config: dict) -> Rank | None:
-    """Where a configuration (a Row.config dict) ranks in a grid's table, by its factors alone.
+def rank_in(table, config: Config) -> Rank | None:
+    """Where a configuration ranks in a grid's table, by its factors alone.
 
     Seeds, epochs and batch size are ignored: they are the runs' budgets, which the report
     states beside the rank.
     """
-    from hpstudy.config.config import Config
-
     rows = [r for r in table.rows if r.selection.n]
-    target = factors_of(Config.from_dict(config))
+    target = factors_of(config)
     for row in rows:
-        if factors_of(Config.from_dict(row.config)) == target:
+        if factors_of(row.config) == target:
             rank = 1 + sum(r.selection.mean > row.selection.mean for r in rows)
             return Rank(rank, len(rows), row, rows[0])
     return None

@@ -4,7 +4,7 @@
     >>> blocks = verdict_section(replication, view.study.seeds)  # cells, claims, what to use
     >>> blocks = noise_section(view)        # staged runs: each winner against its runner-up
 
-A replicate run re-measured every published number (`hpstudy.protocols.replicate`); its verdict
+A replicate run re-measured every published number (`hpstudy.tabulate.replication`); its verdict
 comes first. A staged run with one seed chose its winners by margins that the test set's own
 sampling noise can swallow, so every stage's winner is compared with its runner-up by a paired
 test: McNemar's exact test on the same test images for one seed, a paired t-interval over
@@ -34,13 +34,10 @@ PAPER_PATH = "T4 → Adam → lr 0.005 → ReLU, 89.5%"
 
 def replication_of(view: RunView):
     """The run's `Replication` (recomputed from its records), or None for other protocols."""
-    from hpstudy.protocols import make_protocol
+    from hpstudy.tabulate import judge_run
 
-    if view.protocol is not ProtocolKind.REPLICATE:
-        return None
-    return make_protocol(view.study).replication(
-        view.records, split=view.split, tests=view.tests, clean_split=view.info.get("clean_split")
-    )
+    return judge_run(view.study, view.records, view.split, tests=view.tests,
+                     clean_split=view.info.get("clean_split"))  # fmt: skip
 
 
 def question_title(view: RunView) -> str:

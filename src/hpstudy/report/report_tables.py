@@ -17,7 +17,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hpstudy.config.config import Config
 from hpstudy.config.factors import config_label, factor_label, factor_title, factors_of
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
@@ -126,7 +125,7 @@ def compare(row: Row, published: Published | None) -> Comparison:
     ours, basis = (row.test, "test") if row.test and row.test.n else (row.selection, "val")
     if published is None:
         return Comparison(ours, basis, row.published, True)
-    same = published.factors == factors_of(Config.from_dict(row.config))
+    same = published.factors == factors_of(row.config)
     return Comparison(ours, basis, published.accuracy, same)
 
 
@@ -143,7 +142,7 @@ def stage_table(view: RunView, table: StageTable, published: dict[str, Published
         cmp = compare(row, published.get(row.label))
         cells = [WINNER if row.is_winner else "", row.label]
         if table.factor == "topology":
-            cells.append(str(list(Config.from_dict(row.config).dense_sizes)))
+            cells.append(str(list(row.config.dense_sizes)))
         n_sel = None if clean else n_test  # one seed: the Wilson interval of the test images
         cells += ([cell_text(row.selection), cell_text(row.test, n_test)] if clean
                   else [cell_text(cmp.ours, n_sel)])  # fmt: skip
@@ -217,7 +216,7 @@ def _records(view: RunView, row: Row) -> list:
 def _row_data(row: Row, paper: float | None) -> dict:
     return {
         "label": row.label,
-        "config": row.config,
+        "config": row.config.to_dict(),
         "seeds": list(row.seeds),
         "selection": cell_data(row.selection),
         "test": cell_data(row.test),
@@ -378,7 +377,7 @@ def rank_table(entries: Sequence[tuple[RunView, RunView, object]]) -> Table:
     rows, data = [], []
     for staged, grid, rank in entries:
         winner = staged.winner
-        label = config_label(Config.from_dict(winner.config))
+        label = config_label(winner.config)
         if rank is None:
             rows.append((staged.name, label, grid.name, "not in the grid's space", "", ""))
             data.append({"staged": staged.name, "grid": grid.name, "rank": None})

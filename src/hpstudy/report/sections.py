@@ -12,6 +12,7 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
+from hpstudy.config.config import Config
 from hpstudy.config.factors import Range, factor_label, factor_title
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report import figures, metrics, model_card, opening
@@ -102,10 +103,7 @@ def _leak_text(view: RunView, related: list[RunView]) -> str:
     return text
 
 
-def _config(config: dict) -> str:
-    from hpstudy.config.config import Config
-
-    c = Config.from_dict(config)
+def _config(c: Config) -> str:
     shape = c.topology_label
     if c.is_cnn:  # the dense label alone ('[2304-256-10]') would hide the convolutions
         per_block = f", {c.convs_per_block} per block" if c.convs_per_block > 1 else ""

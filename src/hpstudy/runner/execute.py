@@ -33,7 +33,6 @@ from hpstudy.engine.optimizers import engine_version
 from hpstudy.errors import UserError
 from hpstudy.protocols import Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
-from hpstudy.protocols.replication import held_out_split
 from hpstudy.runner.options import RunOptions
 from hpstudy.stats.tables import StageTable, write_tables
 from hpstudy.storage import (
@@ -59,6 +58,8 @@ from hpstudy.storage.rundir import (
     update_run_info,
     write_run_info,
 )
+from hpstudy.tabulate import final_record, judge_run, tabulate
+from hpstudy.tabulate.cells import held_out_split
 
 # run.json's phase line (seconds of this invocation): what the runner times itself (data; probe:
 # the matmul throughput behind the FLOP floor; storage: every call of a Store method, opening
@@ -83,6 +84,9 @@ class RunSummary:
     floor_s: float  # FLOP floor of those model-epochs on the device
     elapsed_s: float  # this invocation, end to end
     records: list[TrialRecord] = field(default_factory=list)
+    # The data the run trained on (`prepare_data`): a report written right after the run reads
+    # its test split from here instead of loading and hashing the dataset again.
+    data: object = None
 
 
 def run_dir_for(study: Study, options: RunOptions) -> Path:
@@ -270,12 +274,15 @@ def run_study(
         with phases.timing("report"):
             write_tables(run_dir, tables)
             records = store.records()
-            replication = protocol.replication(records, tests=store.test_accuracies())
+            clean_split = clean_data.split if clean_data else None
+            tests = store.test_accuracies()
+            replication = judge_run(study, records, trainer.data.split, tests=tests,
+                                    clean_split=clean_split)  # fmt: skip
             if replication is not None:  # a replication: its verdict chooses the final model
                 write_replication(run_dir, replication)
                 # The final model is the recommended configuration at the first seed, fixed in
                 # advance: never the best of the seeds on the test set (none if it did not train).
-                final = protocol.final_record(replication, records, trainer.data.split)
+                final = final_record(replication, records, trainer.data.split)
                 model_path = final and save_final_model(study, trainer, tables, run_dir,
                                                         record=final)  # fmt: skip
             else:
@@ -287,7 +294,8 @@ def run_study(
     costs = cost_summary(records, options.device, read_run_info(run_dir).get("matmul_flops"))
     n_trained = sum(len(t.trained) for t in protocol.trainers)  # the clean arms' count too
     return RunSummary(run_dir, tables, model_path, n_trained, **costs,
-                      elapsed_s=time.perf_counter() - start, records=records)  # fmt: skip
+                      elapsed_s=time.perf_counter() - start, records=records,
+                      data=data)  # fmt: skip
 
 
 # Trials finished before engines had versions were all trained by the grouped step.
@@ -325,7 +333,7 @@ def clean_trainer(data, trainer: Trainer, run_dir: Path) -> Trainer:
 
 def held_out_trainer(clean: Trainer) -> Trainer:
     """`--with-clean`'s third arm: the clean run's training images (54,000 for FashionMNIST),
-    the epoch chosen on the test set as the paper did (`replicate.held_out_split`); its trials
+    the epoch chosen on the test set as the paper did (`tabulate.cells.held_out_split`); its trials
     have keys of their own. It measures how much of the leak is the smaller training set."""
     data = dataclasses.replace(clean.data, evaluation=clean.data.test,
                                split=held_out_split(clean.data.split))  # fmt: skip
@@ -476,4 +484,4 @@ def recompute_tables(run_dir: str | Path, storage: str | None = None) -> list[St
     study = load_study_from_info(info, run_dir)
     store = open_run(run_dir, storage)
     tests = store.test_accuracies()
-    return make_protocol(study).tables(store.records(), tests, split=info["split"])
+    return tabulate(study, store.records(), tests, info["split"])

@@ -30,7 +30,7 @@ def run_status(run_dir: str, storage: str | None = None) -> dict:
     winner = tables[-1].winner if tables else None
     best = None
     if winner is not None:
-        best = {"config": winner.config, "accuracy": _num(winner.selection.mean),
+        best = {"config": winner.config.to_dict(), "accuracy": _num(winner.selection.mean),
                 "seeds": list(winner.seeds), "n": winner.selection.n,
                 "selection": tables[-1].selection}  # fmt: skip
     device = info.get("device", "cpu")

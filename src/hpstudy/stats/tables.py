@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hpstudy.atomic import atomic_file
+from hpstudy.config.config import Config
 from hpstudy.stats.intervals import seed_interval
 
 SCHEMA_VERSION = 2
@@ -64,7 +65,7 @@ class Row:
     """One configuration of a table (all its seeds)."""
 
     label: str  # the varied factor's value as printed: 'T4', 'Adam', '0.005', 'ReLU'
-    config: dict  # Config.to_dict() of the first seed
+    config: Config  # the first seed's
     seeds: tuple[int, ...]
     selection: Cell  # best accuracy on the selection split (test for the paper protocol)
     test: Cell | None = None  # test accuracy: paper = selection; clean = stage winner only
@@ -96,7 +97,10 @@ class StageTable:
         return next((r for r in self.rows if r.is_winner), None)
 
     def to_dict(self) -> dict:
-        return _nan_to_none(asdict(self))
+        d = asdict(self)
+        for row, out in zip(self.rows, d["rows"], strict=True):
+            out["config"] = row.config.to_dict()  # as trial records write it, not every field
+        return _nan_to_none(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> StageTable:
@@ -116,6 +120,7 @@ class StageTable:
         for r in d["rows"]:
             r = dict(r)
             r["selection"], r["test"] = cell(r["selection"]), cell(r["test"])
+            r["config"] = Config.from_dict(r["config"])
             for key in ("seeds", "best_epochs", "epochs", "outcomes", "trial_numbers"):
                 r[key] = tuple(r[key])
             rows.append(Row(**r))
@@ -135,7 +140,7 @@ class StageTable:
                 r.selection.n, _num(test.mean), _num(test.half95), test.n,
                 "" if r.published is None else r.published, int(r.is_winner),
                 " ".join(map(str, r.seeds)), " ".join(map(str, r.best_epochs)),
-                " ".join(r.outcomes), json.dumps(r.config, sort_keys=True),
+                " ".join(r.outcomes), json.dumps(r.config.to_dict(), sort_keys=True),
             ])  # fmt: skip
         return out.getvalue()
 

@@ -30,13 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from hpstudy import __version__
 from hpstudy.atomic import atomic_file
 from hpstudy.config.study import Study
 from hpstudy.config.studyfile import parse_study
-from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.errors import UserError
 from hpstudy.storage import Store, TrialRecord, default_url, redact_args, redact_url
 from hpstudy.storage.urls import missing_sqlite_file
@@ -118,6 +115,9 @@ def exclusive(run_dir: Path) -> Iterator[None]:
 
 
 def write_run_info(run_dir: Path, study: Study, options: RunOptions, data: Data) -> None:
+    # Imported here: writing a run needs torch, reading one (the report) does not.
+    from hpstudy.engine.flops import measure_matmul_flops
+
     # Measured before training, when the device is as busy as training will find it; the
     # FLOP floor of `run` and `status` uses this number rather than a later measurement.
     flops = measure_matmul_flops(options.device, data.dtype, tf32=data.tf32)
@@ -134,6 +134,8 @@ def run_info(
 ) -> dict:
     """What run.json holds. The storage URL loses its password (`redact_url`) in `storage`,
     `options` and `command`: run folders are shared with reports, passwords are not."""
+    import torch
+
     storage = redact_url(options.storage) if options.storage else options.storage
     return {
         "schema_version": 1,
@@ -181,6 +183,8 @@ def machine_info(device: str) -> dict:
     """What the report's "reproduce and cost" block names: commit, packages, device, threads."""
     import platform
     from importlib import metadata
+
+    import torch
 
     commit = git_commit(Path(__file__).parent)
     packages = {"python": platform.python_version()}

@@ -1,10 +1,10 @@
 """The verdict of a replication, from stored records alone: cells, claims, what to use, the leak.
 
-    >>> replication = judge(study, groups, store.records(), split, tests=tests,
-    ...                     clean_split=clean_split)
+    >>> replication = judge(study, store.records(), split, tests=tests, clean_split=clean_split)
     >>> replication.cells[0].verdict, replication.claims[0].verdict  # 'consistent', 'contradicted'
     >>> replication.headline, replication.recommended.cell.config, replication.final_model.seed
     >>> json.dump(replication.to_dict(), f)                           # replication.json
+    >>> final_record(replication, store.records(), split)   # the stored trial of the final model
 
 Each published number (one run) is placed against our 95% prediction interval for one run;
 each claim is judged by paired tests, Holm-adjusted over all claims (`hpstudy.stats.verdict`);
@@ -34,53 +34,10 @@ from hpstudy.config.factors import (
 from hpstudy.config.study import Study
 from hpstudy.stats import verdict as v
 from hpstudy.storage import TrialRecord, trial_key
+from hpstudy.tabulate.cells import ROMAN, PublishedCell, config_id, held_out_split, paper_cells
+from hpstudy.tabulate.plans import replicate_groups
 
-ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
 SCHEMA_VERSION = 2  # replication.json; 2 added the prediction interval, Holm, headline, ...
-HELD_OUT_ARM = "test-selected, trained on the clean split"  # the third arm's split marker
-
-
-def held_out_split(clean_split: dict) -> dict:
-    """The third arm's split: the clean run's training images, selection on the test set."""
-    return {**clean_split, "selection": "test", "n_eval": clean_split["n_test"],
-            "arm": HELD_OUT_ARM}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class PublishedCell:
-    """One number of the paper's tables and the configuration it was measured on."""
-
-    table: str  # "I".."IV"
-    stage: str  # the stage (and table) name in the study file
-    factor: str
-    row: str  # the paper's row label: "T4", "Adam", "0.005", "ReLU"
-    factors: dict  # topology, optimizer, lr, activation
-    published: float  # %
-
-    @property
-    def name(self) -> str:
-        """The row as a sentence names it: 'T4', 'Adam', 'lr 0.005', 'ReLU'."""
-        return f"lr {self.row}" if self.factor == "lr" else self.row
-
-
-def paper_cells(study: Study) -> list[PublishedCell]:
-    """Every published number along the paper's own path (each stage's published winner is
-    carried forward, as the paper did)."""
-    base, cells = dict(study.start), []
-    for i, stage in enumerate(study.stages):
-        for value, published in zip(stage.values, stage.published or (), strict=False):
-            cells.append(PublishedCell(ROMAN[i], stage.name, stage.factor,
-                                       factor_label(stage.factor, value),
-                                       {**base, stage.factor: value}, published))  # fmt: skip
-        if stage.published:
-            best = max(range(len(stage.values)), key=lambda j: stage.published[j])
-            base = {**base, stage.factor: stage.values[best]}
-    return cells
-
-
-def config_id(config: Config) -> str:
-    """'T4-Adam-0.005-ReLU': shared by every published number of one configuration."""
-    return config_text(config).replace(", ", "-")
 
 
 def _config_dict(config: Config) -> dict:
@@ -318,15 +275,15 @@ class Replication:
 
 def judge(
     study: Study,
-    groups: list[list[Config]],
     records: Sequence[TrialRecord],
     split: dict,
     *,
     tests: dict[str, float] | None = None,
     clean_split: dict | None = None,
 ) -> Replication:
-    """The verdict on every published cell and claim from stored records (`groups`: one
-    config per seed for each distinct configuration); with `clean_split` also the leak."""
+    """The verdict on every published cell and claim from stored records; with `clean_split`
+    (the clean arm's split) also the leak."""
+    groups = replicate_groups(study)
     n_test = split.get("n_test", 10_000)
     by_key = {r.key: r for r in records if r.status.is_finished}
     results = []
@@ -352,6 +309,17 @@ def judge(
     return Replication(tuple(results), tuple(claims), tuple(_paper_notes(results)),
                        study.n_seeds, n_test, gaps, _headline(claims, results),
                        recommended, final, paper, pooled)  # fmt: skip
+
+
+def final_record(replication: Replication, records: Sequence[TrialRecord],
+                 split: dict) -> TrialRecord | None:  # fmt: skip
+    """The stored trial of the final model (the recommended configuration, first seed), or None
+    where it did not train to a usable result."""
+    final = replication.final_model
+    if final is None:
+        return None
+    key = trial_key(final.cell.config.replace(seed=final.seed), split)
+    return next((r for r in records if r.key == key and r.is_usable), None)
 
 
 def _cell_result(cell: PublishedCell, config: Config, records: list[TrialRecord],
