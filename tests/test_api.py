@@ -205,7 +205,7 @@ def test_curves_df_is_long_with_every_epoch_of_every_trial(api_run):
 def test_best_is_the_winner_of_the_last_table(api_run):
     winner = read_tables(api_run.folder)[-1].winner
     best = api_run.best
-    assert best.config.to_dict() == winner.config
+    assert best.config == winner.config
     assert (best.mean, best.n, best.seeds, best.selection) == (
         winner.selection.mean, 2, (42, 43), "validation")  # fmt: skip
     assert str(best).startswith(f"{winner.label}: validation {100 * winner.selection.mean:.2f}")
@@ -229,7 +229,7 @@ def test_optuna_study_holds_the_same_trials(api_run):
 def test_status_and_report_are_the_commands(api_run):
     status = api_run.status()  # what `hpstudy status --json` prints
     assert status["study"] == "digits" and status["counts"]["complete"] == 32
-    assert status["best"]["config"] == read_tables(api_run.folder)[-1].winner.config
+    assert status["best"]["config"] == read_tables(api_run.folder)[-1].winner.config.to_dict()
     paths = api_run.report()
     assert paths.html == api_run.folder / "report.html" and paths.html.is_file()
     assert paths.related == ()  # no sibling runs beside it

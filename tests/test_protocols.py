@@ -46,7 +46,7 @@ def test_staged_carries_winners_forward_and_trains_each_config_once(tmp_path: Pa
     for before, after in itertools.pairwise(tables):
         winner = before.winner.config
         for row in after.rows:  # every config of the next stage uses the previous winner
-            assert row.config[before.factor] == winner[before.factor]
+            assert getattr(row.config, before.factor) == getattr(winner, before.factor)
     # 2 + 2 + 2 configurations, minus the 2 reused winners, times 2 seeds
     records = open_run(summary.run_dir).records()
     finished = [r for r in records if r.status is TrialStatus.FINISHED]
@@ -67,7 +67,7 @@ def test_staged_carries_winners_forward_and_trains_each_config_once(tmp_path: Pa
     metadata = torch.load(summary.run_dir / MODEL_FILE, weights_only=True)["metadata"]
     winner = tables[-1].winner
     assert metadata["config"]["seed"] in winner.seeds
-    assert {**metadata["config"], "seed": winner.seeds[0]} == winner.config
+    assert {**metadata["config"], "seed": winner.seeds[0]} == winner.config.to_dict()
     assert metadata["normalization"] == {"mean": 0.5, "std": 0.5}
     assert metadata["metrics"]["test_accuracy"] == max(winner.selection.values)
     assert metadata["data_digests"] and metadata["versions"]["torch"] == torch.__version__
@@ -101,7 +101,7 @@ def test_grid_trains_the_whole_space_once(tmp_path: Path):
     assert len(table.rows) == 2 * 2 * 2 == summary.n_trained
     means = [r.selection.mean for r in table.rows]
     assert means == sorted(means, reverse=True) and table.rows[0].is_winner
-    assert load_model(summary.run_dir / MODEL_FILE).config.to_dict() == table.rows[0].config
+    assert load_model(summary.run_dir / MODEL_FILE).config == table.rows[0].config
 
 
 def test_search_spends_its_budget_without_retraining(tmp_path: Path):

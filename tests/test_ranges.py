@@ -260,14 +260,14 @@ def test_a_search_over_ranges_trains_its_samples_and_tells_repeats(tmp_path, mon
     search, confirmed = summary.tables
     assert len(search.rows) == 8 and "budget of 8 distinct configurations was spent" in search.rule
     assert len(confirmed.rows) == 1
-    top = Config.from_dict(search.rows[0].config)
+    top = search.rows[0].config
     optimizer = {"sgd": "SGD", "adam": "Adam"}[top.optimizer]
     label = f"{'-'.join(map(str, top.topology))} {optimizer} {top.lr:g} ReLU"
     label += f" momentum {top.momentum:g}" if top.optimizer == "sgd" else ""
     assert search.rows[0].label == label  # no momentum shown for Adam
 
     # A proposal that repeats a trained configuration is told its result, never trained.
-    known = Config.from_dict(search.rows[-1].config)
+    known = search.rows[-1].config
     stick_sampler_on(monkeypatch, known, max_repeats=3)
     again = run_ranges(tmp_path, n_trials=10)
     assert again.n_trained == 0
@@ -291,7 +291,7 @@ def test_report_and_status_of_a_search_over_ranges(tmp_path: Path):
     n_lr = sum(e["accuracy"]["n"] for e in effects if e["factor"] == "lr")
     assert n_lr == 12  # every configuration in one bin
     n_momentum = sum(e["accuracy"]["n"] for e in effects if e["factor"] == "momentum")
-    sgd = sum(Config.from_dict(r.config).optimizer == "sgd" for r in summary.tables[0].rows)
+    sgd = sum(r.config.optimizer == "sgd" for r in summary.tables[0].rows)
     assert n_momentum == sgd  # momentum's levels hold SGD's configurations only
     found = report["tables"]["importances"]
     importances = {row["factor"] for row in found["data"]}
@@ -303,7 +303,7 @@ def test_report_and_status_of_a_search_over_ranges(tmp_path: Path):
     assert "optimizer_lr.png" not in html  # no heatmap without listed topology and lr
     status = run_status(str(summary.run_dir))
     assert status["counts"]["complete"] == 12 + 2
-    assert status["best"]["config"] == summary.tables[-1].winner.config
+    assert status["best"]["config"] == summary.tables[-1].winner.config.to_dict()
 
 
 def test_a_grid_over_depth_width_and_sgd_momentum_beside_adam_runs(tmp_path: Path):

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from hpstudy import cli
-from hpstudy.config.config import Config
 from hpstudy.config.cost import model_epoch_flops
 from hpstudy.stats.tables import read_tables
 from hpstudy.storage import TrialStatus
@@ -139,11 +138,11 @@ def test_status_json(runs, capsys):
     )
     assert status["floor_s"] == pytest.approx(flops / info["matmul_flops"])
     winner = read_tables(runs["whole"])[-1].winner
-    assert status["best"]["config"] == winner.config
+    assert status["best"]["config"] == winner.config.to_dict()
     assert cli.main(["status", str(runs["whole"])]) == 0
     out = capsys.readouterr().out
     assert "8 complete" in out
-    best = Config.from_dict(winner.config)
+    best = winner.config
     assert f"best: {best.text(seed=False)}: " in out and "seed=" not in out
 
 
@@ -286,8 +285,12 @@ def test_a_run_and_its_report_load_the_data_once(tmp_path, monkeypatch):
 
     loads = []
     load_dataset = datasets.load_dataset
-    monkeypatch.setattr(datasets, "load_dataset",
-                        lambda *args, **kw: loads.append(args) or load_dataset(*args, **kw))  # fmt: skip
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return load_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", counted)
     run_dir = tmp_path / "run"
     study = write_study(tmp_path, max_epochs=1)
     assert cli.main(["run", str(study), "--out", str(run_dir), *QUICK, "--threads", "1"]) == 0

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy.config.config import Config
 from hpstudy.config.studyfile import load_study
 from hpstudy.errors import UserError
 from hpstudy.predict.modelfile import load_model
@@ -61,7 +60,7 @@ def test_a_space_smaller_than_the_budget_ends_exhausted(tmp_path: Path):
 def test_the_repeat_bound_stops_a_sampler_that_only_repeats(tmp_path: Path, monkeypatch):
     first = run_search(tmp_path, n_trials=2)
     told_before = n_told(first.run_dir)
-    known = Config.from_dict(first.tables[0].rows[0].config)
+    known = first.tables[0].rows[0].config
     stick_sampler_on(monkeypatch, known, max_repeats=5)
     again = run_search(tmp_path, n_trials=6)
     assert again.n_trained == 0
@@ -86,7 +85,7 @@ def test_confirmation_retrains_the_top_with_new_seeds(tmp_path: Path):
         records = [by_number[n] for n in row.trial_numbers]
         assert [r.seed for r in records] == [1042, 1043, 1044]
         assert all(r.status is TrialStatus.FINISHED for r in records)
-        assert all(r.config.replace(seed=42).to_dict() == top[row.label].config for r in records)
+        assert all(r.config.replace(seed=42) == top[row.label].config for r in records)
         assert row.selection == mean_ci([r.best_accuracy for r in records])
         # Selection was on validation; each confirming trial then read the test set once.
         assert row.test == mean_ci([tests[r.key] for r in records])
@@ -96,7 +95,7 @@ def test_confirmation_retrains_the_top_with_new_seeds(tmp_path: Path):
     assert confirmed.winner == best
     model = load_model(summary.run_dir / MODEL_FILE)
     assert model.config.seed in (1042, 1043, 1044)
-    assert model.config.replace(seed=42).to_dict() == top[best.label].config
+    assert model.config.replace(seed=42) == top[best.label].config
     recomputed = recompute_tables(summary.run_dir)
     assert [t.to_dict() for t in recomputed] == [t.to_dict() for t in summary.tables]
     again = run_search(tmp_path, n_trials=4, confirm_top=2, confirm_seeds=3)

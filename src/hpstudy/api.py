@@ -262,9 +262,7 @@ class Run:
         winner = tables[-1].winner if tables else None
         if winner is None:
             return None
-        config = winner.config
-        config = config if isinstance(config, Config) else Config.from_dict(config)
-        return Best(config=config, label=winner.label, selection=tables[-1].selection,
+        return Best(config=winner.config, label=winner.label, selection=tables[-1].selection,
                     mean=winner.selection.mean, half95=winner.selection.half95,
                     n=winner.selection.n, seeds=tuple(winner.seeds),
                     test_mean=winner.test.mean if winner.test else math.nan)  # fmt: skip

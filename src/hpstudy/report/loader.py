@@ -41,6 +41,7 @@ class RunView:
     tests: dict[str, float]  # trial key -> test accuracy measured once (clean stage winners)
     tables: tuple[StageTable, ...]  # recomputed from `records` (`hpstudy.tabulate`)
     store: object  # the hpstudy.storage.Store it was read from (for parameter importances)
+    file_max_epochs: int | None = None  # the study file's own max_epochs, before --max-epochs
 
     @property
     def name(self) -> str:
@@ -80,21 +81,17 @@ class RunView:
     def limits(self) -> dict:
         """Quick-try limits this run used (`--limit-train`, `--max-epochs` below the study file's
         own), {} if none. A study file that trains longer than the paper is no quick try."""
-        from hpstudy.config.studyfile import parse_study
-
         options = self.info.get("options", {})
         found = {k: options[k] for k in ("limit_train", "limit_eval") if options.get(k)}
-        capped = self.info.get("overrides", {}).get("max_epochs")
-        if capped is not None and capped < parse_study(self.info["study_toml"],
-                                                       self.study.path).max_epochs:  # fmt: skip
-            found["max_epochs"] = capped
+        if self.file_max_epochs is not None and self.study.max_epochs < self.file_max_epochs:
+            found["max_epochs"] = self.study.max_epochs
         return found
 
 
 def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
     """Read a run folder; a UserError if it is missing, not a run, or holds no finished trial.
     `storage` overrides the storage URL in its run.json (`hpstudy.storage.rundir.open_run`)."""
-    from hpstudy.storage.rundir import load_study_from_info, open_run, read_run_info
+    from hpstudy.storage.rundir import open_run, read_run_info, study_as_filed
     from hpstudy.tabulate import tabulate
 
     run_dir = Path(run_dir)
@@ -104,7 +101,8 @@ def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
             "wrote, such as runs/paper"
         )
     info = read_run_info(run_dir)
-    study = load_study_from_info(info, run_dir)
+    filed = study_as_filed(info, run_dir)  # parsed once: the run's study is it with overrides
+    study = filed.with_overrides(**info["overrides"])
     store = open_run(run_dir, storage)
     records = tuple(store.records())
     if not any(r.status.is_finished for r in records):
@@ -114,7 +112,7 @@ def load_run(run_dir: str | Path, storage: str | None = None) -> RunView:
         )
     tests = store.test_accuracies()
     tables = tabulate(study, records, tests, info.get("split", {}))
-    return RunView(run_dir, info, study, records, tests, tuple(tables), store)
+    return RunView(run_dir, info, study, records, tests, tuple(tables), store, filed.max_epochs)
 
 
 def find_related(view: RunView, extra: list[str | Path] | tuple = ()) -> list[RunView]:

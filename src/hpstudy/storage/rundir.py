@@ -224,6 +224,12 @@ def update_run_info(run_dir: Path, **changes: Any) -> None:
 
 def load_study_from_info(info: dict, run_dir: str | Path) -> Study:
     """The study a run used, with the overrides it ran with (from the copy in run.json)."""
+    return study_as_filed(info, run_dir).with_overrides(**info["overrides"])
+
+
+def study_as_filed(info: dict, run_dir: str | Path) -> Study:
+    """The study as its file says, before the run's overrides (`--seeds`, `--max-epochs`, ...),
+    on the data the run loaded (from the copy in run.json)."""
     if "study_toml" not in info or "overrides" not in info:
         raise UserError(f"{Path(run_dir) / RUN_FILE} lacks the study it ran ('study_toml', "
                         "'overrides'); rerun `hpstudy run` with the same study and --out to "
@@ -234,7 +240,7 @@ def load_study_from_info(info: dict, run_dir: str | Path) -> Study:
         shape, names = described.get("input_shape") or [], described.get("class_names") or []
         study = dataclasses.replace(study, data=described["spec"])
         study = study.with_data_shape(math.prod(shape), len(names))
-    return study.with_overrides(**info["overrides"])
+    return study
 
 
 def read_run_info(run_dir: str | Path) -> dict:

@@ -8,7 +8,8 @@ the report call the same functions, so a report recomputes exactly the tables th
 
 `plans` says which configurations each protocol trains (the protocols train them from there);
 `grid`, `staged`, `search` and `replicate` tabulate each protocol; `replication` judges the
-published numbers of a replicate study; `rows` holds what every table is made of.
+published numbers of a replicate study (`cells`: the paper's numbers; `findings`: the verdict as
+data and replication.json); `rows` holds what every table is made of.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Callable, Sequence
 from hpstudy.config.study import ProtocolKind, Study
 from hpstudy.stats.tables import StageTable
 from hpstudy.storage import TrialRecord
+from hpstudy.tabulate.findings import Replication
 from hpstudy.tabulate.grid import grid_tables
 from hpstudy.tabulate.replicate import replicate_tables
-from hpstudy.tabulate.replication import Replication, final_record, judge
+from hpstudy.tabulate.replication import final_record, judge
 from hpstudy.tabulate.search import search_tables
 from hpstudy.tabulate.staged import staged_tables
 
