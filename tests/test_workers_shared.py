@@ -1,13 +1,15 @@
 """Every protocol shared by `hpstudy worker` processes: on a journal file and on PostgreSQL.
 
 Four workers share a tiny search (budget 12, confirmation 2 x 3) and a tiny staged study, one of
-them killed by -9 mid-way; two share a grid. Each ends with every trial finished exactly once.
+them killed by -9 mid-way; two share a grid, and two a replication whose verdict the final
+`hpstudy run` writes. Each ends with every trial finished exactly once.
 The data is scikit-learn's digits (1,150 training images), so a study takes seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -80,6 +82,31 @@ topology = ["T1", [32]]
 optimizer = ["sgd", "adam"]
 lr = [0.01, 0.1]
 activation = ["relu"]
+"""
+
+REPLICATE = """
+[space]
+topology = ["T1", [32]]
+optimizer = ["sgd", "adam"]
+lr = [0.01, 0.05]
+activation = ["relu"]
+[replicate]
+staged_seeds = 1
+[start]
+optimizer = "sgd"
+lr = 0.01
+activation = "relu"
+[[stages]]
+factor = "topology"
+published = [90.0, 91.0]
+[[stages]]
+factor = "optimizer"
+published = [92.0, 93.0]
+[[stages]]
+factor = "lr"
+published = [93.0, 90.0]
+[published]
+final_accuracy = 93.0
 """
 
 # --grace: a killed worker's trials are taken over after 15 s; three missed heartbeats (every
@@ -222,6 +249,27 @@ def test_two_workers_share_a_grid_evenly(storage, tmp_path):
     assert len(finished_once(storage, "wgrid")) == 16 == sum(trained)
     assert max(trained) <= 0.6 * 16, trained  # shared, not one worker taking the whole grid
     print(f"\n{storage.split(':')[0]} grid: 2 workers, trained {trained}, 0 twice, {wall:.0f} s")
+
+
+def test_two_workers_share_a_replication_then_run_writes_its_verdict(storage, tmp_path):
+    # The paper's path: T1 and [32] (SGD, 0.01), then SGD and Adam on [32], then 0.01 and 0.05
+    # with Adam: 4 distinct configurations x 2 seeds, and the staged search (seed 42) beside it.
+    study = write(tmp_path, "wrep", "replicate", REPLICATE, n_seeds=2, max_epochs=8)
+    trained = finish(start(study, storage, 2))
+    finished = finished_once(storage, "wrep")
+    assert sum(trained) == len(finished) >= 8
+    paper = {(r.config.topology, r.config.optimizer, r.config.lr, r.seed) for r in finished}
+    for factors in (((128,), "sgd", 0.01), ((32,), "sgd", 0.01), ((32,), "adam", 0.01),
+                    ((32,), "adam", 0.05)):  # fmt: skip
+        assert {(*factors, 42), (*factors, 43)} <= paper
+    cmd = hpstudy_cmd("run", str(study), "--storage", storage, *WORKER, "--out",
+                      str(tmp_path / "run"))  # fmt: skip
+    run = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "trained 0 trials now" in run.stdout
+    verdict = json.loads((tmp_path / "run" / "replication.json").read_text())
+    assert len(verdict["cells"]) == 6 and all(c["mean"] is not None for c in verdict["cells"])
+    assert verdict["final_model"]["seed"] == 42
 
 
 def count(url: str, name: str, status: TrialStatus) -> int:
