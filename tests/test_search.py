@@ -10,8 +10,9 @@ import pytest
 from hpstudy.config.studyfile import load_study
 from hpstudy.errors import UserError
 from hpstudy.predict.modelfile import load_model
-from hpstudy.runner.execute import recompute_tables, run_study
+from hpstudy.runner.execute import run_study
 from hpstudy.runner.options import RunOptions
+from hpstudy.runner.outputs import recompute_tables
 from hpstudy.stats.tables import mean_ci
 from hpstudy.storage import TrialStatus
 from hpstudy.storage.rundir import MODEL_FILE, open_run

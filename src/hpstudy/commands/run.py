@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         f"this run took {summary.elapsed_s:.1f} s"
     )
     if not args.no_report and summary.model_path:
-        from hpstudy.runner.execute import record_phase
+        from hpstudy.runner.phases import record_phase
 
         started = time.perf_counter()
         _write_report(summary.run_dir, args, summary.data)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import signal
 import threading
 import time
@@ -22,18 +21,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpstudy.atomic import atomic_file
 from hpstudy.config.config import Config
 from hpstudy.config.factors import space_size, topologies
 from hpstudy.config.feasible import check_configs
 from hpstudy.config.study import ProtocolKind, Selection, Study
 from hpstudy.data.prepare import prepare_data
-from hpstudy.engine.flops import measure_matmul_flops
 from hpstudy.engine.optimizers import engine_version
 from hpstudy.errors import UserError
 from hpstudy.protocols import Trainer, make_protocol
 from hpstudy.protocols.events import DataWarning
 from hpstudy.runner.options import RunOptions
+from hpstudy.runner.outputs import cost_summary, save_final_model, write_replication
+from hpstudy.runner.phases import PhaseTimes, TimedStore
 from hpstudy.stats.tables import StageTable, write_tables
 from hpstudy.storage import (
     Store,
@@ -44,31 +43,19 @@ from hpstudy.storage import (
     storage_errors,
 )
 from hpstudy.storage.rundir import (
-    MODEL_FILE,
-    REPLICATION_FILE,
     WEIGHTS_DIR,
     clear_outputs,
     exclusive,
-    load_study_from_info,
     make_run_dir,
-    open_run,
     read_run_info,
     record_elapsed,
     refuse_other_study,
     update_run_info,
     write_run_info,
 )
-from hpstudy.tabulate import final_record, judge_run, tabulate
+from hpstudy.tabulate import final_record, judge_run
 from hpstudy.tabulate.cells import held_out_split
 
-# run.json's phase line (seconds of this invocation): what the runner times itself (data; probe:
-# the matmul throughput behind the FLOP floor; storage: every call of a Store method, opening
-# included; report: tables, final model and, added by `hpstudy run`, the HTML report) and what
-# the engine tells (engine.phases). Other is the rest of elapsed_s: the protocol's own
-# bookkeeping, progress lines, weights cached by on_result, the engine's "other".
-RUN_PHASES = ("data", "probe", "planning", "capture", "training", "evaluation", "storage",
-              "report", "other")  # fmt: skip
-_FROM_ENGINE = ("planning", "capture", "training", "evaluation")
 MAX_TRIALS_UNASKED = 10_000  # a larger plan needs --yes (`--seeds 100000` was a typo once)
 _STAGED_KINDS = (ProtocolKind.STAGED, ProtocolKind.REPLICATE)  # cache stage winners' weights
 
@@ -162,58 +149,6 @@ def _signals_held() -> Iterator[None]:
     finally:
         for signum, handler in old.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-
-class PhaseTimes:
-    """Seconds per phase of RUN_PHASES, added up as the run goes."""
-
-    def __init__(self) -> None:
-        self.seconds = dict.fromkeys(RUN_PHASES, 0.0)
-
-    def add_engine(self, name: str, seconds: float) -> None:
-        """An engine phase (engine.phases); its "other" is left to the remainder."""
-        if name in _FROM_ENGINE:
-            self.seconds[name] += seconds
-
-    @contextlib.contextmanager
-    def timing(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] += time.perf_counter() - started
-
-    def line(self, elapsed_s: float) -> dict[str, float]:
-        """{phase: seconds}, other being what the named phases leave of `elapsed_s`."""
-        named = sum(v for k, v in self.seconds.items() if k != "other")
-        return {k: round(max(0.0, elapsed_s - named) if k == "other" else v, 3)
-                for k, v in self.seconds.items()}  # fmt: skip
-
-
-class TimedStore:
-    """A Store whose method calls add their time to the storage phase (everything else is the
-    store's own: attributes read through)."""
-
-    def __init__(self, store: Store, phases: PhaseTimes):
-        self._store, self._phases = store, phases
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
-
-        def timed(*args, **kwargs):
-            with self._phases.timing("storage"):
-                return attr(*args, **kwargs)
-
-        return timed
-
-
-def record_phase(run_dir: str | Path, name: str, seconds: float) -> None:
-    """Add `seconds` to phase `name` of run.json's phase line (the CLI's HTML report)."""
-    phases = dict(read_run_info(run_dir).get("phases_s") or dict.fromkeys(RUN_PHASES, 0.0))
-    phases[name] = round(phases.get(name, 0.0) + seconds, 3)
-    update_run_info(Path(run_dir), phases_s=phases)
 
 
 def open_store(study: Study, options: RunOptions, run_dir: Path) -> Store:
@@ -342,15 +277,6 @@ def held_out_trainer(clean: Trainer) -> Trainer:
                    weights_dir=clean.weights_dir, on_phase=clean.on_phase)  # fmt: skip
 
 
-def write_replication(run_dir: Path, replication) -> Path:
-    """replication.json: every published cell and claim with its verdict (for scripts)."""
-    path = Path(run_dir) / REPLICATION_FILE
-    with atomic_file(path, "w") as f:
-        json.dump(replication.to_dict(), f, indent=1)
-        f.write("\n")
-    return path
-
-
 def run_worker(
     study: Study, options: RunOptions, *, on_event: Callable[[object], None] = lambda e: None
 ) -> int:
@@ -402,86 +328,3 @@ def study_settings(study: Study, options: RunOptions, data) -> dict:
         "data_digests": dict(data.digests),
         "planned": planned_trials(study),  # at most (staged studies reuse some)
     }
-
-
-def save_final_model(
-    study: Study,
-    trainer: Trainer,
-    tables: list[StageTable],
-    run_dir: Path,
-    *,
-    record: TrialRecord | None = None,
-) -> Path | None:
-    """final_best_model.pth: `record` where the protocol chose it (a replication: the
-    recommended configuration at the first seed), else the last table's winner, its best seed
-    on the selection split."""
-    from hpstudy import engine
-    from hpstudy.predict.modelfile import save_model
-
-    if record is not None:
-        best = record
-    else:
-        winner = tables[-1].winner if tables else None
-        if winner is None:
-            return None
-        finished = trainer.store.finished()
-        records = [r for r in finished.values()
-                   if r.number in winner.trial_numbers and r.is_usable]  # fmt: skip
-        best = max(records, key=lambda r: (r.best_accuracy, -r.seed))
-    state_dict, retrained = trainer.weights_of(best)
-    tests = trainer.store.test_accuracies()
-    if study.selection.is_leaky:
-        test_accuracy = best.best_accuracy
-    elif best.key in tests:
-        test_accuracy = tests[best.key]
-    else:
-        evaluation = engine.evaluate(best.config, state_dict, trainer.data.test,
-                                     device=trainer.data.device)  # fmt: skip
-        test_accuracy = evaluation.accuracy
-    metrics = {
-        "test_accuracy": float(test_accuracy),
-        f"{study.selection.value}_accuracy": float(best.best_accuracy),
-        "best_epoch": float(best.best_epoch),
-    }
-    extra = {
-        "study": study.name,
-        "protocol": study.protocol.value,
-        "selection": study.selection.value,
-        "trial_number": best.number,
-        "split": trainer.data.split,
-        "retrained": retrained,
-        "device": trainer.data.device,
-        "input_shape": list(trainer.data.input_shape),
-        "pixel_max": trainer.data.pixel_max,
-    }
-    return save_model(run_dir / MODEL_FILE, state_dict=state_dict, config=best.config,
-                      normalization=trainer.data.normalization, metrics=metrics,
-                      data_digests=trainer.data.digests, class_names=trainer.data.class_names,
-                      extra=extra)  # fmt: skip
-
-
-def cost_summary(
-    records: list[TrialRecord], device: str, matmul_flops: float | None = None
-) -> dict[str, float]:
-    """model_epochs, wall_s and floor_s over the finished trials; the floor divides their FLOPs
-    by `matmul_flops` (the run's recorded throughput), else by a fresh measurement."""
-    from hpstudy.config.cost import model_epoch_flops
-
-    done = [r for r in records if r.status.is_finished]
-    flops = sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in done)
-    throughput = matmul_flops or measure_matmul_flops(device)
-    return {
-        "model_epochs": sum(r.epochs for r in done),
-        "wall_s": sum(r.wall_s for r in done),
-        "floor_s": flops / throughput if flops else 0.0,
-    }
-
-
-def recompute_tables(run_dir: str | Path, storage: str | None = None) -> list[StageTable]:
-    """A run's tables recomputed from its store alone (what the report checks against);
-    `storage` overrides the URL in run.json (`open_run`)."""
-    info = read_run_info(run_dir)
-    study = load_study_from_info(info, run_dir)
-    store = open_run(run_dir, storage)
-    tests = store.test_accuracies()
-    return tabulate(study, store.records(), tests, info["split"])

@@ -15,7 +15,7 @@ def run_status(run_dir: str, storage: str | None = None) -> dict:
     import torch
 
     from hpstudy.engine.results import Outcome
-    from hpstudy.runner.execute import cost_summary, recompute_tables
+    from hpstudy.runner.outputs import cost_summary, recompute_tables
     from hpstudy.storage import TrialStatus, storage_errors
     from hpstudy.storage.rundir import open_run, read_run_info
 
