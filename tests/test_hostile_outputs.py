@@ -325,6 +325,80 @@ def test_a_cnn_file_whose_input_shape_is_not_its_square_is_refused(shape, fashio
     assert str(bad) in line and "input_shape" in line and str(shape) in line
 
 
+# What every refusal of edited metadata tells the user to do.
+FIX = "the metadata was edited or damaged: use the file as `hpstudy run` saved it"
+
+
+BAD_SHAPES = ["28x28", None, [], [28], [28, 28, 1], [0, 784], [-28, -28], [True, 784],
+              [28, 28.0], [2**64, 2**64], [10**600]]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", BAD_SHAPES, ids=[f"{s!r:.16}" for s in BAD_SHAPES])
+def test_input_shape_that_is_not_the_models_is_refused(shape, fashion, tmp_path, capsys):
+    """Not a list of one or two positive ints holding the model's 784 inputs, or absurdly large
+    (the product bounds it): one line naming the file, the key, the value and the fix."""
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    bad = _edited(good, tmp_path / "bad.pth", input_shape=shape)
+    with pytest.raises(ModelFileError, match=r"'input_shape' must be \[H, W\] or \[D\] with 784"):
+        load_model(bad)
+    line = _predict_refuses(bad, fashion, tmp_path, capsys)
+    assert str(bad) in line and "input_shape" in line and line.endswith(FIX), line
+    assert repr(shape)[:150] in line and len(line) < 600
+
+
+OUTSIZE = {
+    "huge-int-mean": {"normalization": {"mean": 10**400, "std": 0.35}},  # float(): OverflowError
+    "megabyte-mean": {"normalization": {"mean": "x" * 10**6, "std": 0.35}},  # echoed whole
+    "huge-int-lr": {"config": Config(topology="T1").to_dict() | {"lr": 10**400}},
+}
+
+
+@pytest.mark.parametrize("metadata", OUTSIZE.values(), ids=OUTSIZE)
+def test_metadata_beyond_floats_or_a_line_is_one_short_line(metadata, fashion, tmp_path,
+                                                            capsys):  # fmt: skip
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    bad = _edited(good, tmp_path / "bad.pth", **metadata)
+    (key,) = metadata
+    with pytest.raises(ModelFileError, match=key):
+        load_model(bad)
+    line = _predict_refuses(bad, fashion, tmp_path, capsys)
+    assert str(bad) in line and key in line and line.endswith(FIX) and len(line) < 600, line
+
+
+def _save_with(tmp_path: Path, config: Config, **extra) -> Path:
+    """save_model of a seeded untrained `config` with `extra` metadata."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_model(config)
+    return save_model(tmp_path / "m.pth", state_dict=net.state_dict(), config=config,
+                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      metrics={}, data_digests={}, extra=extra)  # fmt: skip
+
+
+UNSAVABLE = [("pixel_max", v) for v in (0, 256, True, 16.0, "255", 10**600)] + [
+    ("input_shape", v) for v in ([5, 5], [28, 28, 1], "28x28", [True, 784], [2**64, 2**64], [])
+]
+
+
+@pytest.mark.parametrize(("key", "value"), UNSAVABLE, ids=[f"{k}={v!r:.12}" for k, v in UNSAVABLE])
+def test_save_model_refuses_what_load_model_would_refuse(key, value, tmp_path):
+    with pytest.raises(ValueError, match=f"save_model extra: metadata '{key}' must be"):
+        _save_with(tmp_path, Config(topology="T1"), **{key: value})
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temp file
+
+
+def test_save_model_refuses_a_cnn_shape_that_is_not_its_square(tmp_path):
+    with pytest.raises(ValueError, match="first convolution takes 28 x 28 images"):
+        _save_with(tmp_path, Config(conv=(4,), topology=(16,)), input_shape=[784])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_model_writes_a_shape_tuple_as_the_list_load_model_reads(tmp_path):
+    path = _save_with(tmp_path, Config(topology="T1"), input_shape=(28, 28), pixel_max=16)
+    loaded = load_model(path)
+    assert loaded.metadata["input_shape"] == [28, 28] and loaded.pixel_max == 16
+
+
 # -- 6. read-only commands never create a store ---------------------------------------------
 
 
