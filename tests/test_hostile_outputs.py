@@ -5,6 +5,7 @@ line and a non-zero exit, and leaves nothing behind that was not there."""
 
 from __future__ import annotations
 
+import io
 import json
 import resource
 import signal
@@ -18,16 +19,21 @@ import torch
 from PIL import Image
 
 from hpstudy import cli
+from hpstudy.commands.progress import BarPrinter, ProgressPrinter
 from hpstudy.config.config import Config
+from hpstudy.config.studyfile import load_study
 from hpstudy.data import eda
 from hpstudy.data import idx as data
 from hpstudy.engine.model import build_model
 from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
+from hpstudy.protocols.events import DataWarning, StageFinished, StageStarted
 from hpstudy.report import figures
+from hpstudy.stats.tables import Row, StageTable, mean_ci
+from hpstudy.storage import Store
 from hpstudy.storage.rundir import MODEL_FILE, RUN_FILE
 from hpstudy.usertext import plot_text, shown
 from test_hostile import _copy_run, finished_run  # noqa: F401 - a finished tiny run, copied
-from tiny_studies import hpstudy_cmd, subprocess_env, write_study
+from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 
 TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
 # What a terminal acts on: escape sequences (clear screen, set the title, colour), a bell, a
@@ -153,6 +159,123 @@ def test_eda_of_a_data_file_with_hostile_names(fashion, tmp_path, capsys):
     assert len(list((tmp_path / "eda").glob("*.png"))) == 2
 
 
+# A stage title, a run folder and a data file name as a study file and --out may give them.
+HOSTILE = "\x1b[2J\r\u202e"
+
+
+def _digits_npz(path: Path, n_copies: int) -> Path:
+    """scikit-learn's digits as a user's .npz (8 x 8 images, 0..16) whose test split starts
+    with `n_copies` training images, so the run warns about them, naming the file."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x, y = bunch.images.astype(np.uint8), bunch.target.astype(np.int64)
+    np.savez(path, x_train=x[:1200], y_train=y[:1200],
+             x_test=np.concatenate([x[:n_copies], x[1200:]]),
+             y_test=np.concatenate([y[:n_copies], y[1200:]]))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("printer", [ProgressPrinter, BarPrinter])
+def test_progress_escapes_stage_titles_labels_and_data_warnings(printer, tmp_path, capsys):
+    """What `run` and `worker` print as a study goes: a data warning that names the user's
+    file, a stage's line and bar, and its table, whose title and labels come from the study
+    file; escaped before the table measures its columns, so they still line up."""
+    stream = io.StringIO()
+    progress = printer(stream=stream)
+    progress(DataWarning(f"3 of 9 test examples in data{HOSTILE}.npz are copies"))
+    progress(StageStarted(1, 1, f"width{HOSTILE}", n_configs=2, n_reused=0))
+    rows = tuple(Row(label=label, config=Config(topology="T1"), seeds=(0,),
+                     selection=mean_ci([accuracy]), best_epochs=(1,), outcomes=("complete",))
+                 for label, accuracy in ((f"T1{HOSTILE}", 0.8), ("T2", 0.7)))  # fmt: skip
+    table = StageTable(study="s", protocol="staged", index=1, name="width",
+                       title=f"Width{HOSTILE}", factor="topology", selection="test",
+                       rule=f"winner by the title {HOSTILE}", rows=rows)  # fmt: skip
+    progress(StageFinished(table))
+    printed, said = capsys.readouterr().out, stream.getvalue()
+    _assert_inert(printed)
+    _assert_inert(said.replace("\rstage 1/1", "stage 1/1"))  # tqdm's \r redraws the bar
+    escaped = r"\x1b[2J\r\u202e"
+    assert f"data{escaped}.npz are copies" in said and f"width{escaped}: 2 trials" in said
+    lines = printed.rstrip("\n").splitlines()
+    assert lines[0] == f"Width{escaped}" and lines[-1] == f"  (winner by the title {escaped})"
+    header, first, second = lines[1:4]
+    assert first.split()[:2] == [f"T1{escaped}", "80.00"]
+    assert header.index("test acc") == first.index("80.00") == second.index("70.00")
+
+
+@pytest.mark.slow  # a whole study, 4 to 6 s here
+def test_run_prints_a_hostile_title_folder_and_data_file_escaped(tmp_path, capsys):
+    """The table's title (study file), the run folder (--out) and the data file named in a data
+    warning reach the terminal escaped: as the progress lines, the tables and the paths."""
+    _digits_npz(tmp_path / f"digits{HOSTILE}.npz", n_copies=10)
+    data_table = f"[data]\npath = {json.dumps(f'digits{HOSTILE}.npz')}\n"
+    study = write_study(tmp_path, name="hostile", max_epochs=1, extra=data_table)
+    text = study.read_text().replace(
+        'factor = "topology"', f'factor = "topology"\ntitle = {json.dumps(f"Width{HOSTILE}")}'
+    )
+    study.write_text(text)
+    out = tmp_path / f"run{HOSTILE}"
+    assert cli.main(["run", str(study), "--out", str(out), *QUICK, "--device", "cpu"]) == 0
+    printed, err = capsys.readouterr()
+    _assert_inert(printed + err)
+    escaped = r"\x1b[2J\r\u202e"
+    assert f"Width{escaped}\n" in printed  # the table's first line, its title
+    assert f"run folder: {tmp_path}/run{escaped}  (tables in" in printed
+    assert f"final model: {tmp_path}/run{escaped}/final_best_model.pth" in printed
+    assert f"report: {tmp_path}/run{escaped}/report.html" in printed
+    assert f"digits{escaped}.npz are byte-for-byte copies" in err  # the data warning
+
+    # run.json is a file anyone may edit; status prints its phase names escaped too.
+    info = json.loads((out / RUN_FILE).read_text())
+    info["phases_s"] = {f"data{HOSTILE}": 1.0, **(info.get("phases_s") or {})}
+    (out / RUN_FILE).write_text(json.dumps(info))
+    assert cli.main(["status", str(out)]) == 0
+    printed = capsys.readouterr().out
+    _assert_inert(printed)
+    assert f"phases of the last run (s): data{escaped} 1.0" in printed
+
+
+def test_status_of_a_shared_storage_escapes_study_and_worker_names(tmp_path, capsys):
+    """With --storage and no run folder, status prints the study's name as given and the
+    workers' names as the storage holds them: any process sharing it wrote those."""
+    name = f"grid{HOSTILE}"
+    url = f"journal://{tmp_path / 'shared.log'}"
+    store = Store(url, name)
+    store.create_or_load()
+    store.worker = f"host{HOSTILE}:1"  # a host name as another machine set it
+    store.create_running(Config(topology="T1"), protocol="grid",
+                         split={"selection": "test", "n_train": 600},
+                         space=load_study("paper").space)  # fmt: skip
+    assert cli.main(["status", name, "--storage", url]) == 0
+    printed = capsys.readouterr().out
+    _assert_inert(printed)
+    assert r"study grid\x1b[2J\r\u202e (?) in journal://" in printed
+    assert r"running on host\x1b[2J\r\u202e:1: 1 trials" in printed
+
+
+def test_a_data_folder_with_a_hostile_name_is_printed_escaped(tmp_path, capsys):
+    folder = tmp_path / f"fm{HOSTILE}"
+    folder.mkdir()
+    for name in data.FILES.values():  # the real files, linked into the hostile folder
+        (folder / f"{name}.gz").symlink_to(data.DEBIAN_DIR / f"{name}.gz")
+    assert cli.main(["data", "verify", "--data-dir", str(folder)]) == 0
+    printed, err = capsys.readouterr()
+    _assert_inert(printed + err)
+    assert rf"FashionMNIST verified in {tmp_path}/fm\x1b[2J\r\u202e (" in printed
+
+
+def test_words_argparse_does_not_know_are_echoed_escaped(tmp_path, capsys):
+    """`hpstudy status runs/*` with a hostile folder name among the words: argparse's usage
+    error echoes them."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["status", str(tmp_path), f"runs/x{HOSTILE}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    _assert_inert(err)
+    assert r"unrecognized arguments: runs/x\x1b[2J\r\u202e" in err
+
+
 # -- 5. model metadata validated at load ----------------------------------------------------
 
 
@@ -200,6 +323,80 @@ def test_a_cnn_file_whose_input_shape_is_not_its_square_is_refused(shape, fashio
         load_model(bad)
     line = _predict_refuses(bad, fashion, tmp_path, capsys)
     assert str(bad) in line and "input_shape" in line and str(shape) in line
+
+
+# What every refusal of edited metadata tells the user to do.
+FIX = "the metadata was edited or damaged: use the file as `hpstudy run` saved it"
+
+
+BAD_SHAPES = ["28x28", None, [], [28], [28, 28, 1], [0, 784], [-28, -28], [True, 784],
+              [28, 28.0], [2**64, 2**64], [10**600]]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", BAD_SHAPES, ids=[f"{s!r:.16}" for s in BAD_SHAPES])
+def test_input_shape_that_is_not_the_models_is_refused(shape, fashion, tmp_path, capsys):
+    """Not a list of one or two positive ints holding the model's 784 inputs, or absurdly large
+    (the product bounds it): one line naming the file, the key, the value and the fix."""
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    bad = _edited(good, tmp_path / "bad.pth", input_shape=shape)
+    with pytest.raises(ModelFileError, match=r"'input_shape' must be \[H, W\] or \[D\] with 784"):
+        load_model(bad)
+    line = _predict_refuses(bad, fashion, tmp_path, capsys)
+    assert str(bad) in line and "input_shape" in line and line.endswith(FIX), line
+    assert repr(shape)[:150] in line and len(line) < 600
+
+
+OUTSIZE = {
+    "huge-int-mean": {"normalization": {"mean": 10**400, "std": 0.35}},  # float(): OverflowError
+    "megabyte-mean": {"normalization": {"mean": "x" * 10**6, "std": 0.35}},  # echoed whole
+    "huge-int-lr": {"config": Config(topology="T1").to_dict() | {"lr": 10**400}},
+}
+
+
+@pytest.mark.parametrize("metadata", OUTSIZE.values(), ids=OUTSIZE)
+def test_metadata_beyond_floats_or_a_line_is_one_short_line(metadata, fashion, tmp_path,
+                                                            capsys):  # fmt: skip
+    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    bad = _edited(good, tmp_path / "bad.pth", **metadata)
+    (key,) = metadata
+    with pytest.raises(ModelFileError, match=key):
+        load_model(bad)
+    line = _predict_refuses(bad, fashion, tmp_path, capsys)
+    assert str(bad) in line and key in line and line.endswith(FIX) and len(line) < 600, line
+
+
+def _save_with(tmp_path: Path, config: Config, **extra) -> Path:
+    """save_model of a seeded untrained `config` with `extra` metadata."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_model(config)
+    return save_model(tmp_path / "m.pth", state_dict=net.state_dict(), config=config,
+                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      metrics={}, data_digests={}, extra=extra)  # fmt: skip
+
+
+UNSAVABLE = [("pixel_max", v) for v in (0, 256, True, 16.0, "255", 10**600)] + [
+    ("input_shape", v) for v in ([5, 5], [28, 28, 1], "28x28", [True, 784], [2**64, 2**64], [])
+]
+
+
+@pytest.mark.parametrize(("key", "value"), UNSAVABLE, ids=[f"{k}={v!r:.12}" for k, v in UNSAVABLE])
+def test_save_model_refuses_what_load_model_would_refuse(key, value, tmp_path):
+    with pytest.raises(ValueError, match=f"save_model extra: metadata '{key}' must be"):
+        _save_with(tmp_path, Config(topology="T1"), **{key: value})
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temp file
+
+
+def test_save_model_refuses_a_cnn_shape_that_is_not_its_square(tmp_path):
+    with pytest.raises(ValueError, match="first convolution takes 28 x 28 images"):
+        _save_with(tmp_path, Config(conv=(4,), topology=(16,)), input_shape=[784])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_model_writes_a_shape_tuple_as_the_list_load_model_reads(tmp_path):
+    path = _save_with(tmp_path, Config(topology="T1"), input_shape=(28, 28), pixel_max=16)
+    loaded = load_model(path)
+    assert loaded.metadata["input_shape"] == [28, 28] and loaded.pixel_max == 16
 
 
 # -- 6. read-only commands never create a store ---------------------------------------------

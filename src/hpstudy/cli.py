@@ -15,6 +15,7 @@ import importlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 from hpstudy import __version__
 from hpstudy.errors import UserError
@@ -35,8 +36,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its error line escaped: 'unrecognized arguments: ...' echoes the
+    words as given, which may be file names a shell glob expanded (`hpstudy status runs/*`).
+    Subcommand parsers are of the same class (argparse makes them with type(parent))."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(shown(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hpstudy",
         description="Reproducible, statistically honest hyperparameter studies of PyTorch networks "
         "(MLPs and CNNs).",

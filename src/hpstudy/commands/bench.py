@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from hpstudy.engine import make_split
     from hpstudy.runner.bench import run_benchmark
     from hpstudy.runner.devices import resolve_device
+    from hpstudy.usertext import shown
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got --steps {args.steps}")
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         tf32=args.tf32,
         family=args.family,
         threads=args.threads,
-        progress=lambda msg: print(f"bench: {msg} ...", file=sys.stderr, flush=True),
+        progress=lambda msg: print(f"bench: {shown(msg)} ...", file=sys.stderr, flush=True),
     )
     if args.json:
         print(json.dumps(report))
@@ -120,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(report: dict) -> None:
+    from hpstudy.usertext import shown
+
     print(f"{report['family']}: {report['model']}")
     print(
         f"device {report['device']}, torch {report['torch']}, {report['threads']} threads, "
@@ -141,7 +144,8 @@ def _print_table(report: dict) -> None:
     for name, seconds in report["graph_capture_s"].items():
         print(f"{name}: capturing its CUDA graph took {seconds:.3f} s (not in the epoch time)")
     if report["torchvision_skipped"]:
-        print(f"paper_loop_torchvision skipped: {report['torchvision_skipped']}")
+        # An exception's text, which may quote paths on this machine: escaped.
+        print(f"paper_loop_torchvision skipped: {shown(report['torchvision_skipped'])}")
     ratios = [k for k in report if k.startswith(("speedup_", "floor_ratio_"))]
     for name in (k for k in ratios if not k.endswith("_spread")):
         if name in report:

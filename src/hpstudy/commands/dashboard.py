@@ -25,13 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpstudy.storage.rundir import open_run, read_run_info
+    from hpstudy.usertext import shown
 
     info = read_run_info(args.run_dir)
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise UserError(INSTALL_HINT)
     store = open_run(args.run_dir, args.storage)  # fails here, in one line, if it cannot log in
     print(
-        f"optuna-dashboard on http://{args.host}:{args.port} (study {info['study']}); "
+        f"optuna-dashboard on http://{shown(args.host)}:{args.port} (study "
+        f"{shown(info['study'])}); "
         "Ctrl-C stops it"
     )
     store.serve_dashboard(args.host, args.port)

@@ -31,12 +31,15 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from hpstudy.data import sources
+    from hpstudy.usertext import shown
 
     start = time.perf_counter()
-    # Download steps (on a cold machine only) go to stderr, so stdout stays the report.
-    ds = sources.load(args.data_dir, progress=lambda line: print(line, file=sys.stderr))
+    # Download steps (on a cold machine only) go to stderr, so stdout stays the report. They
+    # name URLs, folders and what a server answered; the folder may be --data-dir: escaped.
+    ds = sources.load(args.data_dir, progress=lambda line: print(shown(line), file=sys.stderr))
     elapsed = time.perf_counter() - start
-    print(f"FashionMNIST verified in {ds.source} ({elapsed:.2f} s to read, check and decode)")
+    print(f"FashionMNIST verified in {shown(ds.source)} ({elapsed:.2f} s to read, check and "
+          "decode)")  # fmt: skip
     for name, digest in ds.digests.items():
         print(f"  {name:<26} sha256 {digest}")
     return 0

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     out = eda.ensure_out_dir(user_path(args.out, "--out"))  # before the data is read
     start = time.perf_counter()
     ds = load_dataset(spec, args.data_dir,
-                      progress=lambda line: print(line, file=sys.stderr))  # fmt: skip
+                      progress=lambda line: print(shown(line), file=sys.stderr))  # fmt: skip
     elapsed = time.perf_counter() - start
     title = "FashionMNIST" if label == "fashion-mnist" else label
     result = eda.run_eda(ds, out, title=title)

@@ -11,10 +11,13 @@ precedes an error about the input.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 from collections.abc import Callable
+
+from hpstudy.usertext import shown
 
 PIPE_EVERY_S = 30.0  # plain progress lines in a log or pipe: at most one per this many seconds
 
@@ -125,11 +128,24 @@ class ProgressPrinter:
     def finished(self, event) -> None:
         from hpstudy.stats.tables import format_table
 
-        print(format_table(event.table, limit=15), flush=True)
+        print(format_table(printable_table(event.table), limit=15), flush=True)
         print(flush=True)
 
     def say(self, line: str) -> None:
-        print(line, file=self.stream or sys.stderr, flush=True)
+        # Lines quote stage names and data warnings, which name the user's data file: escaped.
+        print(shown(line), file=self.stream or sys.stderr, flush=True)
+
+
+def printable_table(table):
+    """`table` with its text escaped (`shown`) for `format_table`: the stage's title comes from
+    the study file and its labels and rule from the study and the store. Escaped before the
+    table measures its columns, so the columns still line up."""
+    rows = tuple(dataclasses.replace(r, label=shown(r.label),
+                                     outcomes=tuple(map(shown, r.outcomes)))
+                 for r in table.rows)  # fmt: skip
+    return dataclasses.replace(table, title=shown(table.title), name=shown(table.name),
+                               factor=shown(table.factor), selection=shown(table.selection),
+                               rule=shown(table.rule), rows=rows)  # fmt: skip
 
 
 def stage_text(event) -> str:
@@ -155,8 +171,9 @@ class BarPrinter(ProgressPrinter):
 
         self.close()
         self.base, self.call = 0.0, (0.0, 0)
-        self.bar = tqdm(total=max(event.n_configs - event.n_reused, 0), desc=stage_text(event),
-                        file=self.stream or sys.stderr, leave=True, dynamic_ncols=True,
+        self.bar = tqdm(total=max(event.n_configs - event.n_reused, 0),
+                        desc=shown(stage_text(event)), file=self.stream or sys.stderr,
+                        leave=True, dynamic_ncols=True,
                         bar_format="{desc} |{bar}| {n:.0f}/{total} {postfix}")  # fmt: skip
 
     def epoch(self, event) -> None:
@@ -185,4 +202,4 @@ class BarPrinter(ProgressPrinter):
     def say(self, line: str) -> None:
         from tqdm import tqdm
 
-        tqdm.write(line, file=self.stream or sys.stderr)
+        tqdm.write(shown(line), file=self.stream or sys.stderr)

@@ -16,6 +16,7 @@ import time
 
 from hpstudy.commands.progress import machine_hint, make_progress
 from hpstudy.commands.study_args import add_study_options, options_from
+from hpstudy.usertext import shown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     study, options = options_from(args)
     progress = make_progress(quiet=args.quiet, hint=machine_hint(options))
     summary = run_study(study, options, on_event=progress)
-    print(f"run folder: {summary.run_dir}  (tables in {summary.run_dir / 'tables'})")
+    # Paths hold --out, or the study's name: user text, escaped.
+    print(f"run folder: {shown(summary.run_dir)}  (tables in {shown(summary.run_dir / 'tables')})")
     if summary.model_path:
-        print(f"final model: {summary.model_path}")
+        print(f"final model: {shown(summary.model_path)}")
     ratio = summary.wall_s / summary.floor_s if summary.floor_s else float("nan")
     print(
         f"trained {summary.n_trained} trials now; the study holds {summary.model_epochs} "
@@ -79,4 +81,4 @@ def _write_report(run_dir, args: argparse.Namespace, data) -> None:
     command = shlex.join(["hpstudy", *words]) if words else None
     paths = build_report(run_dir, data_dir=args.data_dir, command=command, storage=args.storage,
                          data=data)  # fmt: skip
-    print(f"report: {paths.html}")
+    print(f"report: {shown(paths.html)}")

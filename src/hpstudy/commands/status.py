@@ -21,6 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
+from hpstudy.usertext import shown
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR|STUDY",
@@ -37,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpstudy.runner.status import run_status
-    from hpstudy.usertext import shown
 
     if args.storage and not (Path(args.run_dir) / "run.json").is_file():
         return _storage_status(args)
@@ -55,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
         config = Config.from_dict(best["config"])
         print(
-            f"best: {config.text(seed=False)}: {100 * best['accuracy']:.2f}% "
-            f"{best['selection']} accuracy "
+            f"best: {shown(config.text(seed=False))}: {100 * best['accuracy']:.2f}% "
+            f"{shown(best['selection'])} accuracy "
             f"(mean of {best['n']} seeds)"
         )
     print(
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         f"FLOP floor {result['floor_s']:.1f} s"
     )
     if result.get("phases_s"):
-        parts = ", ".join(f"{name} {s:.1f}" for name, s in result["phases_s"].items())
+        parts = ", ".join(f"{shown(name)} {s:.1f}" for name, s in result["phases_s"].items())
         print(f"phases of the last run (s): {parts}")
     return 0
 
@@ -78,11 +79,13 @@ def _storage_status(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
         return 0
     left = "" if result["left"] is None else f", {result['left']} left of {result['planned']}"
-    print(f"study {result['study']} ({result['protocol'] or '?'}) in {result['storage']}: "
-          f"{result['done']} done, {result['running']} running, {result['interrupted']} "
-          f"interrupted{left}")  # fmt: skip
+    # The name is the argument given, the protocol and the worker names come from the shared
+    # storage, which any process may write: all escaped, as the URL is.
+    print(f"study {shown(result['study'])} ({shown(result['protocol'] or '?')}) in "
+          f"{shown(result['storage'])}: {result['done']} done, {result['running']} running, "
+          f"{result['interrupted']} interrupted{left}")  # fmt: skip
     for worker, n in sorted(result["running_by_worker"].items()):
-        print(f"  running on {worker}: {n} trials")
+        print(f"  running on {shown(worker)}: {n} trials")
     print(f"live workers: {len(result['live_workers'])}")
     if result["eta_s"] is not None:
         print(f"ETA: about {result['eta_s']:.0f} s at the rate trials finished so far")

@@ -114,8 +114,9 @@ def save_model(
     """Write a model file atomically (temp file in the same folder, then rename); returns its path.
 
     The state_dict must match `build_model(config)`; it is checked before anything is written, so
-    a file at `path` is always a complete, loadable model. A disk that fills meanwhile raises an
-    OSError naming `path` (ENOSPC) and leaves no file there.
+    a file at `path` is always a complete, loadable model: `extra`'s `input_shape` and
+    `pixel_max` are checked as `load_model` checks them (ValueError). A disk that fills meanwhile
+    raises an OSError naming `path` (ENOSPC) and leaves no file there.
     """
     path = Path(path)
     tensors = {str(k): v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -126,7 +127,7 @@ def save_model(
     metadata = {
         "config": config.to_dict(),
         "normalization": _checked_normalization(
-            normalization, where="save_model", error=ValueError
+            normalization, where="save_model", error=ValueError, fix=_SAVE_NORM_FIX
         ),
         "class_names": [str(n) for n in class_names],
         "metrics": {str(k): float(v) for k, v in metrics.items()},
@@ -143,6 +144,15 @@ def save_model(
         if clash:
             raise ValueError(f"extra metadata may not replace {clash}; use other key names")
         _check_plain(extra, "extra")
+        extra = dict(extra)
+        if "input_shape" in extra:
+            shape = extra["input_shape"]
+            extra["input_shape"] = list(shape) if isinstance(shape, tuple) else shape
+            _check_input_shape(extra["input_shape"], config, where="save_model extra",
+                               error=ValueError, fix=_SAVE_SHAPE_FIX)  # fmt: skip
+        if "pixel_max" in extra:
+            _check_pixel_max(extra["pixel_max"], where="save_model extra", error=ValueError,
+                             fix=_SAVE_PIXEL_MAX_FIX)  # fmt: skip
         metadata.update(extra)
     payload = {
         "format": FORMAT,
@@ -188,8 +198,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
             f"{path}: metadata 'class_names' must be a list of {config.n_classes} names (the "
             f"model's classes), got {names!r:.200}"
         )
-    _check_input_shape(metadata.get("input_shape", [28, 28]), config, path)
-    _check_pixel_max(metadata, path)
+    # Checked before anything is computed from them: predict resizes images to input_shape and
+    # scales pixels by pixel_max.
+    _check_input_shape(metadata.get("input_shape", [28, 28]), config, where=str(path),
+                       error=ModelFileError)  # fmt: skip
+    _check_pixel_max(metadata.get("pixel_max"), where=str(path), error=ModelFileError)
     check_state_dict(state_dict, config, where=str(path))
     # build_model draws initial weights from torch's global RNG; fork it so loading a model does
     # not change the random stream of whoever calls us.
@@ -349,30 +362,41 @@ def _config_from(metadata: dict, path: Path) -> Config:
         raise ModelFileError(f"{path}: metadata has no 'config' dict; the file is not usable")
     try:
         return Config.from_dict(raw)
-    except (UserError, TypeError) as exc:
-        raise ModelFileError(f"{path}: invalid configuration in metadata: {exc}") from exc
+    except (UserError, TypeError, ValueError, OverflowError) as exc:
+        # OverflowError: a number too large for a float (lr=10**400), which Config converts.
+        raise ModelFileError(f"{path}: invalid configuration in metadata: {exc}; "
+                             f"{_EDITED}") from exc  # fmt: skip
 
 
-def _check_input_shape(shape: object, config: Config, path: Path) -> None:
+# What to do about a bad value: in a file (load_model), and in what a caller gives save_model.
+_EDITED = "the metadata was edited or damaged: use the file as `hpstudy run` saved it"
+_SAVE_SHAPE_FIX = "pass the training data's input_shape, e.g. list(data.input_shape)"
+_SAVE_PIXEL_MAX_FIX = "pass the training images' largest pixel value, or None for features"
+_SAVE_NORM_FIX = "pass the mean and std the model's inputs were normalised with"
+
+
+def _check_input_shape(shape: object, config: Config, *, where: str, error: type[Exception],
+                       fix: str = _EDITED) -> None:  # fmt: skip
     """[H, W] or [D] of positive integers that the model's first layer takes: H * W (or D) is
-    its `n_inputs`, and a CNN, whose convolutions see square images, needs [side, side]."""
+    its `n_inputs`, and a CNN, whose convolutions see square images, needs [side, side]. The
+    product bounds each value by `n_inputs`, which `Config` bounds: no absurd size gets through
+    to predict, which resizes every image to this shape."""
     plain = (
         isinstance(shape, list)
         and len(shape) in (1, 2)
-        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        and all(type(n) is int and n > 0 for n in shape)  # bool is no size
     )
     if not plain or math.prod(shape) != config.n_inputs:
-        raise ModelFileError(
-            f"{path}: metadata 'input_shape' must be [H, W] or [D] with {config.n_inputs} "
-            f"values in all (the model's inputs), got {shape!r:.200}"
+        raise error(
+            f"{where}: metadata 'input_shape' must be [H, W] or [D] with {config.n_inputs} "
+            f"values in all (the model's inputs), got {shape!r:.200}; {fix}"
         )
     side = config.image_side
     if config.is_cnn and shape != [side, side]:
         # predict would resize images to `shape` while the convolutions read side x side.
-        raise ModelFileError(
-            f"{path}: metadata 'input_shape' is {shape}, but the model is a CNN whose first "
-            f"convolution takes {side} x {side} images; the metadata was edited or damaged: "
-            "use the file as `hpstudy run` saved it"
+        raise error(
+            f"{where}: metadata 'input_shape' is {shape}, but the model is a CNN whose first "
+            f"convolution takes {side} x {side} images; {fix}"
         )
 
 
@@ -381,30 +405,35 @@ def _check_input_shape(shape: object, config: Config, path: Path) -> None:
 _PIXEL_MAX_RANGE = (1, 255)
 
 
-def _check_pixel_max(metadata: dict, path: Path) -> None:
+def _check_pixel_max(value: object, *, where: str, error: type[Exception],
+                     fix: str = _EDITED) -> None:  # fmt: skip
     """An integer in 1..255, or None (data that is not 8-bit images); absent means 255."""
-    value = metadata.get("pixel_max")
     low, high = _PIXEL_MAX_RANGE
     if value is None or (type(value) is int and low <= value <= high):  # bool is no pixel value
         return
-    raise ModelFileError(
-        f"{path}: metadata 'pixel_max' must be an integer in {low}..{high} (the largest pixel "
-        f"value of the training images: 255, or 16 for digits), got {value!r:.60}; the "
-        "metadata was edited or damaged: use the file as `hpstudy run` saved it"
+    raise error(
+        f"{where}: metadata 'pixel_max' must be an integer in {low}..{high} (the largest pixel "
+        f"value of the training images: 255, or 16 for digits), got {value!r:.60}; {fix}"
     )
 
 
-def _checked_normalization(norm: object, *, where: str, error: type[Exception]) -> dict:
+def _checked_normalization(norm: object, *, where: str, error: type[Exception],
+                           fix: str = _EDITED) -> dict:  # fmt: skip
     """{'mean': float, 'std': float > 0}, or `error` naming `where` and the bad value."""
     ok = isinstance(norm, dict) and all(
         isinstance(norm.get(k), int | float) and not isinstance(norm.get(k), bool)
         for k in ("mean", "std")
     )
     if ok:
-        mean, std = float(norm["mean"]), float(norm["std"])
+        try:
+            mean, std = float(norm["mean"]), float(norm["std"])
+        except OverflowError:  # an integer beyond float's range (10**400): no mean or std
+            mean = std = math.nan
         if math.isfinite(mean) and math.isfinite(std) and std > 0:
             return {"mean": mean, "std": std}
-    raise error(f"{where}: normalization must be {{'mean': float, 'std': float > 0}}, got {norm!r}")
+    # The echo is cut short: an edited file may hold a megabyte-long string there.
+    raise error(f"{where}: metadata 'normalization' must be {{'mean': float, 'std': float > 0}}, "
+                f"got {norm!r:.200}; {fix}")  # fmt: skip
 
 
 def _check_plain(value: object, where: str) -> None:
