@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpstudy.config.config import MAX_SEED, Config
+from hpstudy.config.choices import MAX_SEED
+from hpstudy.config.config import Config
 from hpstudy.config.factors import Domain, config_values
 from hpstudy.errors import UserError
 
