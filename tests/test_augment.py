@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hpstudy import Config
-from hpstudy.config.config import MAX_SHIFT
+from hpstudy.config.choices import MAX_SHIFT
 from hpstudy.engine import make_split, train
 from hpstudy.engine.augment import Draws, augment, epoch_draws, population_draws
 from hpstudy.engine.reference import train_reference

@@ -9,7 +9,8 @@ import torch
 
 from cuda_cases import DEVICES, use_stand_in_graphs
 from hpstudy import Config
-from hpstudy.config.config import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES, is_chaotic
+from hpstudy.config.choices import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
+from hpstudy.config.config import is_chaotic
 from hpstudy.engine import Outcome, batch_order, evaluate, make_split, train
 from hpstudy.engine.model import build_mlp
 from hpstudy.engine.population import initial_parameters

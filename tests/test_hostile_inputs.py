@@ -318,7 +318,8 @@ def test_a_reader_that_goes_away_ends_quietly_with_the_shell_code(tmp_path):
 
 
 def test_a_bare_name_is_the_shipped_study_whatever_the_folder_holds(tmp_path, monkeypatch):
-    from hpstudy.config.studyfile import STUDIES_DIR, load_study
+    from hpstudy.config.studyfile import load_study
+    from hpstudy.config.studyfinder import STUDIES_DIR
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "replicate").mkdir()  # a run folder named like a shipped study
@@ -393,7 +394,7 @@ def test_progress_is_a_bar_on_a_terminal_lines_in_a_pipe_and_nothing_when_quiet(
 
 
 def test_with_clean_checks_its_validation_split_before_the_run_folder(tmp_path, capsys):
-    from hpstudy.config.studyfile import STUDIES_DIR
+    from hpstudy.config.studyfinder import STUDIES_DIR
 
     x, y = _digits()
     data = _npz(tmp_path / "d.npz", x, y)  # 60 training examples: no room for 6,000

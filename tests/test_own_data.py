@@ -12,7 +12,8 @@ from PIL import Image
 
 from hpstudy import cli
 from hpstudy.config.config import Config
-from hpstudy.config.studyfile import STUDIES_DIR, load_study, parse_study
+from hpstudy.config.studyfile import load_study, parse_study
+from hpstudy.config.studyfinder import STUDIES_DIR
 from hpstudy.predict.modelfile import load_model
 from hpstudy.stats.tables import read_tables
 from hpstudy.storage import trial_key

@@ -21,7 +21,7 @@ import pytest
 from scipy import stats
 
 from hpstudy.cli import main
-from hpstudy.config.config import TOPOLOGIES
+from hpstudy.config.choices import TOPOLOGIES
 from hpstudy.config.factors import PAPER_FACTORS as FACTORS
 from hpstudy.config.factors import factor_label
 from hpstudy.config.studyfile import load_study

@@ -12,7 +12,8 @@ imports neither torch nor Optuna until something trains or reads a run (see `hps
 
 import importlib
 
-from hpstudy.config.config import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES, Config
+from hpstudy.config.choices import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
+from hpstudy.config.config import Config
 from hpstudy.errors import DataError, UserError
 
 __version__ = "0.1.0"

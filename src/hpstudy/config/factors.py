@@ -29,16 +29,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hpstudy.config.config import (
+from hpstudy.config.choices import (
     ACTIVATIONS,
     MAX_HIDDEN_LAYERS,
     OPTIMIZERS,
     TOPOLOGIES,
-    Config,
     parse_conv,
     parse_topology,
     topology_name,
 )
+from hpstudy.config.config import Config
 from hpstudy.errors import UserError
 
 

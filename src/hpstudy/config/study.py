@@ -6,10 +6,10 @@
     (<ProtocolKind.STAGED: 'staged'>, <Selection.TEST: 'test'>, (42,))
     >>> study = study.with_overrides(n_seeds=5, max_epochs=3)
 
-`hpstudy.config.studyfile` finds a study file (a bare name such as `paper` is looked up in
+`hpstudy.config.studyfinder` finds a study file (a bare name such as `paper` is looked up in
 `$HPSTUDY_STUDIES_DIR`, else among the studies shipped inside the package, `hpstudy/studies/`,
-linked as `studies/` at the top of a checkout) and checks it key by key; every mistake is a
-`UserError` naming the key and the file, so the CLI exits with code 2.
+linked as `studies/` at the top of a checkout) and `hpstudy.config.studyfile` checks it key by
+key; every mistake is a `UserError` naming the key and the file, so the CLI exits with code 2.
 See `studies/paper.toml` for a commented example of every key.
 """
 
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpstudy.config.config import MAX_SEED, Config
+from hpstudy.config.choices import MAX_SEED
+from hpstudy.config.config import Config
 from hpstudy.config.factors import Domain, config_values
 from hpstudy.errors import UserError
 

@@ -1,19 +1,18 @@
-"""Reading a study file's TOML: `StudyFileParser` checks the decoded dict and builds a `Study`.
+"""Reading a study file: `StudyFileParser` checks the decoded TOML dict and builds a `Study`.
 
-    >>> path = Path("studies/grid.toml")
-    >>> raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    >>> study = StudyFileParser(path).study(raw)      # a validated hpstudy.config.study.Study
+    >>> study = load_study("grid")                    # found, read, decoded and checked
+    >>> study = parse_study(text, path)               # the same, for text in hand
     >>> StudyFileParser(path).study({"protokol": 1})  # UserError: studies/grid.toml: protokol: ...
 
-Callers normally use `hpstudy.config.study.load_study` or `parse_study`, which find and decode the
-file and hand the dict to this parser. Every mistake (unknown key, wrong type, impossible value) is
-a `UserError` naming the key and the file. The study model (`Study`, `Stage`, the enums and
-constants) stays in `hpstudy.config.study`; this module owns only the rules of the file format.
+`load_study` asks `hpstudy.config.studyfinder` which file a name or path means, reads it and hands
+its text to `parse_study`, which decodes the TOML and hands the dict to the parser. Every mistake
+(unknown key, wrong type, impossible value) is a `UserError` naming the key and the file. The
+study model (`Study`, `Stage`, the enums and constants) stays in `hpstudy.config.study`; this
+module owns the rules of the file format.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import os
 import tomllib
@@ -22,7 +21,7 @@ from typing import Any
 
 from hpstudy.config.config import Config
 from hpstudy.config.factors import FACTORS, SHAPE_FACTORS, Domain, Range, ranged_names
-from hpstudy.config.paths import os_errors, user_path
+from hpstudy.config.paths import user_path
 from hpstudy.config.study import (
     AUTO,
     CONFIRM_SEED_OFFSET,
@@ -38,10 +37,9 @@ from hpstudy.config.study import (
     check_last_seed,
     is_fashion_mnist,
 )
+from hpstudy.config.studyfinder import resolve_path
 from hpstudy.config.tomlreader import TomlReader
 from hpstudy.errors import UserError
-
-STUDIES_DIR = Path(str(importlib.resources.files("hpstudy") / "studies"))
 
 _TOP_KEYS = {
     "schema_version", "name", "description", "protocol", "selection", "seed", "n_seeds",
@@ -423,40 +421,6 @@ class StudyFileParser(TomlReader):
                 given, "std", "normalization", positive=True, default=DEFAULT_NORMALIZATION["std"]
             ),
         }
-
-
-def resolve_path(name_or_path: str | os.PathLike) -> Path:
-    """A study file path from a path or a bare name such as 'paper'. An argument is a path when
-    it holds a '/' or ends in '.toml'; anything else is a study name, whatever the current
-    folder holds (`cd runs && hpstudy run replicate` finds the shipped study, not the run
-    folder `replicate`)."""
-    text = os.fspath(name_or_path)
-    if isinstance(name_or_path, os.PathLike) or "/" in text or os.sep in text or \
-            text.endswith(".toml"):  # fmt: skip
-        path = user_path(text, "study file")
-        with os_errors(path, "study file", fix="give a path to a .toml file"):
-            if path.is_file():
-                return path
-        raise UserError(f"study file {text!r} not found; give a path to a .toml file or one of "
-                        f"the studies {', '.join(known_studies()) or '(none)'}")  # fmt: skip
-    if SLUG.fullmatch(text):  # a study name is a slug: anything else (a NUL, say) names none
-        for folder in _study_folders():
-            if (folder / f"{text}.toml").is_file():
-                return folder / f"{text}.toml"
-    raise UserError(
-        f"no study named {text!r}; known studies: {', '.join(known_studies()) or '(none)'}; or "
-        f"give a path to a .toml file (./{text}.toml)"
-    )
-
-
-def _study_folders() -> list[Path]:
-    """Where a bare study name is looked up: $HPSTUDY_STUDIES_DIR, then the shipped studies."""
-    return [Path(d) for d in [os.environ.get("HPSTUDY_STUDIES_DIR")] if d] + [STUDIES_DIR]
-
-
-def known_studies() -> list[str]:
-    """Every study name `resolve_path` finds, sorted."""
-    return sorted({p.stem for f in _study_folders() if f.is_dir() for p in f.glob("*.toml")})
 
 
 def load_study(name_or_path: str | os.PathLike) -> Study:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hpstudy.config.config import MAX_SHIFT, Config
+from hpstudy.config.choices import MAX_SHIFT
+from hpstudy.config.config import Config
 from hpstudy.engine.splits import to_device
 
 _STREAM = 2  # SeedSequence([seed, epoch, 2]): apart from batch_order's and dropout's streams

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpstudy.config.config import LEAKY_RELU_SLOPE, Config
+from hpstudy.config.choices import LEAKY_RELU_SLOPE
+from hpstudy.config.config import Config
 from hpstudy.engine.splits import Split
 
 
 def activation_module(name: str) -> nn.Module:
-    """The `nn` module for a canonical activation name (see `hpstudy.config.config.ACTIVATIONS`)."""
+    """The `nn` module for a canonical activation name (`hpstudy.config.choices.ACTIVATIONS`)."""
     modules = {
         "relu": nn.ReLU,
         "sigmoid": nn.Sigmoid,

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from hpstudy.config.config import LEAKY_RELU_SLOPE, Config
+from hpstudy.config.choices import LEAKY_RELU_SLOPE
+from hpstudy.config.config import Config
 from hpstudy.engine.dropout import dropout_mask, epoch_generators
 from hpstudy.engine.model import build_mlp, mlp_parameter_names
 

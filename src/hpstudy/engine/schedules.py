@@ -15,7 +15,8 @@ import functools
 
 import torch
 
-from hpstudy.config.config import STEP_GAMMA, Config, step_size
+from hpstudy.config.choices import STEP_GAMMA, step_size
+from hpstudy.config.config import Config
 
 
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer):

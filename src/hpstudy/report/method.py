@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 
-from hpstudy.config.config import LEAKY_RELU_SLOPE, MAX_SHIFT
+from hpstudy.config.choices import LEAKY_RELU_SLOPE, MAX_SHIFT
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import RunView, published_numbers
 from hpstudy.report.render import Block, Code, Heading, Text
@@ -78,7 +78,7 @@ SPREAD_PP = 1.0  # seeds' sd (points) above which a cell's rerun on another CPU 
 
 def parameters_table(view: RunView):
     """Weights and biases per topology the run trained, beside what the paper says of them."""
-    from hpstudy.config.config import TOPOLOGIES
+    from hpstudy.config.choices import TOPOLOGIES
     from hpstudy.config.cost import n_parameters
 
     names = {shape: name for name, shape in TOPOLOGIES.items()}

@@ -8,7 +8,8 @@
 
 A Table is what both renderers (HTML and Markdown) print; nothing here computes a statistic
 (`hpstudy.report.metrics` and the protocols do) or touches a file. Accuracies are shown in %
-with two decimals; a difference is ours minus the paper's, in percentage points (pp).
+with two decimals; a difference is ours minus the paper's, in percentage points (pp). These are
+one run's tables; those that set it beside a sibling run are `hpstudy.report.sibling_tables`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hpstudy.config.factors import config_label, factor_label, factor_title, factors_of
+from hpstudy.config.factors import factor_label, factor_title, factors_of
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report.loader import FACTOR_KEYS, Published, RunView
-from hpstudy.report.metrics import GapRow, Importances, StageCost
+from hpstudy.report.metrics import Importances, StageCost
 from hpstudy.stats.intervals import ABOVE, INSIDE, cell_interval, place, wilson_interval
 from hpstudy.stats.tables import Cell, Row, StageTable, overstatement
 
@@ -322,92 +323,6 @@ def importance_table(found: Importances) -> Table:
         tuple(
             {"factor": k, "importance": v, "method": found.method} for k, v in found.values.items()
         ),
-    )
-
-
-def leakage_table(rows: Sequence[GapRow], leaky: RunView, clean: RunView) -> Table:
-    lines, data = [], []
-    for r in rows:
-        gap = (
-            f"{100 * (r.leaky.mean - r.clean_test.mean):+.2f}"
-            if r.leaky.n and r.clean_test.n
-            else ""
-        )
-        lines.append((config_label(r.config), cell_text(r.leaky), cell_text(r.clean_selection),
-                      cell_text(r.clean_test), gap))  # fmt: skip
-        data.append({"config": r.config.to_dict(), "leaky": cell_data(r.leaky),
-                     "clean_selection": cell_data(r.clean_selection),
-                     "clean_test": cell_data(r.clean_test)})  # fmt: skip
-    return Table(
-        f"leakage-gap-{clean.name}",
-        f"The leakage gap: {leaky.name} (selection on test) vs {clean.name} (on validation)",
-        (
-            "configuration",
-            f"{leaky.name}: test acc (%), epoch chosen on test",
-            f"{clean.name}: validation acc (%)",
-            f"{clean.name}: test acc (%), measured once",
-            "gap (pp)",
-        ),
-        tuple(lines),
-        (
-            "The same configurations under both protocols. Where the test set picks the epoch, "
-            "the reported test accuracy is the maximum of a noisy curve and so is biased upward; "
-            "the clean run measures test accuracy once, at the epoch its validation split chose, "
-            "so the gap (leaky minus clean test accuracy) estimates that optimism (the clean run "
-            "also trains on fewer images: those it holds out for validation).",
-            f"{budget(leaky)}; {budget(clean)}. Clean test accuracies exist for stage "
-            "winners only.",
-        ),
-        data=tuple(data),
-    )
-
-
-def budget(view: RunView) -> str:
-    """'paper: 60,000 training images, at most 20 epochs, patience 3, batch 64, seeds 42'."""
-    study = view.study
-    return (
-        f"{view.name}: {view.split.get('n_train', 0):,} training images, at most "
-        f"{study.max_epochs} epochs, patience {study.patience}, batch {study.batch_size}, "
-        f"seeds {', '.join(map(str, study.seeds))}"
-    )
-
-
-def rank_table(entries: Sequence[tuple[RunView, RunView, object]]) -> Table:
-    """(staged run, grid run, Rank or None) -> where each staged winner ranks in each grid."""
-    rows, data = [], []
-    for staged, grid, rank in entries:
-        winner = staged.winner
-        label = config_label(winner.config)
-        if rank is None:
-            rows.append((staged.name, label, grid.name, "not in the grid's space", "", ""))
-            data.append({"staged": staged.name, "grid": grid.name, "rank": None})
-            continue
-        rows.append((staged.name, label, grid.name, f"{rank.rank} of {rank.n}",
-                     cell_text(rank.row.selection),
-                     f"{rank.best.label}: {cell_text(rank.best.selection)}"))  # fmt: skip
-        data.append({"staged": staged.name, "grid": grid.name, "rank": rank.rank, "n": rank.n,
-                     "accuracy": cell_data(rank.row.selection),
-                     "best": cell_data(rank.best.selection)})  # fmt: skip
-    return Table(
-        "staged-vs-grid",
-        "What the staged search missed: its winner's rank in the full grid",
-        (
-            "staged run",
-            "its final configuration",
-            "grid run",
-            "rank in the grid",
-            "its grid acc (%)",
-            "grid's best (%)",
-        ),
-        tuple(rows),
-        (
-            "Ranked by the grid run's own selection accuracy (its split, its seeds); rows with "
-            "equal means share a rank. Configurations match on topology, optimizer, learning rate "
-            "and activation; the budgets: "
-            + "; ".join(sorted({budget(v) for e in entries for v in e[:2]}))
-            + ".",
-        ),
-        data=tuple(data),
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from hpstudy.config.config import Config
 from hpstudy.config.factors import Range, factor_label, factor_title
 from hpstudy.config.study import ProtocolKind
-from hpstudy.report import figures, metrics, model_card, opening
+from hpstudy.report import figures, metrics, model_card, opening, sibling_tables
 from hpstudy.report import report_tables as t
 from hpstudy.report.loader import FinalModel, RunView, published_final, published_numbers
 from hpstudy.report.render import Block, Code, Figure, Heading, Text
@@ -318,7 +318,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
     entries = [(s, g, metrics.rank_in(g.tables[0], s.winner.config))
                for s in staged for g in grids if view in (s, g)]  # fmt: skip
     if entries:
-        blocks += [Heading(2, "What the staged search missed"), t.rank_table(entries)]
+        blocks += [Heading(2, "What the staged search missed"), sibling_tables.rank_table(entries)]
     pairs = [(a, b) for a in runs if a.is_leaky for b in runs
              if not b.is_leaky and view in (a, b)]  # fmt: skip
     for leaky, clean in pairs:
@@ -326,7 +326,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
         if rows:
             if not any(isinstance(b, Heading) and b.text == "The leakage gap" for b in blocks):
                 blocks.append(Heading(2, "The leakage gap"))
-            blocks.append(t.leakage_table(rows, leaky, clean))
+            blocks.append(sibling_tables.leakage_table(rows, leaky, clean))
     return blocks  # nothing to compare with: no section (the run's own pages say the rest)
 
 
