@@ -24,7 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from hpstudy import Config
-from hpstudy.data.idx import load
+from hpstudy.data.sources import load
 from hpstudy.engine import make_split
 from hpstudy.engine.cnn import CNNPopulation
 from hpstudy.engine.flops import training_numerics

@@ -14,7 +14,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-from hpstudy.commands.status import status
+from hpstudy.runner.status import run_status as status
 
 
 def accuracies(run_dir: str) -> dict[str, dict[int, float]]:

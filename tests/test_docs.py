@@ -152,3 +152,31 @@ def test_the_reverse_check_sees_an_undocumented_flag(known):
     assert "`hpstudy status` is not documented" in found
     assert "--fresh of `hpstudy run` is not documented" in found
     assert not any(p.startswith("--seeds of `hpstudy run`") for p in found)
+
+
+DESIGN = ROOT / "docs" / "design.md"
+PACKAGE_ROW = re.compile(r"^\| `(\w+)/` \| ([^|]*) \|", re.M)
+
+
+def design_packages(text: str) -> dict[str, set[str]]:
+    """design.md's Packages table: package -> the module files its row lists."""
+    return {name: set(re.findall(r"`(\w+\.py)`", modules))
+            for name, modules in PACKAGE_ROW.findall(text)}  # fmt: skip
+
+
+def test_the_design_lists_every_module_of_every_package():
+    src = ROOT / "src" / "hpstudy"
+    packages = sorted(p.parent.name for p in src.glob("*/__init__.py"))
+    listed = design_packages(DESIGN.read_text(encoding="utf-8"))
+    assert sorted(listed) == packages, "design.md's Packages table: one row per package"
+    for name in packages:
+        found = {p.name for p in (src / name).glob("*.py")} - {"__init__.py"}
+        assert listed[name] - {"__init__.py"} == found, (
+            f"design.md lists {sorted(listed[name] - found)} in {name}/ that do not exist, and "
+            f"not {sorted(found - listed[name])} that do"
+        )
+
+
+def test_the_design_check_sees_a_module_left_out():
+    text = "| `stats/` | `tables.py`, `verdict.py` | ... |\n"
+    assert design_packages(text) == {"stats": {"tables.py", "verdict.py"}}

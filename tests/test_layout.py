@@ -247,3 +247,21 @@ def test_run_options_load_neither_optuna_nor_torch():
             "print(sorted(m for m in ('optuna', 'torch') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("script", sorted((PACKAGE.parents[1] / "benchmarks").glob("*.py")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_every_hpstudy_name_a_benchmark_imports_exists(script):
+    """Benchmarks run on the GPU machine only: a moved name must fail here, not there."""
+    import importlib
+
+    for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hpstudy"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                submodule = hasattr(module, "__path__") and importlib.util.find_spec(
+                    f"{node.module}.{alias.name}"
+                )
+                assert hasattr(module, alias.name) or submodule, (
+                    f"{script.name}: from {node.module} import {alias.name}: no such name"
+                )
