@@ -7,7 +7,7 @@
     >>> table.data[3]          # the raw numbers behind the row (fractions), for report.json
 
 A Table is what both renderers (HTML and Markdown) print; nothing here computes a statistic
-(`hpstudy.report.metrics` and the protocols do) or touches a file. Accuracies are shown in %
+(`hpstudy.report.metrics` and `hpstudy.tabulate` do) or touches a file. Accuracies are shown in %
 with two decimals; a difference is ours minus the paper's, in percentage points (pp). These are
 one run's tables; those that set it beside a sibling run are `hpstudy.report.sibling_tables`.
 """
