@@ -332,6 +332,17 @@ def test_a_run_json_of_the_wrong_shape_is_one_line(finished_run, tmp_path, capsy
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("phases", [{"data": "1.5"}, {"data": None}, [1.0], {"data": True}])
+def test_edited_phases_in_run_json_are_one_line(finished_run, tmp_path, capsys, phases):
+    run_dir = _copy_run(finished_run, tmp_path)
+    info = json.loads((run_dir / RUN_FILE).read_text())
+    (run_dir / RUN_FILE).write_text(json.dumps({**info, "phases_s": phases}))
+    assert cli.main(["status", str(run_dir)]) == 2
+    err = _err_line(capsys)
+    assert str(run_dir / RUN_FILE) in err and "phases_s" in err
+
+
+@pytest.mark.slow
 def test_a_gpu_run_is_reported_on_a_machine_without_one(finished_run, tmp_path):
     """A run trained on CUDA in TF32 with graphs (as run.json records it): the report evaluates
     its model on the CPU instead of refusing those options there."""

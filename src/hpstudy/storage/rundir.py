@@ -263,7 +263,8 @@ def read_run_info(run_dir: str | Path) -> dict:
 
 _REWRITE_RUN_FILE = ("rerun `hpstudy run` with the same study and --out to rewrite it (finished "
                      "trials in the store are kept)")  # fmt: skip
-_RUN_INFO_SHAPE = {"study": str, "study_toml": str, "split": dict, "overrides": dict}
+_RUN_INFO_SHAPE = {"study": str, "study_toml": str, "split": dict, "overrides": dict,
+                   "options": dict, "phases_s": dict}  # fmt: skip
 
 
 def _check_run_info(info: Any, path: Path) -> None:
@@ -274,11 +275,19 @@ def _check_run_info(info: Any, path: Path) -> None:
         # "study" is what every reader needs; the rest, where present, must have its type.
         wrong = [k for k, t in _RUN_INFO_SHAPE.items()
                  if (k == "study" or k in info) and not isinstance(info.get(k), t)]  # fmt: skip
-        if not wrong:
+        phases = info.get("phases_s") if not wrong else None
+        if phases and not all(_is_seconds(v) for v in phases.values()):
+            problem = f"'phases_s' to give seconds per phase, got {phases!r}"[:200]
+        elif not wrong:
             return
-        kind = _RUN_INFO_SHAPE[wrong[0]].__name__
-        problem = f"{wrong[0]!r} to be a {kind}, got {info.get(wrong[0])!r}"[:200]
+        else:
+            kind = _RUN_INFO_SHAPE[wrong[0]].__name__
+            problem = f"{wrong[0]!r} to be a {kind}, got {info.get(wrong[0])!r}"[:200]
     raise UserError(f"{path} is damaged: expected {problem}; {_REWRITE_RUN_FILE}")
+
+
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def open_run(run_dir: str | Path, storage: str | None = None) -> Store:
