@@ -3,13 +3,17 @@
     >>> searcher = Searcher(store, space, sampler_seed=0, pruner="median")
     >>> trial = searcher.ask()                        # a SearchTrial: id and params
     >>> trial.label(config, protocol="search", split=split)
-    >>> trial.report(epoch, accuracy); trial.should_prune()
+    >>> trial.report(epoch, accuracy) and trial.should_prune()   # report: False if lost
     >>> again = searcher.ask_fixed(config.replace(seed=43), protocol="search", split=split)
     >>> # None if another worker holds that trial already
     >>> repeat = searcher.ask(); repeat.tell_known(0.87, key)   # a known point: no training
 
 The search protocol sees trial ids and params, never an Optuna object: the sampler, the pruner and
 creating a fixed configuration's trial live here, beside the storage they share.
+
+A trial this process holds may be ended by another process that took it for dead (this one was
+paused past the grace period, `hpstudy.storage.store`): `label`, `report` and `tell_known` then
+return False instead of raising, and `ask` asks again.
 """
 
 from __future__ import annotations
@@ -59,26 +63,43 @@ class SearchTrial:
     def params(self) -> dict[str, Any]:
         return dict(self._trial.params)
 
-    def label(self, config: Config, *, protocol: str, split: dict) -> None:
+    def label(self, config: Config, *, protocol: str, split: dict) -> bool:
         """Write the trial's identity, as `Store.enqueue` does for grid trials: one attribute at
-        a time, `key` last, since readers take a trial with a key for a labelled one."""
+        a time, `key` last, since readers take a trial with a key for a labelled one. False if
+        the trial is lost (another process ended it): it is given up untrained."""
         attrs = identity_attrs(config, protocol=protocol, split=split)
-        for attr, value in sorted(attrs.items(), key=lambda item: item[0] == "key"):
-            self._trial.set_user_attr(attr, value)
+        try:
+            for attr, value in sorted(attrs.items(), key=lambda item: item[0] == "key"):
+                self._trial.set_user_attr(attr, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._store.fail_running([self.trial_id])  # no longer held: it is FAIL already
+            return False
+        return True
 
-    def report(self, epoch: int, accuracy: float) -> None:
-        self._trial.report(accuracy, epoch)
+    def report(self, epoch: int, accuracy: float) -> bool:
+        """Tell the pruner this epoch's accuracy; False if the trial is lost (another process
+        took this one for dead and ended it): stop training it, its result will be dropped."""
+        try:
+            self._trial.report(accuracy, epoch)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+        return True
 
     def should_prune(self) -> bool:
         return self._trial.should_prune()
 
-    def tell_known(self, value: float, key: str) -> None:
+    def tell_known(self, value: float, key: str) -> bool:
         """Complete a proposal that repeats a trained configuration with its known result.
 
         The trial gets no identity attributes, so hpstudy's records ignore it; the sampler
-        (TPE models COMPLETE trials' values) learns that the point is known and how good."""
-        self._trial.set_user_attr(REPEAT_ATTR, key)
-        self._store.tell(self._trial, value)
+        (TPE models COMPLETE trials' values) learns that the point is known and how good.
+        False if the trial is lost (another process ended it): nothing is told."""
+        try:
+            self._trial.set_user_attr(REPEAT_ATTR, key)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._store.fail_running([self.trial_id])  # no longer held: it is FAIL already
+            return False
+        return self._store.tell(self._trial, value)
 
 
 class Searcher:
@@ -99,11 +120,18 @@ class Searcher:
     def ask(self) -> SearchTrial:
         """A proposal (or the oldest enqueued trial), its params suggested in factor order so
         that a factor is sampled only where it applies (momentum once the optimizer is SGD)."""
-        trial = self.store.ask()
-        for name in self.names:
-            if FACTORS[name].applies(trial.params.get("optimizer", "")):
-                _suggest(trial, name, self.distributions[name])
-        return SearchTrial(trial, self.store)
+        while True:
+            trial = self.store.ask()
+            try:
+                for name in self.names:
+                    if FACTORS[name].applies(trial.params.get("optimizer", "")):
+                        _suggest(trial, name, self.distributions[name])
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Taken for dead while this process was paused: an untrained proposal, FAIL
+                # already; ask for another.
+                self.store.fail_running([trial._trial_id])
+                continue
+            return SearchTrial(trial, self.store)
 
     def drop(self, trial: SearchTrial, reason: str) -> None:
         """Give up an unlabelled proposal (one this round already holds): FAIL, unseen by TPE."""

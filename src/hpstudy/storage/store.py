@@ -20,6 +20,12 @@ PostgreSQL), and finished by writing one `result` user attribute (curves, best e
 timings, device, versions, data digests) and then its state. Only the state change marks it
 done, so a process killed at any moment leaves either a finished trial or one that is re-done.
 Dead processes are found by Optuna's heartbeats (`fail_stale`).
+
+A process paused past the grace period (SIGSTOP, a sleeping laptop) is taken for dead the same
+way: when it resumes, the trials it holds may already be FAIL. Every write to such a trial says
+so instead of raising: `finish`, `claim` and `tell` return False (and `finish` notes the trial in
+`lost`), `discard` and the heartbeats let it be, and `ask` asks again. The other process's
+record stands; the paused one drops its result.
 """
 
 from __future__ import annotations
@@ -107,10 +113,15 @@ class Store:
         _defer_interrupts_in_sessions()
         self.url, self.study_name = url, study_name
         self.held: set[int] = set()  # trials this process claimed and has not ended
+        # Trials another process ended while this one held them (it was paused past the grace
+        # period) -> the longest this process had gone without a heartbeat for them, in seconds.
+        self.lost: dict[int, float] = {}
+        self.clock = time.time  # wall time, which a sleeping machine's pause counts (tests fake it)
         self.created = False  # whether create_or_load made the study (grid: who enqueues)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"  # this process, for the others
         self.grace_s = grace_s
-        self._lock = threading.Lock()  # `held`, read by the heartbeat thread
+        self._lock = threading.Lock()  # `held` and `_beats`, shared with the heartbeat thread
+        self._beats: dict[int, tuple[float, float]] = {}  # held trial -> (last beat, longest gap)
         heartbeat_s = max(1, min(heartbeat_s, grace_s // 3))  # several beats per grace period
         self.heartbeat_s = heartbeat_s
         # Optuna's RDB storage (SQLite, PostgreSQL) or its journal file (`journal:///path`);
@@ -202,13 +213,15 @@ class Store:
         return ids
 
     def claim(self, trial_id: int) -> bool:
-        """WAITING -> RUNNING, atomically; False if another process got there first."""
+        """WAITING -> RUNNING, atomically; False if another process got there first (or took
+        this one for dead between the claim and its tag: it was paused)."""
         try:
             claimed = self._rdb.set_trial_state_values(trial_id, TrialState.RUNNING)
+            if claimed:
+                self._hold(trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
+            self._release(trial_id)
             return False
-        if claimed:
-            self._hold(trial_id)
         return claimed
 
     def create_running(self, config: Config, *, protocol: str, split: dict,
@@ -245,6 +258,7 @@ class Store:
         check) and its heartbeat starts now, not when training starts."""
         with self._lock:
             self.held.add(trial_id)
+        self._beaten([trial_id])
         if attr:
             self._rdb.set_trial_user_attr(trial_id, "worker", self.worker)
         if not self.is_journal:
@@ -253,18 +267,23 @@ class Store:
     def _release(self, trial_id: int) -> None:
         with self._lock:
             self.held.discard(trial_id)
+            self._beats.pop(trial_id, None)
 
     def discard(self, trial_id: int, reason: str) -> None:
-        """Give up a claimed duplicate: it stays in the store as FAIL with `discarded` set."""
-        self._rdb.set_trial_user_attr(trial_id, "discarded", reason)
-        self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+        """Give up a claimed duplicate: it stays in the store as FAIL with `discarded` set (or
+        as the process that took this one for dead left it: FAIL already, untrained)."""
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self._rdb.set_trial_user_attr(trial_id, "discarded", reason)
+            self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
         self._release(trial_id)
 
     def finish(self, trial_id: int, result: TrialResult, *, n_train: int, digests: dict) -> bool:
         """Write the result, then the state (the state change is what makes it count).
 
         False if the trial was already ended by another process that took this one for dead
-        (its heartbeats came late): that process trains the configuration again instead.
+        (its heartbeats came late: it was paused past the grace period): that trial stays as the
+        other process left it, interrupted, and its key is trained again under another trial;
+        this result is dropped and the trial noted in `lost`.
         """
         payload = {
             "outcome": result.outcome.value,
@@ -288,6 +307,8 @@ class Store:
             done = self._rdb.set_trial_state_values(trial_id, state, values)
         except optuna.exceptions.UpdateFinishedTrialError:
             done = False
+        if not done:
+            self.lost[trial_id] = self.silence_s(trial_id)
         self._release(trial_id)
         return done
 
@@ -328,12 +349,49 @@ class Store:
     # -- workers: who is alive -----------------------------------------------------------------
 
     def beat_worker(self) -> None:
-        """Say this process is alive (a study attribute per worker: host, PID, time)."""
-        self.set_meta(WORKER_META + self.worker, time.time())
+        """Say this process is alive (a study attribute per worker: host, PID, time). On a
+        journal file this is the heartbeat of every trial it holds."""
+        self.set_meta(WORKER_META + self.worker, self.clock())
+        if self.is_journal:
+            with self._lock:
+                held = list(self.held)
+            self._beaten(held)
+
+    def beat(self, trial_ids: Iterable[int]) -> None:
+        """One heartbeat (what `heartbeat`'s thread does every `heartbeat_s`): this worker, and
+        each of these trials on an RDB storage. Never raises: a missed beat only ages, and a
+        trial another process has ended meanwhile takes a beat harmlessly."""
+        with contextlib.suppress(Exception):
+            self.beat_worker()
+        if self.is_journal:
+            return
+        for trial_id in trial_ids:
+            try:
+                self._rdb.record_heartbeat(trial_id)
+            except Exception:
+                continue
+            self._beaten([trial_id])
+
+    def _beaten(self, trial_ids: Iterable[int]) -> None:
+        """Note a heartbeat of these held trials now, and the gap since their last one."""
+        now = self.clock()
+        with self._lock:
+            for trial_id in trial_ids:
+                if trial_id in self.held:
+                    last, gap = self._beats.get(trial_id, (now, 0.0))
+                    self._beats[trial_id] = (now, max(gap, now - last))
+
+    def silence_s(self, trial_id: int) -> float:
+        """The longest this process has gone without a heartbeat for a trial it holds, so far
+        (more than the grace period: the others took it for dead)."""
+        now = self.clock()
+        with self._lock:
+            last, gap = self._beats.get(trial_id, (now, 0.0))
+        return max(gap, now - last)
 
     def live_workers(self) -> list[str]:
         """'host:pid' of every process whose last beat is younger than the grace period."""
-        now = time.time()
+        now = self.clock()
         beats = self.get_meta_prefixed(WORKER_META)
         return sorted(w for w, t in beats.items() if now - float(t) <= self.grace_s)
 
@@ -373,13 +431,7 @@ class Store:
             while not stop.wait(interval):
                 with self._lock:
                     ids = list(self.held) if fixed is None else fixed
-                with contextlib.suppress(Exception):
-                    self.beat_worker()
-                if self.is_journal:
-                    continue
-                for trial_id in ids:
-                    with contextlib.suppress(Exception):  # a finished trial needs none
-                        self._rdb.record_heartbeat(trial_id)
+                self.beat(ids)
 
         thread = threading.Thread(target=beat, name="hpstudy-heartbeat", daemon=True)
         thread.start()
@@ -428,7 +480,13 @@ class Store:
             with warnings.catch_warnings():  # heartbeats: we keep them ourselves
                 warnings.simplefilter("ignore", UserWarning)
                 trial = self._optuna.ask()
-            self._hold(trial._trial_id)
+            try:
+                self._hold(trial._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Taken for dead between Optuna's ask and the tag (this process was paused):
+                # an untrained proposal, FAIL already; ask for another.
+                self._release(trial._trial_id)
+                continue
             if "key" not in trial.user_attrs:
                 return trial
             # Optuna's ask takes the oldest WAITING trial: one enqueued for training (another
@@ -436,9 +494,16 @@ class Store:
             # its owner enqueues it again.
             self.fail_running([trial._trial_id])
 
-    def tell(self, trial: optuna.Trial, value: float) -> None:
-        self._optuna.tell(trial, value)
+    def tell(self, trial: optuna.Trial, value: float) -> bool:
+        """Complete a proposal with `value`; False if another process ended it first (it took
+        this one for dead: it was paused), which then stays as that process left it."""
+        try:
+            told = self._optuna.tell(trial, value, skip_if_finished=True)
+            done = told.state == TrialState.COMPLETE
+        except optuna.exceptions.UpdateFinishedTrialError:  # ended between the check and tell
+            done = False
         self._release(trial._trial_id)
+        return done
 
     def trial_handle(self, trial_id: int) -> optuna.Trial:
         """The Optuna trial object of a RUNNING trial (to report to the pruner)."""
