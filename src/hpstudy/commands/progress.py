@@ -86,11 +86,14 @@ class ProgressPrinter:
             EpochDone,
             StageFinished,
             StageStarted,
+            TrialLost,
             Waiting,
         )
 
         if isinstance(event, DataWarning):
             self.say(f"warning: {event.text}")
+        elif isinstance(event, TrialLost):  # even with --quiet: a result was dropped
+            self.say(lost_text(event))
         elif isinstance(event, EpochDone):
             if self.hint is not None:
                 hint, self.hint = self.hint(), None  # once, when training has started
@@ -153,6 +156,18 @@ def stage_text(event) -> str:
     of = f"/{event.n_stages}" if event.n_stages else ""
     stage = f"stage {event.index}{of} " if event.index else ""  # 0: not a numbered stage
     return f"{stage}{event.name}: {event.n_configs} trials, {event.n_reused} already in the store"
+
+
+def lost_text(event) -> str:
+    """'trial 17 was given up while this process was paused (no heartbeat for 95 s, grace 30
+    s); its result is dropped, the study trains it again as another trial'."""
+    if event.silent_s > event.grace_s:
+        why = (f"while this process was paused (no heartbeat for {event.silent_s:.0f} s, grace "
+               f"{event.grace_s:.0f} s)")  # fmt: skip
+    else:  # not by the heartbeats this process measured: another clock, a rerun's clean-up
+        why = "by another process that took this one for dead"
+    return (f"trial {event.number} was given up {why}; its result is dropped, the study trains "
+            "it again as another trial")  # fmt: skip
 
 
 class BarPrinter(ProgressPrinter):

@@ -2,7 +2,7 @@
 prints).
 
     >>> trainer = Trainer(..., on_event=ProgressPrinter())
-    >>> isinstance(event, (StageStarted, EpochDone, Waiting, StageFinished))
+    >>> isinstance(event, (StageStarted, EpochDone, Waiting, TrialLost, StageFinished))
 """
 
 from __future__ import annotations
@@ -51,6 +51,17 @@ class Claiming:
 
 
 @dataclass(frozen=True)
+class TrialLost:
+    """A trial this process trained was ended by another process meanwhile: this one went
+    without a heartbeat for longer than the grace period (paused, a sleeping machine), so it was
+    taken for dead. Its result is dropped; the study trains the trial again as another trial."""
+
+    number: int  # the trial's number in the study
+    silent_s: float  # the longest this process went without a heartbeat for it
+    grace_s: float  # the grace period (--grace) after which the others take a trial for dead
+
+
+@dataclass(frozen=True)
 class StageFinished:
     table: StageTable
 
@@ -60,4 +71,4 @@ class DataWarning:
     text: str  # one line about the data, e.g. test images that copy training images
 
 
-Event = StageStarted | EpochDone | Waiting | Claiming | StageFinished | DataWarning
+Event = StageStarted | EpochDone | Waiting | Claiming | TrialLost | StageFinished | DataWarning

@@ -27,6 +27,10 @@ seeds) are retrained with `confirm_seeds` new seeds, `seed + 1000 + i` (never a 
 on the same split and selection. The second table gives their confirmed mean ± CI, ranked; its
 winner is the final model. Search scores are maxima over many tried configurations, so they
 overstate what a configuration does on fresh seeds (the winner's curse); the rule says by how much.
+
+A worker paused past the grace period may find its trials taken for dead and ended by another
+process: a lost proposal is given up (its configuration is free again), a lost trial in training
+is stopped at its next epoch and its result dropped (`Trainer.train_trials` says so).
 """
 
 from __future__ import annotations
@@ -155,8 +159,8 @@ class SearchProtocol(Protocol):
                 break
             if verdict != "new":
                 if verdict == "known":
-                    trial.tell_known(_known_value(known), trainer.key(config))
-                    self.n_told += 1
+                    if trial.tell_known(_known_value(known), trainer.key(config)):
+                        self.n_told += 1
                 else:
                     self.searcher.drop(trial, f"configuration already {verdict}")
                 repeats += 1
@@ -164,8 +168,9 @@ class SearchProtocol(Protocol):
                     self.stopped_by_repeats = True
                     break
                 continue
+            if not trial.label(config, protocol=self.name, split=trainer.data.split):
+                continue  # lost while this process was paused: its configuration is free again
             repeats = 0
-            trial.label(config, protocol=self.name, split=trainer.data.split)
             seen.add(config)
             asked.append((trial, config))
             for s in self.study.seeds[1:]:
@@ -218,7 +223,8 @@ class SearchProtocol(Protocol):
         trials = {trial.trial_id: trial for trial, _ in asked}
 
         def prune(trial_id: int, epoch: int, accuracy: float) -> bool:
-            trials[trial_id].report(epoch, accuracy)
+            if not trials[trial_id].report(epoch, accuracy):
+                return True  # lost to another process (this one was paused): stop training it
             return trials[trial_id].should_prune()
 
         self.trainer.stage = stage

@@ -7,7 +7,8 @@
 enqueues what is missing, claims WAITING trials atomically, trains all it claimed in one engine
 call and finishes each. Trials other processes run are waited for (and re-done if their process
 dies), so several workers and a rerun after a crash both end with exactly one finished trial
-per key.
+per key. A process paused past the grace period finds the trials it held already ended by another
+process (which took it for dead): it drops their results, says so (`TrialLost`) and goes on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hpstudy.atomic import save_torch_atomic
 from hpstudy.config.config import Config
 from hpstudy.data.prepare import Data
 from hpstudy.engine.results import TrialResult
-from hpstudy.protocols.events import Claiming, EpochDone, Event, Waiting
+from hpstudy.protocols.events import Claiming, EpochDone, Event, TrialLost, Waiting
 from hpstudy.storage import Store, TrialRecord, TrialStatus, trial_key
 
 POLL_S = 2.0  # how often a process waiting for other processes' trials looks again
@@ -196,10 +197,15 @@ class Trainer:
 
         def on_result(i: int, result: TrialResult) -> None:
             # Finished as each population ends: an interrupt costs only the running population.
+            if not self.store.finish(ids[i], result, n_train=n_train, digests=self.data.digests):
+                # Another process took this one for dead (paused past the grace period) and
+                # ended the trial: the key is trained again elsewhere, so these weights are
+                # not that record's and are not kept.
+                self.on_event(self._lost(ids[i]))
+                return
             if result.state_dict is not None:
                 self._keep(self.key(result.config), result)
-            if self.store.finish(ids[i], result, n_train=n_train, digests=self.data.digests):
-                self.trained.append(self.store.record(ids[i]))
+            self.trained.append(self.store.record(ids[i]))
 
         try:
             with self.store.heartbeat(ids):
@@ -215,6 +221,11 @@ class Trainer:
         except BaseException:
             self.store.fail_running(ids)  # the trials not yet finished
             raise
+
+    def _lost(self, trial_id: int) -> TrialLost:
+        store = self.store
+        return TrialLost(store.trial_number(trial_id), store.lost.get(trial_id, 0.0),
+                         store.grace_s)  # fmt: skip
 
     def _keep(self, key: str, result: TrialResult) -> None:
         """Cache best-epoch weights: all on disk when `weights_dir` is set (staged runs prune
