@@ -252,6 +252,8 @@ def test_a_search_taken_for_dead_mid_round_ends_as_if_uninterrupted(tmp_path: Pa
     summary = run_study(study, RunOptions(out=str(run_dir), **QUICK), on_event=on_event)
     lost = [e for e in events if isinstance(e, TrialLost)]
     assert taken[0] == len(lost) == 3  # the first round
+    first = [e.epoch for e in events if isinstance(e, EpochDone) and e.stage == "search round 1"]
+    assert first == [1]  # its members stopped at the first report the store refused
     records = one_finished_per_key(run_dir)
     assert sum(r.status is TrialStatus.FINISHED for r in records) == 8
     (table,), (want,) = summary.tables, reference.tables
