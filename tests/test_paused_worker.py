@@ -10,6 +10,7 @@ FashionMNIST.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sqlite3
 from pathlib import Path
@@ -54,9 +55,9 @@ class Pair:
         assert self.other.fail_stale() == 0  # before the pause, every held trial is alive
         self.now += PAUSE_S
         if not self.paused.is_journal:  # Optuna's heartbeats age on the database's clock
-            with sqlite3.connect(sqlite_file(self.url)) as db:
-                db.execute("UPDATE trial_heartbeats SET heartbeat = "
-                           "datetime(heartbeat, '-1 hour')")  # fmt: skip
+            with contextlib.closing(sqlite3.connect(sqlite_file(self.url))) as db, db:
+                db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, ?)",
+                           (f"-{PAUSE_S:.0f} seconds",))  # fmt: skip
         return self.other.fail_stale()
 
 
