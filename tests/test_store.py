@@ -160,7 +160,7 @@ def test_a_failed_login_with_run_json_url_says_how_to_fix_it(tmp_path: Path, mon
     info = {"schema_version": 1, "study": "unit", "storage": "postgresql://u@db.example/hp"}
     (tmp_path / RUN_FILE).write_text(json.dumps(info))
     monkeypatch.setattr(
-        "hpstudy.storage.store.RDBStorage", _refuse_login("fe_sendauth: no password supplied")
+        "hpstudy.storage.backends.RDBStorage", _refuse_login("fe_sendauth: no password supplied")
     )
     with pytest.raises(UserError) as caught:
         open_run(tmp_path)
@@ -168,12 +168,12 @@ def test_a_failed_login_with_run_json_url_says_how_to_fix_it(tmp_path: Path, mon
     assert "\n" not in message and "no password supplied" in message
     assert "PGPASSWORD" in message and "~/.pgpass" in message and "--storage URL" in message
     # Other failures keep their own message; an explicit --storage URL is not blamed on run.json.
-    monkeypatch.setattr("hpstudy.storage.store.RDBStorage", _refuse_login("Connection refused"))
+    monkeypatch.setattr("hpstudy.storage.backends.RDBStorage", _refuse_login("Connection refused"))
     with pytest.raises(UserError, match="Connection refused") as caught:
         open_run(tmp_path)
     assert "PGPASSWORD" not in str(caught.value)
     refuse = _refuse_login("password authentication failed")
-    monkeypatch.setattr("hpstudy.storage.store.RDBStorage", refuse)
+    monkeypatch.setattr("hpstudy.storage.backends.RDBStorage", refuse)
     with pytest.raises(UserError) as caught:
         open_run(tmp_path, "postgresql://u:wrong@db.example/hp")
     assert "PGPASSWORD" not in str(caught.value) and "wrong" not in str(caught.value)

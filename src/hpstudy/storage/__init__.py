@@ -6,10 +6,11 @@
     >>> if store.claim(ids[0]): store.finish(ids[0], result, n_train=60_000, digests=digests)
     >>> store.records()[0].best_accuracy, store.test_accuracies()
 
-One module per idea: `store` (the Store: enqueue, claim, finish, heartbeats, reading), `records`
-(immutable TrialRecords read back), `keys` (a trial's identity and Optuna params), `urls`
-(building, checking and redacting storage URLs; storage errors as one line), `search` (TPE
-sampler and pruner, ask and report), `importance` (fANOVA). Nothing outside this package imports
+One module per idea: `store` (the Store: enqueue, claim, finish, reading), `liveness` (its
+heartbeats, stale trials and live workers), `backends` (opening Optuna's RDB or journal storage),
+`records` (immutable TrialRecords read back), `keys` (a trial's identity and Optuna params),
+`urls` (building, checking and redacting storage URLs; storage errors as one line), `search`
+(TPE sampler and pruner, ask and report), `importance` (fANOVA). Nothing outside this package imports
 Optuna's storage or touches its private API (tests/test_layout.py checks).
 """
 

@@ -19,7 +19,8 @@ attributes and its factors as Optuna params, claimed atomically (WAITING -> RUNN
 PostgreSQL), and finished by writing one `result` user attribute (curves, best epoch, outcome,
 timings, device, versions, data digests) and then its state. Only the state change marks it
 done, so a process killed at any moment leaves either a finished trial or one that is re-done.
-Dead processes are found by Optuna's heartbeats (`fail_stale`).
+Dead processes are found by Optuna's heartbeats (`fail_stale`, in `hpstudy.storage.liveness`);
+the storage itself is opened by `hpstudy.storage.backends`.
 
 A process paused past the grace period (SIGSTOP, a sleeping laptop) is taken for dead the same
 way: when it resumes, the trials it holds may already be FAIL. Every write to such a trial says
@@ -31,22 +32,17 @@ record stands; the paused one drops its result.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import os
-import random
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hpstudy import __version__
@@ -54,8 +50,10 @@ from hpstudy.config.config import Config
 from hpstudy.config.factors import searched
 from hpstudy.engine.results import TrialResult
 from hpstudy.errors import UserError
-from hpstudy.storage import GRACE_S, HEARTBEAT_S, interrupts
+from hpstudy.storage import GRACE_S, HEARTBEAT_S
+from hpstudy.storage.backends import defer_interrupts_in_sessions, is_journal, open_storage
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
+from hpstudy.storage.liveness import Liveness
 from hpstudy.storage.records import (
     TrialRecord,
     final_state,
@@ -63,54 +61,23 @@ from hpstudy.storage.records import (
     pack_correct,
     record_from_trial,
 )
-from hpstudy.storage.urls import _with_driver, check_durable, explain_storage_error, redact_url
-
-_patched: list[bool] = []  # the session patch below, once installed
-
-
-def _defer_interrupts_in_sessions() -> None:
-    """Make every Optuna database session open and close whole (see `hpstudy.storage.interrupts`)
-    and end a damaged, full or read-only store as one UserError line naming its file, wherever
-    Optuna meets it (its StorageInternalError would otherwise reach the user raw). Installed
-    once, by the first Store, not at import (importing hpstudy changes nothing)."""
-    if _patched:
-        return
-    rdb = importlib.import_module("optuna.storages._rdb.storage")
-    open_session = rdb._create_scoped_session
-
-    @contextlib.contextmanager
-    def session_deferring_interrupts(scoped: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        try:
-            with interrupts.deferred(), open_session(scoped, *args, **kwargs) as session:
-                yield session
-        except Exception as exc:
-            bind = scoped.session_factory.kw.get("bind")  # the engine: its URL names the file
-            url = bind.url.render_as_string(hide_password=True) if bind is not None else ""
-            error = explain_storage_error(exc, url, known_only=True)
-            if error is None:
-                raise
-            raise error from exc
-
-    rdb._create_scoped_session = session_deferring_interrupts
-    _patched.append(True)
-
+from hpstudy.storage.urls import check_durable, redact_url
 
 TEST_META = "test_accuracy:"  # study attribute prefix: trial key -> test accuracy read once
-WORKER_META = "worker:"  # study attribute prefix: 'host:pid' -> time of its last heartbeat
 SETTINGS_META = "settings"  # study attribute: what the first process trained with
-JOURNAL_PREFIX = "journal://"  # journal:///abs/path: Optuna's journal file storage
+
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-class Store:
+class Store(Liveness):
     """One hpstudy study in an Optuna storage: enqueue, claim, finish, read."""
 
     def __init__(
         self, url: str, study_name: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
     ) -> None:
         check_durable(url)
-        _defer_interrupts_in_sessions()
+        defer_interrupts_in_sessions()
         self.url, self.study_name = url, study_name
         self.held: set[int] = set()  # trials this process claimed and has not ended
         # Trials another process ended while this one held them (it was paused past the grace
@@ -312,135 +279,6 @@ class Store:
         self._release(trial_id)
         return done
 
-    def fail_stale(self, *, all_running: bool = False) -> int:
-        """Mark trials of dead processes FAIL (interrupted); returns how many.
-
-        `all_running`: every RUNNING trial is stale (the caller holds the run folder's lock and
-        the store is private to that folder). Otherwise Optuna's heartbeat grace period decides.
-        """
-        if all_running:
-            ids = [
-                t._trial_id for t in self._optuna.get_trials(False, states=(TrialState.RUNNING,))
-            ]
-        elif self.is_journal:
-            ids = self._journal_stale_ids()
-        else:  # Optuna's heartbeats, and trials a process died holding before it beat them
-            ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
-            ids += [i for i in self._journal_stale_ids(tagged=False) if i not in ids]
-        n = 0
-        for trial_id in ids:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                n += bool(self._rdb.set_trial_state_values(trial_id, TrialState.FAIL))
-        return n
-
-    def fail_running(self, trial_ids: Iterable[int]) -> None:
-        """Mark this process's trials interrupted (training raised or was stopped)."""
-        for trial_id in list(trial_ids):
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
-            self._release(trial_id)
-
-    def release_held(self) -> None:
-        """Mark every trial this process still holds interrupted (it is stopping)."""
-        with self._lock:
-            held = list(self.held)
-        self.fail_running(held)
-
-    # -- workers: who is alive -----------------------------------------------------------------
-
-    def beat_worker(self) -> None:
-        """Say this process is alive (a study attribute per worker: host, PID, time). On a
-        journal file this is the heartbeat of every trial it holds."""
-        self.set_meta(WORKER_META + self.worker, self.clock())
-        if self.is_journal:
-            with self._lock:
-                held = list(self.held)
-            self._beaten(held)
-
-    def beat(self, trial_ids: Iterable[int]) -> None:
-        """One heartbeat (what `heartbeat`'s thread does every `heartbeat_s`): this worker, and
-        each of these trials on an RDB storage. Never raises: a missed beat only ages, and a
-        trial another process has ended meanwhile takes a beat harmlessly."""
-        with contextlib.suppress(Exception):
-            self.beat_worker()
-        if self.is_journal:
-            return
-        for trial_id in trial_ids:
-            try:
-                self._rdb.record_heartbeat(trial_id)
-            except Exception:
-                continue
-            self._beaten([trial_id])
-
-    def _beaten(self, trial_ids: Iterable[int]) -> None:
-        """Note a heartbeat of these held trials now, and the gap since their last one."""
-        now = self.clock()
-        with self._lock:
-            for trial_id in trial_ids:
-                if trial_id in self.held:
-                    last, gap = self._beats.get(trial_id, (now, 0.0))
-                    self._beats[trial_id] = (now, max(gap, now - last))
-
-    def silence_s(self, trial_id: int) -> float:
-        """The longest this process has gone without a heartbeat for a trial it holds, so far
-        (more than the grace period: the others took it for dead)."""
-        now = self.clock()
-        with self._lock:
-            last, gap = self._beats.get(trial_id, (now, 0.0))
-        return max(gap, now - last)
-
-    def live_workers(self) -> list[str]:
-        """'host:pid' of every process whose last beat is younger than the grace period."""
-        now = self.clock()
-        beats = self.get_meta_prefixed(WORKER_META)
-        return sorted(w for w, t in beats.items() if now - float(t) <= self.grace_s)
-
-    def _journal_stale_ids(self, *, tagged: bool = True) -> list[int]:
-        """RUNNING trials whose worker has not beaten for the grace period (the journal file
-        has no per-trial heartbeats: a worker's beat covers every trial it holds), and trials
-        no process has tagged as its own for that long: a process killed between Optuna's
-        `ask` (or a claim) and its tag left them RUNNING without a heartbeat, which Optuna's own
-        check never finds stale (`tagged=False`: only those)."""
-        live = set(self.live_workers()) | {self.worker}
-        running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        now = datetime.now()  # Optuna's trial times are local and naive
-
-        def stale(trial: optuna.trial.FrozenTrial) -> bool:
-            if "worker" in trial.user_attrs:
-                return tagged and trial.user_attrs["worker"] not in live
-            # Claimed or asked a moment ago, its holder not yet written: give it the grace.
-            started = trial.datetime_start or now
-            return (now - started).total_seconds() > self.grace_s
-
-        return [t._trial_id for t in running if stale(t)]
-
-    def leave(self) -> None:
-        """Say this process has stopped (its beat dated 0): `status` and the others' claim
-        sizes stop counting it at once instead of after the grace period."""
-        with contextlib.suppress(Exception):
-            self.set_meta(WORKER_META + self.worker, 0.0)
-
-    @contextlib.contextmanager
-    def heartbeat(self, trial_ids: Iterable[int] | None = None) -> Iterator[None]:
-        """Keep these trials (default: every trial this process holds, as it changes) marked
-        alive while the block runs, and this worker too (a background thread)."""
-        fixed, stop = None if trial_ids is None else list(trial_ids), threading.Event()
-        interval = self.heartbeat_s
-
-        def beat() -> None:
-            while not stop.wait(interval):
-                with self._lock:
-                    ids = list(self.held) if fixed is None else fixed
-                self.beat(ids)
-
-        thread = threading.Thread(target=beat, name="hpstudy-heartbeat", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
     # -- settings that travel with the study ---------------------------------------------------
 
     def check_settings(self, settings: dict[str, Any], *, wait_s: float = 60.0) -> None:
@@ -552,62 +390,6 @@ class Store:
             if record.status.is_finished:
                 done.setdefault(record.key, record)
         return done
-
-
-def is_journal(url: str) -> bool:
-    return url.startswith(JOURNAL_PREFIX)
-
-
-def journal_path(url: str) -> str:
-    """The file a journal URL names: journal:///shared/x.log -> /shared/x.log."""
-    path = url.removeprefix(JOURNAL_PREFIX)
-    if not path:
-        raise UserError(f"storage {url!r} names no file; give journal:///path/to/study.log")
-    return path
-
-
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
-    """Optuna's storage for a URL: its journal file for journal:///path (no server; the file on
-    a shared file system), else its RDB storage (SQLite, PostgreSQL)."""
-    if is_journal(url):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        path = Path(journal_path(url))
-        if not path.parent.is_dir():
-            raise UserError(f"cannot open storage {url!r}: folder {path.parent} does not "
-                            "exist; create it on the shared file system first")  # fmt: skip
-        return JournalStorage(JournalFileBackend(str(path)))
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # Writers wait for each other instead of failing with "database is locked".
-        kwargs = {"connect_args": {"timeout": 60}}
-    return _open_storage(_with_driver(url), kwargs, heartbeat_s, grace_s)
-
-
-def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDBStorage:
-    """RDBStorage, retried: workers starting together on an empty database race to create
-    Optuna's tables, and all but one see a unique-constraint error the first time."""
-    for attempt in range(6):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
-                                  grace_period=grace_s)  # fmt: skip
-        except ImportError as exc:
-            raise UserError(f"cannot open storage {redact_url(url)!r}: {exc}; for PostgreSQL "
-                            "`pip install 'hpstudy[postgres]'`") from exc  # fmt: skip
-        except UserError:
-            raise  # a damaged store, said in one line by the session (_session_deferring_...)
-        except Exception as exc:  # sqlalchemy's OperationalError, IntegrityError and friends
-            if attempt == 5 or ("exists" not in str(exc) and "duplicate" not in str(exc)):
-                if url.startswith("sqlite") and (error := explain_storage_error(exc, url)):
-                    raise error from exc
-                first = str(exc).splitlines()[0]
-                raise UserError(f"cannot open storage {redact_url(url)!r}: {first}; check the "
-                                "URL and that the database server is running") from exc  # fmt: skip
-            time.sleep(0.2 + random.random() * attempt)
-    raise AssertionError("unreachable")
 
 
 def _json_floats(values: Iterable[float]) -> list[float | None]:

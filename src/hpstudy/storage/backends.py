@@ -1,0 +1,113 @@
+"""Opening Optuna's storage for a URL: its RDB storage (SQLite, PostgreSQL) with heartbeats, or
+its journal file (journal:///path, no server), and the one patch hpstudy makes to Optuna.
+
+    >>> storage = open_storage("sqlite:///runs/paper/study.db", heartbeat_s=5, grace_s=30)
+    >>> is_journal("journal:///shared/grid.log"), journal_path("journal:///shared/grid.log")
+    >>> defer_interrupts_in_sessions()   # once, by the first Store: sessions open and close whole
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import random
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+
+from hpstudy.errors import UserError
+from hpstudy.storage import GRACE_S, HEARTBEAT_S, interrupts
+from hpstudy.storage.urls import _with_driver, explain_storage_error, redact_url
+
+_patched: list[bool] = []  # the session patch below, once installed
+
+
+def defer_interrupts_in_sessions() -> None:
+    """Make every Optuna database session open and close whole (see `hpstudy.storage.interrupts`)
+    and end a damaged, full or read-only store as one UserError line naming its file, wherever
+    Optuna meets it (its StorageInternalError would otherwise reach the user raw). Installed
+    once, by the first Store, not at import (importing hpstudy changes nothing)."""
+    if _patched:
+        return
+    rdb = importlib.import_module("optuna.storages._rdb.storage")
+    open_session = rdb._create_scoped_session
+
+    @contextlib.contextmanager
+    def session_deferring_interrupts(scoped: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            with interrupts.deferred(), open_session(scoped, *args, **kwargs) as session:
+                yield session
+        except Exception as exc:
+            bind = scoped.session_factory.kw.get("bind")  # the engine: its URL names the file
+            url = bind.url.render_as_string(hide_password=True) if bind is not None else ""
+            error = explain_storage_error(exc, url, known_only=True)
+            if error is None:
+                raise
+            raise error from exc
+
+    rdb._create_scoped_session = session_deferring_interrupts
+    _patched.append(True)
+
+
+JOURNAL_PREFIX = "journal://"  # journal:///abs/path: Optuna's journal file storage
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith(JOURNAL_PREFIX)
+
+
+def journal_path(url: str) -> str:
+    """The file a journal URL names: journal:///shared/x.log -> /shared/x.log."""
+    path = url.removeprefix(JOURNAL_PREFIX)
+    if not path:
+        raise UserError(f"storage {url!r} names no file; give journal:///path/to/study.log")
+    return path
+
+
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
+    """Optuna's storage for a URL: its journal file for journal:///path (no server; the file on
+    a shared file system), else its RDB storage (SQLite, PostgreSQL)."""
+    if is_journal(url):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(journal_path(url))
+        if not path.parent.is_dir():
+            raise UserError(f"cannot open storage {url!r}: folder {path.parent} does not "
+                            "exist; create it on the shared file system first")  # fmt: skip
+        return JournalStorage(JournalFileBackend(str(path)))
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Writers wait for each other instead of failing with "database is locked".
+        kwargs = {"connect_args": {"timeout": 60}}
+    return _open_storage(_with_driver(url), kwargs, heartbeat_s, grace_s)
+
+
+def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDBStorage:
+    """RDBStorage, retried: workers starting together on an empty database race to create
+    Optuna's tables, and all but one see a unique-constraint error the first time."""
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
+                                  grace_period=grace_s)  # fmt: skip
+        except ImportError as exc:
+            raise UserError(f"cannot open storage {redact_url(url)!r}: {exc}; for PostgreSQL "
+                            "`pip install 'hpstudy[postgres]'`") from exc  # fmt: skip
+        except UserError:
+            raise  # a damaged store, said in one line by the session (_session_deferring_...)
+        except Exception as exc:  # sqlalchemy's OperationalError, IntegrityError and friends
+            if attempt == 5 or ("exists" not in str(exc) and "duplicate" not in str(exc)):
+                if url.startswith("sqlite") and (error := explain_storage_error(exc, url)):
+                    raise error from exc
+                first = str(exc).splitlines()[0]
+                raise UserError(f"cannot open storage {redact_url(url)!r}: {first}; check the "
+                                "URL and that the database server is running") from exc  # fmt: skip
+            time.sleep(0.2 + random.random() * attempt)
+    raise AssertionError("unreachable")

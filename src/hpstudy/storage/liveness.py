@@ -1,0 +1,159 @@
+"""Who is alive: heartbeats, the trials of dead processes, and the workers sharing a study.
+
+    >>> with store.heartbeat():          # a thread beats every trial this process holds
+    ...     train(...)
+    >>> store.fail_stale()               # trials whose process stopped beating: FAIL (re-done)
+    >>> store.live_workers()             # ['host:pid', ...] beaten within the grace period
+
+On an RDB storage (SQLite, PostgreSQL) Optuna's own per-trial heartbeats decide which trials are
+stale; a journal file has none, so a worker's beat (a study attribute per worker) covers every
+trial it holds. `Liveness` is the part of `hpstudy.storage.store.Store` that does this; it works
+on the Store's state (`_rdb`, `_optuna`, `held`, `_beats` under `_lock`, `clock`, `worker`,
+`grace_s`, `heartbeat_s`, `is_journal`) and its study attributes (`get_meta_prefixed`,
+`set_meta`), and is not used alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+import optuna
+from optuna.trial import TrialState
+
+WORKER_META = "worker:"  # study attribute prefix: 'host:pid' -> time of its last heartbeat
+
+
+class Liveness:
+    """Heartbeats and stale trials, mixed into `Store`."""
+
+    def fail_stale(self, *, all_running: bool = False) -> int:
+        """Mark trials of dead processes FAIL (interrupted); returns how many.
+
+        `all_running`: every RUNNING trial is stale (the caller holds the run folder's lock and
+        the store is private to that folder). Otherwise Optuna's heartbeat grace period decides.
+        """
+        if all_running:
+            ids = [
+                t._trial_id for t in self._optuna.get_trials(False, states=(TrialState.RUNNING,))
+            ]
+        elif self.is_journal:
+            ids = self._journal_stale_ids()
+        else:  # Optuna's heartbeats, and trials a process died holding before it beat them
+            ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
+            ids += [i for i in self._journal_stale_ids(tagged=False) if i not in ids]
+        n = 0
+        for trial_id in ids:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                n += bool(self._rdb.set_trial_state_values(trial_id, TrialState.FAIL))
+        return n
+
+    def fail_running(self, trial_ids: Iterable[int]) -> None:
+        """Mark this process's trials interrupted (training raised or was stopped)."""
+        for trial_id in list(trial_ids):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+            self._release(trial_id)
+
+    def release_held(self) -> None:
+        """Mark every trial this process still holds interrupted (it is stopping)."""
+        with self._lock:
+            held = list(self.held)
+        self.fail_running(held)
+
+    # -- workers: who is alive -----------------------------------------------------------------
+
+    def beat_worker(self) -> None:
+        """Say this process is alive (a study attribute per worker: host, PID, time). On a
+        journal file this is the heartbeat of every trial it holds."""
+        self.set_meta(WORKER_META + self.worker, self.clock())
+        if self.is_journal:
+            with self._lock:
+                held = list(self.held)
+            self._beaten(held)
+
+    def beat(self, trial_ids: Iterable[int]) -> None:
+        """One heartbeat (what `heartbeat`'s thread does every `heartbeat_s`): this worker, and
+        each of these trials on an RDB storage. Never raises: a missed beat only ages, and a
+        trial another process has ended meanwhile takes a beat harmlessly."""
+        with contextlib.suppress(Exception):
+            self.beat_worker()
+        if self.is_journal:
+            return
+        for trial_id in trial_ids:
+            try:
+                self._rdb.record_heartbeat(trial_id)
+            except Exception:
+                continue
+            self._beaten([trial_id])
+
+    def _beaten(self, trial_ids: Iterable[int]) -> None:
+        """Note a heartbeat of these held trials now, and the gap since their last one."""
+        now = self.clock()
+        with self._lock:
+            for trial_id in trial_ids:
+                if trial_id in self.held:
+                    last, gap = self._beats.get(trial_id, (now, 0.0))
+                    self._beats[trial_id] = (now, max(gap, now - last))
+
+    def silence_s(self, trial_id: int) -> float:
+        """The longest this process has gone without a heartbeat for a trial it holds, so far
+        (more than the grace period: the others took it for dead)."""
+        now = self.clock()
+        with self._lock:
+            last, gap = self._beats.get(trial_id, (now, 0.0))
+        return max(gap, now - last)
+
+    def live_workers(self) -> list[str]:
+        """'host:pid' of every process whose last beat is younger than the grace period."""
+        now = self.clock()
+        beats = self.get_meta_prefixed(WORKER_META)
+        return sorted(w for w, t in beats.items() if now - float(t) <= self.grace_s)
+
+    def _journal_stale_ids(self, *, tagged: bool = True) -> list[int]:
+        """RUNNING trials whose worker has not beaten for the grace period (the journal file
+        has no per-trial heartbeats: a worker's beat covers every trial it holds), and trials
+        no process has tagged as its own for that long: a process killed between Optuna's
+        `ask` (or a claim) and its tag left them RUNNING without a heartbeat, which Optuna's own
+        check never finds stale (`tagged=False`: only those)."""
+        live = set(self.live_workers()) | {self.worker}
+        running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        now = datetime.now()  # Optuna's trial times are local and naive
+
+        def stale(trial: optuna.trial.FrozenTrial) -> bool:
+            if "worker" in trial.user_attrs:
+                return tagged and trial.user_attrs["worker"] not in live
+            # Claimed or asked a moment ago, its holder not yet written: give it the grace.
+            started = trial.datetime_start or now
+            return (now - started).total_seconds() > self.grace_s
+
+        return [t._trial_id for t in running if stale(t)]
+
+    def leave(self) -> None:
+        """Say this process has stopped (its beat dated 0): `status` and the others' claim
+        sizes stop counting it at once instead of after the grace period."""
+        with contextlib.suppress(Exception):
+            self.set_meta(WORKER_META + self.worker, 0.0)
+
+    @contextlib.contextmanager
+    def heartbeat(self, trial_ids: Iterable[int] | None = None) -> Iterator[None]:
+        """Keep these trials (default: every trial this process holds, as it changes) marked
+        alive while the block runs, and this worker too (a background thread)."""
+        fixed, stop = None if trial_ids is None else list(trial_ids), threading.Event()
+        interval = self.heartbeat_s
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                with self._lock:
+                    ids = list(self.held) if fixed is None else fixed
+                self.beat(ids)
+
+        thread = threading.Thread(target=beat, name="hpstudy-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
