@@ -10,11 +10,10 @@ The names below the first ones load on first use (PEP 562), so `import hpstudy` 
 imports neither torch nor Optuna until something trains or reads a run (see `hpstudy.api`).
 """
 
-import importlib
-
 from hpstudy.config.choices import ACTIVATIONS, OPTIMIZERS, TOPOLOGIES
 from hpstudy.config.config import Config
 from hpstudy.errors import DataError, UserError
+from hpstudy.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -44,14 +43,4 @@ __all__ = [
     "run",
 ]
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hpstudy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later uses skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

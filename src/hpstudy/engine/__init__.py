@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import importlib
+from hpstudy.lazy import lazy_names
 
 # Where each public name lives: loaded on first use (PEP 562), so that reading what the engine
 # returned (`results.Outcome`, as the store and the report do) does not load torch.
@@ -25,14 +25,4 @@ _LAZY = {
 
 __all__ = [*_LAZY]
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hpstudy.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later uses skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

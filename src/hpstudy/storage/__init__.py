@@ -10,13 +10,13 @@ One module per idea: `store` (the Store: enqueue, claim, finish, reading), `live
 heartbeats, stale trials and live workers), `backends` (opening Optuna's RDB or journal storage),
 `records` (immutable TrialRecords read back), `keys` (a trial's identity and Optuna params),
 `urls` (building, checking and redacting storage URLs; storage errors as one line), `search`
-(TPE sampler and pruner, ask and report), `importance` (fANOVA). Nothing outside this package imports
-Optuna's storage or touches its private API (tests/test_layout.py checks).
+(TPE sampler and pruner, ask and report), `importance` (fANOVA). Nothing outside this package
+imports Optuna's storage or touches its private API (tests/test_layout.py checks).
 """
 
 from __future__ import annotations
 
-import importlib
+from hpstudy.lazy import lazy_names
 
 # How often a process marks its running trials alive, and after how long without a mark a
 # running trial belongs to a dead process (both in seconds). Here, not in `store`, so that
@@ -51,14 +51,4 @@ _LAZY = {
 
 __all__ = ["GRACE_S", "HEARTBEAT_S", *_LAZY]
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hpstudy.storage' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later uses skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
