@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy.data import idx as data
-from hpstudy.data import sources
+from hpstudy.data import fashion_mnist, sources
 
 
 @pytest.fixture(scope="session")
-def fashion() -> data.FashionMNIST:
+def fashion() -> fashion_mnist.FashionMNIST:
     """The canonical dataset (installed by `make test` via dataset-fashion-mnist)."""
     return sources.load(download=False)
 
@@ -22,8 +21,8 @@ def copy_dir(tmp_path) -> Path:
     """A folder with the four real .gz files, ready to be damaged one at a time."""
     folder = tmp_path / "fm"
     folder.mkdir()
-    for name in data.FILES.values():
-        shutil.copyfile(data.DEBIAN_DIR / f"{name}.gz", folder / f"{name}.gz")
+    for name in fashion_mnist.FILES.values():
+        shutil.copyfile(fashion_mnist.DEBIAN_DIR / f"{name}.gz", folder / f"{name}.gz")
     return folder
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpstudy.cli import main
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist
 from hpstudy.engine import make_split
 from hpstudy.runner import bench
 
@@ -106,9 +106,9 @@ def test_bench_without_torchvision_says_why(monkeypatch, capsys):
 
 def test_staged_root_holds_the_verified_decompressed_files(tmp_path):
     raw = bench.stage_torchvision_root(tmp_path) / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(data.FILES.values())
-    for name in data.FILES.values():  # uncompressed, as torchvision opens them
-        data.verify_digest(name, (raw / name).read_bytes(), raw / name)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(fashion_mnist.FILES.values())
+    for name in fashion_mnist.FILES.values():  # uncompressed, as torchvision opens them
+        fashion_mnist.verify_digest(name, (raw / name).read_bytes(), raw / name)
 
 
 @needs_torchvision
@@ -129,12 +129,15 @@ def test_bench_times_the_torchvision_loop(capsys):
 @needs_torchvision
 def test_torchvision_dataset_reads_our_files(tmp_path, fashion):
     dataset = bench.torchvision_fashion_mnist(bench.stage_torchvision_root(tmp_path))
-    assert len(dataset) == data.N_TRAIN
+    assert len(dataset) == fashion_mnist.N_TRAIN
     ours = make_split(
-        fashion.train_images[:1], fashion.train_labels[:1], mean=data.PIXEL_MEAN, std=data.PIXEL_STD
+        fashion.train_images[:1],
+        fashion.train_labels[:1],
+        mean=fashion_mnist.PIXEL_MEAN,
+        std=fashion_mnist.PIXEL_STD,
     )
     image, label = dataset[0]
-    assert image.shape == (1, data.N_ROWS, data.N_COLS)
+    assert image.shape == (1, fashion_mnist.N_ROWS, fashion_mnist.N_COLS)
     assert (image.flatten() - ours.x[0]).abs().max().item() < 1e-6
     assert label == int(fashion.train_labels[0])
 

@@ -25,12 +25,12 @@ from PIL import Image
 
 from hpstudy.cli import main
 from hpstudy.config.config import Config
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist, idx
 from hpstudy.engine.model import build_mlp
 from hpstudy.errors import DataError
 from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 
-TRAIN_IMAGES, TEST_LABELS = data.FILES["train_images"], data.FILES["test_labels"]
+TRAIN_IMAGES, TEST_LABELS = fashion_mnist.FILES["train_images"], fashion_mnist.FILES["test_labels"]
 # What the bombs inflate to, far more than their headers declare: a 40 MB one is small enough
 # on disk (40 KB) to pass for a gzip of a small file and be cut off while inflating; a 200 MB
 # one is too large on disk for its header and is refused before inflating.
@@ -100,7 +100,7 @@ def _verify_fails(folder: Path, capsys, *fragments: str) -> str:
 def test_gzip_bomb_in_data_folder_is_cut_at_its_declared_size(n_zeros, problem, copy_dir, capsys):
     path = copy_dir / f"{TEST_LABELS}.gz"
     path.write_bytes(_bomb(_header(0x801, 10_000), n_zeros))  # declares 10,008 bytes
-    raised, peak = _peak_while(lambda: data.read_bytes(path))
+    raised, peak = _peak_while(lambda: fashion_mnist.read_canonical(path, TEST_LABELS))
     assert isinstance(raised, DataError) and problem in str(raised)
     assert peak < 8 * 2**20, f"read {peak:,} bytes of a bomb"
     _verify_fails(copy_dir, capsys, str(path), problem, "replace it")
@@ -109,7 +109,7 @@ def test_gzip_bomb_in_data_folder_is_cut_at_its_declared_size(n_zeros, problem, 
 def test_absurd_idx_dimensions_are_refused_before_reading(copy_dir, capsys):
     path = copy_dir / f"{TRAIN_IMAGES}.gz"
     path.write_bytes(_bomb(_header(0x803, 2**31, 28, 28)))
-    raised, peak = _peak_while(lambda: data.read_bytes(path))
+    raised, peak = _peak_while(lambda: fashion_mnist.read_canonical(path, TRAIN_IMAGES))
     assert isinstance(raised, DataError), raised
     assert peak < 8 * 2**20, f"read {peak:,} bytes of a bomb"
     _verify_fails(copy_dir, capsys, str(path), "declares 2,147,483,648 images", "at most 60,000")
@@ -118,7 +118,7 @@ def test_absurd_idx_dimensions_are_refused_before_reading(copy_dir, capsys):
 def test_huge_sparse_file_in_data_folder_is_refused_unread(copy_dir, capsys):
     (copy_dir / f"{TRAIN_IMAGES}.gz").unlink()
     path = _sparse(copy_dir / TRAIN_IMAGES, _header(0x803, 60_000, 28, 28))
-    raised, peak = _peak_while(lambda: data.read_bytes(path))
+    raised, peak = _peak_while(lambda: fashion_mnist.read_canonical(path, TRAIN_IMAGES))
     assert isinstance(raised, DataError), raised
     assert peak < 8 * 2**20, f"read {peak:,} bytes of a sparse file"
     _verify_fails(copy_dir, capsys, str(path), "10,000,000,000 bytes", "47,040,016")
@@ -159,7 +159,7 @@ def _save(path: Path, fill: dict[str, float] | None = None) -> Path:
         path,
         state_dict=state,
         config=Config(topology="T1", optimizer="adam", lr=0.001),
-        normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+        normalization={"mean": fashion_mnist.PIXEL_MEAN, "std": fashion_mnist.PIXEL_STD},
         metrics={},
         data_digests={},
     )
@@ -305,4 +305,5 @@ def test_good_inputs_still_classify_exactly(model, fashion, tmp_path, capsys):
     code, records, _ = _predict(capsys, model, plain, packed)
     assert code == 0 and len(records) == 100
     assert [r["class"] for r in records[:50]] == [r["class"] for r in records[50:]]
-    assert data.read_bytes(packed) == data.read_bytes(plain) == content
+    bounds = {"magic": idx.IMAGES_MAGIC, "max_count": 50, "fix": "", "shape": (28, 28)}
+    assert idx.read_bytes(packed, **bounds) == idx.read_bytes(plain, **bounds) == content

@@ -250,7 +250,7 @@ def test_cnn_model_file_loads_as_nn_sequential_and_predicts_pngs(fashion, tmp_pa
     from PIL import Image
 
     from hpstudy.cli import main
-    from hpstudy.data import idx as data
+    from hpstudy.data import fashion_mnist
     from hpstudy.predict.modelfile import load_model, save_model
 
     train_split, eval_split = _splits(fashion, torch.float32)
@@ -270,7 +270,7 @@ def test_cnn_model_file_loads_as_nn_sequential_and_predicts_pngs(fashion, tmp_pa
     got = [json.loads(line)["class"] for line in capsys.readouterr().out.splitlines()]
     with torch.no_grad():
         expected = loaded.model(eval_split.x[:40]).argmax(1).tolist()
-    assert got == [data.CLASS_NAMES[c] for c in expected]
+    assert got == [fashion_mnist.CLASS_NAMES[c] for c in expected]
 
 
 CNN_STUDY = """

@@ -1,4 +1,5 @@
-"""The canonical data and every way a damaged copy is refused (hpstudy.data.idx, `hpstudy data`)."""
+"""The canonical data and every way a damaged copy is refused (hpstudy.data.fashion_mnist,
+`hpstudy data`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from hpstudy.cli import main
-from hpstudy.data import idx as data
-from hpstudy.data import sources
+from hpstudy.data import fashion_mnist, sources
+from hpstudy.data.dataset import stratified_split
 from hpstudy.errors import DataError
 
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -23,7 +24,7 @@ TEST_LABELS = "t10k-labels-idx1-ubyte"
 
 
 def test_digests_are_the_published_ones(fashion):
-    # ../shared/DESIGN.md, typed out here rather than read back from data.SHA256.
+    # ../shared/DESIGN.md, typed out here rather than read back from fashion_mnist.SHA256.
     published = {
         "train-images-idx3-ubyte": (
             "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
@@ -38,7 +39,7 @@ def test_digests_are_the_published_ones(fashion):
             "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
         ),
     }
-    assert fashion.digests == published == data.SHA256
+    assert fashion.digests == published == fashion_mnist.SHA256
 
 
 def test_shapes_and_dtypes(fashion):
@@ -56,41 +57,48 @@ def test_shapes_and_dtypes(fashion):
 def test_class_balance(fashion):
     assert np.bincount(fashion.train_labels).tolist() == [6000] * 10
     assert np.bincount(fashion.test_labels).tolist() == [1000] * 10
-    assert data.CLASS_NAMES[0] == "T-shirt/top" and data.CLASS_NAMES[9] == "Ankle boot"
+    assert (
+        fashion_mnist.CLASS_NAMES[0] == "T-shirt/top"
+        and fashion_mnist.CLASS_NAMES[9] == "Ankle boot"
+    )
 
 
 def test_pixel_statistics(fashion):
     images = fashion.train_images  # dtype= accumulates in float64 without a float copy
-    assert images.mean(dtype=np.float64) / 255 == pytest.approx(data.PIXEL_MEAN, abs=1e-12)
-    assert np.sqrt(images.var(dtype=np.float64)) / 255 == pytest.approx(data.PIXEL_STD, abs=1e-12)
-    assert round(data.PIXEL_MEAN, 4) == 0.2860 and round(data.PIXEL_STD, 4) == 0.3530
+    assert images.mean(dtype=np.float64) / 255 == pytest.approx(fashion_mnist.PIXEL_MEAN, abs=1e-12)
+    assert np.sqrt(images.var(dtype=np.float64)) / 255 == pytest.approx(
+        fashion_mnist.PIXEL_STD, abs=1e-12
+    )
+    assert (
+        round(fashion_mnist.PIXEL_MEAN, 4) == 0.2860 and round(fashion_mnist.PIXEL_STD, 4) == 0.3530
+    )
 
 
 def test_stratified_split(fashion):
     labels = fashion.train_labels
-    train_idx, val_idx = data.stratified_split(labels, 10_000, seed=42)
+    train_idx, val_idx = stratified_split(labels, 10_000, seed=42)
     assert len(val_idx) == 10_000 and len(train_idx) == 50_000
     assert np.intersect1d(train_idx, val_idx).size == 0
     assert np.array_equal(np.union1d(train_idx, val_idx), np.arange(60_000))
     assert np.bincount(labels[val_idx]).tolist() == [1000] * 10
-    _, again = data.stratified_split(labels, 10_000, seed=42)
+    _, again = stratified_split(labels, 10_000, seed=42)
     assert np.array_equal(again, val_idx)
-    other = data.stratified_split(labels, 10_000, seed=43)[1]
+    other = stratified_split(labels, 10_000, seed=43)[1]
     assert not np.array_equal(other, val_idx)
 
 
 def test_stratified_split_uneven_quota_sums_exactly():
     labels = np.array([0] * 7 + [1] * 5 + [2] * 3)
-    _, val_idx = data.stratified_split(labels, 4, seed=0)
+    _, val_idx = stratified_split(labels, 4, seed=0)
     assert len(val_idx) == 4
     assert np.bincount(labels[val_idx], minlength=3).tolist() == [2, 1, 1]
     with pytest.raises(DataError, match="between 1 and 14, got 15"):
-        data.stratified_split(labels, 15, seed=0)
+        stratified_split(labels, 15, seed=0)
 
 
 def test_uncompressed_files_load_the_same(fashion, tmp_path):
-    for name in data.FILES.values():
-        raw = gzip.decompress((data.DEBIAN_DIR / f"{name}.gz").read_bytes())
+    for name in fashion_mnist.FILES.values():
+        raw = gzip.decompress((fashion_mnist.DEBIAN_DIR / f"{name}.gz").read_bytes())
         (tmp_path / name).write_bytes(raw)
     ds = sources.load(tmp_path)
     assert ds.source == tmp_path
@@ -99,10 +107,10 @@ def test_uncompressed_files_load_the_same(fashion, tmp_path):
 
 
 def test_verify_command_prints_digests(capsys):
-    assert main(["data", "verify", "--data-dir", str(data.DEBIAN_DIR)]) == 0
+    assert main(["data", "verify", "--data-dir", str(fashion_mnist.DEBIAN_DIR)]) == 0
     out = capsys.readouterr().out
-    assert f"verified in {data.DEBIAN_DIR}" in out
-    for name, digest in data.SHA256.items():
+    assert f"verified in {fashion_mnist.DEBIAN_DIR}" in out
+    for name, digest in fashion_mnist.SHA256.items():
         assert f"{name}" in out and digest in out
 
 
@@ -110,7 +118,7 @@ def test_verify_command_prints_digests(capsys):
 
 
 def _raw(name: str) -> bytes:
-    return gzip.decompress((data.DEBIAN_DIR / f"{name}.gz").read_bytes())
+    return gzip.decompress((fashion_mnist.DEBIAN_DIR / f"{name}.gz").read_bytes())
 
 
 def _replace_raw(folder: Path, name: str, content: bytes) -> Path:
@@ -171,11 +179,11 @@ def test_wrong_checksum_names_file_digests_and_fix(copy_dir, capsys):
         str(path),
         f"not the canonical {TEST_LABELS}",
         f"SHA-256 {actual}",
-        f"expected {data.SHA256[TEST_LABELS]}",
+        f"expected {fashion_mnist.SHA256[TEST_LABELS]}",
         "replace it with the canonical file",
     )
-    assert actual != data.SHA256[TEST_LABELS]
-    assert message.index(actual) < message.index(data.SHA256[TEST_LABELS])
+    assert actual != fashion_mnist.SHA256[TEST_LABELS]
+    assert message.index(actual) < message.index(fashion_mnist.SHA256[TEST_LABELS])
 
 
 def test_wrong_magic_number(copy_dir, capsys):
@@ -212,12 +220,12 @@ def test_debug_shows_the_exception(copy_dir):
 
 def test_bad_file_in_cache_says_delete_and_rerun(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
-    cache = data.cache_dir()
+    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
+    cache = fashion_mnist.cache_dir()
     assert cache.is_relative_to(tmp_path)
     cache.mkdir(parents=True)
-    for name in data.FILES.values():
-        shutil.copyfile(data.DEBIAN_DIR / f"{name}.gz", cache / f"{name}.gz")
+    for name in fashion_mnist.FILES.values():
+        shutil.copyfile(fashion_mnist.DEBIAN_DIR / f"{name}.gz", cache / f"{name}.gz")
     (cache / f"{TEST_LABELS}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01"))
     with pytest.raises(DataError, match=r"delete .* and rerun: hpstudy downloads a verified copy"):
         sources.load()
@@ -225,8 +233,8 @@ def test_bad_file_in_cache_says_delete_and_rerun(tmp_path, monkeypatch):
 
 def test_no_files_and_no_download_lists_the_three_ways(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     with pytest.raises(DataError) as info:
         sources.load(download=False)
     message = str(info.value)

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpstudy.data import catalog, download, userdata
-from hpstudy.data import idx as data
+from hpstudy.data import catalog, download, fashion_mnist, userdata
 from hpstudy.data.dataset import pixel_statistics
 from hpstudy.data.datasets import load_dataset
 from hpstudy.errors import DataError, UserError
@@ -107,14 +106,14 @@ def test_user_npz_of_float_features_without_class_names(tmp_path):
 
 def test_user_idx_folder_of_any_image_size(tmp_path):
     arrays = _arrays(side=5)
-    for key, name in zip(userdata.ARRAYS, data.FILES.values(), strict=True):
+    for key, name in zip(userdata.ARRAYS, fashion_mnist.FILES.values(), strict=True):
         a = arrays[key].astype(np.uint8)
         magic = 0x803 if a.ndim == 3 else 0x801
         (tmp_path / name).write_bytes(struct.pack(f">{a.ndim + 1}I", magic, *a.shape) + a.tobytes())
     ds = load_dataset({"path": str(tmp_path)})
     assert ds.input_shape == (5, 5) and ds.n_classes == 3
     assert np.array_equal(ds.x_test, arrays["x_test"]) and set(ds.digests) == set(
-        data.FILES.values()
+        fashion_mnist.FILES.values()
     )
 
 
@@ -204,7 +203,7 @@ def small_source(monkeypatch, tmp_path):
     """MNIST with small files on a local mirror, its digest table overridden to theirs."""
     gz = {
         name: gzip.compress(_idx("images" if "idx3" in name else "labels", n), mtime=0)
-        for name, n in zip(data.FILES.values(), (50, 50, 20, 20), strict=True)
+        for name, n in zip(fashion_mnist.FILES.values(), (50, 50, 20, 20), strict=True)
     }
     digests = {n: hashlib.sha256(b).hexdigest() for n, b in gz.items()}
     monkeypatch.setitem(catalog.SOURCES, "mnist", replace(catalog.MNIST, gz_sha256=digests))
@@ -234,7 +233,9 @@ def test_mnist_downloads_verifies_and_keeps_the_published_gz(small_source):
 
 
 def test_mnist_mirror_serving_other_bytes_is_refused(small_source, monkeypatch):
-    monkeypatch.setitem(catalog.SOURCES["mnist"].gz_sha256, data.FILES["train_images"], "0" * 64)
+    monkeypatch.setitem(
+        catalog.SOURCES["mnist"].gz_sha256, fashion_mnist.FILES["train_images"], "0" * 64
+    )
     with pytest.raises(DataError) as info:
         load_dataset({"name": "mnist"})
     message = str(info.value)

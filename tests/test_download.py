@@ -24,18 +24,17 @@ from pathlib import Path
 import pytest
 
 from hpstudy.cli import main
-from hpstudy.data import download, sources
-from hpstudy.data import idx as data
+from hpstudy.data import download, fashion_mnist, sources
 from hpstudy.errors import DataError
 
-NAMES = list(data.FILES.values())
+NAMES = list(fashion_mnist.FILES.values())
 TRICKLE_PIECE = 16 * 2**10
 
 
 @pytest.fixture(scope="module")
 def gz_files() -> dict[str, bytes]:
     """URL path -> the real .gz bytes, as the official mirrors serve them."""
-    return {f"/{name}.gz": (data.DEBIAN_DIR / f"{name}.gz").read_bytes() for name in NAMES}
+    return {f"/{name}.gz": (fashion_mnist.DEBIAN_DIR / f"{name}.gz").read_bytes() for name in NAMES}
 
 
 @functools.cache
@@ -155,10 +154,10 @@ def silent_url() -> Iterator[str]:
 def cold_machine(tmp_path, monkeypatch) -> Path:
     """No Debian copy, no $HPSTUDY_DATA_DIR, an empty cache under tmp_path; returns the cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
     monkeypatch.delenv(download.MIRRORS_ENV, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
-    cache = data.cache_dir()
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
+    cache = fashion_mnist.cache_dir()
     assert cache.is_relative_to(tmp_path)
     return cache
 
@@ -166,7 +165,9 @@ def cold_machine(tmp_path, monkeypatch) -> Path:
 def assert_canonical_cache(folder: Path) -> None:
     """The four files, uncompressed, with the published digests, and nothing else but the lock."""
     for name in NAMES:
-        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == data.SHA256[name]
+        assert (
+            hashlib.sha256((folder / name).read_bytes()).hexdigest() == fashion_mnist.SHA256[name]
+        )
     assert sorted(p.name for p in folder.iterdir()) == sorted([*NAMES, ".lock"])
 
 
@@ -194,7 +195,7 @@ def test_sha256_rejects_a_valid_gzip_of_wrong_content(mirror, tmp_path):
         download.fetch_all(dest, mirrors=[tampered.url], retries=2, backoff=0)
     message = str(info.value)
     assert tampered.url in message and f"{NAMES[0]}.gz" in message
-    assert f"expected {data.SHA256[NAMES[0]]}" in message
+    assert f"expected {fashion_mnist.SHA256[NAMES[0]]}" in message
     assert len(tampered.requests) == 1  # bad content is not retried: it would come back the same
     # Nothing was kept: no data file, no temporary file.
     assert [p.name for p in dest.iterdir()] == [".lock"]
@@ -215,7 +216,7 @@ def test_gzip_bomb_from_a_mirror_is_inflated_no_further_than_the_real_file(mirro
     finally:
         tracemalloc.stop()
         bomber.close()
-    limit = data.idx_size(NAMES[0])
+    limit = fashion_mnist.idx_size(NAMES[0])
     assert f"inflate past the {limit:,} bytes of {NAMES[0]}" in str(info.value)
     assert peak < 3 * limit, f"held {peak:,} bytes for a file of {limit:,}"
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [".lock"]
@@ -279,7 +280,7 @@ def test_resumes_and_replaces_a_bad_cached_file(mirror, tmp_path):
     dest.mkdir()
     # A killed earlier run: one verified file, one damaged file, one stale temporary file.
     (dest / NAMES[1]).write_bytes(
-        gzip.decompress((data.DEBIAN_DIR / f"{NAMES[1]}.gz").read_bytes())
+        gzip.decompress((fashion_mnist.DEBIAN_DIR / f"{NAMES[1]}.gz").read_bytes())
     )
     (dest / NAMES[3]).write_bytes(b"\x00\x00\x08\x01garbage")
     (dest / f".{NAMES[0]}.x1y2.part").write_bytes(b"half a file")
@@ -297,7 +298,7 @@ def test_failure_midway_keeps_whole_files_only(mirror, gz_files, tmp_path):
     assert partial.requests.count(f"/{NAMES[3]}.gz") == 1  # a 404 is final
     assert sorted(p.name for p in dest.iterdir()) == sorted([*NAMES[:3], ".lock"])
     for name in NAMES[:3]:
-        assert hashlib.sha256((dest / name).read_bytes()).hexdigest() == data.SHA256[name]
+        assert hashlib.sha256((dest / name).read_bytes()).hexdigest() == fashion_mnist.SHA256[name]
 
 
 def test_cli_downloads_into_the_cache_from_env_mirrors(
@@ -368,7 +369,7 @@ def test_trickling_mirror_is_abandoned_after_the_total_timeout(mirror, tmp_path)
     )
     assert_canonical_cache(tmp_path / "c")
     assert trickle.requests == [f"/{NAMES[0]}.gz"]  # not retried: it would be as slow again
-    size = len((data.DEBIAN_DIR / f"{NAMES[0]}.gz").read_bytes())
+    size = len((fashion_mnist.DEBIAN_DIR / f"{NAMES[0]}.gz").read_bytes())
     reason = rf"took longer than 0\.4 s in all \(([\d,]+) of {size:,} bytes\)"
     matches = [m for line in lines if (m := re.fullmatch(rf"  failed: {reason}", line))]
     assert len(matches) == 1, lines

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from hpstudy.cli import main
-from hpstudy.data import eda
-from hpstudy.data import idx as data
+from hpstudy.data import eda, fashion_mnist
 from hpstudy.errors import UserError
 
 pytestmark = pytest.mark.slow  # its module fixture summarises all 70,000 images
@@ -23,7 +22,7 @@ def eda_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("eda") / "nested" / "out"  # missing parents get created
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["eda", "--out", str(out), "--data-dir", str(data.DEBIAN_DIR)])
+        code = main(["eda", "--out", str(out), "--data-dir", str(fashion_mnist.DEBIAN_DIR)])
     return code, stdout.getvalue(), stderr.getvalue(), out
 
 
@@ -67,14 +66,14 @@ def test_samples_png(eda_run):
 def test_printed_names_counts_and_stats(eda_run):
     _, out_text, _, out = eda_run
     lines = out_text.splitlines()
-    for label, name in enumerate(data.CLASS_NAMES):
+    for label, name in enumerate(fashion_mnist.CLASS_NAMES):
         row = next(line for line in lines if line.split()[:1] == [str(label)])
         assert row.split()[1:] == [*name.split(), "6,000", "1,000"], row
     assert any(line.split() == ["total", "60,000", "10,000"] for line in lines)
     assert "training pixels on [0, 1]: mean 0.2860, std 0.3530" in lines
     assert f"wrote {out / 'eda_class_distribution.png'}" in lines
     assert f"wrote {out / 'eda_samples.png'}" in lines
-    names_in_order = [name for name in data.CLASS_NAMES if name in out_text]
+    names_in_order = [name for name in fashion_mnist.CLASS_NAMES if name in out_text]
     assert names_in_order == [
         "T-shirt/top",
         "Trouser",
@@ -119,7 +118,7 @@ def test_plot_class_distribution_is_reusable(tmp_path):
 def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("not a folder")
-    code = main(["eda", "--out", str(target), "--data-dir", str(data.DEBIAN_DIR)])
+    code = main(["eda", "--out", str(target), "--data-dir", str(fashion_mnist.DEBIAN_DIR)])
     err = capsys.readouterr().err
     assert code == UserError.exit_code
     assert (

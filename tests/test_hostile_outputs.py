@@ -22,8 +22,7 @@ from hpstudy import cli
 from hpstudy.commands.progress import BarPrinter, ProgressPrinter
 from hpstudy.config.config import Config
 from hpstudy.config.studyfile import load_study
-from hpstudy.data import eda
-from hpstudy.data import idx as data
+from hpstudy.data import eda, fashion_mnist
 from hpstudy.engine.model import build_model
 from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
 from hpstudy.protocols.events import DataWarning, StageFinished, StageStarted
@@ -35,6 +34,7 @@ from hpstudy.usertext import plot_text, shown
 from test_hostile import _copy_run, finished_run  # noqa: F401 - a finished tiny run, copied
 from tiny_studies import QUICK, hpstudy_cmd, subprocess_env, write_study
 
+FASHION_NORMALIZATION = {"mean": fashion_mnist.PIXEL_MEAN, "std": fashion_mnist.PIXEL_STD}
 TINY = ["--max-epochs", "1", "--limit-train", "1000", "--limit-eval", "500", "--no-report"]
 # What a terminal acts on: escape sequences (clear screen, set the title, colour), a bell, a
 # carriage return that overwrites the line, a right-to-left override that reorders it.
@@ -84,7 +84,7 @@ def _model_with_class_names(path: Path, names: list[str]) -> Path:
         torch.manual_seed(0)
         net = build_model(Config(topology="T1"))
     return save_model(path, state_dict=net.state_dict(), config=Config(topology="T1"),
-                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      normalization=FASHION_NORMALIZATION,
                       metrics={}, data_digests={}, class_names=names)  # fmt: skip
 
 
@@ -122,7 +122,7 @@ def test_an_error_line_naming_a_hostile_path_is_escaped(tmp_path, capsys):
 
 @pytest.mark.slow  # 1.3 to 2.2 s here: the fast tier stays under a minute
 def test_figures_draw_dollar_names_as_plain_text(fashion, tmp_path):
-    names = [BAD_MATH, "$x^$", "a$b", *data.CLASS_NAMES[3:]]
+    names = [BAD_MATH, "$x^$", "a$b", *fashion_mnist.CLASS_NAMES[3:]]
     labels, images = fashion.test_labels[:200], fashion.test_images[:200]
     predictions = (labels + 1) % 10  # every image misclassified: every name is drawn
     cm = np.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10)
@@ -257,8 +257,8 @@ def test_status_of_a_shared_storage_escapes_study_and_worker_names(tmp_path, cap
 def test_a_data_folder_with_a_hostile_name_is_printed_escaped(tmp_path, capsys):
     folder = tmp_path / f"fm{HOSTILE}"
     folder.mkdir()
-    for name in data.FILES.values():  # the real files, linked into the hostile folder
-        (folder / f"{name}.gz").symlink_to(data.DEBIAN_DIR / f"{name}.gz")
+    for name in fashion_mnist.FILES.values():  # the real files, linked into the hostile folder
+        (folder / f"{name}.gz").symlink_to(fashion_mnist.DEBIAN_DIR / f"{name}.gz")
     assert cli.main(["data", "verify", "--data-dir", str(folder)]) == 0
     printed, err = capsys.readouterr()
     _assert_inert(printed + err)
@@ -288,7 +288,7 @@ def _edited(source: Path, target: Path, **metadata) -> Path:
 
 @pytest.mark.parametrize("value", ["x", -5, 1e308, True, 0.5, 256, [255]])
 def test_pixel_max_that_is_not_a_pixel_value_is_refused(value, fashion, tmp_path, capsys):
-    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    good = _model_with_class_names(tmp_path / "m.pth", list(fashion_mnist.CLASS_NAMES))
     bad = _edited(good, tmp_path / "bad.pth", pixel_max=value)
     with pytest.raises(ModelFileError, match=r"'pixel_max' must be an integer in 1\.\.255"):
         load_model(bad)
@@ -298,7 +298,7 @@ def test_pixel_max_that_is_not_a_pixel_value_is_refused(value, fashion, tmp_path
 
 @pytest.mark.parametrize("value", [255, 16, None])
 def test_pixel_max_as_hpstudy_writes_it_loads(value, tmp_path):
-    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    good = _model_with_class_names(tmp_path / "m.pth", list(fashion_mnist.CLASS_NAMES))
     assert load_model(_edited(good, tmp_path / "ok.pth", pixel_max=value)).config.n_inputs == 784
 
 
@@ -308,7 +308,7 @@ def _cnn_file(tmp_path: Path) -> Path:
         torch.manual_seed(0)
         net = build_model(config)
     return save_model(tmp_path / "cnn.pth", state_dict=net.state_dict(), config=config,
-                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      normalization=FASHION_NORMALIZATION,
                       metrics={}, data_digests={},
                       extra={"input_shape": [28, 28], "pixel_max": 255})  # fmt: skip
 
@@ -337,7 +337,7 @@ BAD_SHAPES = ["28x28", None, [], [28], [28, 28, 1], [0, 784], [-28, -28], [True,
 def test_input_shape_that_is_not_the_models_is_refused(shape, fashion, tmp_path, capsys):
     """Not a list of one or two positive ints holding the model's 784 inputs, or absurdly large
     (the product bounds it): one line naming the file, the key, the value and the fix."""
-    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    good = _model_with_class_names(tmp_path / "m.pth", list(fashion_mnist.CLASS_NAMES))
     bad = _edited(good, tmp_path / "bad.pth", input_shape=shape)
     with pytest.raises(ModelFileError, match=r"'input_shape' must be \[H, W\] or \[D\] with 784"):
         load_model(bad)
@@ -356,7 +356,7 @@ OUTSIZE = {
 @pytest.mark.parametrize("metadata", OUTSIZE.values(), ids=OUTSIZE)
 def test_metadata_beyond_floats_or_a_line_is_one_short_line(metadata, fashion, tmp_path,
                                                             capsys):  # fmt: skip
-    good = _model_with_class_names(tmp_path / "m.pth", list(data.CLASS_NAMES))
+    good = _model_with_class_names(tmp_path / "m.pth", list(fashion_mnist.CLASS_NAMES))
     bad = _edited(good, tmp_path / "bad.pth", **metadata)
     (key,) = metadata
     with pytest.raises(ModelFileError, match=key):
@@ -371,7 +371,7 @@ def _save_with(tmp_path: Path, config: Config, **extra) -> Path:
         torch.manual_seed(0)
         net = build_model(config)
     return save_model(tmp_path / "m.pth", state_dict=net.state_dict(), config=config,
-                      normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+                      normalization=FASHION_NORMALIZATION,
                       metrics={}, data_digests={}, extra=extra)  # fmt: skip
 
 

@@ -68,7 +68,7 @@ def digits_run(tmp_path_factory):
 def _digits_training_images(info: dict) -> tuple[np.ndarray, np.ndarray]:
     """(the images a digits run trains on, all its training split's images), as stored (uint8,
     0..16; the model sees them / 255 as any uint8 image)."""
-    from hpstudy.data.idx import stratified_split
+    from hpstudy.data.dataset import stratified_split
     from hpstudy.data.prepare import load_study_data
     from hpstudy.runner.options import RunOptions
 

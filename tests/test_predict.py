@@ -22,7 +22,7 @@ from PIL import Image
 
 from hpstudy.cli import main
 from hpstudy.config.config import Config
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist
 from hpstudy.engine.model import build_mlp
 from hpstudy.predict import classify as predict
 from hpstudy.predict.modelfile import ModelFileError, load_model, save_model
@@ -38,7 +38,7 @@ class Trained:
 def _inputs(images: np.ndarray) -> torch.Tensor:
     """Plain torch, independent of hpstudy.predict.classify: (N, 28, 28) uint8 -> (N, 784)."""
     x = torch.from_numpy(images.copy()).reshape(len(images), -1).float() / 255  # copy: writable
-    return (x - data.PIXEL_MEAN) / data.PIXEL_STD
+    return (x - fashion_mnist.PIXEL_MEAN) / fashion_mnist.PIXEL_STD
 
 
 @contextlib.contextmanager
@@ -80,7 +80,7 @@ def trained(fashion, tmp_path_factory) -> Trained:
         tmp_path_factory.mktemp("model") / "final_best_model.pth",
         state_dict=net.state_dict(),
         config=config,
-        normalization={"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD},
+        normalization={"mean": fashion_mnist.PIXEL_MEAN, "std": fashion_mnist.PIXEL_STD},
         metrics={"test_accuracy": accuracy},
         data_digests=fashion.digests,
     )
@@ -110,7 +110,7 @@ def test_pngs(fashion, tmp_path_factory) -> Path:
 
 
 def _accuracy(records: list[dict]) -> float:
-    labels = [data.CLASS_NAMES[int(Path(r["input"]).stem.split("_")[1])] for r in records]
+    labels = [fashion_mnist.CLASS_NAMES[int(Path(r["input"]).stem.split("_")[1])] for r in records]
     return sum(r["class"] == label for r, label in zip(records, labels, strict=True)) / len(labels)
 
 
@@ -127,7 +127,7 @@ def test_model_saved_by_a_study_predicts_the_test_pngs_with_its_recorded_accurac
     code, records, err = _predict(capsys, "--model", str(model), str(test_pngs))
 
     assert code == 0, err
-    assert len(records) == data.N_TEST
+    assert len(records) == fashion_mnist.N_TEST
     assert _accuracy(records) == recorded
 
 
@@ -137,11 +137,11 @@ def test_test_set_as_pngs_gives_exactly_the_recorded_accuracy(trained, test_pngs
     code, records, err = _predict(capsys, "--model", str(trained.path), str(folder))
 
     assert code == 0, err
-    assert len(records) == data.N_TEST
+    assert len(records) == fashion_mnist.N_TEST
     assert [Path(r["input"]).name for r in records] == sorted(p.name for p in folder.iterdir())
     recorded = torch.load(trained.path, weights_only=True)["metadata"]["metrics"]["test_accuracy"]
     assert _accuracy(records) == recorded == trained.accuracy
-    expected = [data.CLASS_NAMES[c] for c in trained.predictions]
+    expected = [fashion_mnist.CLASS_NAMES[c] for c in trained.predictions]
     assert [r["class"] for r in records] == expected
     first = records[0]
     assert set(first) == {"input", "class", "top3"}
@@ -271,8 +271,11 @@ def test_saved_model_round_trips_with_weights_only(trained, fashion):
     payload = torch.load(trained.path, weights_only=True)
     assert payload["format"] == "hpstudy-model" and payload["schema_version"] == 1
     meta = payload["metadata"]
-    assert meta["class_names"] == list(data.CLASS_NAMES)
-    assert meta["normalization"] == {"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD}
+    assert meta["class_names"] == list(fashion_mnist.CLASS_NAMES)
+    assert meta["normalization"] == {
+        "mean": fashion_mnist.PIXEL_MEAN,
+        "std": fashion_mnist.PIXEL_STD,
+    }
     assert meta["data_digests"] == fashion.digests
     assert set(meta["versions"]) == {"hpstudy", "torch", "python"}
     loaded = load_model(trained.path)
@@ -286,7 +289,7 @@ def test_saved_model_round_trips_with_weights_only(trained, fashion):
 def test_save_model_refuses_mismatched_weights_and_leaves_no_file(tmp_path):
     config = Config(topology="T1")
     state = build_mlp(Config(topology="T2")).state_dict()
-    norm = {"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD}
+    norm = {"mean": fashion_mnist.PIXEL_MEAN, "std": fashion_mnist.PIXEL_STD}
     with pytest.raises(ModelFileError, match="state_dict keys do not match"):
         save_model(
             tmp_path / "m.pth",
@@ -325,7 +328,9 @@ def test_broken_image_is_reported_by_name_and_the_others_classified(
 
     assert code == 1
     assert [Path(r["input"]).name for r in records] == ["good0.png", "good1.png", "good2.png"]
-    assert [r["class"] for r in records] == [data.CLASS_NAMES[c] for c in trained.predictions[:3]]
+    assert [r["class"] for r in records] == [
+        fashion_mnist.CLASS_NAMES[c] for c in trained.predictions[:3]
+    ]
     assert str(folder / "broken.png") in err and str(folder / "cut.png") in err
     assert "notes.txt" not in err
     assert "2 input(s) could not be classified" in err
@@ -355,7 +360,7 @@ def test_photo_with_white_background_is_inverted_and_classified(trained, fashion
         probs.max(dim=1).values.numpy() > 0.9
     )
     i = int(np.flatnonzero(confident)[0])  # an image the model gets right in its original form
-    true_class = data.CLASS_NAMES[fashion.test_labels[i]]
+    true_class = fashion_mnist.CLASS_NAMES[fashion.test_labels[i]]
     photo = tmp_path / "photo.jpg"
     _photo(fashion.test_images[i]).save(photo, quality=95)
 
@@ -398,7 +403,9 @@ def test_idx_input(name, trained, fashion, tmp_path, capsys):
 
     assert code == 0, err
     assert [r["input"] for r in records] == [f"{idx}#{i}" for i in range(300)]
-    assert [r["class"] for r in records] == [data.CLASS_NAMES[c] for c in trained.predictions[:300]]
+    assert [r["class"] for r in records] == [
+        fashion_mnist.CLASS_NAMES[c] for c in trained.predictions[:300]
+    ]
 
 
 def test_bad_idx_file_is_reported(trained, fashion, tmp_path, capsys):
@@ -420,7 +427,7 @@ def test_table_output(trained, fashion, tmp_path, capsys):
     assert len(lines) == 3
     for i, line in enumerate(lines[1:]):
         assert line.startswith(str(tmp_path / f"img{i}.png"))
-        assert data.CLASS_NAMES[trained.predictions[i]] in line
+        assert fashion_mnist.CLASS_NAMES[trained.predictions[i]] in line
 
 
 def test_batch_size_must_be_positive(trained, tmp_path, capsys):

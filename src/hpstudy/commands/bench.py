@@ -83,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from hpstudy.data import idx as data
-    from hpstudy.data import sources
+    from hpstudy.data import fashion_mnist, sources
     from hpstudy.engine import make_split
     from hpstudy.runner.bench import run_benchmark
     from hpstudy.runner.devices import resolve_device
@@ -100,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tf32 and device.type != "cuda":
         raise UserError(f"--tf32 needs a CUDA device, got --device {device}")
     ds = sources.load(args.data_dir)
-    train = make_split(ds.train_images, ds.train_labels, mean=data.PIXEL_MEAN, std=data.PIXEL_STD)
+    train = make_split(
+        ds.train_images, ds.train_labels, mean=fashion_mnist.PIXEL_MEAN, std=fashion_mnist.PIXEL_STD
+    )
     report = run_benchmark(
         train,
         device=device,

@@ -1,7 +1,7 @@
 """Locate, verify or download the FashionMNIST files.
 
-Usage (the files are found as `hpstudy.data.idx` describes, downloaded only when no folder has
-them):
+Usage (the files are found as `hpstudy.data.fashion_mnist` describes, downloaded only when no
+folder has them):
 
     hpstudy data verify [--data-dir DIR]   # find the files (downloading if needed) and check them
 """

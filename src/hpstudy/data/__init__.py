@@ -1,1 +1,2 @@
-"""Data: IDX files, the catalog of named sets, downloads, the user's own data, preparation, EDA."""
+"""Data: IDX files, FashionMNIST, the catalog of named sets, downloads, the user's own data,
+preparation, EDA."""

@@ -5,14 +5,14 @@
     >>> arrays["train_images"].shape
     (60000, 28, 28)
 
-FashionMNIST is listed here for its name and class names only: it is loaded by `hpstudy.data.idx`,
-unchanged; `hpstudy.data.sources` locates (or downloads) and loads both kinds. MNIST and
-KMNIST share its file names, sizes and IDX layout, so they are read with
-`data.read_bytes`/`data.decode_idx` and downloaded by `hpstudy.data.download` with the same
-timeouts, retries, total limit, lock and atomic writes. Where they are looked for, in order:
-`data_dir` (the CLI's `--data-dir`), the user cache (`<XDG cache>/hpstudy/<name>`), else a
-download into it. No Debian package ships them (`apt-cache search mnist` finds only
-dataset-fashion-mnist).
+FashionMNIST is listed here for its name and class names only: it is loaded by
+`hpstudy.data.fashion_mnist`, unchanged; `hpstudy.data.sources` locates (or downloads) and loads
+both kinds. MNIST and KMNIST share its file names, sizes and IDX layout (`fashion_mnist.FILES`,
+`N_TRAIN`, `N_TEST`, `SHAPE`), so they are read with `idx.read_bytes`/`idx.decode_idx` within
+those bounds and downloaded by `hpstudy.data.download` with the same timeouts, retries, total
+limit, lock and atomic writes. Where they are looked for, in order: `data_dir` (the CLI's
+`--data-dir`), the user cache (`<XDG cache>/hpstudy/<name>`), else a download into it. No Debian
+package ships them (`apt-cache search mnist` finds only dataset-fashion-mnist).
 
 Their digests: the SHA-256 of the decompressed files is published nowhere we could find, so
 hpstudy verifies the SHA-256 of each `.gz` exactly as the official mirrors serve it (published
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist, idx
 from hpstudy.errors import DataError
 
 
@@ -50,7 +50,7 @@ class Source:
 
     @property
     def files(self) -> tuple[str, ...]:
-        return tuple(data.FILES.values())
+        return tuple(fashion_mnist.FILES.values())
 
     @property
     def keeps_gz(self) -> bool:
@@ -154,9 +154,11 @@ def read_verified(source: Source, path: Path, name: str) -> tuple[bytes, dict[st
     and the digests it was checked by: `name` (decompressed) and `name.gz` where that is the
     published one."""
     fix = source.fix(path)
-    magic = data.IMAGES_MAGIC if "idx3" in name else data.LABELS_MAGIC
-    max_count = data.N_TRAIN if name.startswith("train") else data.N_TEST
-    content = data.read_bytes(path, magic=magic, max_count=max_count, fix=fix)
+    magic = idx.IMAGES_MAGIC if "idx3" in name else idx.LABELS_MAGIC
+    max_count = fashion_mnist.N_TRAIN if name.startswith("train") else fashion_mnist.N_TEST
+    content = idx.read_bytes(
+        path, magic=magic, max_count=max_count, fix=fix, shape=fashion_mnist.SHAPE
+    )
     # read_bytes has bounded the size on disk by what the header declares: hashing is bounded.
     raw = path.read_bytes() if name not in source.sha256 else content
     problem = source.mismatch(name, raw, content)
@@ -178,7 +180,7 @@ def find_folder(source: Source, data_dir: str | os.PathLike | None = None) -> Pa
                 f"--data-dir {folder} is not a folder; point it at the folder holding the four "
                 f"{source.title} files, or drop --data-dir to use the cache"
             )
-        missing = [n for n in source.files if data.find_file(folder, n) is None]
+        missing = [n for n in source.files if idx.find_file(folder, n) is None]
         if missing:
             raise DataError(
                 f"{folder} (from --data-dir) lacks {', '.join(missing)} (or their .gz); put the "
@@ -186,7 +188,7 @@ def find_folder(source: Source, data_dir: str | os.PathLike | None = None) -> Pa
             )
         return folder
     cache = source.cache_dir()
-    if all(data.find_file(cache, n) is not None for n in source.files):
+    if all(idx.find_file(cache, n) is not None for n in source.files):
         return cache
     return None
 
@@ -194,12 +196,14 @@ def find_folder(source: Source, data_dir: str | os.PathLike | None = None) -> Pa
 def load_folder(source: Source, folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(role -> array, file -> SHA-256): the four files in `folder`, verified and decoded."""
     arrays, digests = {}, {}
-    for role, name in data.FILES.items():
-        path = data.find_file(folder, name)
+    for role, name in fashion_mnist.FILES.items():
+        path = idx.find_file(folder, name)
         if path is None:  # deleted between locate and now
             raise DataError(f"{folder / name} disappeared while loading; rerun")
         content, file_digests = read_verified(source, path, name)
-        magic = data.IMAGES_MAGIC if role.endswith("images") else data.LABELS_MAGIC
-        arrays[role] = data.decode_idx(content, path, magic=magic, fix=source.fix(path))
+        magic = idx.IMAGES_MAGIC if role.endswith("images") else idx.LABELS_MAGIC
+        arrays[role] = idx.decode_idx(
+            content, path, magic=magic, fix=source.fix(path), shape=fashion_mnist.SHAPE
+        )
         digests.update(file_digests)
     return arrays, digests

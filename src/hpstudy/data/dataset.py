@@ -2,9 +2,14 @@
 
     >>> ds = build("mine", x_train, y_train, x_test, y_test, ("a", "b"), digests={})
     >>> ds.input_shape, ds.n_classes, ds.n_overlap
+    >>> train_idx, val_idx = stratified_split(ds.y_train, n_val=6_000, seed=42)
 
 `hpstudy.data.datasets` loads a named set or the user's file into this shape;
-`hpstudy.data.userdata` checks the user's arrays before they get here.
+`hpstudy.data.userdata` checks the user's arrays before they get here. What is computed from a
+split's arrays alone lives here too: test rows that repeat training rows, pixel statistics, and
+`stratified_split`, the seeded split of labels that cuts digits' test split
+(`hpstudy.data.datasets`), a study's validation split and the `--limit-train`/`--limit-eval`
+subsets (`hpstudy.data.prepare`).
 """
 
 from __future__ import annotations
@@ -97,3 +102,22 @@ def pixel_statistics(x: np.ndarray, name: str) -> tuple[float, float]:
             "there is nothing to learn and no std to normalise by; check the data"
         )
     return float(mean), float(std)
+
+
+def stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): a seeded split with each class in proportion in the validation part."""
+    if not 0 < n_val < len(labels):
+        raise DataError(f"validation size must be between 1 and {len(labels) - 1}, got {n_val}")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    # Largest-remainder allocation so the per-class quotas sum to n_val exactly.
+    exact = counts * n_val / len(labels)
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(quota - exact)[: n_val - quota.sum()]] += 1
+    val = [
+        rng.permutation(np.flatnonzero(labels == c))[:q]
+        for c, q in zip(classes, quota, strict=True)
+    ]
+    val_idx = np.sort(np.concatenate(val))
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return train_idx, val_idx

@@ -25,9 +25,8 @@ import numpy as np
 
 from hpstudy.config.paths import os_errors, user_path
 from hpstudy.config.study import DATA_NAMES
-from hpstudy.data import catalog, sources, userdata
-from hpstudy.data import idx as data
-from hpstudy.data.dataset import Dataset, build
+from hpstudy.data import catalog, fashion_mnist, sources, userdata
+from hpstudy.data.dataset import Dataset, build, stratified_split
 from hpstudy.errors import DataError, UserError
 
 
@@ -53,7 +52,7 @@ def load_dataset(
     if name == "fashion-mnist":
         fm = sources.load(data_dir, download=download, progress=progress)
         arrays = (fm.train_images, fm.train_labels, fm.test_images, fm.test_labels)
-        return build(name, *arrays, data.CLASS_NAMES, fm.digests, source=fm.source)
+        return build(name, *arrays, fashion_mnist.CLASS_NAMES, fm.digests, source=fm.source)
     if name in catalog.SOURCES:
         src = catalog.SOURCES[name]
         arrays, digests, folder = sources.load_idx(
@@ -85,7 +84,7 @@ def _digits(spec: Mapping) -> Dataset:
     n_test = _n_test(test_size, len(labels))
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"[data] split_seed must be an integer >= 0, got split_seed={seed!r}")
-    train_idx, test_idx = data.stratified_split(labels, n_test, seed)
+    train_idx, test_idx = stratified_split(labels, n_test, seed)
     bundled = resources.files("sklearn.datasets.data") / "digits.csv.gz"
     digests = {
         "sklearn/datasets/data/digits.csv.gz": hashlib.sha256(bundled.read_bytes()).hexdigest()

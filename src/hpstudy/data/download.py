@@ -11,13 +11,13 @@
 
 Mirrors are tried in order: `mirrors` if given, else `$HPSTUDY_MIRRORS` (comma-separated base URLs),
 else `DEFAULT_MIRRORS`. Each file is `<base><name>.gz`. A file is kept only once the SHA-256 of its
-decompressed bytes matches `data.SHA256`; it is stored decompressed (so `sha256sum` on the cache
-shows the published digests and loading skips gunzip). (MNIST and KMNIST: the SHA-256 of the .gz
-must match `catalog`'s table, and the .gz is kept as served.) Each file is written to a temporary
-name in the same folder and renamed, so a reader never sees a partial file. An exclusive lock on
-`<dest>/.lock` (the `filelock` package) serialises processes that download at once: the second
-one says it is waiting, re-checks the cache after the first has finished and finds nothing left
-to do (or gives up with a `DataError` after `lock_wait` seconds, should the first one hang).
+decompressed bytes matches `fashion_mnist.SHA256`; it is stored decompressed (so `sha256sum` on the
+cache shows the published digests and loading skips gunzip). (MNIST and KMNIST: the SHA-256 of the
+.gz must match `catalog`'s table, and the .gz is kept as served.) Each file is written to a
+temporary name in the same folder and renamed, so a reader never sees a partial file. An exclusive
+lock on `<dest>/.lock` (the `filelock` package) serialises processes that download at once: the
+second one says it is waiting, re-checks the cache after the first has finished and finds nothing
+left to do (or gives up with a `DataError` after `lock_wait` seconds, should the first one hang).
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hpstudy.atomic import PART_SUFFIX, atomic_file
-from hpstudy.data import catalog
-from hpstudy.data import idx as data
+from hpstudy.data import catalog, fashion_mnist, idx
 from hpstudy.errors import DataError
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
@@ -107,7 +106,7 @@ def fetch_all(
     """Make `dest` hold the four canonical files, downloading those missing or bad; return `dest`.
 
     `source` is the dataset (`catalog.MNIST`, `catalog.KMNIST`); None is FashionMNIST, checked
-    against `data.SHA256`. A source whose published digests are of the .gz files is kept as
+    against `fashion_mnist.SHA256`. A source whose published digests are of the .gz files is kept as
     those .gz files, byte for byte.
 
     `timeout` bounds each connect and each read (seconds); `total_timeout` bounds one attempt at
@@ -132,7 +131,7 @@ def fetch_all(
         raise ValueError(f"retries must be >= 0, got retries={retries}")
     src = source or _fashion()
     bases = resolve_mirrors(mirrors, defaults=src.mirrors, env=src.mirrors_env)
-    how = data.how_to_provide() if source is None else src.how_to_provide()
+    how = fashion_mnist.how_to_provide() if source is None else src.how_to_provide()
     say = progress or (lambda _line: None)
     dest = Path(dest)
     try:
@@ -159,14 +158,14 @@ def fetch_all(
 
 
 def _fashion() -> catalog.Source:
-    """FashionMNIST as a source, read from `data` at call time (tests patch its globals)."""
+    """FashionMNIST as a source, read from `fashion_mnist` at call time (tests patch it)."""
     return catalog.Source(
         name="fashion-mnist",
         title="FashionMNIST",
-        class_names=data.CLASS_NAMES,
+        class_names=fashion_mnist.CLASS_NAMES,
         mirrors=DEFAULT_MIRRORS,
         mirrors_env=MIRRORS_ENV,
-        sha256=data.SHA256,
+        sha256=fashion_mnist.SHA256,
     )
 
 
@@ -273,9 +272,9 @@ def _verify(name: str, raw: bytes, src: catalog.Source) -> bytes:
     """`raw` decompressed, if it (or its decompressed bytes) has `src`'s digest of `name`."""
     # Inflating stops one byte past the canonical size: a small gzip that inflates to gigabytes
     # costs no more memory than the real file.
-    limit = data.idx_size(name)
+    limit = fashion_mnist.idx_size(name)
     try:
-        content = data.gunzip(raw, limit)
+        content = idx.gunzip(raw, limit)
     except EOFError as exc:  # a cut-off stream may be a broken transfer: worth another try
         raise _MirrorFailure(f"gzip stream truncated at {len(raw):,} bytes", retry=True) from exc
     except (OSError, zlib.error) as exc:
@@ -295,12 +294,12 @@ def _verify(name: str, raw: bytes, src: catalog.Source) -> bytes:
 
 def _is_cached(folder: Path, name: str, source: catalog.Source | None = None) -> bool:
     """Whether `folder` holds a verified `name`; a bad copy is removed (the cache is ours)."""
-    path = data.find_file(folder, name)
+    path = idx.find_file(folder, name)
     if path is None:
         return False
     try:
         if source is None:
-            data.verify_digest(name, data.read_bytes(path), path)
+            fashion_mnist.read_canonical(path, name)
         else:
             catalog.read_verified(source, path, name)
     except DataError:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hpstudy.atomic import atomic_file
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist
 from hpstudy.errors import UserError
 from hpstudy.usertext import plot_text
 
@@ -56,7 +56,7 @@ class EdaResult:
     figures: tuple[Path, ...]  # the files written, in the order written
 
 
-def class_counts(labels: np.ndarray, n_classes: int = len(data.CLASS_NAMES)) -> np.ndarray:
+def class_counts(labels: np.ndarray, n_classes: int = len(fashion_mnist.CLASS_NAMES)) -> np.ndarray:
     """Images per class, (n_classes,) int64."""
     return np.bincount(labels, minlength=n_classes).astype(np.int64)
 
@@ -75,14 +75,14 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
 
 
 def _arrays(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """(x_train, y_train, y_test, class names) of a `datasets.Dataset` or `data.FashionMNIST`."""
+    """(x_train, y_train, y_test, class names) of a `Dataset` or a `FashionMNIST`."""
     if hasattr(ds, "x_train"):
         return ds.x_train, ds.y_train, ds.y_test, tuple(ds.class_names)
-    return ds.train_images, ds.train_labels, ds.test_labels, data.CLASS_NAMES
+    return ds.train_images, ds.train_labels, ds.test_labels, fashion_mnist.CLASS_NAMES
 
 
 def summarize(ds) -> EdaSummary:
-    """Class balance and value statistics of a `datasets.Dataset` (or `data.FashionMNIST`):
+    """Class balance and value statistics of a `datasets.Dataset` (or `fashion_mnist.FashionMNIST`):
     pixels on [0, 1] for uint8 images, the raw values for float features."""
     x, y, y_test, names = _arrays(ds)
     if x.dtype == np.uint8:
@@ -103,7 +103,7 @@ def plot_class_distribution(
     test_counts: Sequence[int] | np.ndarray,
     path: Path,
     *,
-    class_names: Sequence[str] = data.CLASS_NAMES,
+    class_names: Sequence[str] = fashion_mnist.CLASS_NAMES,
     title: str = "FashionMNIST",
 ) -> Path:
     """Bars per class, train and test side by side, written atomically as a PNG at `path`."""
@@ -137,7 +137,7 @@ def plot_samples(
     *,
     n_per_class: int = 10,
     seed: int = 0,
-    class_names: Sequence[str] = data.CLASS_NAMES,
+    class_names: Sequence[str] = fashion_mnist.CLASS_NAMES,
 ) -> Path:
     """A grid with one row per class of `n_per_class` images drawn with `seed`, as a PNG."""
     from matplotlib.figure import Figure
@@ -184,8 +184,8 @@ def ensure_out_dir(out: Path) -> Path:
 
 
 def run_eda(ds, out: Path, *, seed: int = 0, title: str = "FashionMNIST") -> EdaResult:
-    """Summarize `ds` (a `datasets.Dataset` or `data.FashionMNIST`) and write its figures into
-    `out` (created if missing): the sample grid only for images, with at most as many per class
+    """Summarize `ds` (a `datasets.Dataset` or `fashion_mnist.FashionMNIST`) and write its figures
+    into `out` (created if missing): the sample grid only for images, with at most as many per class
     as the smallest class holds (up to 10)."""
     out = ensure_out_dir(out)
     summary = summarize(ds)

@@ -107,8 +107,7 @@ def prepare_data(study: Study, options: DataOptions, dataset=None) -> Data:
     """Load, verify and split the data as the study says (and the limits allow); `dataset`
     is the study's `datasets.Dataset` when the caller has loaded it already."""
     from hpstudy import engine
-    from hpstudy.data import idx as datamod
-    from hpstudy.data.dataset import pixel_statistics
+    from hpstudy.data.dataset import pixel_statistics, stratified_split
 
     ds = dataset if dataset is not None else load_study_data(study, options)
     train_x, train_y = ds.x_train, ds.y_train
@@ -124,8 +123,7 @@ def prepare_data(study: Study, options: DataOptions, dataset=None) -> Data:
                 f"examples of {study.data_label}, got {study.validation_size:,}; lower it (a "
                 "tenth of the training split is usual)"
             )
-        train_idx, val_idx = datamod.stratified_split(train_y, study.validation_size,
-                                                      study.validation_seed)  # fmt: skip
+        train_idx, val_idx = stratified_split(train_y, study.validation_size, study.validation_seed)
         eval_x, eval_y = train_x[val_idx], train_y[val_idx]
         train_x, train_y = train_x[train_idx], train_y[train_idx]
         split |= {
@@ -176,9 +174,9 @@ def prepare_data(study: Study, options: DataOptions, dataset=None) -> Data:
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded, stratified subset of n examples (all of them when n >= len)."""
-    from hpstudy.data import idx as datamod
+    from hpstudy.data.dataset import stratified_split
 
     if n >= len(y):
         return x, y
-    _, idx = datamod.stratified_split(y, n, seed=0)
+    _, idx = stratified_split(y, n, seed=0)
     return x[idx], y[idx]

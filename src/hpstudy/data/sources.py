@@ -4,9 +4,9 @@
     >>> fm = sources.load()                             # FashionMNIST, verified
     >>> arrays, digests, folder = sources.load_idx(catalog.SOURCES["mnist"])
 
-This module sits above the readers (`idx`, `catalog`) and the downloader (`download`), so none of
-them needs another: the readers find and decode files in a folder, the downloader fills the
-cache, and only here does "not found" turn into "download it".
+This module sits above the readers (`fashion_mnist`, `catalog`, both on `idx`) and the downloader
+(`download`), so none of them needs another: the readers find and decode files in a folder, the
+downloader fills the cache, and only here does "not found" turn into "download it".
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpstudy.data import catalog
+from hpstudy.data import catalog, fashion_mnist
 from hpstudy.data import download as downloader  # `download` is a keyword argument here
-from hpstudy.data import idx as data
 from hpstudy.errors import DataError
 
 Progress = Callable[[str], None] | None
@@ -30,19 +29,19 @@ def locate(
 ) -> Path:
     """The folder holding the four FashionMNIST files; downloads into the cache when none has
     them. `progress`, if given, receives one line per download step (the library never prints)."""
-    folder = data.find_folder(data_dir)
+    folder = fashion_mnist.find_folder(data_dir)
     if folder is not None:
         return folder
     if not download:
-        raise data.not_found()
-    return downloader.fetch_all(data.cache_dir(), progress=progress)
+        raise fashion_mnist.not_found()
+    return downloader.fetch_all(fashion_mnist.cache_dir(), progress=progress)
 
 
 def load(
     data_dir: str | os.PathLike | None = None, *, download: bool = True, progress: Progress = None
-) -> data.FashionMNIST:
+) -> fashion_mnist.FashionMNIST:
     """FashionMNIST located, verified (SHA-256) and decoded."""
-    return data.load_folder(locate(data_dir, download=download, progress=progress))
+    return fashion_mnist.load_folder(locate(data_dir, download=download, progress=progress))
 
 
 def locate_source(

@@ -9,7 +9,7 @@ An `.npz` is a zip of `.npy` files: each array's header (dtype, shape) is read a
 its data, so an array that declares more than `MAX_ARRAY_BYTES` is refused having read a few
 hundred bytes, and nothing is ever unpickled. An IDX folder holds `train-images-idx3-ubyte`,
 `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte` (each may be
-`.gz`), read by `data.read_bytes` with the same bound. Every problem is a `DataError` of one line:
+`.gz`), read by `idx.read_bytes` with the same bound. Every problem is a `DataError` of one line:
 the file, what is wrong, what to do.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist, idx
 from hpstudy.data.dataset import build
 from hpstudy.errors import DataError
 
@@ -50,7 +50,7 @@ def load(path: Path):
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, str]]:
     fix = _FIX_NPZ
-    with data.open_regular(path, fix) as fh:
+    with idx.open_regular(path, fix) as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
         fh.seek(0)
         try:
@@ -118,23 +118,23 @@ def _check_declared_shape(path: Path, key: str, shape: tuple) -> None:
 
 
 def _read_idx_folder(folder: Path) -> tuple[dict[str, np.ndarray], None, dict[str, str]]:
-    names = dict(zip(ARRAYS, data.FILES.values(), strict=True))
+    names = dict(zip(ARRAYS, fashion_mnist.FILES.values(), strict=True))
     fix = "write the four files as IDX (unsigned bytes; images 0x803, labels 0x801)"
     arrays, digests = {}, {}
     for key, name in names.items():
-        path = data.find_file(folder, name)
+        path = idx.find_file(folder, name)
         if path is None:
             raise DataError(
                 f"{folder} lacks {name} (or {name}.gz); a data folder holds "
                 f"{', '.join(names.values())}; {fix}"
             )
-        magic = data.IMAGES_MAGIC if key.startswith("x") else data.LABELS_MAGIC
+        magic = idx.IMAGES_MAGIC if key.startswith("x") else idx.LABELS_MAGIC
         # Images are bytes, copied to float64 for their statistics: 8 bytes a pixel held.
         cap = MAX_ARRAY_BYTES // 8 if key.startswith("x") else MAX_ARRAY_BYTES
-        content = data.read_bytes(
+        content = idx.read_bytes(
             path, magic=magic, max_count=MAX_EXAMPLES, fix=fix, shape=None, max_bytes=cap,
         )  # fmt: skip
-        arrays[key] = data.decode_idx(content, path, magic=magic, fix=fix, shape=None)
+        arrays[key] = idx.decode_idx(content, path, magic=magic, fix=fix, shape=None)
         digests[name] = hashlib.sha256(content).hexdigest()
     return arrays, None, digests
 

@@ -22,7 +22,7 @@ the dataset does. Nothing here prints; failures come back as `Failure` values.
 Every input is bounded before it is read: anything but a regular file (a FIFO, a device) is refused
 without a blocking open; an image file over `MAX_IMAGE_BYTES` on disk or over Pillow's
 `Image.MAX_IMAGE_PIXELS` (checked from its header, before decoding) is refused as a possible
-decompression bomb; an IDX file is read as `data.read_bytes` reads one (header first, at most
+decompression bomb; an IDX file is read as `idx.read_bytes` reads one (header first, at most
 `MAX_IDX_IMAGES` images, never past what the header declares). An image for which the model's
 outputs are not finite is a `Failure` too, so no probability is ever NaN.
 """
@@ -41,13 +41,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist, idx
 from hpstudy.errors import DataError, UserError
 from hpstudy.predict.modelfile import LoadedModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 INVERT_MODES = ("auto", "never", "always")
-SIDE = data.N_ROWS  # 28: FashionMNIST images are SIDE x SIDE
+SIDE = fashion_mnist.N_ROWS  # 28: FashionMNIST images are SIDE x SIDE
 N_TOP = 3
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 # Bounds on what one input may cost. A photo of a garment needs a few megabytes at most; EMNIST,
@@ -138,16 +138,18 @@ def is_idx(path: Path) -> bool:
 
 def read_idx_images(path: Path) -> np.ndarray:
     """All images of an IDX file as (N, 28, 28) uint8; DataError if it is not one."""
-    content = data.read_bytes(  # gzip or not; bounded by its header
-        path, magic=_IDX_IMAGES_MAGIC, max_count=MAX_IDX_IMAGES, fix=_IDX_FIX
+    content = idx.read_bytes(  # gzip or not; bounded by its header
+        path, magic=_IDX_IMAGES_MAGIC, max_count=MAX_IDX_IMAGES, fix=_IDX_FIX, shape=(SIDE, SIDE)
     )
     n_images = int.from_bytes(content[4:8], "big")
-    return data.decode_idx(content, path, magic=_IDX_IMAGES_MAGIC, count=n_images, fix=_IDX_FIX)
+    return idx.decode_idx(
+        content, path, magic=_IDX_IMAGES_MAGIC, count=n_images, fix=_IDX_FIX, shape=(SIDE, SIDE)
+    )
 
 
 def read_grayscale(path: Path) -> np.ndarray:
     """An image file as (H, W) uint8 grayscale, upright, transparency flattened onto white."""
-    with data.open_regular(path, "pass the image file itself (PNG, JPEG, ...)") as f:
+    with idx.open_regular(path, "pass the image file itself (PNG, JPEG, ...)") as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_IMAGE_BYTES:
             raise DataError(

@@ -1,6 +1,6 @@
 """The saved-model file: a state_dict plus the metadata that rebuilds and explains it.
 
-    >>> norm = {"mean": data.PIXEL_MEAN, "std": data.PIXEL_STD}
+    >>> norm = {"mean": fashion_mnist.PIXEL_MEAN, "std": fashion_mnist.PIXEL_STD}
     >>> path = save_model("runs/paper/final_best_model.pth", state_dict=net.state_dict(),
     ...                   config=cfg, normalization=norm, metrics={"test_accuracy": 0.8812},
     ...                   data_digests=ds.digests)
@@ -43,7 +43,7 @@ from torch import nn
 from hpstudy import __version__
 from hpstudy.atomic import save_torch_atomic
 from hpstudy.config.config import Config
-from hpstudy.data import idx as data
+from hpstudy.data import fashion_mnist
 from hpstudy.engine.model import build_model, evaluate_net
 from hpstudy.errors import UserError
 
@@ -108,7 +108,7 @@ def save_model(
     normalization: dict[str, float],
     metrics: dict[str, float],
     data_digests: dict[str, str],
-    class_names: tuple[str, ...] | list[str] = data.CLASS_NAMES,
+    class_names: tuple[str, ...] | list[str] = fashion_mnist.CLASS_NAMES,
     extra: dict | None = None,
 ) -> Path:
     """Write a model file atomically (temp file in the same folder, then rename); returns its path.

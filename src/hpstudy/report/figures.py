@@ -222,10 +222,9 @@ def plot_class_distribution(
     title: str = "FashionMNIST",
 ) -> Path:
     """Examples per class in the run's training and test splits (`hpstudy eda`'s plot)."""
-    from hpstudy.data import eda
-    from hpstudy.data import idx as data
+    from hpstudy.data import eda, fashion_mnist
 
-    names = tuple(class_names or data.CLASS_NAMES)
+    names = tuple(class_names or fashion_mnist.CLASS_NAMES)
     return eda.plot_class_distribution(eda.class_counts(train_labels, len(names)),
                                        eda.class_counts(test_labels, len(names)), path,
                                        class_names=names, title=title)  # fmt: skip

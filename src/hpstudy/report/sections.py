@@ -331,7 +331,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
 
 
 def provenance_section(view: RunView, final: FinalModel | None, report_command: str):
-    from hpstudy.data import idx as data
+    from hpstudy.data import fashion_mnist
 
     info, split = view.info, view.split
     finished = view.finished
@@ -354,7 +354,7 @@ def provenance_section(view: RunView, final: FinalModel | None, report_command: 
         if not view.study.is_fashion_mnist:  # verified on loading, or the user's own file
             rows.append((f"sha256 {name}", digest))
             continue
-        ok = "canonical" if data.SHA256.get(name) == digest else "NOT the canonical file"
+        ok = "canonical" if fashion_mnist.SHA256.get(name) == digest else "NOT the canonical file"
         rows.append((f"sha256 {name}", f"{digest} ({ok})"))
     blocks: list[Block] = [
         Heading(2, "Provenance"),

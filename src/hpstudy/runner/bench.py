@@ -39,8 +39,7 @@ from torch import nn
 
 from hpstudy.config.config import Config
 from hpstudy.config.cost import model_epoch_flops
-from hpstudy.data import idx as data
-from hpstudy.data import sources
+from hpstudy.data import fashion_mnist, idx, sources
 from hpstudy.engine.flops import measure_matmul_flops, synchronize, training_numerics
 from hpstudy.engine.model import build_model
 from hpstudy.engine.optimizers import StackedOptimizer
@@ -153,13 +152,11 @@ def stage_torchvision_root(
     source = sources.locate(data_dir, download=False)
     raw = Path(root) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name in data.FILES.values():
-        path = data.find_file(source, name)
+    for name in fashion_mnist.FILES.values():
+        path = idx.find_file(source, name)
         if path is None:  # deleted since locate
             raise DataError(f"{source / name} disappeared while staging it for torchvision; rerun")
-        content = data.read_bytes(path)
-        data.verify_digest(name, content, path)
-        (raw / name).write_bytes(content)
+        (raw / name).write_bytes(fashion_mnist.read_canonical(path, name))
     return Path(root)
 
 
@@ -173,7 +170,10 @@ def torchvision_fashion_mnist(root: str | os.PathLike, *, train: bool = True):
         raise RuntimeError(why)
     transforms = torchvision.transforms
     transform = transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize((data.PIXEL_MEAN,), (data.PIXEL_STD,))]
+        [
+            transforms.ToTensor(),
+            transforms.Normalize((fashion_mnist.PIXEL_MEAN,), (fashion_mnist.PIXEL_STD,)),
+        ]
     )
     return torchvision.datasets.FashionMNIST(root, train=train, transform=transform, download=False)
 
