@@ -1,1 +1,1 @@
-"""Predicting with a saved model: the model file and image decoding."""
+"""Predicting with a saved model: the model file, what its metadata must be, image decoding."""

@@ -21,12 +21,13 @@ Everything in it is a tensor, dict, list, str, int, float, bool or None, so it l
 `torch.load(path, weights_only=True)`. `load_model` loads it that way only: a file never gets to
 run code, and each way a file can be wrong has its own `ModelFileError`, among them weights that
 hold NaN or infinity (such a model cannot predict; `save_model` refuses to write one as well).
+This module is the format and the save and load flow; what the metadata must hold is checked by
+`hpstudy.predict.metadata`, on what `save_model` is given and on what `load_model` reads.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
 import pickle
 import pickletools
@@ -46,19 +47,15 @@ from hpstudy.config.config import Config
 from hpstudy.data import fashion_mnist
 from hpstudy.engine.model import build_model, evaluate_net
 from hpstudy.errors import UserError
+from hpstudy.predict.metadata import (
+    SAVE_NORM_FIX,
+    check_loaded,
+    checked_extra,
+    checked_normalization,
+)
 
 FORMAT = "hpstudy-model"
 SCHEMA_VERSION = 1
-# Keys `save_model` writes into the metadata; `extra` may not overwrite them.
-_CORE_METADATA = (
-    "config",
-    "normalization",
-    "class_names",
-    "metrics",
-    "data_digests",
-    "versions",
-    "created",
-)
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PROTO = 0x80  # first byte of a protocol >= 2 pickle: torch's legacy format, or raw pickle
 
@@ -126,8 +123,8 @@ def save_model(
                          "classes; give one name per class")  # fmt: skip
     metadata = {
         "config": config.to_dict(),
-        "normalization": _checked_normalization(
-            normalization, where="save_model", error=ValueError, fix=_SAVE_NORM_FIX
+        "normalization": checked_normalization(
+            normalization, where="save_model", error=ValueError, fix=SAVE_NORM_FIX
         ),
         "class_names": [str(n) for n in class_names],
         "metrics": {str(k): float(v) for k, v in metrics.items()},
@@ -140,20 +137,7 @@ def save_model(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if extra:
-        clash = sorted(set(extra) & set(_CORE_METADATA))
-        if clash:
-            raise ValueError(f"extra metadata may not replace {clash}; use other key names")
-        _check_plain(extra, "extra")
-        extra = dict(extra)
-        if "input_shape" in extra:
-            shape = extra["input_shape"]
-            extra["input_shape"] = list(shape) if isinstance(shape, tuple) else shape
-            _check_input_shape(extra["input_shape"], config, where="save_model extra",
-                               error=ValueError, fix=_SAVE_SHAPE_FIX)  # fmt: skip
-        if "pixel_max" in extra:
-            _check_pixel_max(extra["pixel_max"], where="save_model extra", error=ValueError,
-                             fix=_SAVE_PIXEL_MAX_FIX)  # fmt: skip
-        metadata.update(extra)
+        metadata.update(checked_extra(extra, config))
     payload = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -186,23 +170,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         raise ModelFileError(
             f"{path} lacks its 'state_dict' or 'metadata' dict; the file is damaged, save it again"
         )
-    config = _config_from(metadata, path)
-    _checked_normalization(metadata.get("normalization"), where=str(path), error=ModelFileError)
-    names = metadata.get("class_names")
-    if not (
-        isinstance(names, list)
-        and len(names) == config.n_classes
-        and all(isinstance(n, str) for n in names)
-    ):
-        raise ModelFileError(
-            f"{path}: metadata 'class_names' must be a list of {config.n_classes} names (the "
-            f"model's classes), got {names!r:.200}"
-        )
-    # Checked before anything is computed from them: predict resizes images to input_shape and
-    # scales pixels by pixel_max.
-    _check_input_shape(metadata.get("input_shape", [28, 28]), config, where=str(path),
-                       error=ModelFileError)  # fmt: skip
-    _check_pixel_max(metadata.get("pixel_max"), where=str(path), error=ModelFileError)
+    config = check_loaded(metadata, where=str(path), error=ModelFileError)
     check_state_dict(state_dict, config, where=str(path))
     # build_model draws initial weights from torch's global RNG; fork it so loading a model does
     # not change the random stream of whoever calls us.
@@ -354,104 +322,3 @@ def _foreign_globals(path: Path) -> list[str]:
             break
     allowed = ("torch.", "collections.OrderedDict")
     return list(dict.fromkeys(name for name in found if not name.startswith(allowed)))
-
-
-def _config_from(metadata: dict, path: Path) -> Config:
-    raw = metadata.get("config")
-    if not isinstance(raw, dict):
-        raise ModelFileError(f"{path}: metadata has no 'config' dict; the file is not usable")
-    try:
-        return Config.from_dict(raw)
-    except (UserError, TypeError, ValueError, OverflowError) as exc:
-        # OverflowError: a number too large for a float (lr=10**400), which Config converts.
-        raise ModelFileError(f"{path}: invalid configuration in metadata: {exc}; "
-                             f"{_EDITED}") from exc  # fmt: skip
-
-
-# What to do about a bad value: in a file (load_model), and in what a caller gives save_model.
-_EDITED = "the metadata was edited or damaged: use the file as `hpstudy run` saved it"
-_SAVE_SHAPE_FIX = "pass the training data's input_shape, e.g. list(data.input_shape)"
-_SAVE_PIXEL_MAX_FIX = "pass the training images' largest pixel value, or None for features"
-_SAVE_NORM_FIX = "pass the mean and std the model's inputs were normalised with"
-
-
-def _check_input_shape(shape: object, config: Config, *, where: str, error: type[Exception],
-                       fix: str = _EDITED) -> None:  # fmt: skip
-    """[H, W] or [D] of positive integers that the model's first layer takes: H * W (or D) is
-    its `n_inputs`, and a CNN, whose convolutions see square images, needs [side, side]. The
-    product bounds each value by `n_inputs`, which `Config` bounds: no absurd size gets through
-    to predict, which resizes every image to this shape."""
-    plain = (
-        isinstance(shape, list)
-        and len(shape) in (1, 2)
-        and all(type(n) is int and n > 0 for n in shape)  # bool is no size
-    )
-    if not plain or math.prod(shape) != config.n_inputs:
-        raise error(
-            f"{where}: metadata 'input_shape' must be [H, W] or [D] with {config.n_inputs} "
-            f"values in all (the model's inputs), got {shape!r:.200}; {fix}"
-        )
-    side = config.image_side
-    if config.is_cnn and shape != [side, side]:
-        # predict would resize images to `shape` while the convolutions read side x side.
-        raise error(
-            f"{where}: metadata 'input_shape' is {shape}, but the model is a CNN whose first "
-            f"convolution takes {side} x {side} images; {fix}"
-        )
-
-
-# What pixel_max may be: the largest pixel value of the training images (digits 16, 255 for
-# 8-bit images); predict scales 0..255 inputs onto 0..pixel_max.
-_PIXEL_MAX_RANGE = (1, 255)
-
-
-def _check_pixel_max(value: object, *, where: str, error: type[Exception],
-                     fix: str = _EDITED) -> None:  # fmt: skip
-    """An integer in 1..255, or None (data that is not 8-bit images); absent means 255."""
-    low, high = _PIXEL_MAX_RANGE
-    if value is None or (type(value) is int and low <= value <= high):  # bool is no pixel value
-        return
-    raise error(
-        f"{where}: metadata 'pixel_max' must be an integer in {low}..{high} (the largest pixel "
-        f"value of the training images: 255, or 16 for digits), got {value!r:.60}; {fix}"
-    )
-
-
-def _checked_normalization(norm: object, *, where: str, error: type[Exception],
-                           fix: str = _EDITED) -> dict:  # fmt: skip
-    """{'mean': float, 'std': float > 0}, or `error` naming `where` and the bad value."""
-    ok = isinstance(norm, dict) and all(
-        isinstance(norm.get(k), int | float) and not isinstance(norm.get(k), bool)
-        for k in ("mean", "std")
-    )
-    if ok:
-        try:
-            mean, std = float(norm["mean"]), float(norm["std"])
-        except OverflowError:  # an integer beyond float's range (10**400): no mean or std
-            mean = std = math.nan
-        if math.isfinite(mean) and math.isfinite(std) and std > 0:
-            return {"mean": mean, "std": std}
-    # The echo is cut short: an edited file may hold a megabyte-long string there.
-    raise error(f"{where}: metadata 'normalization' must be {{'mean': float, 'std': float > 0}}, "
-                f"got {norm!r:.200}; {fix}")  # fmt: skip
-
-
-def _check_plain(value: object, where: str) -> None:
-    """Only what weights_only loading accepts: dicts, lists, tuples, str, numbers, bool, None."""
-    # Exact types: subclasses (numpy floats, TorchVersion) are globals to the unpickler.
-    if value is None or type(value) in (str, int, float, bool) or isinstance(value, torch.Tensor):
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if type(k) not in (str, int):
-                raise TypeError(f"{where}: key {k!r} must be a str or int")
-            _check_plain(v, f"{where}[{k!r}]")
-        return
-    if isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
-        return
-    raise TypeError(
-        f"{where} is a {type(value).__name__}; a model file holds only tensors, dicts, lists, "
-        "str, int, float, bool and None (so it loads with weights_only=True)"
-    )
