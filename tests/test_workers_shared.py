@@ -169,8 +169,10 @@ def finish(workers: list[subprocess.Popen]) -> list[int]:
     for worker in workers:
         out, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err[-2000:]
-        assert "claiming " in out  # the claim size is printed
         trained.append(int(out.split("trained ")[-1].split()[0]))
+        # The claim size is printed by a worker that claimed; on a loaded machine a worker that
+        # starts late may find nothing left to claim, which is no failure.
+        assert "claiming " in out or trained[-1] == 0, out[-2000:]
         print(*[line for line in out.splitlines() if line.startswith("claiming")], sep="\n")
     return trained
 
