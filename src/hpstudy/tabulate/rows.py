@@ -36,10 +36,7 @@ def ranked_table(study: Study, protocol: str, rows: list[Row], *, name: str, tit
                  rule: str) -> StageTable:  # fmt: skip
     """A one-round table (grid, search): rows best first, the winner marked. `title` may use
     `{n}`, the number of rows."""
-    rows = sorted(rows, key=lambda r: -r.selection.mean if r.selection.n else 1.0)
-    winner = pick_winner(rows)
-    if winner is not None:
-        rows[winner] = dataclasses.replace(rows[winner], is_winner=True)
+    rows = mark_winner(sorted(rows, key=lambda r: -r.selection.mean if r.selection.n else 1.0))
     return StageTable(
         study=study.name,
         protocol=protocol,
