@@ -101,7 +101,7 @@ def _open_storage(url: str, kwargs: dict, heartbeat_s: int, grace_s: int) -> RDB
             raise UserError(f"cannot open storage {redact_url(url)!r}: {exc}; for PostgreSQL "
                             "`pip install 'hpstudy[postgres]'`") from exc  # fmt: skip
         except UserError:
-            raise  # a damaged store, said in one line by the session (_session_deferring_...)
+            raise  # a damaged store, said in one line by the session (defer_interrupts_in_sessions)
         except Exception as exc:  # sqlalchemy's OperationalError, IntegrityError and friends
             if attempt == 5 or ("exists" not in str(exc) and "duplicate" not in str(exc)):
                 if url.startswith("sqlite") and (error := explain_storage_error(exc, url)):
