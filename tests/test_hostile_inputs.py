@@ -15,6 +15,7 @@ import torch
 
 from hpstudy import cli
 from hpstudy.commands.progress import ProgressPrinter, busy_machine_hint
+from hpstudy.config.config import Config
 from hpstudy.errors import DataError, UserError
 from hpstudy.protocols.events import EpochDone, StageStarted
 
@@ -410,3 +411,10 @@ def test_a_study_name_that_is_no_slug_is_one_line(name, capsys):
     code, _, err = _run(capsys, "run", name)
     assert code == 2 and err.count("\n") == 1, err
     assert "no study named" in err and "known studies: clean, cnn" in err
+
+
+@pytest.mark.parametrize("field", ["lr", "weight_decay"])
+def test_an_integer_too_large_for_a_float_is_one_line(field):
+    # Python and a hand-edited file can give 10**400; float() of it raises OverflowError.
+    with pytest.raises(UserError, match=f"^{field} must be a finite number, got an integer too"):
+        Config(topology="T1", **{field: 10**400})

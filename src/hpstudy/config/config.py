@@ -96,7 +96,7 @@ class Config:
         set_(self, "optimizer", canonical_name(self.optimizer, OPTIMIZERS, "optimizer"))
         if isinstance(self.lr, bool) or not isinstance(self.lr, int | float):
             raise UserError(f"lr must be a number, got lr={self.lr!r}")
-        set_(self, "lr", float(self.lr))
+        set_(self, "lr", _as_float("lr", self.lr))
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"lr must be > 0, got lr={self.lr}")
         checks = (("seed", 0), ("batch_size", 1), ("max_epochs", 1), ("patience", 1),
@@ -277,6 +277,16 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) + " images" if len(shape) == 2 else f"{shape[0]} features"
 
 
+def _as_float(name: str, value: int | float) -> float:
+    """`value` as a float; an integer too large for one (10**400, from Python or an edited
+    file) is a UserError naming the field, not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise UserError(f"{name} must be a finite number, got an integer too large for a float "
+                        f"({value.bit_length()} bits)") from None  # fmt: skip
+
+
 def _unit_interval(name: str, value) -> float:
     """A float in [0, 1), or a UserError naming the key and that domain."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
@@ -290,13 +300,12 @@ def _check_wide(config: Config) -> None:
     set_(config, "momentum", _unit_interval("momentum", config.momentum))
     set_(config, "dropout", _unit_interval("dropout", config.dropout))
     wd = config.weight_decay
-    if (
-        isinstance(wd, bool)
-        or not isinstance(wd, int | float)
-        or not (math.isfinite(wd) and wd >= 0)
-    ):
+    if isinstance(wd, bool) or not isinstance(wd, int | float):
         raise UserError(f"weight_decay must be a number >= 0, got weight_decay={wd!r}")
-    set_(config, "weight_decay", float(wd))
+    wd = _as_float("weight_decay", wd)
+    if not (math.isfinite(wd) and wd >= 0):
+        raise UserError(f"weight_decay must be a number >= 0, got weight_decay={wd!r}")
+    set_(config, "weight_decay", wd)
     if not isinstance(config.nesterov, bool):
         raise UserError(f"nesterov must be true or false, got nesterov={config.nesterov!r}")
     betas = config.betas

@@ -49,7 +49,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 INVERT_MODES = ("auto", "never", "always")
 SIDE = fashion_mnist.N_ROWS  # 28: FashionMNIST images are SIDE x SIDE
 N_TOP = 3
-_IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 # Bounds on what one input may cost. A photo of a garment needs a few megabytes at most; EMNIST,
 # the largest 28 x 28 IDX set in use, holds about 700,000 images (550 MB).
 MAX_IMAGE_BYTES = 100 * 2**20
@@ -139,11 +138,11 @@ def is_idx(path: Path) -> bool:
 def read_idx_images(path: Path) -> np.ndarray:
     """All images of an IDX file as (N, 28, 28) uint8; DataError if it is not one."""
     content = idx.read_bytes(  # gzip or not; bounded by its header
-        path, magic=_IDX_IMAGES_MAGIC, max_count=MAX_IDX_IMAGES, fix=_IDX_FIX, shape=(SIDE, SIDE)
+        path, magic=idx.IMAGES_MAGIC, max_count=MAX_IDX_IMAGES, fix=_IDX_FIX, shape=(SIDE, SIDE)
     )
     n_images = int.from_bytes(content[4:8], "big")
     return idx.decode_idx(
-        content, path, magic=_IDX_IMAGES_MAGIC, count=n_images, fix=_IDX_FIX, shape=(SIDE, SIDE)
+        content, path, magic=idx.IMAGES_MAGIC, count=n_images, fix=_IDX_FIX, shape=(SIDE, SIDE)
     )
 
 

@@ -97,8 +97,7 @@ def config_from(metadata: dict, *, where: str, error: type[Exception]) -> Config
         raise error(f"{where}: metadata has no 'config' dict; the file is not usable")
     try:
         return Config.from_dict(raw)
-    except (UserError, TypeError, ValueError, OverflowError) as exc:
-        # OverflowError: a number too large for a float (lr=10**400), which Config converts.
+    except (UserError, TypeError, ValueError) as exc:  # Config says lr=10**400 in one line too
         raise error(f"{where}: invalid configuration in metadata: {exc}; {_EDITED}") from exc
 
 
