@@ -21,33 +21,9 @@ from hpstudy.storage.rundir import MODEL_FILE, REPLICATION_FILE, open_run
 from hpstudy.tabulate import judge_run
 from hpstudy.tabulate.cells import HELD_OUT_ARM, config_id, paper_cells
 from hpstudy.tabulate.plans import replicate_groups
-from tiny_studies import HEADER
+from tiny_studies import HEADER, REPLICATE
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
-
-REPLICATE = """
-[replicate]
-staged_seeds = 1
-[start]
-optimizer = "sgd"
-lr = 0.01
-activation = "relu"
-[[stages]]
-name = "topology"
-factor = "topology"
-title = "Table I: accuracy of different topologies"
-published = [85.2, 87.1]
-[[stages]]
-name = "optimizer"
-factor = "optimizer"
-published = [89.0, 89.5]
-[[stages]]
-name = "learning_rate"
-factor = "lr"
-published = [89.0, 87.5]
-[published]
-final_accuracy = 89.0
-"""
 
 
 def tiny_replicate(folder: Path, n_seeds: int = 2) -> Path:

@@ -22,7 +22,7 @@ import pytest
 from hpstudy.storage import Store, TrialStatus
 from hpstudy.storage.rundir import load_trials
 from test_workers_postgres import postgres_server
-from tiny_studies import hpstudy_cmd, subprocess_env
+from tiny_studies import REPLICATE, hpstudy_cmd, subprocess_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -84,29 +84,12 @@ lr = [0.01, 0.1]
 activation = ["relu"]
 """
 
-REPLICATE = """
+REPLICATE_SPACE = """
 [space]
-topology = ["T1", [32]]
+topology = ["T1", "T2"]
 optimizer = ["sgd", "adam"]
 lr = [0.01, 0.05]
 activation = ["relu"]
-[replicate]
-staged_seeds = 1
-[start]
-optimizer = "sgd"
-lr = 0.01
-activation = "relu"
-[[stages]]
-factor = "topology"
-published = [90.0, 91.0]
-[[stages]]
-factor = "optimizer"
-published = [92.0, 93.0]
-[[stages]]
-factor = "lr"
-published = [93.0, 90.0]
-[published]
-final_accuracy = 93.0
 """
 
 # --grace: a killed worker's trials are taken over after 15 s; three missed heartbeats (every
@@ -254,15 +237,16 @@ def test_two_workers_share_a_grid_evenly(storage, tmp_path):
 
 
 def test_two_workers_share_a_replication_then_run_writes_its_verdict(storage, tmp_path):
-    # The paper's path: T1 and [32] (SGD, 0.01), then SGD and Adam on [32], then 0.01 and 0.05
-    # with Adam: 4 distinct configurations x 2 seeds, and the staged search (seed 42) beside it.
-    study = write(tmp_path, "wrep", "replicate", REPLICATE, n_seeds=2, max_epochs=8)
+    # The paper's path: T1 and T2 (SGD, 0.01), then SGD and Adam on T2, then 0.01 and 0.05 with
+    # Adam: 4 distinct configurations x 2 seeds, and the staged search (seed 42) beside it.
+    study = write(tmp_path, "wrep", "replicate", REPLICATE_SPACE + REPLICATE, n_seeds=2,
+                  max_epochs=8)  # fmt: skip
     trained = finish(start(study, storage, 2))
     finished = finished_once(storage, "wrep")
     assert sum(trained) == len(finished) >= 8
     paper = {(r.config.topology, r.config.optimizer, r.config.lr, r.seed) for r in finished}
-    for factors in (((128,), "sgd", 0.01), ((32,), "sgd", 0.01), ((32,), "adam", 0.01),
-                    ((32,), "adam", 0.05)):  # fmt: skip
+    t1, t2 = (128,), (256, 128)
+    for factors in ((t1, "sgd", 0.01), (t2, "sgd", 0.01), (t2, "adam", 0.01), (t2, "adam", 0.05)):
         assert {(*factors, 42), (*factors, 43)} <= paper
     cmd = hpstudy_cmd("run", str(study), "--storage", storage, *WORKER, "--out",
                       str(tmp_path / "run"))  # fmt: skip

@@ -40,6 +40,32 @@ factor = "optimizer"
 factor = "lr"
 """
 
+# A replicate study's own part, after HEADER's [space] (or another): the paper's path T2 (87.1)
+# -> Adam (89.5) -> lr 0.01 (89.0), six published numbers on four distinct configurations.
+REPLICATE = """
+[replicate]
+staged_seeds = 1
+[start]
+optimizer = "sgd"
+lr = 0.01
+activation = "relu"
+[[stages]]
+name = "topology"
+factor = "topology"
+title = "Table I: accuracy of different topologies"
+published = [85.2, 87.1]
+[[stages]]
+name = "optimizer"
+factor = "optimizer"
+published = [89.0, 89.5]
+[[stages]]
+name = "learning_rate"
+factor = "lr"
+published = [89.0, 87.5]
+[published]
+final_accuracy = 89.0
+"""
+
 # Quick-try options every test run uses: small slices of the real data.
 QUICK = ["--limit-train", "320", "--limit-eval", "250"]
 
