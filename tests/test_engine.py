@@ -29,10 +29,36 @@ def _splits(fashion, dtype, device="cpu"):
     return train_split, eval_split
 
 
-def _max_weight_error(reference_model, state_dict) -> float:
+def max_weight_error(reference_model, state_dict) -> float:
     expected = reference_model.state_dict()
     assert list(expected) == list(state_dict)
     return max((expected[k].cpu() - state_dict[k]).abs().max().item() for k in expected)
+
+
+def assert_one_step_matches_torch(configs, train_split, dtype, *, step: str = "grouped") -> None:
+    """From the same weights and batch, one step of `configs` as one population (optimizer step
+    `step`) updates each member as nn + torch.optim do alone, to rounding (also used by
+    test_fused_step). Adam and RMSprop divide by sqrt(v) + eps, so an element whose gradient
+    cancels to near zero moves by up to a fraction of lr on a rounding change."""
+    from hpstudy.engine.optimizers import StackedOptimizer
+    from hpstudy.engine.population import Population
+    from hpstudy.engine.steps import train_step
+
+    pop = Population.from_configs(configs, device="cpu", dtype=dtype)
+    idx = batch_order(7, 1, len(train_split))[:64]
+    optimizer = StackedOptimizer(pop, step=step)
+    train_step(pop, optimizer, train_split, idx, torch.zeros(len(configs), dtype=dtype))
+    for m, config in enumerate(configs):
+        torch.manual_seed(config.seed)
+        net = build_mlp(config).to(dtype)
+        torch_optimizer = make_torch_optimizer(config, net.parameters())
+        torch.nn.functional.cross_entropy(net(train_split.x[idx]), train_split.y[idx]).backward()
+        torch_optimizer.step()
+        if dtype == torch.float64:
+            bound = 1e-12
+        else:
+            bound = 1e-6 if config.optimizer == "sgd" else config.lr / 10
+        assert max_weight_error(net, pop.member_state_dict(m)) < bound, config
 
 
 @pytest.mark.parametrize("topology", list(TOPOLOGIES))
@@ -82,7 +108,7 @@ def test_member_matches_plain_pytorch_in_float64(float64_mixed, optimizer, activ
     ref = train_reference(configs[i], train_split, eval_split)
     assert result.epochs_run == 1 and result.best_epoch == 1
     # After one epoch (32 steps) the best-epoch weights are the final weights.
-    assert _max_weight_error(ref.model, result.state_dict) < 1e-9
+    assert max_weight_error(ref.model, result.state_dict) < 1e-9
     assert result.train_loss[0] == pytest.approx(ref.train_loss[0], rel=1e-10)
     assert result.eval_loss[0] == pytest.approx(ref.eval_loss[0], rel=1e-10)
     assert result.eval_accuracy == ref.eval_accuracy
@@ -93,9 +119,7 @@ def test_contract_one_step_matches_plain_pytorch_to_rounding(fashion, dtype):
     """Per step: from the same weights and batch, all 15 cases in one population update as
     nn + torch.optim do, to rounding. Adam and RMSprop divide by sqrt(v) + eps, so an element
     whose gradient cancels to near zero moves by up to a fraction of lr on a rounding change."""
-    from hpstudy.engine.optimizers import StackedOptimizer
-    from hpstudy.engine.population import Population, member_order_key
-    from hpstudy.engine.steps import train_step
+    from hpstudy.engine.population import member_order_key
 
     train_split, _ = _splits(fashion, dtype)
     configs = sorted(
@@ -105,20 +129,7 @@ def test_contract_one_step_matches_plain_pytorch_to_rounding(fashion, dtype):
         ],
         key=member_order_key,
     )
-    pop = Population.from_configs(configs, device="cpu", dtype=dtype)
-    idx = batch_order(7, 1, N_TRAIN)[:64]
-    train_step(pop, StackedOptimizer(pop), train_split, idx, torch.zeros(len(configs), dtype=dtype))
-    for m, config in enumerate(configs):
-        torch.manual_seed(config.seed)
-        net = build_mlp(config).to(dtype)
-        optimizer = make_torch_optimizer(config, net.parameters())
-        torch.nn.functional.cross_entropy(net(train_split.x[idx]), train_split.y[idx]).backward()
-        optimizer.step()
-        if dtype == torch.float64:
-            bound = 1e-12
-        else:
-            bound = 1e-6 if config.optimizer == "sgd" else config.lr / 10
-        assert _max_weight_error(net, pop.member_state_dict(m)) < bound, config
+    assert_one_step_matches_torch(configs, train_split, dtype)
 
 
 def test_contract_names_the_chaotic_configurations(fashion):
@@ -133,7 +144,7 @@ def test_contract_names_the_chaotic_configurations(fashion):
     for config in (stable, chaotic):
         a = train_reference(config, train_split, eval_split).model
         b = train_reference(config, nudged, eval_split).model
-        growth[config.lr] = _max_weight_error(a, b.state_dict())
+        growth[config.lr] = max_weight_error(a, b.state_dict())
     assert growth[stable.lr] < 1e-12 < 1e-10 < growth[chaotic.lr]
 
 
@@ -250,7 +261,7 @@ def test_cuda_float64_members_match_plain_pytorch_and_steps_never_sync(fashion):
     results = train(configs, train_split, eval_split, device="cuda", dtype=torch.float64)
     for config, result in zip(configs, results, strict=True):
         ref = train_reference(config, train_split, eval_split)
-        assert _max_weight_error(ref.model, result.state_dict) < 1e-9
+        assert max_weight_error(ref.model, result.state_dict) < 1e-9
 
     from hpstudy.engine.optimizers import StackedOptimizer
     from hpstudy.engine.population import Population, member_order_key

@@ -11,12 +11,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hpstudy import Config
-from hpstudy.engine import batch_order, make_split, train
-from hpstudy.engine.model import build_mlp
+from hpstudy.engine import make_split, train
 from hpstudy.engine.optimizers import StackedOptimizer, engine_version
 from hpstudy.engine.population import Population, member_order_key
-from hpstudy.engine.reference import make_torch_optimizer, train_reference
-from hpstudy.engine.steps import train_step
+from hpstudy.engine.reference import train_reference
+from test_engine import assert_one_step_matches_torch, max_weight_error
 
 N_TRAIN, N_EVAL = 1200, 400
 
@@ -46,11 +45,6 @@ def _splits(fashion, dtype):
     )
 
 
-def _max_weight_error(model, state_dict) -> float:
-    expected = model.state_dict()
-    return max((expected[k] - state_dict[k]).abs().max().item() for k in expected)
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_one_fused_step_matches_torch_optim_to_rounding(fashion, dtype):
     """15 optimizer x activation cases plus the wider rules, one population, one step."""
@@ -61,21 +55,7 @@ def test_one_fused_step_matches_torch_optim_to_rounding(fashion, dtype):
                for o, a in itertools.product(lrs, acts)]  # fmt: skip
     configs += [_config(r).replace(topology="T4", seed=7) for r in RULES]
     configs = sorted(set(configs), key=member_order_key)
-    pop = Population.from_configs(configs, device="cpu", dtype=dtype)
-    idx = batch_order(7, 1, N_TRAIN)[:64]
-    optimizer = StackedOptimizer(pop, step="fused")
-    train_step(pop, optimizer, train_split, idx, torch.zeros(len(configs), dtype=dtype))
-    for m, config in enumerate(configs):
-        torch.manual_seed(config.seed)
-        net = build_mlp(config).to(dtype)
-        torch_optimizer = make_torch_optimizer(config, net.parameters())
-        torch.nn.functional.cross_entropy(net(train_split.x[idx]), train_split.y[idx]).backward()
-        torch_optimizer.step()
-        if dtype == torch.float64:
-            bound = 1e-12
-        else:
-            bound = 1e-6 if config.optimizer == "sgd" else config.lr / 10
-        assert _max_weight_error(net, pop.member_state_dict(m)) < bound, config
+    assert_one_step_matches_torch(configs, train_split, dtype, step="fused")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +77,7 @@ def test_fused_member_matches_plain_pytorch_in_float64(fused_float64, i):
     assert result.eval_loss == pytest.approx(ref.eval_loss, rel=1e-9)
     assert result.eval_accuracy == ref.eval_accuracy
     assert result.best_epoch == 2
-    assert _max_weight_error(ref.model, result.state_dict) < 1e-9
+    assert max_weight_error(ref.model, result.state_dict) < 1e-9
 
 
 def test_the_float64_contract_would_see_a_wrong_momentum(fused_float64):
@@ -105,7 +85,7 @@ def test_the_float64_contract_would_see_a_wrong_momentum(fused_float64):
     configs, results, (train_split, eval_split) = fused_float64
     i = next(k for k, c in enumerate(configs) if c.momentum == 0.9 and not c.nesterov)
     ref = train_reference(configs[i].replace(momentum=0.89), train_split, eval_split)
-    assert _max_weight_error(ref.model, results[i].state_dict) > 1e-6
+    assert max_weight_error(ref.model, results[i].state_dict) > 1e-6
 
 
 def _assert_same_bits(got, expected):
