@@ -261,3 +261,35 @@ def test_kmnist_has_its_own_cache_and_mirrors(monkeypatch, tmp_path):
     )[0].startswith("https://codh.rois.ac.jp/kmnist/")
     with pytest.raises(DataError, match="Kuzushiji-MNIST not found in"):
         load_dataset({"name": "kmnist"}, download=False)
+
+
+class _Warned(Exception):
+    pass
+
+
+def test_a_worker_is_told_the_data_warnings_a_run_is_told(tmp_path):
+    """`hpstudy worker` shows the overlap warning before it joins the study, as `hpstudy run`
+    does (the callback stops it there: nothing is trained)."""
+    from hpstudy.config.studyfile import parse_study
+    from hpstudy.protocols.events import DataWarning
+    from hpstudy.runner.execute import run_worker
+    from hpstudy.runner.options import RunOptions
+
+    arrays = _arrays()
+    arrays["x_test"][[1, 4]] = arrays["x_train"][[0, 17]]
+    _npz(tmp_path, **arrays)
+    text = ('protocol = "grid"\nselection = "test"\n[data]\npath = "mine.npz"\n'
+            '[space]\ntopology = [[16]]\n')  # fmt: skip
+    study = parse_study(text, tmp_path / "mine.toml")
+    seen = []
+
+    def on_event(event):
+        if isinstance(event, DataWarning):
+            seen.append(event.text)
+            raise _Warned
+
+    options = RunOptions(storage=f"journal://{tmp_path / 'study.log'}", threads=1)
+    with pytest.raises(_Warned):
+        run_worker(study, options, on_event=on_event)
+    assert len(seen) == 1 and seen[0].startswith("2 of 9 test examples in ")
+    assert not (tmp_path / "study.log").exists()  # told before joining the study

@@ -365,6 +365,33 @@ def test_metadata_beyond_floats_or_a_line_is_one_short_line(metadata, fashion, t
     assert str(bad) in line and key in line and line.endswith(FIX) and len(line) < 600, line
 
 
+# What the report prints from a model file besides what predict computes from.
+BAD_MAPS = {
+    "metrics-text": {"metrics": "0.9"},
+    "metrics-nan": {"metrics": {"test_accuracy": float("nan")}},
+    "metrics-bool": {"metrics": {"best_epoch": True}},
+    "metrics-string": {"metrics": {"test_accuracy": "\x1b[2J0.9"}},
+    "digests-list": {"data_digests": ["abc"]},
+    "digests-number": {"data_digests": {"train-images-idx3-ubyte.gz": 5}},
+    "versions-none": {"versions": None},
+    "versions-int-key": {"versions": {1: "2.13"}},
+}
+
+
+@pytest.mark.parametrize("metadata", BAD_MAPS.values(), ids=BAD_MAPS)
+def test_metadata_the_report_prints_is_checked_on_loading(metadata, tmp_path):
+    """The model card formats metrics as numbers and provenance joins versions: a value that
+    would crash or garble them is refused on loading, one line naming the key and the fix."""
+    good = _model_with_class_names(tmp_path / "m.pth", list(fashion_mnist.CLASS_NAMES))
+    assert load_model(good).metadata["versions"]["python"]  # what save_model writes loads
+    bad = _edited(good, tmp_path / "bad.pth", **metadata)
+    (key,) = metadata
+    with pytest.raises(ModelFileError, match=f"'{key}' must map names to") as caught:
+        load_model(bad)
+    line = str(caught.value)
+    assert str(bad) in line and line.endswith(FIX) and "\n" not in line and "\x1b" not in line
+
+
 def _save_with(tmp_path: Path, config: Config, **extra) -> Path:
     """save_model of a seeded untrained `config` with `extra` metadata."""
     with torch.random.fork_rng(devices=[]):

@@ -87,7 +87,34 @@ def check_loaded(metadata: dict, *, where: str, error: type[Exception]) -> Confi
     # scales pixels by pixel_max.
     check_input_shape(metadata.get("input_shape", [28, 28]), config, where=where, error=error)
     check_pixel_max(metadata.get("pixel_max"), where=where, error=error)
+    # Not used to predict, but the report's model card and provenance print them.
+    check_text_map(metadata, "metrics", numbers=True, where=where, error=error)
+    for key in ("data_digests", "versions"):
+        check_text_map(metadata, key, numbers=False, where=where, error=error)
     return config
+
+
+def check_text_map(metadata: dict, key: str, *, numbers: bool, where: str,
+                   error: type[Exception]) -> None:  # fmt: skip
+    """`metadata[key]`, when present, maps names to finite numbers (`numbers`) or to strings."""
+    value = metadata.get(key, {})
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        if numbers and all(_finite_number(v) for v in value.values()):
+            return
+        if not numbers and all(isinstance(v, str) for v in value.values()):
+            return
+    kind = "finite numbers" if numbers else "strings"
+    raise error(f"{where}: metadata '{key}' must map names to {kind}, got {value!r:.200}; "
+                f"{_EDITED}")  # fmt: skip
+
+
+def _finite_number(value: object) -> bool:
+    if type(value) not in (int, float):  # bool is no metric
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float's range
+        return False
 
 
 def config_from(metadata: dict, *, where: str, error: type[Exception]) -> Config:

@@ -297,6 +297,8 @@ def run_worker(
     use_threads(options)
     # The data and what its shape can train are checked before this worker joins the study.
     data = prepare_data(study, options)
+    for text in data.warnings:  # a worker's user is told what `hpstudy run` tells
+        on_event(DataWarning(text))
     study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
     check_configs(study)
     store = open_store(study, options, Path("."))
