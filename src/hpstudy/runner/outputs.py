@@ -46,8 +46,9 @@ def save_final_model(
     record: TrialRecord | None = None,
 ) -> Path | None:
     """final_best_model.pth: `record` where the protocol chose it (a replication: the
-    recommended configuration at the first seed), else the last table's winner, its best seed
-    on the selection split."""
+    recommended configuration at the first seed), else the last table's winner at its first
+    usable seed in the study's order: fixed in advance, never the best seed (on the paper's
+    protocol the best seed would be the test set's maximum over seeds)."""
     from hpstudy import engine
     from hpstudy.predict.modelfile import save_model
 
@@ -60,7 +61,10 @@ def save_final_model(
         finished = trainer.store.finished()
         records = [r for r in finished.values()
                    if r.number in winner.trial_numbers and r.is_usable]  # fmt: skip
-        best = max(records, key=lambda r: (r.best_accuracy, -r.seed))
+        if not records:
+            return None
+        order = {seed: i for i, seed in enumerate(study.seeds)}
+        best = min(records, key=lambda r: (order.get(r.seed, len(order)), r.seed))
     state_dict, retrained = trainer.weights_of(best)
     tests = trainer.store.test_accuracies()
     if study.selection.is_leaky:
