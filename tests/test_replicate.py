@@ -57,6 +57,13 @@ def test_a_replicate_study_needs_published_numbers_and_the_test_metric(tmp_path:
         parse_study(text.replace('selection = "test"', 'selection = "validation"'), "x.toml")
     with pytest.raises(UserError, match=r"replicate\.staged_seeds"):
         parse_study(text.replace("staged_seeds = 1", "staged_seeds = -1"), "x.toml")
+    # the recommendation's equivalence margin (points): 0.5 unless the file says otherwise
+    assert parse_study(text, "x.toml").equivalence_margin == 0.5
+    wide = text.replace("staged_seeds = 1", "staged_seeds = 1\nequivalence_margin = 1.5")
+    assert parse_study(wide, "x.toml").equivalence_margin == 1.5
+    for bad in ("0", "-0.5", '"half"', "nan"):
+        with pytest.raises(UserError, match=r"replicate\.equivalence_margin: must be a positive"):
+            parse_study(wide.replace("= 1.5", f"= {bad}"), "x.toml")
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +161,11 @@ def test_replication_json_has_every_key_and_the_stores_numbers(replicated):
     assert data["headline"].endswith(".") and "89% is" in data["headline"]
     recommended, final = data["recommended"], data["final_model"]
     assert final["config_id"] == recommended["config_id"] and final["seed"] == 42
-    assert "not distinguishable from it at n = 2" in recommended["rule"]
+    assert "equivalent within ±0.5 pp" in recommended["rule"] and "at n = 2" in recommended["rule"]
+    assert recommended["margin"] == 0.5 and data["schema_version"] == 3
+    for comparison in recommended["equivalence"]:  # the best against each cheaper one
+        assert comparison["n_params"] < recommended["best_by_mean"]["n_params"]
+        assert comparison["n"] == 2 and len(comparison["ci90"]) == 2
     # the tiny paper gives T2/SGD/0.01 and T2/Adam/0.01 two numbers each, as the real one does
     # for T4/Adam/0.01/ReLU (89.5 in Table II, 89.0 in Table III)
     assert len(data["notes"]) == 2

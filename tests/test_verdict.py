@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from hpstudy.stats import equivalence as eq
 from hpstudy.stats import verdict as v
 
 SEEDS_5 = [0.880, 0.884, 0.879, 0.886, 0.881]  # mean 0.882, t-interval about ±0.37 pp
@@ -216,3 +218,135 @@ def test_mcnemar_counts_discordant_images_and_tests_them_exactly():
     assert v.mcnemar(a, a).p_value == 1.0
     with pytest.raises(ValueError):
         v.mcnemar(a, a[:10])
+
+
+# Equivalence (TOST): accuracies as fractions; differences, margins and intervals in points.
+BASE = [0.880, 0.884, 0.879, 0.886, 0.881]
+
+
+def _minus(points):
+    """BASE minus `points` (one per seed, in percentage points)."""
+    return [a - p / 100 for a, p in zip(BASE, points, strict=True)]
+
+
+def test_tost_matches_the_hand_computation():
+    # BASE - b = 0.1, 0.3, -0.1, 0.2, 0.0 pp: mean 0.1, s^2 = 0.10 / 4, se = sqrt(0.025 / 5)
+    e = eq.tost(BASE, _minus([0.1, 0.3, -0.1, 0.2, 0.0]), margin=0.5)
+    se = math.sqrt(0.025 / 5)
+    assert e.estimate == pytest.approx(0.1) and e.n == 5 and e.margin == 0.5
+    # H0 low: d <= -0.5, t = 0.6 / se = 8.485; H0 high: d >= 0.5, t = -0.4 / se = -5.657
+    assert e.p_low == pytest.approx(stats.t.sf(0.6 / se, 4))
+    assert e.p_high == pytest.approx(stats.t.sf(0.4 / se, 4))
+    assert e.p_value == pytest.approx(0.0024063, abs=1e-6)  # the larger one: the high side
+    t4_95 = 2.1318467863266495  # Student's t, 4 degrees of freedom, 95th percentile
+    assert e.ci90 == pytest.approx([0.1 - t4_95 * se, 0.1 + t4_95 * se])
+    assert e.low > -0.5 and e.high < 0.5  # TOST at 0.05 <=> the 90% interval inside ±margin
+
+
+def test_tost_clearly_equivalent_and_clearly_not():
+    close = eq.tost(BASE, _minus([0.05, -0.1, 0.1, 0.0, -0.05]), margin=0.5)
+    assert close.p_value < 0.001 and -0.5 < close.low < close.high < 0.5
+    # 1.7 pp below with wide noise, as T1 SGD against T4 Adam 0.001 measured: far from it
+    far = eq.tost(BASE, _minus([0.9, 2.8, 1.2, 2.5, 1.3]), margin=0.5)
+    assert far.estimate == pytest.approx(1.74) and far.p_value > 0.9 and far.low > 0.5
+    # centred on 0 but noisy: not distinguishable (two-sided p large) and not equivalent either
+    noisy = _minus([1.0, -1.2, 0.8, -0.9, 0.3])
+    assert v.paired_difference(BASE, noisy).p_value > 0.5
+    assert eq.tost(BASE, noisy, margin=0.5).p_value > 0.05
+    assert eq.tost(BASE, noisy, margin=2.0).p_value < 0.05  # a wider margin admits it
+
+
+def test_tost_needs_two_seeds_and_handles_no_spread():
+    one = eq.tost([0.88], [0.88], margin=0.5)
+    assert one.n == 1 and math.isnan(one.p_value) and math.isnan(one.low)
+    dropped = eq.tost([0.88, math.nan, 0.87], [0.88, 0.86, math.nan], margin=0.5)
+    assert dropped.n == 1 and math.isnan(dropped.p_value)  # nan pairs dropped
+    (found,) = eq.equivalent_to([0.88], [("T1", [0.88])], margin=0.5)
+    assert not found.equivalent and math.isnan(found.p_holm)  # not tested: not shown
+    a = [0.5, 0.75, 0.875]  # dyadic: a - b is exactly 2**-7 = 0.78125 pp on every seed
+    b = [x - 0.0078125 for x in a]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by a zero spread inside scipy
+        same = eq.tost(a, a, margin=0.5)
+        assert same.p_value == 0.0 and same.ci90 == [0.0, 0.0]
+        assert eq.tost(a, b, margin=0.5).p_value == 1.0  # 0.78 pp, always: outside
+        assert eq.tost(a, b, margin=1.0).p_value == 0.0  # inside
+        assert eq.tost(a, b, margin=0.78125).p_value == 1.0  # on the margin is not inside
+    with pytest.raises(ValueError, match="margin"):
+        eq.tost(a, b, margin=0.0)
+
+
+def test_equivalence_is_holm_adjusted_over_the_comparisons_with_the_reference():
+    cases = [("near", _minus([0.1, 0.3, -0.1, 0.2, 0.0])),
+             ("far", _minus([0.9, 2.8, 1.2, 2.5, 1.3])),
+             ("close", _minus([0.05, -0.1, 0.1, 0.0, -0.05]))]  # fmt: skip
+    found = eq.equivalent_to(BASE, cases, margin=0.5)
+    assert [c.alternative for c in found] == ["near", "far", "close"]
+    raw = [c.equivalence.p_value for c in found]
+    assert [c.p_holm for c in found] == pytest.approx(v.holm(raw))
+    assert found[0].p_holm == pytest.approx(2 * raw[0])  # second smallest of 3: times 2
+    assert [c.equivalent for c in found] == [True, False, True]
+    d = found[0].to_dict()
+    assert d["ci90"] == pytest.approx(found[0].equivalence.ci90) and d["margin"] == 0.5
+    assert d["p"] == pytest.approx(raw[0]) and d["equivalent"] is True
+
+
+# The recommendation: the best mean, or a cheaper configuration shown equivalent to it.
+T4_ADAM = [0.8895, 0.8905, 0.8847, 0.8753, 0.8877]  # measured (5 seeds): the best mean, 88.55%
+T1_SGD = [0.8645, 0.8683, 0.8684, 0.8714, 0.8683]  # measured: 86.82%, the old rule's choice
+
+
+def _result(topology, optimizer, accuracies, lr=0.001):
+    from hpstudy.config.config import Config
+    from hpstudy.tabulate.cells import PublishedCell
+    from hpstudy.tabulate.findings import CellResult
+
+    factors = {"topology": topology, "optimizer": optimizer, "lr": lr, "activation": "relu"}
+    seeds = tuple(range(42, 42 + len(accuracies)))
+    return CellResult(
+        PublishedCell("I", "topology", "topology", str(topology), factors, 88.0),
+        Config(**factors, seed=42), seeds, tuple(accuracies), ("complete",) * len(seeds),
+        (10,) * len(seeds), v.cell_interval(accuracies, 10_000),
+        v.prediction_interval(accuracies), "", (), False, tuple(accuracies),
+    )  # fmt: skip
+
+
+def test_a_cheaper_configuration_equivalent_within_the_margin_is_recommended():
+    from hpstudy.tabulate.replication import recommend
+
+    best = _result("T4", "adam", T4_ADAM)
+    t1 = _result("T1", "sgd", [x - 0.0012 + d for x, d in  # 0.12 pp below, tight
+                               zip(T4_ADAM, [0.0003, -0.0002, 0.0001, -0.0003, 0.0001],
+                                   strict=True)])  # fmt: skip
+    bigger = _result("T5", "sgd", [x - 0.0001 for x in T4_ADAM])  # equivalent but costlier
+    rec = recommend([best, t1, bigger], margin=0.5)
+    assert rec.cell is t1 and rec.best is best and rec.equivalent == (t1,)
+    assert [r for r, _ in rec.comparisons] == [t1]  # only a cheaper one can replace the best
+    d = rec.to_dict(5)
+    assert d["config_id"] == "T1-SGD-0.001-ReLU" and d["margin"] == 0.5
+    assert [e["config_id"] for e in d["equivalence"]] == ["T1-SGD-0.001-ReLU"]
+    assert d["equivalence"][0]["equivalent"] and d["equivalence"][0]["ci90"][1] < 0.5
+    assert "shown within ±0.5 pp of it at n = 5" in d["text"]
+    assert "TOST" in d["rule"] and "±0.5 pp" in d["rule"]
+    assert recommend([best, t1, bigger], margin=0.05).cell is best  # a narrower margin: not
+
+
+def test_a_cheaper_configuration_1_7_points_below_with_wide_noise_is_not_recommended():
+    from hpstudy.tabulate.replication import recommend
+
+    best, t1 = _result("T4", "adam", T4_ADAM), _result("T1", "sgd", T1_SGD, lr=0.01)
+    # what the old rule saw: not distinguishable from the best after Holm over 6 comparisons
+    assert v.holm([v.paired_difference(T4_ADAM, T1_SGD).p_value] * 6)[0] > 0.05
+    rec = recommend([t1, best], margin=0.5)
+    assert rec.cell is best and rec.equivalent == () and rec.n_params == 242_762
+    (cmp,) = [c for _, c in rec.comparisons]
+    assert cmp.equivalence.estimate == pytest.approx(1.736) and not cmp.equivalent
+    text = rec.text(5)
+    assert "the best mean. No cheaper configuration is shown within ±0.5 pp of it at n = 5" in text
+    assert "T1, SGD, 0.01, ReLU, is 1.74 pp below the best" in text
+    alone = recommend([best, _result("T5", "sgd", T1_SGD)], margin=0.5)  # nothing cheaper
+    assert alone.cell is best and "no configuration that trains is cheaper" in alone.text(5)
+    short = recommend([_result("T4", "adam", T4_ADAM[:1]), _result("T1", "sgd", T4_ADAM[:1])],
+                      margin=0.5)  # fmt: skip
+    assert short.cell.config.topology == (256, 128, 64)  # one seed: nothing shown equivalent
+    assert "not tested" in short.text(1)

@@ -30,6 +30,12 @@ from hpstudy.errors import UserError
 
 SCHEMA_VERSION = 1
 CONFIRM_SEED_OFFSET = 1000  # search: confirmation seeds are seed + 1000 + i (never search seeds)
+# replicate: how close (percentage points) a cheaper configuration must be shown to be to the
+# best mean before the verdict recommends it instead (TOST, `hpstudy.stats.equivalence`).
+# Half a point is about the seed-to-seed sd of one FashionMNIST configuration (0.2-0.6 pp in
+# the measured replication) and the binomial sd of one accuracy on 10,000 test images at 87%
+# (0.34 pp): a smaller gap is one a rerun could show either way.
+EQUIVALENCE_MARGIN = 0.5
 # Package data (pyproject's package-data), so a wheel install finds `hpstudy run paper` too.
 # Study and stage names become folder and file names (runs/<study>, tables/<i>_<stage>.json)
 # and report ids: ASCII only, no separators, not starting with "." or "-" (no "..", no
@@ -109,6 +115,7 @@ class Study:
     published_final: float | None = None  # the paper's final test accuracy (%)
     staged_seeds: int = 1  # replicate: seeds of the staged search run beside it (0: none)
     with_clean: bool = False  # replicate: also train every cell on the validation split
+    equivalence_margin: float = EQUIVALENCE_MARGIN  # replicate: the recommendation's margin (pp)
     # [data]: datasets.load_dataset's spec ({} is FashionMNIST); a path is absolute here.
     data: dict[str, Any] = field(default_factory=dict)
     # The data's shape, known once it is loaded (`with_data_shape`); FashionMNIST's by default.

@@ -27,6 +27,7 @@ from hpstudy.config.study import (
     CONFIRM_SEED_OFFSET,
     DATA_NAMES,
     DEFAULT_NORMALIZATION,
+    EQUIVALENCE_MARGIN,
     SCHEMA_VERSION,
     SLUG,
     SLUG_RULE,
@@ -237,10 +238,10 @@ class StudyFileParser(TomlReader):
 
     def replicate(
         self, raw: dict, stages: tuple[Stage, ...], selection: Selection
-    ) -> tuple[int, bool]:
-        """A replicate study's `[replicate]` table (staged_seeds, with_clean); its stages must
-        carry the paper's numbers."""
-        table = self.table(raw, "replicate", {"staged_seeds", "with_clean"})
+    ) -> dict[str, Any]:
+        """A replicate study's `[replicate]` table (staged_seeds, with_clean,
+        equivalence_margin); its stages must carry the paper's numbers."""
+        table = self.table(raw, "replicate", {"staged_seeds", "with_clean", "equivalence_margin"})
         with_clean = table.get("with_clean", False)
         if not isinstance(with_clean, bool):
             raise self.fail("replicate.with_clean", f"must be true or false, got {with_clean!r}")
@@ -251,7 +252,11 @@ class StudyFileParser(TomlReader):
         if not selection.is_leaky:
             raise self.fail("selection", "a replicate study uses the paper's metric (best test "
                             "accuracy): set selection = 'test'")  # fmt: skip
-        return self.integer(table, "staged_seeds", 1, low=0, where="replicate"), with_clean
+        margin = self.number(table, "equivalence_margin", "replicate", positive=True,
+                             default=EQUIVALENCE_MARGIN)  # fmt: skip
+        staged_seeds = self.integer(table, "staged_seeds", 1, low=0, where="replicate")
+        return {"staged_seeds": staged_seeds, "with_clean": with_clean,
+                "equivalence_margin": margin}  # fmt: skip
 
     def study(self, raw: dict) -> Study:
         self.no_unknown(raw, _TOP_KEYS)
@@ -312,9 +317,7 @@ class StudyFileParser(TomlReader):
             kwargs["stages"] = self.stages(raw, space)
             kwargs["start"] = self.start(raw, space, kwargs["stages"])
         if protocol is ProtocolKind.REPLICATE:
-            kwargs["staged_seeds"], kwargs["with_clean"] = self.replicate(
-                raw, kwargs["stages"], selection
-            )
+            kwargs |= self.replicate(raw, kwargs["stages"], selection)
         elif protocol is not ProtocolKind.STAGED:
             for key in ("stages", "start"):
                 if key in raw:

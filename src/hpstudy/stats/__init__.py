@@ -1,2 +1,3 @@
 """Statistics: intervals over seeds (`intervals`), Holm's adjustment (`multiplicity`), the verdict
-rules (`verdict`) and result tables (`tables`); pure numbers, no torch."""
+rules (`verdict`), equivalence within a margin (`equivalence`: TOST) and result tables
+(`tables`); pure numbers, no torch."""

@@ -126,10 +126,15 @@ class Difference:
         return [self.low, self.high]
 
 
+def paired_points(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """a - b seed by seed in points (fractions in), pairs with a nan on either side dropped."""
+    return [100 * (x - y) for x, y in zip(a, b, strict=True)
+            if not (math.isnan(x) or math.isnan(y))]  # fmt: skip
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
     """a - b seed by seed (nan pairs dropped): paired t-interval and paired t-test, in points."""
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if not (math.isnan(x) or math.isnan(y))]
-    return _one_sample([100 * (x - y) for x, y in pairs])
+    return _one_sample(paired_points(a, b))
 
 
 def value_difference(values: Sequence[float], claimed: float) -> Difference:

@@ -15,11 +15,15 @@ import math
 from dataclasses import dataclass
 
 from hpstudy.config.config import Config
+from hpstudy.config.cost import n_parameters
 from hpstudy.config.factors import config_text
+from hpstudy.stats import equivalence as eq
 from hpstudy.stats import verdict as v
 from hpstudy.tabulate.cells import PublishedCell, config_id
 
-SCHEMA_VERSION = 2  # replication.json; 2 added the prediction interval, Holm, headline, ...
+# replication.json; 2 added the prediction interval, Holm, headline, ...; 3 replaced
+# recommended.not_distinguishable by the equivalence comparisons (TOST) and their margin
+SCHEMA_VERSION = 3
 
 
 def _config_dict(config: Config) -> dict:
@@ -74,28 +78,42 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Recommended:
-    """The configuration to use: the best by mean, or the cheapest the seeds cannot tell from
-    it (Holm-adjusted paired t-tests of the best against every other configuration)."""
+    """The configuration to use: the best by mean, or the cheapest configuration shown
+    equivalent to it within ±margin points (TOST of the best against every cheaper
+    configuration, Holm-adjusted over those comparisons; `hpstudy.stats.equivalence`)."""
 
     cell: CellResult  # the chosen configuration's results
-    best: CellResult  # the best by mean (the same cell when nothing cheaper ties it)
-    ties: tuple[tuple[CellResult, v.Comparison], ...]  # not distinguishable from the best
+    best: CellResult  # the best by mean (the same cell when no cheaper one is shown equivalent)
+    # the best against each cheaper configuration that trains, in the order of the cells
+    comparisons: tuple[tuple[CellResult, eq.EquivalenceComparison], ...]
     n_params: int
+    margin: float  # points: the study's [replicate] equivalence_margin
+
+    @property
+    def equivalent(self) -> tuple[CellResult, ...]:
+        """The cheaper configurations shown within the margin of the best."""
+        return tuple(r for r, c in self.comparisons if c.equivalent)
 
     def text(self, n_seeds: int) -> str:
-        c, best, k = self.cell, self.best, len(self.ties)
+        c, best, k, m = self.cell, self.best, len(self.equivalent), len(self.comparisons)
         said = (f"{config_text(c.config)}: {_p(100 * c.interval.mean)}% mean, 95% interval "
                 f"[{_p(100 * c.interval.low)}, {_p(100 * c.interval.high)}], "
                 f"{self.n_params:,} parameters")  # fmt: skip
-        others = f"{k} configuration{'s' if k != 1 else ''}"
-        if best is c and not k:
-            return said + "; the best mean, distinguishable from every other configuration."
+        within = f"within ±{self.margin:g} pp of it at n = {n_seeds}"
+        family = (f"TOST, Holm-adjusted over the {m} cheaper configuration"
+                  f"{'s' if m != 1 else ''}")  # fmt: skip
+        if best is c and not m:
+            return said + "; the best mean, and no configuration that trains is cheaper."
         if best is c:
-            return (said + f"; the best mean, and the cheapest of it and the {others} not "
-                    f"distinguishable from it at n = {n_seeds}.")  # fmt: skip
+            near = min(self.comparisons, key=lambda rc: _nan_last(abs(rc[1].equivalence.estimate)))
+            return (said + f"; the best mean. No cheaper configuration is shown {within} "
+                    f"({family}); the nearest, {config_text(near[0].config)}, "
+                    f"{_gap(near[1])}.")  # fmt: skip
+        shown = next(cmp for r, cmp in self.comparisons if r is c)
+        others = f"{k} configuration{'s' if k != 1 else ''}"
         return (said + f"; the cheapest of the best mean, {config_text(best.config)} "
-                f"({_p(100 * best.interval.mean)}%), and the {others} not distinguishable "
-                f"from it at n = {n_seeds}.")  # fmt: skip
+                f"({_p(100 * best.interval.mean)}%), and the {others} shown {within} "
+                f"({family}); it {_gap(shown)}.")  # fmt: skip
 
     def to_dict(self, n_seeds: int) -> dict:
         c = self.cell
@@ -105,15 +123,36 @@ class Recommended:
             "prediction95": [_pct(c.prediction.low), _pct(c.prediction.high)],
             "n_params": self.n_params,
             "best_by_mean": {"config_id": self.best.config_id,
-                             "mean": _pct(self.best.interval.mean)},
-            "not_distinguishable": [{"config_id": t.config_id, **cmp.to_dict()}
-                                    for t, cmp in self.ties],
-            "rule": ("the best mean; among the configurations not distinguishable from it at "
-                     f"n = {n_seeds} (paired t-test, Holm-adjusted over the comparisons with "
-                     "the best, p >= 0.05), the one with the fewest parameters; diverged "
-                     "configurations excluded"),
+                             "mean": _pct(self.best.interval.mean),
+                             "n_params": n_parameters(self.best.config)},
+            "margin": self.margin,
+            # the best minus each cheaper configuration: estimate, its 90% interval (TOST at
+            # 0.05 is that interval inside ±margin), the one-sided p's, p_TOST and Holm's p
+            "equivalence": [{"config_id": r.config_id, "n_params": n_parameters(r.config),
+                             **cmp.to_dict()} for r, cmp in self.comparisons],
+            "rule": (f"the best mean among configurations that train (diverged ones excluded); "
+                     f"a cheaper configuration replaces it only when shown equivalent within "
+                     f"±{self.margin:g} pp: two one-sided paired t-tests (TOST) over the "
+                     f"shared seeds of the best minus it against ±{self.margin:g} pp, p the "
+                     f"larger one-sided p, Holm-adjusted over the comparisons of the best with "
+                     f"every cheaper configuration, equivalent when p_holm < 0.05 (unadjusted, "
+                     f"that is the 90% interval inside ±{self.margin:g} pp); of the best and "
+                     f"those, the fewest parameters, then the higher mean; at n = {n_seeds}"),
             "text": self.text(n_seeds),
         }  # fmt: skip
+
+
+def _gap(c: eq.EquivalenceComparison) -> str:
+    """'is 1.74 pp below the best (90% interval of the gap [0.72, 2.75] pp, adjusted p 0.97)'."""
+    e = c.equivalence
+    if e.n < 2:
+        return f"has {e.n} shared seed{'s' if e.n != 1 else ''} with the best: not tested"
+    side = "below" if e.estimate >= 0 else "above"
+    p = f"{c.p_holm:.2g}" if c.p_holm >= 0.001 else "< 0.001"
+    return (
+        f"is {abs(e.estimate):.2f} pp {side} the best (best minus it: 90% interval "
+        f"[{e.low:+.2f}, {e.high:+.2f}] pp, TOST adjusted p {p})"
+    ).replace("-", "−")
 
 
 @dataclass(frozen=True)
@@ -262,6 +301,10 @@ def _interval(i: v.Interval) -> dict:
 def _difference(d: v.Difference, test: str) -> dict:
     return {"estimate": _num(d.estimate), "ci95": [_num(x) for x in d.ci95], "n": d.n,
             "p": _num(d.p_value), "test": test}  # fmt: skip
+
+
+def _nan_last(x: float) -> float:
+    return math.inf if math.isnan(x) else x
 
 
 def _p(x: float) -> str:

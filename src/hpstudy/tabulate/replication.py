@@ -10,7 +10,8 @@ module holds the rules that fill it in.
 Each published number (one run) is placed against our 95% prediction interval for one run;
 each claim is judged by paired tests, Holm-adjusted over all claims (`hpstudy.stats.verdict`);
 one headline sentence; the configuration to use (`recommended`: the best mean, or the cheapest
-the seeds cannot tell from it) and the final model (that configuration at the first seed, fixed
+configuration shown equivalent to it within the study's `equivalence_margin`, by TOST,
+`hpstudy.stats.equivalence`) and the final model (that configuration at the first seed, fixed
 in advance). With the clean arms of `--with-clean`, the leak per configuration and pooled, split
 in two: paper - clean = (paper - held-out) + (held-out - clean), where the held-out arm is the
 paper's test-selected protocol on the clean run's training images (`held_out_split`).
@@ -32,6 +33,7 @@ from hpstudy.config.factors import (
     value_of,
 )
 from hpstudy.config.study import Study
+from hpstudy.stats import equivalence as eq
 from hpstudy.stats import verdict as v
 from hpstudy.storage import TrialRecord, trial_key
 from hpstudy.tabulate.cells import ROMAN, PublishedCell, held_out_split, paper_cells
@@ -71,7 +73,7 @@ def judge(
         gaps = tuple(_leak_gaps(groups, by_key, tests or {}, split, clean_split,
                                 study.n_classes))  # fmt: skip
         pooled = _pooled_leak(groups, by_key, tests or {}, split, clean_split, study.n_classes)
-    recommended = _recommend(results)
+    recommended = recommend(results, study.equivalence_margin)
     final = None
     if recommended is not None:
         seed = study.seeds[0]
@@ -200,25 +202,24 @@ def _distinct(results: Sequence[CellResult]) -> list[CellResult]:
     return list(seen.values())
 
 
-def _recommend(results: Sequence[CellResult]) -> Recommended | None:
-    """The best mean among configurations that train; the cheapest the seeds cannot tell from it
-    (paired t-tests of the best against each, Holm-adjusted over those comparisons)."""
+def recommend(results: Sequence[CellResult], margin: float) -> Recommended | None:
+    """The configuration to use: the best mean among configurations that train, or a cheaper
+    one shown equivalent to it within ±`margin` points (TOST of the best minus each cheaper
+    configuration, paired over seeds, Holm-adjusted over those comparisons); of the best and
+    the equivalent ones, the fewest parameters, then the higher mean."""
     trains = [r for r in _distinct(results) if not r.diverged and r.interval.n >= 1]
     trains = [r for r in trains if not math.isnan(r.interval.mean)]
     if not trains:
         return None
     best = max(trains, key=lambda r: r.interval.mean)
-    others = [r for r in trains if r is not best]
-    diffs = [v.paired_difference(best.paired, r.paired) for r in others]
-    adjusted = v.holm([d.p_value for d in diffs])
-    ties = tuple(
-        (r, v.Comparison(r.config_id, d, p))
-        for r, d, p in zip(others, diffs, adjusted, strict=True)
-        if not (p < v.ALPHA)
-    )  # untestable (nan) counts as not distinguishable
-    candidates = [best, *(r for r, _ in ties)]
+    cost = n_parameters(best.config)
+    # only a cheaper configuration can replace the best: the family is those comparisons
+    cheaper = [r for r in trains if n_parameters(r.config) < cost]
+    found = eq.equivalent_to(best.paired, [(r.config_id, r.paired) for r in cheaper], margin)
+    comparisons = tuple(zip(cheaper, found, strict=True))
+    candidates = [best, *(r for r, c in comparisons if c.equivalent)]
     chosen = min(candidates, key=lambda r: (n_parameters(r.config), -r.interval.mean))
-    return Recommended(chosen, best, ties, n_parameters(chosen.config))
+    return Recommended(chosen, best, comparisons, n_parameters(chosen.config), margin)
 
 
 def _final_cell(study: Study, results: list[CellResult]) -> CellResult:
