@@ -98,7 +98,8 @@ def warm_runner(configs, split, graphs: bool) -> StepRunner:
 
 
 def time_steps(runner: StepRunner, n_steps: int) -> float:
-    """Seconds per step over `n_steps` steps (the epoch's first batches)."""
+    """Seconds per step over `n_steps` steps (the epoch's first batches; the epoch's start, one
+    batch order of the training set and its copy to the device, is timed with them)."""
     device = runner.train.x.device
     synchronize(device)
     started = time.perf_counter()
@@ -299,14 +300,13 @@ def run_bits(args, split) -> int:
         states = [trained_state(configs, split, args.steps, args.cuda_graphs)
                   for configs in populations]  # fmt: skip
         alone = _row(states[0], populations[0].index(member))
-        largest, big = populations[-1], states[-1]
+        largest = {c: i for i, c in enumerate(populations[-1])}  # config -> row
         for size, configs, state in zip(args.sizes, populations, states, strict=True):
             mine = _row(state, configs.index(member))
             equal = all(torch.equal(a, b) for a, b in zip(mine, alone, strict=True))
-            shared = [c for c in configs if c in largest]
+            shared = [(i, largest[c]) for i, c in enumerate(configs) if c in largest]
             same = sum(all(torch.equal(a, b) for a, b in zip(
-                _row(state, configs.index(c)), _row(big, largest.index(c)), strict=True))
-                for c in shared)  # fmt: skip
+                _row(state, i), _row(states[-1], j), strict=True)) for i, j in shared)  # fmt: skip
             print(f"    {size:5d}  {'equal' if equal else 'NOT EQUAL':10} "
                   f"{max_abs_diff(mine, alone):12.3g}   {same} of {len(shared)} equal")  # fmt: skip
             if not equal or same < len(shared):
@@ -322,10 +322,11 @@ def _row(state: list[torch.Tensor], i: int) -> list[torch.Tensor]:
 # -- concurrent --------------------------------------------------------------------------------
 
 
+def has_concurrent_populations() -> bool:
+    return "concurrent_populations" in inspect.signature(train).parameters
+
+
 def run_concurrent(args, split, evaluation) -> int:
-    if "concurrent_populations" not in inspect.signature(train).parameters:
-        print("concurrent: skipped (engine has no concurrent_populations)")
-        return 0
     configs = [c.replace(max_epochs=args.max_epochs) for t in args.topologies
                for c in mixed_members(t, args.members[0])]  # fmt: skip
     options = dict(device=split.x.device, tf32=args.dtype == "tf32",
@@ -433,6 +434,9 @@ def _sizes(parser, flag: str, text: str) -> list[int]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.command == "concurrent" and not has_concurrent_populations():
+        print("concurrent: skipped (engine has no concurrent_populations)")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
