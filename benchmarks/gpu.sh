@@ -32,8 +32,9 @@
 #   run(command="bash benchmarks/gpu.sh throughput", carry=[".whl", ".data"], timeout_s=600)
 # It keeps to PHASE_BUDGET s (default 540) in all: each step runs under `timeout`, its limit cut
 # to what is left, so a step that hangs costs only its own limit and a late one is skipped, not
-# the call. Everything it prints lands in 6 files under $OUT (the device returns 8). Every
-# step was run on the CPU at small sizes first (tests/test_benchmarks.py).
+# the call. Everything it prints lands in 6 files under $OUT (the device returns 8).
+# tests/test_benchmarks.py runs throughput.py's sub-commands and run_summary.py on the CPU at
+# their smallest sizes; the phase as a whole was rehearsed on the CPU (cuda -> cpu, small sizes).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 PHASE_START=$(date +%s)
@@ -145,16 +146,20 @@ case $phase in
   throughput)  # issue 29 items 5 and 6, one device call. Estimates from the H200 figures in
     # docs/results.md (the grid's seed: 126 s end to end, 106 s training for 4,308
     # model-epochs, about 100 population-epochs of ~843 steps, so ~1.2 ms per graphed step of
-    # 75 members with evaluation; a cold start of python, torch, CUDA and the 60,000 images ~10 s)
+    # 75 members with evaluation; a cold start of python, torch, CUDA and the 60,000 images ~10 s).
+    # In all about 375 s: bits 3 x 25, steps 25, profile 25, the grid 130, its summary 5, bench
+    # 2 x 30, concurrent 50; the limits below add up to more, PHASE_BUDGET caps them at 540.
     set +e
     T="python3 benchmarks/throughput.py"
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
       python3 -c "import torch; print('torch', torch.__version__)"; } | tee "$OUT/gpu.txt"
     # bits (item 5): T1-T5, one member at sizes 1, 5, 75, 375, 50 graphed steps: 20
-    # populations x 50 steps of <= 5 ms, each ~20 s with the start; float32, then TF32
+    # populations x 50 steps of <= 5 ms, each ~25 s with the start; float32, then TF32, then
+    # float32 with eager steps (--no-cuda-graphs runs)
     for dtype in float32 tf32; do
       bounded 45 $T bits --device cuda --cuda-graphs --dtype $dtype 2>&1 | tee -a "$OUT/throughput.txt"
     done
+    bounded 45 $T bits --device cuda 2>&1 | tee -a "$OUT/throughput.txt"
     # steps: T1-T5 x M = 1, 5, 25, 75, 3 rounds of 100 graphed steps: ~6,000 steps at ~1 ms,
     # 20 captures and the start: ~30 s
     bounded 60 $T steps --device cuda --cuda-graphs 2>&1 | tee -a "$OUT/throughput.txt"
@@ -163,7 +168,8 @@ case $phase in
     # the grid, one seed, float32, end to end: 126 s on the H200 before (fresh: a rerun of this
     # phase measures again instead of resuming a finished run)
     limit=$(limit_for 160)
-    if [ "$limit" -gt 5 ]; then RUN_TIMEOUT=$limit timed_run grid-seed grid --seeds 1 --fresh; fi
+    if [ "$limit" -gt 5 ]; then RUN_TIMEOUT=$limit timed_run grid-seed grid --seeds 1 --fresh
+    else echo "[skipped, the phase's budget is spent: the grid]"; fi
     bounded 20 python3 benchmarks/run_summary.py "$RUNS/grid-seed" 2>&1 | tee -a "$OUT/grid-seed.txt"
     cp "$RUNS/grid-seed/run.json" "$OUT/grid-seed.run.json"
     # bench at 375 members, T4 + Adam: paper loop, its torchvision variant, engine eager and
