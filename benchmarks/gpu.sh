@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The GPU device checks (issues 7 and 16), one phase per device command (< 10 min each). A
+# The GPU device checks (issues 7, 16 and 29), one phase per device command (< 10 min each). A
 # session's 15 device minutes fit about three short calls or one long one; session 7 ran cnn,
 # probe and graphs, session 8 cnn (design 2 of studies/cnn-gpu.toml).
 #
-#   bash benchmarks/gpu.sh engine    # GPU tests, then the side-by-side benchmark (fp32, tf32)
-#   bash benchmarks/gpu.sh studies   # paper x 5 seeds; grid x 5 seeds in fp32 and in tf32
-#   bash benchmarks/gpu.sh cnn       # issue 16: studies/cnn-gpu.toml, CNN tests, determinism
-#   bash benchmarks/gpu.sh probe     # CUDA tests; cnn_gpu_probe.py (step costs, determinism)
-#   bash benchmarks/gpu.sh graphs    # CUDA tests, then cnn-gpu with --cuda-graphs (BUDGET s)
-#   bash benchmarks/gpu.sh fused     # issue 29: fused-step CUDA tests, grouped vs fused, phases
+#   bash benchmarks/gpu.sh engine      # GPU tests, then the side-by-side benchmark (fp32, tf32)
+#   bash benchmarks/gpu.sh studies     # paper x 5 seeds; grid x 5 seeds in fp32 and in tf32
+#   bash benchmarks/gpu.sh cnn         # issue 16: studies/cnn-gpu.toml, CNN tests, determinism
+#   bash benchmarks/gpu.sh probe       # CUDA tests; cnn_gpu_probe.py (step costs, determinism)
+#   bash benchmarks/gpu.sh graphs      # CUDA tests, then cnn-gpu with --cuda-graphs (BUDGET s)
+#   bash benchmarks/gpu.sh fused       # issue 29: fused-step CUDA tests, grouped vs fused, phases
+#   bash benchmarks/gpu.sh throughput  # issue 29 items 5-6: bits, ms per step, profile, the grid
+#                                      # end to end, bench at 375, concurrent populations (~6 min)
 #
 # Every training run passes --cuda-graphs (the default on CUDA since session 8; runs before it
 # needed the flag); `engine` times the engine with and without graphs side by side. Results go under $OUT.
@@ -24,9 +26,19 @@
 # Then run each phase on the device with `carry: [".whl", ".data"]`. A phase cut off by the
 # time limit resumes when run again on the same warm machine: the run folders live in
 # benchmarks/runs/ (ignored by git, kept between calls), only summaries and logs go to $OUT.
+#
+# `throughput` needs the same preparation (the device image has torch, numpy, pandas and
+# torchvision; optuna and the rest travel as .whl) and nothing else; run it as one device call:
+#   run(command="bash benchmarks/gpu.sh throughput", carry=[".whl", ".data"], timeout_s=600)
+# It keeps to PHASE_BUDGET s (default 540) in all: each step runs under `timeout`, its limit cut
+# to what is left, so a step that hangs costs only its own limit and a late one is skipped, not
+# the call. Everything it prints lands in 6 files under $OUT (the device returns 8).
+# tests/test_benchmarks.py runs throughput.py's sub-commands and run_summary.py on the CPU at
+# their smallest sizes; the phase as a whole was rehearsed on the CPU (cuda -> cpu, small sizes).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn|probe|graphs|fused}
+PHASE_START=$(date +%s)
+phase=${1:?usage: bash benchmarks/gpu.sh engine|studies|cnn|probe|graphs|fused|throughput}
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -41,9 +53,26 @@ hp() { python3 -m hpstudy.cli "$@"; }
 timed_run() {  # name, then `hpstudy run` arguments; prints the last lines and the wall time
   local name=$1; shift
   local start; start=$(date +%s.%N)
-  hp run "$@" --device cuda --cuda-graphs --out "$RUNS/$name" --no-report \
+  # RUN_TIMEOUT bounds the run (0, the default: no bound)
+  timeout "${RUN_TIMEOUT:-0}" python3 -m hpstudy.cli run "$@" --device cuda --cuda-graphs \
+    --out "$RUNS/$name" --no-report \
     2>"$OUT/$name.log" | tail -n 3 | tee "$OUT/$name.txt"
   echo "$name end to end: $(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/$name.txt"
+}
+
+PHASE_BUDGET=${PHASE_BUDGET:-540}  # throughput: seconds for the whole phase
+limit_for() {  # seconds: the smaller of $1 and what is left of PHASE_BUDGET (0 when none is)
+  local left=$((PHASE_BUDGET - ($(date +%s) - PHASE_START)))
+  if [ "$left" -lt "$1" ]; then echo $((left > 0 ? left : 0)); else echo "$1"; fi
+}
+bounded() {  # seconds, then a command: run it under timeout, never past PHASE_BUDGET
+  local want=$1 limit; limit=$(limit_for "$1"); shift
+  if [ "$limit" -lt "$want" ] && [ "$limit" -le 5 ]; then echo "[skipped, the phase's budget is spent: $*]"; return 124; fi
+  local start; start=$(date +%s)
+  timeout "$limit" "$@"
+  local rc=$?
+  echo "[rc $rc in $(($(date +%s) - start)) s (limit $limit s): $*]"
+  return $rc
 }
 
 case $phase in
@@ -114,5 +143,47 @@ case $phase in
         "$RUNS/grid-$step/run.json" | tee -a "$OUT/grid-$step.txt"
     done
     ;;
-  *) echo "unknown phase $phase: use engine, studies, cnn, probe, graphs or fused" >&2; exit 2 ;;
+  throughput)  # issue 29 items 5 and 6, one device call. Estimates from the H200 figures in
+    # docs/results.md (the grid's seed: 126 s end to end, 106 s training for 4,308
+    # model-epochs, about 100 population-epochs of ~843 steps, so ~1.2 ms per graphed step of
+    # 75 members with evaluation; a cold start of python, torch, CUDA and the 60,000 images ~10 s).
+    # In all about 375 s: bits 3 x 25, steps 25, profile 25, the grid 130, its summary 5, bench
+    # 2 x 30, concurrent 50; the limits below add up to more, PHASE_BUDGET caps them at 540.
+    set +e
+    T="python3 benchmarks/throughput.py"
+    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+      python3 -c "import torch; print('torch', torch.__version__)"; } | tee "$OUT/gpu.txt"
+    # bits (item 5): T1-T5, one member at sizes 1, 5, 75, 375, 50 graphed steps: 20
+    # populations x 50 steps of <= 5 ms, each ~25 s with the start; float32, then TF32, then
+    # float32 with eager steps (--no-cuda-graphs runs)
+    for dtype in float32 tf32; do
+      bounded 45 $T bits --device cuda --cuda-graphs --dtype $dtype 2>&1 | tee -a "$OUT/throughput.txt"
+    done
+    bounded 45 $T bits --device cuda 2>&1 | tee -a "$OUT/throughput.txt"
+    # steps: T1-T5 x M = 1, 5, 25, 75, 3 rounds of 100 graphed steps: ~6,000 steps at ~1 ms,
+    # 20 captures and the start: ~30 s
+    bounded 60 $T steps --device cuda --cuda-graphs 2>&1 | tee -a "$OUT/throughput.txt"
+    # profile: T4 and T5 at 75, 20 steps eager and graphed, twice each (timed, profiled): ~25 s
+    bounded 45 $T profile --device cuda --cuda-graphs 2>&1 | tee -a "$OUT/throughput.txt"
+    # the grid, one seed, float32, end to end: 126 s on the H200 before (fresh: a rerun of this
+    # phase measures again instead of resuming a finished run)
+    limit=$(limit_for 160)
+    if [ "$limit" -gt 5 ]; then RUN_TIMEOUT=$limit timed_run grid-seed grid --seeds 1 --fresh
+    else echo "[skipped, the phase's budget is spent: the grid]"; fi
+    bounded 20 python3 benchmarks/run_summary.py "$RUNS/grid-seed" 2>&1 | tee -a "$OUT/grid-seed.txt"
+    cp "$RUNS/grid-seed/run.json" "$OUT/grid-seed.run.json"
+    # bench at 375 members, T4 + Adam: paper loop, its torchvision variant, engine eager and
+    # graphed, 300 steps scaled to an epoch, 3 rounds: ~35 s each
+    for tf32 in "" --tf32; do
+      bounded 55 python3 -m hpstudy.cli bench --device cuda --members 375 --steps 300 --repeats 3 \
+        $tf32 2>&1 | tee -a "$OUT/bench.txt"
+    done
+    # concurrent: 75 members of each topology, 3 epochs, sequential then concurrent: ~2 x 18 s
+    # of training, evaluation and the start: ~50 s (~5 s when the engine lacks the keyword)
+    bounded 70 $T concurrent --device cuda --cuda-graphs --members 75 --max-epochs 3 2>&1 \
+      | tee -a "$OUT/throughput.txt"
+    echo "throughput phase: $(($(date +%s) - PHASE_START)) s of the ${PHASE_BUDGET} s budget"
+    ;;
+  *) echo "unknown phase $phase: use engine, studies, cnn, probe, graphs, fused or throughput" >&2
+    exit 2 ;;
 esac
