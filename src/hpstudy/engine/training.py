@@ -291,6 +291,7 @@ def _train_together(configs, populations, train: Split, evaluation: Split, ctx: 
 def _advance(runs: list[PopulationRun], ctx: _RunContext):
     """One epoch of every population in `runs`, with one host sync for all; a population whose
     last member stopped leaves `runs`, and its results are yielded before any epoch starts."""
+    started = time.perf_counter()
     streams = [r.stream for r in runs if r.stream is not None]
     current = torch.cuda.current_stream() if streams else None
     for stream in streams:  # after the bookkeeping (selections, snapshots) queued before
@@ -314,10 +315,16 @@ def _advance(runs: list[PopulationRun], ctx: _RunContext):
     for run, stats in zip(runs, _to_host([r.stats for r in runs]), strict=True):
         run.record(stats)
     ctx.clock.mark("evaluation")
-    for run in runs:
+    # The wave's time so far, shared by work (members x parameters); each one's bookkeeping
+    # below is its own. Shares add up to the call's time, which run.json's costs sum.
+    wave_s, work = time.perf_counter() - started, [r.pop.n_members * r.n_params for r in runs]
+    for run, run_work in zip(runs, work, strict=True):
         ctx.tracker.epoch_done(run.pop.n_members, run.n_params)
+        run.wall_s += wave_s * run_work / sum(work)
     for run in list(runs):
+        started = time.perf_counter()
         run.stop(_ask_callback(ctx, run), ctx.tracker)
+        run.wall_s += time.perf_counter() - started
         if run.done:
             runs.remove(run)
             ctx.tracker.population_finished(run.index)
