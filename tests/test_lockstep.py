@@ -179,6 +179,73 @@ def test_populations_wait_for_memory_and_start_as_others_finish(splits, sequenti
     assert first_epochs == [0, 1, 2, 3]
 
 
+class _StandInStream:
+    """Records what a CUDA stream is asked to do, in one log shared with the launches."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def wait_stream(self, other):
+        self.log.append(("wait", self.name, other.name))
+
+
+def test_each_population_launches_on_its_own_stream_and_a_wave_syncs_once(splits, monkeypatch):
+    """The CUDA choreography, with stand-in streams on the CPU: every epoch, each stream waits
+    for the current one (the bookkeeping) before its population launches; every epoch begins
+    before any finishes; each launch runs on its population's stream; then the current stream
+    waits for all of them and the stats cross to the host once."""
+    import contextlib
+
+    from hpstudy.engine.population_run import PopulationRun
+
+    log: list[tuple] = []
+    active = ["current"]
+    current = _StandInStream("current", log)
+    counter = iter(range(100))
+    monkeypatch.setattr(training, "_new_stream", lambda device: _StandInStream(next(counter), log))
+    monkeypatch.setattr(training, "_current_stream", lambda stream: current)
+
+    @contextlib.contextmanager
+    def on_stream(stream):
+        active.append(stream.name)
+        yield
+        active.pop()
+
+    monkeypatch.setattr(training, "on_stream", on_stream)
+    for name in ("begin_training", "finish_training", "launch_evaluation"):
+        real = getattr(PopulationRun, name)
+
+        def logged(self, real=real, name=name):
+            log.append((name, self.index, active[-1]))
+            return real(self)
+
+        monkeypatch.setattr(PopulationRun, name, logged)
+    real_to_host = training._to_host
+    monkeypatch.setattr(training, "_to_host", lambda stats: log.append(("to_host", len(stats)))
+                        or real_to_host(stats))  # fmt: skip
+    quick = [c.replace(max_epochs=min(c.max_epochs, 2)) for c in CONFIGS]
+    train(quick, *splits, concurrent_populations=True)
+    # Stream n is population n's (they start in plan order).
+    waves, wave = [], []
+    for entry in log:
+        wave.append(entry)
+        if entry[0] == "to_host":
+            waves.append(wave)
+            wave = []
+    assert len(waves) == 2 and not wave  # max_epochs 2: two epochs, one sync each
+    for wave in waves:
+        n = wave[-1][1]  # populations in the wave
+        kinds = [e[0] for e in wave]
+        assert kinds == ["wait"] * n + ["begin_training"] * n + ["finish_training"] * n + [
+            "launch_evaluation"] * n + ["wait"] * n + ["to_host"]  # fmt: skip
+        assert all(e[2] == "current" for e in wave[:n])  # each stream waits on the current
+        assert all(e[1] == "current" for e in wave[-n - 1 : -1])  # and the current on each
+        launches = [e for e in wave if e[0] in ("begin_training", "finish_training",
+                                                "launch_evaluation")]  # fmt: skip
+        assert all(stream == p for _, p, stream in launches)  # on its own stream
+    assert waves[0][-1] == ("to_host", 4)
+
+
 def test_the_memory_model_sizes_populations_that_run_together():
     config = Config(topology="T2")
     one = bytes_per_member(config, torch.float32, 1000)

@@ -282,8 +282,7 @@ def _train_together(configs, populations, train: Split, evaluation: Split, ctx: 
         held = sum(need(populations[r.index], r.pop.n_members) for r in runs)
         n_new = n_admitted(held, [bytes_ for _, _, bytes_ in waiting], budget)
         for p, indices, _ in waiting[:n_new]:
-            stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-            runs.append(_start(configs, indices, train, evaluation, ctx, p, stream))
+            runs.append(_start(configs, indices, train, evaluation, ctx, p, _new_stream(device)))
         del waiting[:n_new]
         yield from _advance(runs, ctx)
 
@@ -293,7 +292,7 @@ def _advance(runs: list[PopulationRun], ctx: _RunContext):
     last member stopped leaves `runs`, and its results are yielded before any epoch starts."""
     started = time.perf_counter()
     streams = [r.stream for r in runs if r.stream is not None]
-    current = torch.cuda.current_stream() if streams else None
+    current = _current_stream(streams[0]) if streams else None
     for stream in streams:  # after the bookkeeping (selections, snapshots) queued before
         stream.wait_stream(current)
     captured = sum(r.steps.capture_s for r in runs)
@@ -330,6 +329,16 @@ def _advance(runs: list[PopulationRun], ctx: _RunContext):
             ctx.tracker.population_finished(run.index)
             yield from run.results(ctx.device_name, ctx.precision)
     ctx.clock.mark("other")
+
+
+def _new_stream(device: torch.device):
+    """A stream of its own for a population on CUDA; None elsewhere (the work runs in order)."""
+    return torch.cuda.Stream(device) if device.type == "cuda" else None
+
+
+def _current_stream(stream):
+    """The stream current on `stream`'s device: where the bookkeeping runs."""
+    return torch.cuda.current_stream(stream.device)
 
 
 def _to_host(stats: list[torch.Tensor]) -> list[list[list[float]]]:
