@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hpstudy import Config
-from hpstudy.engine import make_split, train, training
+from hpstudy.engine import make_split, population_run, train
 from hpstudy.engine.optimizers import StackedOptimizer
 from hpstudy.engine.population import Population
 
@@ -140,7 +140,7 @@ def _gradients(config, grads, dtype):
 def test_evaluation_loss_does_not_depend_on_population_size(splits, monkeypatch):
     """Evaluation runs in chunks whose size shrinks as the population grows (memory); a small
     chunk budget makes that happen on a small split."""
-    monkeypatch.setattr(training, "_EVAL_CHUNK_ELEMENTS", 2**16)
+    monkeypatch.setattr(population_run, "_EVAL_CHUNK_ELEMENTS", 2**16)
     train_split, eval_split = splits[torch.float32]
     target = Config(topology="T1", optimizer="sgd", lr=0.05, seed=5, max_epochs=1)
     (alone,) = train([target], train_split, eval_split)

@@ -3,16 +3,23 @@
     >>> max_members(config, device=torch.device("cuda"), dtype=torch.float32)
     6120
 
+    >>> n_admitted(held, [population_bytes(c, 75, torch.float32) for c in waiting], budget)
+    2
+
 A population holds five copies of its parameters (weights, gradients, two optimizer moments and
 the best-epoch snapshot) plus one step's activations. The budget is a fraction of the device's
 free memory (CUDA) or of the machine's available memory (CPU); larger groups are split into
-several populations that run one after another. A CNN population runs its members one at a
-time, so one member's step activations are counted once for the whole population.
+several populations. A CNN population runs its members one at a time, so one member's step
+activations are counted once for the whole population. Populations that train together (on
+CUDA, `train(concurrent_populations=...)`) share the same budget: `population_bytes` is what
+one of them holds, with its own evaluation working set, and `n_admitted` says how many of those
+waiting start beside the ones running.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -22,6 +29,10 @@ from hpstudy.config.cost import n_parameters
 _PARAMETER_COPIES = 5  # params, grads, exp_avg, exp_avg_sq, best-epoch snapshot
 _ACTIVATION_COPIES = 4  # pre-activation, activation, its gradient, a temporary
 _BUDGET_FRACTION = 0.6  # of free memory: leaves room for evaluation chunks and the data
+# Activations per evaluation chunk (128 MiB of float32); a chunk's pre-activations,
+# activations and logits are the working set a population keeps while it evaluates.
+EVAL_CHUNK_ELEMENTS = 2**25
+_EVAL_CHUNK_COPIES = 3
 
 
 def bytes_per_member(config: Config, dtype: torch.dtype, n_eval: int = 10_000) -> int:
@@ -65,8 +76,42 @@ def max_members(
     config: Config, *, device: torch.device, dtype: torch.dtype, n_eval: int = 10_000
 ) -> int:
     """The largest population of `config`'s shape that fits the memory budget (at least 1)."""
-    budget = _BUDGET_FRACTION * free_bytes(device) - shared_bytes(config, dtype)
+    budget = memory_budget(device) - shared_bytes(config, dtype)
     return max(1, int(budget // bytes_per_member(config, dtype, n_eval)))
+
+
+def population_bytes(
+    config: Config, n_members: int, dtype: torch.dtype, n_eval: int = 10_000
+) -> int:
+    """Memory a population of `n_members` of `config`'s shape holds while it trains beside
+    others: its members, what it needs once, and its evaluation chunk's working set (each
+    population evaluates on its own stream, so the chunks of several coexist)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    evaluation = _EVAL_CHUNK_COPIES * EVAL_CHUNK_ELEMENTS * element
+    return (
+        n_members * bytes_per_member(config, dtype, n_eval)
+        + shared_bytes(config, dtype)
+        + evaluation
+    )
+
+
+def memory_budget(device: torch.device) -> float:
+    """Bytes that training on `device` may plan for: what `max_members` fills with one
+    population, and what populations running together share."""
+    return _BUDGET_FRACTION * free_bytes(device)
+
+
+def n_admitted(held: int, waiting: Sequence[int], budget: float) -> int:
+    """How many of the `waiting` populations (their `population_bytes`, in order) start now
+    beside running ones that hold `held` bytes: the longest prefix that fits `budget`, and at
+    least one when nothing runs (a population alone always runs: `max_members` sized it)."""
+    n = 0
+    for need in waiting:
+        if held + need > budget and (held or n):
+            break
+        held += need
+        n += 1
+    return n
 
 
 def split_group(indices: list[int], limit: int) -> list[list[int]]:

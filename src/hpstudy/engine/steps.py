@@ -17,6 +17,12 @@ the graph. Where torch lacks that call, steps of dropout members run eagerly.
 What a graph fixes at capture time (tensor addresses, member ranges, batch shape) changes when
 members are selected away, so `reset()` drops the graph and the next full batch captures a new
 one. The last, shorter batch of an epoch runs eagerly.
+
+An epoch is `begin_epoch` (set-up, and the warm-ups and capture when a graph is due) then
+`finish_epoch` (the rest). Each population owns its graph and the graph's memory pool; a graph
+replays on whatever stream is current, so a population trained on its own stream replays
+there. Capturing synchronises the whole device (`torch.cuda.graph`), which is why populations
+that run together begin all their epochs before finishing any (`training._advance`).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class StepRunner:
         self._scheduled = any(c.schedule != "constant" for c in pop.configs)
         self.capture_s = 0.0  # time spent capturing graphs (warm-up steps excluded)
         self.n_captures = 0
+        self._epoch: _EpochSteps | None = None  # between begin_epoch and finish_epoch
         self.reset()
 
     def reset(self) -> None:
@@ -69,7 +76,18 @@ class StepRunner:
         """One epoch (or its first `max_steps` steps) for every member.
 
         Returns the mean batch loss per member (M,), on the device; nothing here syncs with
-        the host.
+        the host (but a capture, which waits for the whole device).
+        """
+        self.begin_epoch(epoch, max_steps=max_steps)
+        return self.finish_epoch()
+
+    def begin_epoch(self, epoch: int, *, max_steps: int | None = None) -> None:
+        """Set up `epoch` and, with CUDA graphs, run its steps up to and including a capture
+        (the warm-ups and the captured step); without a capture to make, no step runs here.
+
+        A capture synchronises the whole device, so a caller that trains several populations
+        together begins every population's epoch before finishing any: a capture then waits
+        for a few steps of the others, not for their whole epochs.
         """
         pop, train = self.pop, self.train
         n, batch_size = len(train), pop.configs[0].batch_size
@@ -86,14 +104,23 @@ class StepRunner:
         graphable = self.cuda_graph and (not pop.has_dropout or graphs_replay_generators())
         self._loss_sum.zero_()
         starts = range(0, n, batch_size)[:max_steps]
-        for start in starts:
-            idx = order[..., start : start + batch_size]
-            batch_draws = None if draws is None else draws.slice(start, start + batch_size)
-            if graphable and idx.shape[-1] == batch_size:
-                self._graphed_step(idx, batch_draws)
-            else:
-                self._eager_step(idx, batch_draws)
-        return self._loss_sum / len(starts)
+        self._epoch = _EpochSteps(order, draws, graphable, batch_size, list(starts))
+        while self._graph is None and self._epoch.next_is_graphed():
+            self._run_step(*self._epoch.pop())
+
+    def finish_epoch(self) -> torch.Tensor:
+        """Run the rest of the epoch begun by `begin_epoch`; the mean batch loss per member
+        (M,), on the device."""
+        steps, self._epoch = self._epoch, None
+        while steps.left:
+            self._run_step(*steps.pop())
+        return self._loss_sum / steps.n_steps
+
+    def _run_step(self, idx: torch.Tensor, draws: Draws | None, graphed: bool) -> None:
+        if graphed:
+            self._graphed_step(idx, draws)
+        else:
+            self._eager_step(idx, draws)
 
     def _eager_step(self, idx: torch.Tensor, draws: Draws | None = None) -> None:
         train_step(self.pop, self.optimizer, self.train, idx, self._loss_sum, draws)
@@ -117,6 +144,36 @@ class StepRunner:
             self.capture_s += time.perf_counter() - started
             self.n_captures += 1
             self._graph.replay()
+
+
+class _EpochSteps:
+    """The steps of an epoch not yet run: its batch order, draws and batch starts."""
+
+    def __init__(self, order, draws: Draws | None, graphable: bool, batch_size: int, starts):
+        self.order, self.draws, self.graphable = order, draws, graphable
+        self.batch_size, self.starts, self.n_steps = batch_size, starts, len(starts)
+        self.next = 0
+
+    @property
+    def left(self) -> bool:
+        return self.next < len(self.starts)
+
+    def next_is_graphed(self) -> bool:
+        """Whether a step is left and it replays (or captures) a graph: a full batch."""
+        if not (self.left and self.graphable):
+            return False
+        return self._idx(self.starts[self.next]).shape[-1] == self.batch_size
+
+    def pop(self) -> tuple[torch.Tensor, Draws | None, bool]:
+        """The next step's (batch indices, draws, whether graphed); the step counts as run."""
+        start = self.starts[self.next]
+        self.next += 1
+        idx = self._idx(start)
+        draws = None if self.draws is None else self.draws.slice(start, start + self.batch_size)
+        return idx, draws, self.graphable and idx.shape[-1] == self.batch_size
+
+    def _idx(self, start: int) -> torch.Tensor:
+        return self.order[..., start : start + self.batch_size]
 
 
 def train_step(

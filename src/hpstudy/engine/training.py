@@ -9,31 +9,37 @@ trains on the batches of `batch_order(seed, epoch)`, is evaluated on the evaluat
 stops on its own when its early-stopping patience runs out, its max_epochs is reached, its loss
 diverges, or the `on_epoch` callback prunes it. Stopped members are dropped from the stacked
 tensors, so they stop costing compute. The engine is pure: no printing, no files.
+
+Populations run one after another, or (on CUDA by default) together: as many as fit in memory
+advance in lockstep, each on its own stream, with one host sync per epoch for all of them
+(`_advance`; one population's epoch is `population_run.PopulationRun`). Either way a member's
+arithmetic is the same, so its result is too.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from hpstudy.config.config import Config
 from hpstudy.config.cost import n_parameters
 from hpstudy.engine.flops import training_numerics
-from hpstudy.engine.optimizers import StackedOptimizer, check_step, engine_version
+from hpstudy.engine.optimizers import check_step
 from hpstudy.engine.phases import PhaseCallback, PhaseClock
-from hpstudy.engine.planning import max_members, split_group
-from hpstudy.engine.population import member_order_key
-from hpstudy.engine.populations import StackedPopulation, population_for
-from hpstudy.engine.results import Outcome, TrialResult
+from hpstudy.engine.planning import (
+    max_members,
+    memory_budget,
+    n_admitted,
+    population_bytes,
+    split_group,
+)
+from hpstudy.engine.population_run import PopulationRun, on_stream
+from hpstudy.engine.results import TrialResult
 from hpstudy.engine.splits import Split
-from hpstudy.engine.steps import StepRunner, graphs_supported
-
-_EVAL_CHUNK_ELEMENTS = 2**25  # activations per evaluation chunk (128 MiB of float32)
+from hpstudy.engine.steps import graphs_supported
 
 
 @dataclass(frozen=True)
@@ -64,31 +70,6 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-@dataclass
-class _MemberRecord:
-    """Running record of one member while it trains."""
-
-    index: int  # position in train()'s configs
-    train_loss: list[float] = field(default_factory=list)
-    eval_loss: list[float] = field(default_factory=list)
-    eval_accuracy: list[float] = field(default_factory=list)
-    best_epoch: int = 0
-    epochs_since_best: int = 0
-    outcome: Outcome | None = None  # set when the member stops
-
-    def record_epoch(self, train_loss: float, eval_loss: float, accuracy: float) -> bool:
-        """Append one epoch; True when it is a new best (strictly higher accuracy)."""
-        self.train_loss.append(train_loss)
-        self.eval_loss.append(eval_loss)
-        self.eval_accuracy.append(accuracy)
-        best = self.eval_accuracy[self.best_epoch - 1] if self.best_epoch else -math.inf
-        if accuracy > best and math.isfinite(train_loss):  # a diverged epoch is never best
-            self.best_epoch, self.epochs_since_best = len(self.eval_accuracy), 0
-            return True
-        self.epochs_since_best += 1
-        return False
-
-
 def train(
     configs: Sequence[Config],
     train: Split,
@@ -103,12 +84,13 @@ def train(
     on_result: Callable[[int, TrialResult], None] | None = None,
     optimizer_step: str = "grouped",
     on_phase: PhaseCallback | None = None,
+    concurrent_populations: bool | None = None,
 ) -> list[TrialResult]:
     """Train every configuration; results come back in the order of `configs`.
 
     `on_result(i, result)` receives each configuration's result as soon as its population has
-    finished, before the next population starts: a caller that stores it there loses only the
-    running population's work when the call is interrupted.
+    finished, before the next epoch of any population starts: a caller that stores it there
+    loses only the running populations' work when the call is interrupted.
     `max_population` caps the members of one population (default: what fits in memory).
     `tf32=True` (CUDA, float32 only) lets matmuls use TensorFloat-32: faster on Ampere and
     later, opt-in, and recorded in each result's dtype as "float32+tf32".
@@ -118,6 +100,10 @@ def train(
     (`hpstudy.engine.fused`) instead of one update per rule group; float32 bits differ from the
     default "grouped", so each result records its `engine` version.
     `on_phase(name, seconds)` is told where the time goes (`hpstudy.engine.phases`).
+    `concurrent_populations=True` advances populations together, as many as fit in memory
+    (`planning.n_admitted`), each on its own CUDA stream with one host sync per epoch for all;
+    False runs them one after another; None (default) is True on CUDA and False on the CPU,
+    where running together buys nothing. Results do not change.
     """
     device = torch.device(device)
     if tf32 and (device.type != "cuda" or dtype != torch.float32):
@@ -125,8 +111,9 @@ def train(
     if cuda_graphs and not graphs_supported(device):
         raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
     check_step(optimizer_step)
+    together = device.type == "cuda" if concurrent_populations is None else concurrent_populations
     options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result,
-                            optimizer_step, on_phase)  # fmt: skip
+                            optimizer_step, on_phase, bool(together))  # fmt: skip
     with training_numerics(tf32):
         return _train(configs, train, evaluation, device, dtype, options)
 
@@ -140,6 +127,7 @@ class _TrainOptions:
     on_result: Callable[[int, TrialResult], None] | None = None
     optimizer_step: str = "grouped"
     on_phase: PhaseCallback | None = None
+    together: bool = False  # populations advance together (train's concurrent_populations)
 
 
 def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
@@ -150,24 +138,27 @@ def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
         n_eval=len(evaluation),
     )  # fmt: skip
     clock.mark("planning")
+    budget = memory_budget(device)  # measured before any population holds memory
     results: list[TrialResult | None] = [None] * len(configs)
     precision = str(dtype).removeprefix("torch.") + ("+tf32" if options.tf32 else "")
     work = [_population_work([configs[i] for i in indices]) for indices in populations]
-    tracker = _WorkTracker(work)
-    started = time.perf_counter()
-    for p, indices in enumerate(populations):
-        context = _RunContext(
-            p, len(populations), started, options.on_epoch, describe_device(device), precision,
-            work_before=sum(work[:p]) / sum(work), work_share=work[p] / sum(work),
-            cuda_graphs=options.cuda_graphs, tracker=tracker, optimizer_step=options.optimizer_step,
-            clock=clock,
-        )  # fmt: skip
-        for result_index, result in _train_population(configs, indices, train, evaluation, context):
-            results[result_index] = result
-            if options.on_result is not None:
-                clock.mark("other")
-                options.on_result(result_index, result)
-                clock.mark("results")
+    ctx = _RunContext(len(populations), time.perf_counter(), options.on_epoch,
+                      describe_device(device), precision, _WorkTracker(work), clock,
+                      options.cuda_graphs, options.optimizer_step)  # fmt: skip
+    if options.together:
+        finished = _train_together(configs, populations, train, evaluation, ctx, budget)
+    else:
+        finished = (
+            result
+            for p, indices in enumerate(populations)
+            for result in _train_population(configs, indices, train, evaluation, ctx, p)
+        )
+    for result_index, result in finished:
+        results[result_index] = result
+        if options.on_result is not None:
+            clock.mark("other")
+            options.on_result(result_index, result)
+            clock.mark("results")
     clock.mark("other")
     return results
 
@@ -200,12 +191,17 @@ def _population_work(configs: Sequence[Config]) -> float:
 
 @dataclass
 class _WorkTracker:
-    """Work (members x parameters x epochs) done in one train() call, and the work expected."""
+    """Work (members x parameters x epochs) done in one train() call, and the work expected.
+    Populations may run together: each one started has its own share done."""
 
     upper: list[float]  # per population: members x parameters x max_epochs
     done: float = 0.0
     stopped_share: float = 0.0  # sum over stopped members of epochs run / max_epochs
     n_stopped: int = 0
+    # per population started: the share of its max_epochs run (1 once it finished)
+    fraction: dict[int, float] = field(default_factory=dict)
+    # per population running: (epoch, max_epochs, live members, parameters per member)
+    running: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
 
     def epoch_done(self, n_members: int, n_params: int) -> None:
         self.done += float(n_members * n_params)
@@ -214,168 +210,165 @@ class _WorkTracker:
         self.stopped_share += epochs / max_epochs
         self.n_stopped += 1
 
+    def population_finished(self, p: int) -> None:
+        self.fraction[p] = 1.0
+        self.running.pop(p, None)
+
+    def progress(self, p: int, epoch: int, max_epochs: int) -> float:
+        """Share of the upper bound done once population `p` ran `epoch` epochs: finished
+        populations whole, running ones by their epochs. Never decreases."""
+        self.fraction[p] = min(1.0, epoch / max_epochs)
+        done = sum(self.upper[q] * f for q, f in self.fraction.items())
+        return done / sum(self.upper)
+
     def expected_progress(self, p: int, epoch: int, max_epochs: int, n_alive: int,
                           n_params: int) -> float:  # fmt: skip
+        self.running[p] = (epoch, max_epochs, n_alive, n_params)
         share = self.stopped_share / self.n_stopped if self.n_stopped else 1.0
-        epochs_left = min(max(1.0, share * max_epochs - epoch), max_epochs - epoch)
-        left_here = n_alive * n_params * epochs_left
-        left = left_here + share * sum(self.upper[p + 1 :])
+        left_running = 0.0
+        for epoch_q, max_q, alive_q, params_q in self.running.values():
+            epochs_left = min(max(1.0, share * max_q - epoch_q), max_q - epoch_q)
+            left_running += alive_q * params_q * epochs_left
+        waiting = (u for q, u in enumerate(self.upper)
+                   if q not in self.running and q not in self.fraction)  # fmt: skip
+        left = left_running + share * sum(waiting)
         return self.done / (self.done + left) if self.done + left else 1.0
 
 
 @dataclass(frozen=True)
 class _RunContext:
-    population: int
+    """What every population of one train() call shares."""
+
     n_populations: int
-    started: float
+    started: float  # perf_counter() when train() began
     on_epoch: EpochCallback | None
     device_name: str
     precision: str  # "float32", "float64" or "float32+tf32"
-    work_before: float  # share of the call's work in earlier populations
-    work_share: float  # share of this population
+    tracker: _WorkTracker
+    clock: PhaseClock
     cuda_graphs: bool = False
-    tracker: _WorkTracker | None = None  # shared by every population of the call
     optimizer_step: str = "grouped"  # optimizers.OPTIMIZER_STEPS
-    clock: PhaseClock | None = None  # shared by every population of the call
 
 
-def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext):
-    order = sorted(indices, key=lambda i: member_order_key(configs[i]))
-    pop = population_for([configs[i] for i in order], device=train.x.device, dtype=train.x.dtype)
-    optimizer = StackedOptimizer(pop, step=ctx.optimizer_step)
-    steps = StepRunner(pop, optimizer, train, cuda_graph=ctx.cuda_graphs)
-    records = [_MemberRecord(i) for i in order]  # parallel to pop.configs
-    best_params = [p.clone() for p in pop.state_tensors()]
-    best_correct = torch.zeros(
-        pop.n_members, len(evaluation), dtype=torch.bool, device=train.x.device
-    )  # (M, N) at each member's best epoch
-    finished: list[tuple[_MemberRecord, dict, np.ndarray | None]] = []
-    max_epochs = max(c.max_epochs for c in pop.configs)
-    clock = ctx.clock or PhaseClock(None, train.x.device)
-    clock.mark("planning")
+def _start(configs, indices, train: Split, evaluation: Split, ctx: _RunContext, p: int,
+           stream=None) -> PopulationRun:  # fmt: skip
+    run = PopulationRun(configs, indices, train, evaluation, index=p, stream=stream,
+                        cuda_graphs=ctx.cuda_graphs, optimizer_step=ctx.optimizer_step)  # fmt: skip
+    ctx.clock.mark("planning")
+    return run
+
+
+def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext,
+                      p: int):  # fmt: skip
+    """Population `p` alone, epoch by epoch: (config index, result) of each member once all
+    have stopped."""
+    runs = [_start(configs, indices, train, evaluation, ctx, p)]
+    while runs:
+        yield from _advance(runs, ctx)
+
+
+def _train_together(configs, populations, train: Split, evaluation: Split, ctx: _RunContext,
+                    budget: float):  # fmt: skip
+    """Every population, advancing in lockstep as many at a time as fit `budget` bytes: a
+    population starts (in order) when those running leave room for it, at an epoch boundary."""
+    device, dtype, n_eval = train.x.device, train.x.dtype, len(evaluation)
+
+    def need(indices, n_members: int) -> int:
+        return population_bytes(configs[indices[0]], n_members, dtype, n_eval)
+
+    waiting = [(p, indices, need(indices, len(indices))) for p, indices in enumerate(populations)]
+    runs: list[PopulationRun] = []
+    while waiting or runs:
+        held = sum(need(populations[r.index], r.pop.n_members) for r in runs)
+        n_new = n_admitted(held, [bytes_ for _, _, bytes_ in waiting], budget)
+        for p, indices, _ in waiting[:n_new]:
+            runs.append(_start(configs, indices, train, evaluation, ctx, p, _new_stream(device)))
+        del waiting[:n_new]
+        yield from _advance(runs, ctx)
+
+
+def _advance(runs: list[PopulationRun], ctx: _RunContext):
+    """One epoch of every population in `runs`, with one host sync for all; a population whose
+    last member stopped leaves `runs`, and its results are yielded before any epoch starts."""
     started = time.perf_counter()
-    epoch = 0
-    while pop.n_members:
-        epoch += 1
-        captured = steps.capture_s
-        train_loss = steps.epoch(epoch)
-        clock.mark("training", capture_s=steps.capture_s - captured)
-        eval_loss, eval_correct, correct_mask = _evaluate_population(pop, evaluation)
-        # One host sync per epoch: every per-step quantity above stayed on the device.
-        accuracy = eval_correct.double() / len(evaluation)  # exact counts, float64 ratio
-        stats = torch.stack([train_loss.double(), eval_loss.double(), accuracy]).tolist()
-        per_member = zip(*stats, strict=True)  # (train loss, eval loss, accuracy) per member
-        improved = [rec.record_epoch(*row) for rec, row in zip(records, per_member, strict=True)]
-        _snapshot(best_params, pop.state_tensors(), improved)
-        _snapshot([best_correct], [correct_mask], improved)
-        clock.mark("evaluation")
-        n_params = n_parameters(pop.configs[0])
-        if ctx.tracker is not None:
-            ctx.tracker.epoch_done(pop.n_members, n_params)
-        pruned = _ask_callback(ctx, epoch, max_epochs, records, n_params)
-        keep = []
-        for m, (rec, config) in enumerate(zip(records, pop.configs, strict=True)):
-            rec.outcome = _stop_reason(rec, config, epoch, pruned)
-            if rec.outcome is None:
-                keep.append(m)
-            else:
-                if ctx.tracker is not None:
-                    ctx.tracker.member_stopped(epoch, max_epochs)
-                usable = rec.best_epoch and rec.outcome is not Outcome.DIVERGED
-                state = pop.state_dict_from(best_params, m) if usable else None
-                mask = best_correct[m].cpu().numpy() if rec.best_epoch else None
-                finished.append((rec, state, mask))
-        if len(keep) < pop.n_members:
-            keep_t = torch.tensor(keep, dtype=torch.long, device=train.x.device)
-            pop.select(keep_t)
-            optimizer.select(keep_t)
-            steps.reset()
-            best_params = [b[keep_t] for b in best_params]
-            best_correct = best_correct[keep_t]
-            records = [records[m] for m in keep]
-        clock.mark("other")
-    wall = time.perf_counter() - started
-    total_epochs = sum(len(rec.train_loss) for rec, _, _ in finished)
-    for rec, state, mask in finished:
-        yield (
-            rec.index,
-            TrialResult(
-                config=configs[rec.index],
-                outcome=rec.outcome,
-                train_loss=rec.train_loss,
-                eval_loss=rec.eval_loss,
-                eval_accuracy=rec.eval_accuracy,
-                best_epoch=rec.best_epoch,
-                wall_s=wall * len(rec.train_loss) / total_epochs,
-                device=ctx.device_name,
-                dtype=ctx.precision,
-                state_dict=state,
-                eval_correct=mask,
-                engine=engine_version(ctx.optimizer_step),
-            ),
-        )
+    streams = [r.stream for r in runs if r.stream is not None]
+    current = _current_stream(streams[0]) if streams else None
+    for stream in streams:  # after the bookkeeping (selections, snapshots) queued before
+        stream.wait_stream(current)
+    captured = sum(r.steps.capture_s for r in runs)
+    # Every epoch begins before any finishes: a capture syncs the whole device, and then
+    # waits for a few steps of the others rather than for their epochs.
+    for run in runs:
+        with on_stream(run.stream):
+            run.begin_training()
+    for run in runs:
+        with on_stream(run.stream):
+            run.finish_training()
+    ctx.clock.mark("training", capture_s=sum(r.steps.capture_s for r in runs) - captured)
+    for run in runs:
+        with on_stream(run.stream):
+            run.launch_evaluation()
+    for stream in streams:
+        current.wait_stream(stream)
+    # One host sync per epoch for every population: all above stayed on the device.
+    for run, stats in zip(runs, _to_host([r.stats for r in runs]), strict=True):
+        run.record(stats)
+    ctx.clock.mark("evaluation")
+    # The wave's time so far, shared by work (members x parameters); each one's bookkeeping
+    # below is its own. Shares add up to the call's time, which run.json's costs sum.
+    wave_s, work = time.perf_counter() - started, [r.pop.n_members * r.n_params for r in runs]
+    for run, run_work in zip(runs, work, strict=True):
+        ctx.tracker.epoch_done(run.pop.n_members, run.n_params)
+        run.wall_s += wave_s * run_work / sum(work)
+    for run in list(runs):
+        started = time.perf_counter()
+        run.stop(_ask_callback(ctx, run), ctx.tracker)
+        run.wall_s += time.perf_counter() - started
+        if run.done:
+            runs.remove(run)
+            ctx.tracker.population_finished(run.index)
+            yield from run.results(ctx.device_name, ctx.precision)
+    ctx.clock.mark("other")
 
 
-@torch.no_grad()
-def _evaluate_population(pop: StackedPopulation, split: Split):
-    """(mean loss (M,), number correct (M,), correct mask (M, N)) of every member on `split`,
-    in chunks."""
-    widest = max(pop.configs[0].layer_sizes)
-    chunk = max(256, _EVAL_CHUNK_ELEMENTS // (pop.n_members * widest))
-    # Each image's loss is kept and summed once at the end: chunk sizes depend on M, and a sum
-    # per chunk would make a member's loss depend on its population's size.
-    losses = torch.empty(pop.n_members, len(split), dtype=split.x.dtype, device=split.x.device)
-    correct = torch.zeros(pop.n_members, dtype=torch.long, device=split.x.device)
-    mask = torch.empty(pop.n_members, len(split), dtype=torch.bool, device=split.x.device)
-    for start in range(0, len(split), chunk):
-        x, y = split.x[start : start + chunk], split.y[start : start + chunk]
-        logits = pop.forward(x)  # (M, C, 10)
-        log_probs = torch.log_softmax(logits, dim=-1)
-        target = y.expand(pop.n_members, -1).unsqueeze(-1)
-        losses[:, start : start + len(y)] = -log_probs.gather(-1, target).squeeze(-1)
-        hit = logits.argmax(dim=-1) == y  # (M, C)
-        mask[:, start : start + len(y)] = hit
-        correct += hit.sum(dim=1)
-    return losses.sum(dim=1) / len(split), correct, mask
+def _new_stream(device: torch.device):
+    """A stream of its own for a population on CUDA; None elsewhere (the work runs in order)."""
+    return torch.cuda.Stream(device) if device.type == "cuda" else None
 
 
-def _snapshot(best_params, params, improved: list[bool]) -> None:
-    """Copy the weights of members whose accuracy improved into the best-epoch store."""
-    if not any(improved):
-        return
-    rows = torch.tensor([m for m, flag in enumerate(improved) if flag], device=params[0].device)
-    for best, current in zip(best_params, params, strict=True):
-        best[rows] = current[rows]
+def _current_stream(stream):
+    """The stream current on `stream`'s device: where the bookkeeping runs."""
+    return torch.cuda.current_stream(stream.device)
 
 
-def _ask_callback(ctx: _RunContext, epoch: int, max_epochs: int, records,
-                  n_params: int) -> set[int]:  # fmt: skip
+def _to_host(stats: list[torch.Tensor]) -> list[list[list[float]]]:
+    """Each (3, M) tensor of `stats` as 3 lists, moved to the host in one copy."""
+    if len(stats) == 1:
+        return [stats[0].tolist()]
+    rows = torch.cat(stats, dim=1).tolist()
+    out, start = [], 0
+    for tensor in stats:
+        end = start + tensor.shape[1]
+        out.append([row[start:end] for row in rows])
+        start = end
+    return out
+
+
+def _ask_callback(ctx: _RunContext, run: PopulationRun) -> set[int]:
     if ctx.on_epoch is None:
         return set()
+    records, tracker = run.records, ctx.tracker
     event = EpochEvent(
-        population=ctx.population,
+        population=run.index,
         n_populations=ctx.n_populations,
-        epoch=epoch,
+        epoch=run.epoch,
         config_indices=[rec.index for rec in records],
         eval_accuracy=[rec.eval_accuracy[-1] for rec in records],
         n_members=len(records),
         elapsed_s=time.perf_counter() - ctx.started,
-        progress=ctx.work_before + ctx.work_share * min(1.0, epoch / max_epochs),
-        expected_progress=ctx.tracker.expected_progress(
-            ctx.population, epoch, max_epochs, len(records), n_params
-        )
-        if ctx.tracker is not None
-        else 0.0,
+        progress=tracker.progress(run.index, run.epoch, run.max_epochs),
+        expected_progress=tracker.expected_progress(
+            run.index, run.epoch, run.max_epochs, len(records), run.n_params
+        ),
     )
     return set(ctx.on_epoch(event) or ())
-
-
-def _stop_reason(rec: _MemberRecord, config: Config, epoch: int, pruned: set[int]):
-    """The outcome if this member stops after `epoch`, else None."""
-    if not math.isfinite(rec.train_loss[-1]):
-        return Outcome.DIVERGED
-    if rec.index in pruned:
-        return Outcome.PRUNED
-    if rec.epochs_since_best >= config.patience or epoch >= config.max_epochs:
-        return Outcome.COMPLETE
-    return None
