@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import math
 import random
 import statistics
@@ -322,10 +321,6 @@ def _row(state: list[torch.Tensor], i: int) -> list[torch.Tensor]:
 # -- concurrent --------------------------------------------------------------------------------
 
 
-def has_concurrent_populations() -> bool:
-    return "concurrent_populations" in inspect.signature(train).parameters
-
-
 def run_concurrent(args, split, evaluation) -> int:
     configs = [c.replace(max_epochs=args.max_epochs) for t in args.topologies
                for c in mixed_members(t, args.members[0])]  # fmt: skip
@@ -434,9 +429,6 @@ def _sizes(parser, flag: str, text: str) -> list[int]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.command == "concurrent" and not has_concurrent_populations():
-        print("concurrent: skipped (engine has no concurrent_populations)")
-        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

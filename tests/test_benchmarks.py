@@ -92,32 +92,14 @@ def test_bits_exits_1_when_a_member_depends_on_its_neighbours(monkeypatch, capsy
     assert "bits: DIFFER: T1 at 1, T1 at 3" in out  # the member alone differs from its row at 3
 
 
-def test_concurrent_is_skipped_or_compares_every_result():
+def test_concurrent_compares_the_two_calls_bit_for_bit():
+    """Sequential and concurrent populations (the engine's keyword), every result compared."""
     out = _throughput("concurrent", "--members", "1", "--max-epochs", "1", "--limit-train",
                       "320", "--limit-eval", "250")  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
-    skipped = "concurrent: skipped (engine has no concurrent_populations)\n"
-    if out.stdout != skipped:  # the engine has the keyword: both calls ran and were compared
-        assert "results equal (state, losses, accuracies, best epoch, outcome): 5 of 5" in (
-            out.stdout
-        )
-
-
-def test_concurrent_compares_the_two_calls_bit_for_bit(monkeypatch, capsys):
-    """The comparison itself, with a stand-in engine that takes the keyword (and ignores it)."""
-    throughput = _module("throughput")
-    train = throughput.train
-
-    def with_keyword(configs, *args, concurrent_populations=False, **kwargs):
-        return train(configs, *args, **kwargs)
-
-    monkeypatch.setattr(throughput, "train", with_keyword)
-    code = throughput.main(["concurrent", "--members", "1", "--max-epochs", "1", "--limit-train",
-                            "320", "--limit-eval", "250", *SMALL])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert "concurrent_populations=False" in out and "concurrent_populations=True" in out
-    assert "outcome): 5 of 5" in out, out
+    assert "concurrent_populations=False" in out.stdout
+    assert "concurrent_populations=True" in out.stdout
+    assert "results equal (state, losses, accuracies, best epoch, outcome): 5 of 5" in out.stdout
 
 
 @pytest.mark.parametrize(
