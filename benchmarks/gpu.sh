@@ -179,7 +179,7 @@ case $phase in
         $tf32 2>&1 | tee -a "$OUT/bench.txt"
     done
     # concurrent: 75 members of each topology, 3 epochs, sequential then concurrent: ~2 x 18 s
-    # of training, evaluation and the start: ~50 s (~5 s when the engine lacks the keyword)
+    # of training, evaluation and the start: ~50 s
     bounded 70 $T concurrent --device cuda --cuda-graphs --members 75 --max-epochs 3 2>&1 \
       | tee -a "$OUT/throughput.txt"
     echo "throughput phase: $(($(date +%s) - PHASE_START)) s of the ${PHASE_BUDGET} s budget"
