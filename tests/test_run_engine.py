@@ -71,3 +71,20 @@ def test_run_json_keeps_a_phase_line_that_status_shows(grid_run, capsys):
     assert cli.main(["status", str(run_dir)]) == 0
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("phases")]
     assert "training" in line and "storage" in line
+
+
+def test_a_grid_on_cuda_takes_every_seed_in_one_engine_call():
+    """On a CUDA device the engine runs populations together, so a grid's seeds go to one call;
+    the CPU keeps the file's batch (a seed per call), and --batch always wins."""
+    from hpstudy.config.studyfile import load_study
+    from hpstudy.protocols import Trainer
+    from hpstudy.runner.execute import engine_call_size
+    from hpstudy.runner.options import RunOptions
+
+    grid, paper = load_study("grid"), load_study("paper")
+    assert grid.batch == 375
+    assert engine_call_size(grid, RunOptions(device="cuda")) == Trainer.batch > 5 * 375
+    assert engine_call_size(grid, RunOptions(device="cuda:1")) == Trainer.batch
+    assert engine_call_size(grid, RunOptions()) == 375
+    assert engine_call_size(grid, RunOptions(device="cuda", batch=100)) == 100
+    assert engine_call_size(paper, RunOptions(device="cuda")) == paper.batch

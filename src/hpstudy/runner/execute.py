@@ -197,7 +197,7 @@ def run_study(
         with phases.timing("probe"):
             write_run_info(run_dir, study, options, data)
         trainer = Trainer(store, data, protocol=study.protocol.value, space=study.space,
-                          on_event=on_event, batch=options.batch or study.batch,
+                          on_event=on_event, batch=engine_call_size(study, options),
                           weights_dir=run_dir / WEIGHTS_DIR
                           if study.protocol in _STAGED_KINDS else None,
                           on_phase=phases.add_engine)  # fmt: skip
@@ -235,6 +235,18 @@ def run_study(
 
 # Trials finished before engines had versions were all trained by the grouped step.
 _UNVERSIONED_ENGINE = engine_version("grouped")
+
+
+def engine_call_size(study: Study, options: RunOptions) -> int:
+    """Most trials per engine call: `--batch`; else, on a CUDA device, every trial of a grid
+    (all its seeds in one call: the engine runs as many populations together as memory allows);
+    else the study's `batch` (the CPU runs populations one after another, and a seed per call
+    keeps what an interrupt loses, the running population, small)."""
+    if options.batch:
+        return options.batch
+    if study.protocol is ProtocolKind.GRID and str(options.device).startswith("cuda"):
+        return Trainer.batch
+    return study.batch
 
 
 def refuse_mixed_engines(records: list[TrialRecord], optimizer_step: str, where) -> None:
