@@ -238,6 +238,28 @@ def test_cuda_graphs_are_on_by_default_for_cuda_devices_only(monkeypatch, flags,
 
 
 @pytest.mark.parametrize(
+    "flags,together",
+    [([], None), (["--concurrent-populations"], True), (["--no-concurrent-populations"], False)],
+)
+def test_concurrent_populations_reach_the_engine(monkeypatch, flags, together):
+    """The flag travels from the command line to `engine.train`'s keyword (None: the engine's
+    default, together on CUDA only)."""
+    import argparse
+
+    from hpstudy.commands import study_args
+    from hpstudy.config.studyfile import load_study
+    from hpstudy.data.prepare import prepare_data
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("study")
+    study_args.add_study_options(parser)
+    _, options = study_args.options_from(parser.parse_args(["digits", "--device", "cpu", *flags]))
+    assert options.concurrent_populations is together
+    data = prepare_data(load_study("digits"), options)
+    assert data.engine_options()["concurrent_populations"] is together
+
+
+@pytest.mark.parametrize(
     "study,budget,message",
     [
         ("paper", "60", "--time-budget is for search studies; paper has protocol = 'staged'"),

@@ -70,8 +70,8 @@ def run(
     (default runs/<study>). `device`: cpu, cuda or cuda:N (default: CUDA when available).
     `on_event`: called with each progress event (default: silent). Other keywords are the
     CLI's options under RunOptions' names: storage, fresh, dtype, limit_train, limit_eval,
-    data_dir, batch, grace_s, cuda_graphs, yes, threads. The report is not written here:
-    call `Run.report()`.
+    data_dir, batch, grace_s, cuda_graphs, concurrent_populations, yes, threads. The report is
+    not written here: call `Run.report()`.
     """
     if not isinstance(study, Study):
         study = load_study(study)

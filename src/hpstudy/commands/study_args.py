@@ -53,6 +53,14 @@ def add_study_options(parser: argparse.ArgumentParser, *, worker: bool = False) 
         "launches each step from Python",
     )
     parser.add_argument(
+        "--concurrent-populations",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="advance the populations of an engine call together, each on its own CUDA stream "
+        "(default: on with a CUDA device, off on the CPU, where it gains nothing; results do "
+        "not change)",
+    )
+    parser.add_argument(
         "--optimizer-step",
         default="grouped",
         choices=["grouped", "fused"],
@@ -143,6 +151,7 @@ def options_from(args: argparse.Namespace):
         batch=args.batch,
         grace_s=GRACE_S if args.grace is None else args.grace,
         cuda_graphs=args.cuda_graphs,
+        concurrent_populations=args.concurrent_populations,
         yes=args.yes,
         threads=args.threads,
         optimizer_step=args.optimizer_step,

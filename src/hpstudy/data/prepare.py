@@ -39,6 +39,7 @@ class Data:
     dtype: torch.dtype = torch.float32
     tf32: bool = False  # TensorFloat-32 matmuls (opt-in, CUDA only)
     cuda_graphs: bool = False  # replay training steps from CUDA graphs (CUDA only)
+    concurrent_populations: bool | None = None  # populations together (None: on CUDA only)
     optimizer_step: str = "grouped"  # the engine's optimizer step path (engine.optimizers)
     class_names: tuple[str, ...] = ()  # one per label 0..K-1
     input_shape: tuple[int, ...] = (28, 28)  # (H, W) images or (D,) features
@@ -63,6 +64,7 @@ class Data:
         """Keyword arguments of `engine.train` that say where and how to train."""
         return {"device": self.device, "dtype": self.dtype, "tf32": self.tf32,
                 "cuda_graphs": self.cuda_graphs,
+                "concurrent_populations": self.concurrent_populations,
                 "optimizer_step": self.optimizer_step}  # fmt: skip
 
     def describe(self) -> dict:
@@ -167,6 +169,7 @@ def prepare_data(study: Study, options: DataOptions, dataset=None) -> Data:
         train, evaluation, test, split, dict(ds.digests), options.device, dtype,
         tf32=options.dtype == "tf32", cuda_graphs=options.cuda_graphs,
         optimizer_step=getattr(options, "optimizer_step", "grouped"),
+        concurrent_populations=getattr(options, "concurrent_populations", None),
         class_names=tuple(ds.class_names), input_shape=tuple(ds.input_shape),
         pixel_max=pixel_max, warnings=tuple(ds.warnings),
     )  # fmt: skip
