@@ -5,8 +5,9 @@
 The grid study's N configurations (default all 375) are enqueued in a fresh store, claimed in one
 batch (`Store.claim_many`, as the Trainer claims), beaten once (one heartbeat of every held
 trial), finished one population at a time (`Store.finish_many` with 75 results, as the Trainer
-stores them; the per-trial path finishes each alone) and read back (`Store.record`, as the
-Trainer does). Each phase is timed, per trial, on these paths, interleaved round by round:
+stores them; the per-trial path finishes each alone) and read back (`Store.records_of`, a
+population at a time, as the Trainer does; per trial on the per-trial paths). Each phase is
+timed, per trial, on these paths, interleaved round by round:
 
 - sqlite before: Optuna's per-trial methods on SQLite's defaults (rollback journal,
   synchronous=FULL): what the store did before WAL and batching;
@@ -102,8 +103,8 @@ def run_path(path: str, folder: Path, configs, results, space, population: int) 
                         for t, r in chunk]  # fmt: skip
             assert all(done)
         mark("finish")
-        for tid in ids:
-            store.record(tid)
+        for start in range(0, len(ids), population):  # as the Trainer reads them back
+            store.records_of(ids[start : start + population])
         mark("read")
         if hasattr(store._rdb, "engine"):
             store._rdb.engine.dispose()

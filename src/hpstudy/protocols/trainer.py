@@ -206,6 +206,8 @@ class Trainer:
                 store_arrived()
 
         def store_arrived() -> None:
+            if not arrived:
+                return
             done = list(arrived.items())
             arrived.clear()
             stored = self.store.finish_many([(ids[i], r) for i, r in done],
@@ -217,10 +219,10 @@ class Trainer:
                     # and ended the trial: the key is trained again elsewhere, so these
                     # weights are not that record's and are not kept.
                     self.on_event(self._lost(ids[i]))
-                    continue
-                if result.state_dict is not None:
+                elif result.state_dict is not None:
                     self._keep(self.key(result.config), result)
-                self.trained.append(self.store.record(ids[i]))
+            kept = [ids[i] for (i, _), ok in zip(done, stored, strict=True) if ok]
+            self.trained += self.store.records_of(kept)
 
         try:
             with self.store.heartbeat(ids):

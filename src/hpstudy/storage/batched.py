@@ -6,6 +6,7 @@ process enqueues, a population's results, a batch of claims, one heartbeat for e
     ...     done = batched.finish(rdb, [(trial_id, payload, TrialState.COMPLETE, [0.91]), ...])
     ...     got = batched.claim(rdb, [[tid_a], [tid_b, tid_b_duplicate]], limit=2, worker="h:1")
     ...     batched.beat(rdb, held_ids)
+    ...     trials = batched.read(rdb, ids)                             # as get_trial reads them
 
 Optuna writes one trial per transaction (`create_new_trial`, `set_trial_user_attr`,
 `set_trial_state_values`, `record_heartbeat`), and a commit waits for the disk: 375 trials took
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -36,7 +38,7 @@ CHUNK = 500  # trial ids per IN (...) clause: far below SQLite's bound on parame
 _NEEDED = {
     "_set_trial_attr_without_commit": ("session", "model_cls", "trial_id", "key", "value"),
     "_set_trial_value_without_commit": ("session", "trial", "objective", "value"),
-    "_get_prepared_new_trial": ("study_id", "template_trial", "session"),
+    "_build_frozen_trial_from_trial_model": ("trial",),
 }
 
 
@@ -75,14 +77,94 @@ def _session(rdb: Any) -> Any:
 
 
 def enqueue(rdb: Any, study_id: int, templates: Sequence[Any]) -> list[int]:
-    """`create_new_trial` of each template (a FrozenTrial), in one transaction; the new trial
-    ids. The study's row is locked first, as Optuna does, so trial numbers stay consecutive."""
+    """`create_new_trial` of each template (a WAITING FrozenTrial with params and user
+    attributes), in one transaction; the new trial ids. The rows are Optuna's: a trial numbered
+    in creation order (the study's row locked first, as Optuna does), its params in Optuna's
+    internal representation with their distribution checked against the study's, its
+    attributes as JSON. Written as a few multi-row inserts: Optuna's ORM path costs a dozen
+    queries per trial."""
+    import sqlalchemy
+    from optuna.distributions import (
+        check_distribution_compatibility,
+        distribution_to_json,
+        json_to_distribution,
+    )
+
     models = _models()
+    trials, params, attrs = (
+        models.TrialModel,
+        models.TrialParamModel,
+        models.TrialUserAttributeModel,
+    )
+    if any(
+        t.state != TrialState.WAITING
+        or t.values is not None
+        or t.system_attrs
+        or t.intermediate_values
+        for t in templates
+    ):
+        raise ValueError("batched.enqueue writes WAITING trials with params and user attributes")
     with _session(rdb) as session:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-        trials = [rdb._get_prepared_new_trial(study_id, t, session) for t in templates]
-        session.flush()
-        return [trial.trial_id for trial in trials]
+        known: dict[str, Any] = {}  # param name -> the study's distribution of it
+        for name in {n for t in templates for n in t.params}:
+            row = (
+                session.query(params.distribution_json)
+                .join(trials)
+                .filter(trials.study_id == study_id, params.param_name == name)
+                .first()
+            )
+            if row is not None:
+                known[name] = json_to_distribution(row[0])
+        ids = []
+        for t in templates:
+            insert = sqlalchemy.insert(trials).values(
+                study_id=study_id,
+                number=None,
+                state=TrialState.WAITING,
+                datetime_start=t.datetime_start,
+                datetime_complete=t.datetime_complete,
+            )
+            ids.append(session.execute(insert).inserted_primary_key[0])
+        if not ids:
+            return []
+        # Numbered as Optuna numbers: trials of the study created before this one. Nobody else
+        # creates one in between: the study's row (PostgreSQL) or the file (SQLite) is locked.
+        before = session.scalar(
+            sqlalchemy.select(sqlalchemy.func.count(trials.trial_id)).where(
+                trials.study_id == study_id, trials.trial_id < ids[0]
+            )
+        )
+        number = (
+            sqlalchemy.update(trials.__table__)
+            .where(trials.trial_id == sqlalchemy.bindparam("id"))
+            .values(number=sqlalchemy.bindparam("n"))
+        )
+        session.connection().execute(
+            number, [{"id": t, "n": before + i} for i, t in enumerate(ids)]
+        )
+        rows_p, rows_a = [], []
+        for trial_id, t in zip(ids, templates, strict=True):
+            for name, value in t.params.items():
+                distribution = t.distributions[name]
+                check_distribution_compatibility(known.setdefault(name, distribution), distribution)
+                rows_p.append(
+                    {
+                        "trial_id": trial_id,
+                        "param_name": name,
+                        "param_value": distribution.to_internal_repr(value),
+                        "distribution_json": distribution_to_json(distribution),
+                    }
+                )
+            rows_a += [
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in t.user_attrs.items()
+            ]
+        if rows_p:
+            session.execute(sqlalchemy.insert(params), rows_p)
+        if rows_a:
+            session.execute(sqlalchemy.insert(attrs), rows_a)
+    return ids
 
 
 def finish(rdb: Any, items: Sequence[tuple[int, dict, TrialState, Sequence[float]]]) -> list[bool]:
@@ -142,6 +224,23 @@ def beat(rdb: Any, trial_ids: Sequence[int]) -> None:
     if trial_ids:
         with _session(rdb) as session:
             _heartbeats(session, trial_ids)
+
+
+def read(rdb: Any, trial_ids: Sequence[int]) -> list[Any]:
+    """Optuna's `get_trial` of each trial in `trial_ids` (FrozenTrials, in that order), in one
+    session: its relations loaded a few queries at a time, as Optuna's `get_all_trials` does."""
+    from sqlalchemy.orm import selectinload
+
+    trials, found = _models().TrialModel, {}
+    relations = (trials.params, trials.values, trials.user_attributes, trials.system_attributes,
+                 trials.intermediate_values)  # fmt: skip
+    with _session(rdb) as session:
+        for start in range(0, len(trial_ids), CHUNK):
+            chunk = list(trial_ids[start : start + CHUNK])
+            query = session.query(trials).options(*(selectinload(r) for r in relations))
+            for model in query.filter(trials.trial_id.in_(chunk)):
+                found[model.trial_id] = rdb._build_frozen_trial_from_trial_model(model)
+    return [found[trial_id] for trial_id in trial_ids]
 
 
 def _heartbeats(session: Any, trial_ids: Sequence[int]) -> None:

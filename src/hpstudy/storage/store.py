@@ -15,10 +15,12 @@ Writing (what protocols do, through `hpstudy.protocols.trainer.Trainer`):
 
 One Optuna study per hpstudy study; one Optuna trial per (configuration, seed, split). A trial
 is enqueued WAITING with its identity (`key`, `config`, `seed`, `protocol`, `split`) as user
-attributes and its factors as Optuna params, claimed atomically (WAITING -> RUNNING, a row lock on
-PostgreSQL), and finished by writing one `result` user attribute (curves, best epoch, outcome,
-timings, device, versions, data digests) and then its state. Only the state change marks it
+attributes and its factors as Optuna params, claimed atomically (WAITING -> RUNNING only where
+still WAITING), and finished by writing one `result` user attribute (curves, best epoch,
+outcome, timings, device, versions, data digests) and its state. Only the state change marks it
 done, so a process killed at any moment leaves either a finished trial or one that is re-done.
+On an RDB storage each of these writes many trials in one transaction (`enqueue`, `claim_many`,
+`finish_many`: `hpstudy.storage.batched`), and SQLite runs in WAL mode (`backends`).
 Dead processes are found by Optuna's heartbeats (`fail_stale`, in `hpstudy.storage.liveness`);
 the storage itself is opened by `hpstudy.storage.backends`.
 
@@ -196,7 +198,7 @@ class Store(Liveness):
             for group in groups:
                 if len(claimed) >= limit:
                     break
-                claimed += [tid for tid in group if self._claim_one(tid)][:1]
+                claimed += next(([tid] for tid in group if self._claim_one(tid)), [])
             return claimed
         with interrupts.deferred():  # claimed and held, or neither: an interrupt waits
             claimed = batched.claim(self._rdb, groups, limit=limit, worker=self.worker)
@@ -272,7 +274,8 @@ class Store(Liveness):
         self._release(trial_id)
 
     def finish(self, trial_id: int, result: TrialResult, *, n_train: int, digests: dict) -> bool:
-        """Write the result, then the state (the state change is what makes it count).
+        """Write the result and the state (the state change is what makes it count; one
+        transaction on an RDB storage).
 
         False if the trial was already ended by another process that took this one for dead
         (its heartbeats came late: it was paused past the grace period): that trial stays as the
@@ -399,6 +402,12 @@ class Store(Liveness):
     def record(self, trial_id: int) -> TrialRecord | None:
         """One trial, read again (after `finish`)."""
         return record_from_trial(self._rdb.get_trial(trial_id))
+
+    def records_of(self, trial_ids: Sequence[int]) -> list[TrialRecord | None]:
+        """`record` of each trial (one session on an RDB storage)."""
+        if not self._batched:
+            return [self.record(trial_id) for trial_id in trial_ids]
+        return [record_from_trial(t) for t in batched.read(self._rdb, trial_ids)]
 
     def records(self, keys: set[str] | None = None) -> list[TrialRecord]:
         """Every hpstudy trial in the study (or those with one of `keys`), by trial number."""
