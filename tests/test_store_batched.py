@@ -41,16 +41,19 @@ def tiny(tmp_path_factory):
     return study, data, configs, results
 
 
-def open_store(folder: Path, *, batched_writes: bool) -> Store:
-    store = Store(default_url(folder), "tiny")
+def open_store(url_or_folder, *, batched_writes: bool, name: str = "tiny") -> Store:
+    url = url_or_folder if isinstance(url_or_folder, str) else default_url(url_or_folder)
+    store = Store(url, name)
     store.create_or_load()
     store._batched = store._batched and batched_writes
     return store
 
 
-def heartbeat_rows(store: Store) -> set[int]:
-    with contextlib.closing(sqlite3.connect(sqlite_file(store.url))) as db:
-        return {row[0] for row in db.execute("SELECT trial_id FROM trial_heartbeats")}
+def heartbeat_rows(store: Store, trial_ids: list[int]) -> set[int]:
+    """Those of `trial_ids` that have a row in Optuna's heartbeat table."""
+    with store._rdb.engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT trial_id FROM trial_heartbeats")
+        return {row[0] for row in rows} & set(trial_ids)
 
 
 def test_optunas_private_helpers_used_for_batching_are_there(tmp_path: Path):
@@ -82,33 +85,27 @@ def store_everything(store: Store, tiny) -> tuple[list[int], list[bool]]:
     ids = store.enqueue(configs, protocol="grid", split=data.split, space=study.space)
     assert store.claim_many([[tid] for tid in ids], limit=len(ids)) == ids
     store.beat(ids)
-    Store(store.url, "tiny")._rdb.set_trial_state_values(ids[-1], TrialState.FAIL)
+    Store(store.url, store.study_name)._rdb.set_trial_state_values(ids[-1], TrialState.FAIL)
     done = store.finish_many(list(zip(ids, results, strict=True)), n_train=len(data.train.y),
                              digests=data.digests)  # fmt: skip
     return ids, done
 
 
-@pytest.mark.slow  # 2 to 3 s: a real tiny training
-def test_batched_writes_store_what_per_trial_writes_stored(tiny, tmp_path: Path):
-    for mode in ("per_trial", "batched"):
-        (tmp_path / mode).mkdir()
-    stores = {mode: open_store(tmp_path / mode, batched_writes=mode == "batched")
-              for mode in ("per_trial", "batched")}  # fmt: skip
-    outcomes = {mode: store_everything(store, tiny) for mode, store in stores.items()}
-    assert outcomes["per_trial"] == outcomes["batched"]
-    ids, done = outcomes["batched"]
-    assert done == [True] * (len(ids) - 1) + [False]
-    per_trial, batch = stores["per_trial"], stores["batched"]
-    assert per_trial.lost.keys() == batch.lost.keys() == {ids[-1]}
+def assert_same_rows(per_trial: Store, batch: Store, tiny) -> None:
+    """Both stores hold the same trials, field by field, but for trial ids and dates."""
+    ids_a, done_a = store_everything(per_trial, tiny)
+    ids_b, done_b = store_everything(batch, tiny)
+    assert done_a == done_b == [True] * (len(ids_b) - 1) + [False]
+    assert per_trial.lost.keys() == {ids_a[-1]} and batch.lost.keys() == {ids_b[-1]}
     assert not per_trial.held and not batch.held
 
     def undated(record):
         assert record.datetime_start is not None
         assert (record.datetime_complete is None) == (record.status is TrialStatus.RUNNING)
-        return dataclasses.replace(record, datetime_start=None, datetime_complete=None)
+        return dataclasses.replace(record, trial_id=0, datetime_start=None, datetime_complete=None)
 
     expected, got = per_trial.records(), batch.records()
-    assert [r.status for r in got].count(TrialStatus.FINISHED) == len(ids) - 1
+    assert [r.status for r in got].count(TrialStatus.FINISHED) == len(ids_b) - 1
     # Compared as text: a diverged loss reads back as nan, which equals no other nan.
     assert [repr(undated(r)) for r in got] == [repr(undated(r)) for r in expected]
     assert [r.eval_correct for r in got] == [r.eval_correct for r in expected]  # compare=False
@@ -117,10 +114,28 @@ def test_batched_writes_store_what_per_trial_writes_stored(tiny, tmp_path: Path)
                 a.system_attrs, a.intermediate_values) == (
                 b.number, b.state, b.values, b.params, b.distributions, b.user_attrs,
                 b.system_attrs, b.intermediate_values)  # fmt: skip
-    assert heartbeat_rows(per_trial) == heartbeat_rows(batch) == set(ids)
-    read_back = batch.records_of(ids[::-1])  # one session, in the order asked
-    assert [repr(r) for r in read_back] == [repr(batch.record(tid)) for tid in ids[::-1]]
+    assert heartbeat_rows(per_trial, ids_a) == set(ids_a)
+    assert heartbeat_rows(batch, ids_b) == set(ids_b)
+    read_back = batch.records_of(ids_b[::-1])  # one session, in the order asked
+    assert [repr(r) for r in read_back] == [repr(batch.record(tid)) for tid in ids_b[::-1]]
     assert [r.eval_correct for r in read_back] == [r.eval_correct for r in got[::-1]]
+
+
+@pytest.mark.slow  # 2 to 3 s: a real tiny training
+def test_batched_writes_store_what_per_trial_writes_stored(tiny, tmp_path: Path):
+    for mode in ("per_trial", "batched"):
+        (tmp_path / mode).mkdir()
+    assert_same_rows(open_store(tmp_path / "per_trial", batched_writes=False),
+                     open_store(tmp_path / "batched", batched_writes=True), tiny)  # fmt: skip
+
+
+@pytest.mark.postgres
+def test_batched_writes_store_what_per_trial_writes_stored_on_postgresql(tiny):
+    from test_workers_postgres import postgres_server
+
+    with postgres_server() as url:
+        assert_same_rows(open_store(url, batched_writes=False, name="per_trial"),
+                         open_store(url, batched_writes=True, name="batched"), tiny)  # fmt: skip
 
 
 def test_a_batched_claim_takes_each_trial_once(tmp_path: Path):
@@ -138,7 +153,7 @@ def test_a_batched_claim_takes_each_trial_once(tmp_path: Path):
     workers = {t._trial_id: t.user_attrs["worker"] for t in first.frozen_trials()}
     assert workers == {ids[0]: first.worker, ids[1]: second.worker, ids[2]: first.worker,
                        ids[3]: second.worker}  # fmt: skip
-    assert heartbeat_rows(first) == set(ids)
+    assert heartbeat_rows(first, ids) == set(ids)
 
 
 @pytest.mark.slow

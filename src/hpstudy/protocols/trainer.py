@@ -5,7 +5,8 @@
 
 `Trainer.ensure` reuses every finished trial with the same key (configuration, seed, split),
 enqueues what is missing, claims WAITING trials atomically, trains all it claimed in one engine
-call and finishes each. Trials other processes run are waited for (and re-done if their process
+call and finishes each population's trials together as its results arrive (one transaction on an
+RDB storage). Trials other processes run are waited for (and re-done if their process
 dies), so several workers and a rerun after a crash both end with exactly one finished trial
 per key. A process paused past the grace period finds the trials it held already ended by another
 process (which took it for dead): it drops their results, says so (`TrialLost`) and goes on.
@@ -122,12 +123,12 @@ class Trainer:
         self, by_key: dict[str, list[TrialRecord]], todo: list[str], limit: int
     ) -> list[tuple]:
         """Claim up to `limit` WAITING trials of keys nobody runs; drop any duplicate claims."""
-        groups = {}  # key -> its WAITING trials, for keys nobody runs: one claim per key
+        groups: dict[str, list[int]] = {}  # key nobody runs -> its WAITING trials: one claim
         for k in todo:
             records = by_key.get(k, [])
-            if not any(r.status is TrialStatus.RUNNING for r in records):
-                waiting = [self._id(r) for r in records if r.status is TrialStatus.WAITING]
-                groups.update({k: waiting} if waiting else {})
+            waiting = [self._id(r) for r in records if r.status is TrialStatus.WAITING]
+            if waiting and not any(r.status is TrialStatus.RUNNING for r in records):
+                groups[k] = waiting
         key_of = {tid: k for k, ids in groups.items() for tid in ids}
         got = self.store.claim_many(list(groups.values()), limit=limit)
         claimed = [(key_of[tid], tid) for tid in got]
