@@ -279,6 +279,10 @@ def finished_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("done")
     study = write_study(tmp, max_epochs=1)
     assert cli.main(["run", str(study), "--out", str(tmp / "run"), *TINY]) == 0
+    # The run's connections live on in this process (a CLI process closes them as it exits),
+    # so SQLite's WAL still holds recent pages: move them into study.db, as the exit would.
+    with sqlite3.connect(tmp / "run" / "study.db") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return tmp / "run"
 
 
@@ -364,17 +368,17 @@ def test_a_gpu_run_is_reported_on_a_machine_without_one(finished_run, tmp_path):
 def test_an_interrupt_while_claiming_or_finishing_leaves_no_running_trial(
     tmp_path, capsys, monkeypatch, where
 ):
-    real = getattr(Store, where)
+    real = getattr(Store, f"{where}_many")  # the Trainer claims and finishes in batches
     calls = []
 
-    def interrupted(self, trial_id, *args, **kwargs):
-        result = real(self, trial_id, *args, **kwargs)
-        calls.append(trial_id)
-        if len(calls) == (2 if where == "claim" else 1):
-            raise KeyboardInterrupt  # after the store committed it; the other trial is held
-        return result
+    def interrupted(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        calls.append(result)
+        # After the store committed the first batch (claims; the first population's results):
+        # the claimed trials, or the other population's, are held.
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(Store, where, interrupted)
+    monkeypatch.setattr(Store, f"{where}_many", interrupted)
     study = write_study(tmp_path, max_epochs=1)
     run_dir = tmp_path / "run"
     assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) == 130

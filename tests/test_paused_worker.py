@@ -147,6 +147,7 @@ def status_of(store: Store, trial_id: int) -> str:
 def test_a_claim_lost_before_its_tag_is_no_claim(pair, monkeypatch):
     paused, other = pair.paused, pair.other
     (tid,) = paused.enqueue([Config(seed=3)], protocol="grid", split=SPLIT, space=SPACE)
+    paused._batched = False  # Optuna's per-trial claim: its tag is a second transaction
     hold = Store._hold
 
     def taken_first(self, trial_id, **kwargs):

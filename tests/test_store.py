@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sqlite3
 import time
 from pathlib import Path
 
@@ -15,7 +17,15 @@ from hpstudy.config.config import Config
 from hpstudy.config.studyfile import load_study
 from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.errors import UserError
-from hpstudy.storage import Store, TrialStatus, default_url, redact_args, redact_url, trial_key
+from hpstudy.storage import (
+    Store,
+    TrialStatus,
+    default_url,
+    redact_args,
+    redact_url,
+    sqlite_file,
+    trial_key,
+)
 from hpstudy.storage.rundir import RUN_FILE, load_trials, open_run
 
 SPLIT = {"selection": "test", "n_train": 600}
@@ -79,19 +89,46 @@ def test_diverged_losses_are_stored_as_nan(store: Store):
     assert math.isnan(record.train_loss[1]) and record.best_accuracy == 0.3
 
 
-@pytest.mark.slow
-def test_stale_running_trials_are_interrupted(store: Store):
+def age_heartbeats(url: str, seconds: float) -> None:
+    """Date every Optuna heartbeat `seconds` back (its stale check reads the database's clock):
+    a silence that long, without sleeping."""
+    with contextlib.closing(sqlite3.connect(sqlite_file(url))) as db, db:
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, ?)",
+                   (f"-{seconds:.0f} seconds",))  # fmt: skip
+
+
+def other_process(url: str) -> Store:
+    """A second Store on the same storage, as another worker process would open it."""
+    other = Store(url, "unit", grace_s=1, heartbeat_s=1)
+    other.create_or_load()
+    other.worker = "elsewhere:4242"  # one test process plays both
+    return other
+
+
+def test_stale_running_trials_of_another_process_are_interrupted(store: Store):
+    other = other_process(store.url)
     ids = store.enqueue([Config(seed=s) for s in range(3)], protocol="grid", split=SPLIT,
                         space=SPACE)  # fmt: skip
-    for tid in ids[:2]:
-        assert store.claim(tid)
-    with store.heartbeat([ids[0]]):
-        time.sleep(3.5)  # grace is 1 s: trial 1's heartbeat went stale, trial 0 kept beating
-        assert store.fail_stale() == 1
+    assert store.claim(ids[0]) and other.claim(ids[1])
+    age_heartbeats(store.url, 3600)  # both silent for an hour (grace: 1 s) ...
+    store.beat([ids[0]])  # ... then this process beats its own: trial 0 is alive again
+    assert store.fail_stale() == 1  # the other process's trial 1 is taken for dead
     statuses = [r.status for r in store.records()]
     assert statuses == [TrialStatus.RUNNING, TrialStatus.INTERRUPTED, TrialStatus.WAITING]
-    assert store.fail_stale(all_running=True) == 1
+    assert store.fail_stale(all_running=True) == 1  # the folder's lock: its own trials too
     assert store.records()[0].status is TrialStatus.INTERRUPTED
+
+
+def test_a_process_never_takes_its_own_held_trial_for_dead(store: Store):
+    """A process resumed after a pause calls fail_stale before its heartbeat thread beats
+    again: its own trials' heartbeats are old, but it is alive and holds them."""
+    other = other_process(store.url)
+    (tid,) = store.enqueue([Config(seed=1)], protocol="grid", split=SPLIT, space=SPACE)
+    assert store.claim(tid)
+    age_heartbeats(store.url, 3600)
+    assert store.fail_stale() == 0 and store.record(tid).status is TrialStatus.RUNNING
+    assert other.fail_stale() == 1  # for any other process it is dead
+    assert store.record(tid).status is TrialStatus.INTERRUPTED
 
 
 def test_killed_between_result_and_state_is_interrupted_not_finished(store: Store):

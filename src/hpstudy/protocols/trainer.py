@@ -5,7 +5,8 @@
 
 `Trainer.ensure` reuses every finished trial with the same key (configuration, seed, split),
 enqueues what is missing, claims WAITING trials atomically, trains all it claimed in one engine
-call and finishes each. Trials other processes run are waited for (and re-done if their process
+call and finishes each population's trials together as its results arrive (one transaction on an
+RDB storage). Trials other processes run are waited for (and re-done if their process
 dies), so several workers and a rerun after a crash both end with exactly one finished trial
 per key. A process paused past the grace period finds the trials it held already ended by another
 process (which took it for dead): it drops their results, says so (`TrialLost`) and goes on.
@@ -122,17 +123,15 @@ class Trainer:
         self, by_key: dict[str, list[TrialRecord]], todo: list[str], limit: int
     ) -> list[tuple]:
         """Claim up to `limit` WAITING trials of keys nobody runs; drop any duplicate claims."""
-        claimed = []
+        groups: dict[str, list[int]] = {}  # key nobody runs -> its WAITING trials: one claim
         for k in todo:
             records = by_key.get(k, [])
-            if any(r.status is TrialStatus.RUNNING for r in records):
-                continue
-            for r in records:
-                if r.status is TrialStatus.WAITING and self.store.claim(self._id(r)):
-                    claimed.append((k, self._id(r)))
-                    break
-            if len(claimed) >= limit:
-                break
+            waiting = [self._id(r) for r in records if r.status is TrialStatus.WAITING]
+            if waiting and not any(r.status is TrialStatus.RUNNING for r in records):
+                groups[k] = waiting
+        key_of = {tid: k for k, ids in groups.items() for tid in ids}
+        got = self.store.claim_many(list(groups.values()), limit=limit)
+        claimed = [(key_of[tid], tid) for tid in got]
         if not claimed:
             return []
         # Two processes may have enqueued and claimed the same key at once: the lower trial
@@ -193,32 +192,55 @@ class Trainer:
                 if prune(ids[i], event.epoch, acc)
             ]  # fmt: skip
 
-        n_train = len(self.data.train.y)
+        # A population's results arrive together when it ends: they are stored together, in
+        # one transaction, when the last of its members (all ran epoch 1) has arrived.
+        members: dict[int, set[int]] = {}  # population -> indices into `configs`
+        arrived: dict[int, TrialResult] = {}
+
+        def on_epoch_members(event) -> list[int]:
+            members.setdefault(event.population, set(event.config_indices))
+            return on_epoch(event)
 
         def on_result(i: int, result: TrialResult) -> None:
-            # Finished as each population ends: an interrupt costs only the running population.
-            if not self.store.finish(ids[i], result, n_train=n_train, digests=self.data.digests):
-                # Another process took this one for dead (paused past the grace period) and
-                # ended the trial: the key is trained again elsewhere, so these weights are
-                # not that record's and are not kept.
-                self.on_event(self._lost(ids[i]))
+            arrived[i] = result
+            if any(i in m and m <= arrived.keys() for m in members.values()):
+                store_arrived()
+
+        def store_arrived() -> None:
+            if not arrived:
                 return
-            if result.state_dict is not None:
-                self._keep(self.key(result.config), result)
-            self.trained.append(self.store.record(ids[i]))
+            done = list(arrived.items())
+            arrived.clear()
+            stored = self.store.finish_many([(ids[i], r) for i, r in done],
+                                            n_train=len(self.data.train.y),
+                                            digests=self.data.digests)  # fmt: skip
+            for (i, result), ok in zip(done, stored, strict=True):
+                if not ok:
+                    # Another process took this one for dead (paused past the grace period)
+                    # and ended the trial: the key is trained again elsewhere, so these
+                    # weights are not that record's and are not kept.
+                    self.on_event(self._lost(ids[i]))
+                elif result.state_dict is not None:
+                    self._keep(self.key(result.config), result)
+            kept = [ids[i] for (i, _), ok in zip(done, stored, strict=True) if ok]
+            self.trained += self.store.records_of(kept)
 
         try:
             with self.store.heartbeat(ids):
-                return engine.train(
+                results = engine.train(
                     configs,
                     self.data.train,
                     self.data.evaluation,
-                    on_epoch=on_epoch,
+                    on_epoch=on_epoch_members,
                     on_result=on_result,
                     on_phase=self.on_phase,
                     **self.data.engine_options(),
                 )
+                store_arrived()  # any the populations above did not cover
+                return results
         except BaseException:
+            with contextlib.suppress(Exception):  # trained already: an interrupt keeps them
+                store_arrived()
             self.store.fail_running(ids)  # the trials not yet finished
             raise
 

@@ -7,10 +7,11 @@
 
 On an RDB storage (SQLite, PostgreSQL) Optuna's own per-trial heartbeats decide which trials are
 stale; a journal file has none, so a worker's beat (a study attribute per worker) covers every
-trial it holds. `Liveness` is the part of `hpstudy.storage.store.Store` that does this; it works
-on the Store's state (`_rdb`, `_optuna`, `held`, `_beats` under `_lock`, `clock`, `worker`,
-`grace_s`, `heartbeat_s`, `is_journal`) and its study attributes (`get_meta_prefixed`,
-`set_meta`), and is not used alone.
+trial it holds. A beat covers only the trials still held, all in one transaction where Optuna
+allows (`hpstudy.storage.batched`). `Liveness` is the part of `hpstudy.storage.store.Store` that
+does this; it works on the Store's state (`_rdb`, `_batched`, `_optuna`, `held`, `_beats` under
+`_lock`, `clock`, `worker`, `grace_s`, `heartbeat_s`, `is_journal`) and its study attributes
+(`get_meta_prefixed`, `set_meta`), and is not used alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from datetime import datetime
 import optuna
 from optuna.trial import TrialState
 
+from hpstudy.storage import batched
+
 WORKER_META = "worker:"  # study attribute prefix: 'host:pid' -> time of its last heartbeat
 
 
@@ -32,18 +35,24 @@ class Liveness:
     def fail_stale(self, *, all_running: bool = False) -> int:
         """Mark trials of dead processes FAIL (interrupted); returns how many.
 
-        `all_running`: every RUNNING trial is stale (the caller holds the run folder's lock and
-        the store is private to that folder). Otherwise Optuna's heartbeat grace period decides.
+        `all_running`: every RUNNING trial is stale, this process's own included (the caller
+        holds the run folder's lock and the store is private to that folder). Otherwise
+        Optuna's heartbeat grace period decides, and the trials this process holds are never
+        taken for dead: it is alive, asking, even if its heartbeat thread has not beaten them
+        lately (a process resumed after a pause finds its own trials, not another's).
         """
         if all_running:
             ids = [
                 t._trial_id for t in self._optuna.get_trials(False, states=(TrialState.RUNNING,))
             ]
-        elif self.is_journal:
-            ids = self._journal_stale_ids()
-        else:  # Optuna's heartbeats, and trials a process died holding before it beat them
-            ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
-            ids += [i for i in self._journal_stale_ids(tagged=False) if i not in ids]
+        else:
+            if self.is_journal:
+                ids = self._journal_stale_ids()
+            else:  # Optuna's heartbeats, and trials a process died holding before it beat them
+                ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
+                ids += [i for i in self._journal_stale_ids(tagged=False) if i not in ids]
+            with self._lock:
+                ids = [i for i in ids if i not in self.held]
         n = 0
         for trial_id in ids:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
@@ -76,13 +85,21 @@ class Liveness:
 
     def beat(self, trial_ids: Iterable[int]) -> None:
         """One heartbeat (what `heartbeat`'s thread does every `heartbeat_s`): this worker, and
-        each of these trials on an RDB storage. Never raises: a missed beat only ages, and a
-        trial another process has ended meanwhile takes a beat harmlessly."""
+        those of these trials it still holds on an RDB storage, in one transaction (`batched`)
+        where it can. Never raises: a missed beat only ages, and a trial another process has
+        ended meanwhile takes a beat harmlessly."""
         with contextlib.suppress(Exception):
             self.beat_worker()
         if self.is_journal:
             return
-        for trial_id in trial_ids:
+        with self._lock:  # a finished trial needs no beat
+            ids = [trial_id for trial_id in trial_ids if trial_id in self.held]
+        if self._batched:
+            with contextlib.suppress(Exception):
+                batched.beat(self._rdb, ids)
+                self._beaten(ids)
+            return
+        for trial_id in ids:
             try:
                 self._rdb.record_heartbeat(trial_id)
             except Exception:

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import base64
 import enum
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hpstudy import __version__
 from hpstudy.config.config import Config
-from hpstudy.engine.results import Outcome
+from hpstudy.engine.results import Outcome, TrialResult
 from hpstudy.errors import UserError
 
 SCHEMA_VERSION = 1  # of the user attributes hpstudy writes on each trial
@@ -172,3 +176,35 @@ def record_from_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
         data_digests=result.get("data_digests", {}),
         eval_correct=result.get("eval_correct"),
     )
+
+
+def result_payload(result: TrialResult, *, n_train: int, digests: dict) -> dict[str, Any]:
+    """The `result` user attribute of a finished trial (what `records` reads back)."""
+    payload = {
+        "outcome": result.outcome.value,
+        "train_loss": _json_floats(result.train_loss),
+        "eval_loss": _json_floats(result.eval_loss),
+        "eval_accuracy": _json_floats(result.eval_accuracy),
+        "best_epoch": int(result.best_epoch),
+        "wall_s": float(result.wall_s),
+        "device": result.device,
+        "dtype": result.dtype,
+        "n_train": int(n_train),
+        "versions": {"hpstudy": __version__, "torch": _torch_version()}
+        | ({"engine": result.engine} if result.engine else {}),
+        "data_digests": dict(digests),
+    }
+    if result.eval_correct is not None:
+        payload["eval_correct"] = pack_correct(result.eval_correct)
+    return payload
+
+
+def _json_floats(values: Iterable[float]) -> list[float | None]:
+    """JSON has no NaN or inf: a diverged loss is stored as null."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__

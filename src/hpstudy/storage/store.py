@@ -15,10 +15,12 @@ Writing (what protocols do, through `hpstudy.protocols.trainer.Trainer`):
 
 One Optuna study per hpstudy study; one Optuna trial per (configuration, seed, split). A trial
 is enqueued WAITING with its identity (`key`, `config`, `seed`, `protocol`, `split`) as user
-attributes and its factors as Optuna params, claimed atomically (WAITING -> RUNNING, a row lock on
-PostgreSQL), and finished by writing one `result` user attribute (curves, best epoch, outcome,
-timings, device, versions, data digests) and then its state. Only the state change marks it
+attributes and its factors as Optuna params, claimed atomically (WAITING -> RUNNING only where
+still WAITING), and finished by writing one `result` user attribute (curves, best epoch,
+outcome, timings, device, versions, data digests) and its state. Only the state change marks it
 done, so a process killed at any moment leaves either a finished trial or one that is re-done.
+On an RDB storage each of these writes many trials in one transaction (`enqueue`, `claim_many`,
+`finish_many`: `hpstudy.storage.batched`), and SQLite runs in WAL mode (`backends`).
 Dead processes are found by Optuna's heartbeats (`fail_stale`, in `hpstudy.storage.liveness`);
 the storage itself is opened by `hpstudy.storage.backends`.
 
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import socket
 import threading
@@ -45,12 +46,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpstudy import __version__
 from hpstudy.config.config import Config
 from hpstudy.config.factors import searched
 from hpstudy.engine.results import TrialResult
 from hpstudy.errors import UserError
-from hpstudy.storage import GRACE_S, HEARTBEAT_S
+from hpstudy.storage import GRACE_S, HEARTBEAT_S, batched, interrupts
 from hpstudy.storage.backends import defer_interrupts_in_sessions, is_journal, open_storage
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.liveness import Liveness
@@ -58,8 +58,8 @@ from hpstudy.storage.records import (
     TrialRecord,
     final_state,
     objective_value,
-    pack_correct,
     record_from_trial,
+    result_payload,
 )
 from hpstudy.storage.urls import check_durable, redact_url
 
@@ -95,6 +95,9 @@ class Store(Liveness):
         # the name `_rdb` is kept for both.
         self._rdb = open_storage(url, heartbeat_s, grace_s)
         self.is_journal = is_journal(url)
+        # Many trials per transaction (`batched`), or Optuna's per-trial methods: on a journal
+        # file, or an Optuna whose private helpers moved.
+        self._batched = batched.supported(self._rdb)
         self._loaded: optuna.Study | None = None
 
     # -- the study ---------------------------------------------------------------------------
@@ -165,23 +168,45 @@ class Store(Liveness):
     def enqueue(
         self, configs: Sequence[Config], *, protocol: str, split: dict, space: dict[str, tuple]
     ) -> list[int]:
-        """Add WAITING trials (identity and params written with the trial, in one go)."""
+        """Add WAITING trials (identity and params written with the trial, all in one
+        transaction on an RDB storage)."""
         distributions = distributions_of(space)
-        ids = []
+        templates = []
         for config in configs:
             params = params_of(config, searched(space))  # none for a factor that does not apply
-            template = optuna.trial.create_trial(
+            templates.append(optuna.trial.create_trial(
                 state=TrialState.WAITING,
                 params=params,
                 distributions={name: distributions[name] for name in params},
                 user_attrs=identity_attrs(config, protocol=protocol, split=split),
-            )
-            ids.append(self._rdb.create_new_trial(self._optuna._study_id, template))
-        return ids
+            ))  # fmt: skip
+        study_id = self._optuna._study_id
+        if self._batched:  # one transaction
+            return batched.enqueue(self._rdb, study_id, templates)
+        return [self._rdb.create_new_trial(study_id, template) for template in templates]
 
     def claim(self, trial_id: int) -> bool:
         """WAITING -> RUNNING, atomically; False if another process got there first (or took
         this one for dead between the claim and its tag: it was paused)."""
+        return bool(self.claim_many([[trial_id]], limit=1))
+
+    def claim_many(self, groups: Iterable[Sequence[int]], *, limit: int) -> list[int]:
+        """Claim the first still-WAITING trial of each group (a key's trials), for at most
+        `limit` groups; the trial ids claimed. One transaction on an RDB storage."""
+        if not self._batched:
+            claimed = []
+            for group in groups:
+                if len(claimed) >= limit:
+                    break
+                claimed += next(([tid] for tid in group if self._claim_one(tid)), [])
+            return claimed
+        with interrupts.deferred():  # claimed and held, or neither: an interrupt waits
+            claimed = batched.claim(self._rdb, groups, limit=limit, worker=self.worker)
+            self._hold_many(claimed)
+        return claimed
+
+    def _claim_one(self, trial_id: int) -> bool:
+        """Optuna's per-trial claim (journal file; RDB when `batched` is not supported)."""
         try:
             claimed = self._rdb.set_trial_state_values(trial_id, TrialState.RUNNING)
             if claimed:
@@ -223,13 +248,17 @@ class Store(Liveness):
     def _hold(self, trial_id: int, *, attr: bool = True) -> None:
         """This process holds the trial: it says so (for `status` and the journal's stale
         check) and its heartbeat starts now, not when training starts."""
-        with self._lock:
-            self.held.add(trial_id)
-        self._beaten([trial_id])
+        self._hold_many([trial_id])
         if attr:
             self._rdb.set_trial_user_attr(trial_id, "worker", self.worker)
         if not self.is_journal:
             self._rdb.record_heartbeat(trial_id)
+
+    def _hold_many(self, trial_ids: Sequence[int]) -> None:
+        """Note these trials as held by this process, beaten now (their rows are written)."""
+        with self._lock:
+            self.held.update(trial_ids)
+        self._beaten(trial_ids)
 
     def _release(self, trial_id: int) -> None:
         with self._lock:
@@ -245,39 +274,43 @@ class Store(Liveness):
         self._release(trial_id)
 
     def finish(self, trial_id: int, result: TrialResult, *, n_train: int, digests: dict) -> bool:
-        """Write the result, then the state (the state change is what makes it count).
+        """Write the result and the state (the state change is what makes it count; one
+        transaction on an RDB storage).
 
         False if the trial was already ended by another process that took this one for dead
         (its heartbeats came late: it was paused past the grace period): that trial stays as the
         other process left it, interrupted, and its key is trained again under another trial;
         this result is dropped and the trial noted in `lost`.
         """
-        payload = {
-            "outcome": result.outcome.value,
-            "train_loss": _json_floats(result.train_loss),
-            "eval_loss": _json_floats(result.eval_loss),
-            "eval_accuracy": _json_floats(result.eval_accuracy),
-            "best_epoch": int(result.best_epoch),
-            "wall_s": float(result.wall_s),
-            "device": result.device,
-            "dtype": result.dtype,
-            "n_train": int(n_train),
-            "versions": {"hpstudy": __version__, "torch": _torch_version()}
-            | ({"engine": result.engine} if result.engine else {}),
-            "data_digests": dict(digests),
-        }
-        if result.eval_correct is not None:
-            payload["eval_correct"] = pack_correct(result.eval_correct)
-        state, values = final_state(result.outcome), [objective_value(result.best_accuracy)]
+        return self.finish_many([(trial_id, result)], n_train=n_train, digests=digests)[0]
+
+    def finish_many(self, results: Sequence[tuple[int, TrialResult]], *, n_train: int,
+                    digests: dict) -> list[bool]:  # fmt: skip
+        """`finish` for each (trial id, result), in one transaction on an RDB storage (a
+        population's results arrive together); per trial whether it counted."""
+        items = [(tid, result_payload(result, n_train=n_train, digests=digests),
+                  final_state(result.outcome), [objective_value(result.best_accuracy)])
+                 for tid, result in results]  # fmt: skip
+        with interrupts.deferred():  # stored and released, or neither: an interrupt waits
+            if self._batched:
+                done = batched.finish(self._rdb, items)
+            else:
+                done = [self._finish_one(*item) for item in items]
+            for (trial_id, *_), ok in zip(items, done, strict=True):
+                if not ok:
+                    self.lost[trial_id] = self.silence_s(trial_id)
+                self._release(trial_id)
+        return done
+
+    def _finish_one(self, trial_id: int, payload: dict, state: TrialState,
+                    values: list[float]) -> bool:  # fmt: skip
+        """Optuna's per-trial writes: the result, then the state (a kill between the two leaves
+        a RUNNING trial with a result, which `fail_stale` makes interrupted)."""
         try:
             self._rdb.set_trial_user_attr(trial_id, "result", payload)
-            done = self._rdb.set_trial_state_values(trial_id, state, values)
+            return self._rdb.set_trial_state_values(trial_id, state, values)
         except optuna.exceptions.UpdateFinishedTrialError:
-            done = False
-        if not done:
-            self.lost[trial_id] = self.silence_s(trial_id)
-        self._release(trial_id)
-        return done
+            return False
 
     # -- settings that travel with the study ---------------------------------------------------
 
@@ -370,6 +403,12 @@ class Store(Liveness):
         """One trial, read again (after `finish`)."""
         return record_from_trial(self._rdb.get_trial(trial_id))
 
+    def records_of(self, trial_ids: Sequence[int]) -> list[TrialRecord | None]:
+        """`record` of each trial (one session on an RDB storage)."""
+        if not self._batched:
+            return [self.record(trial_id) for trial_id in trial_ids]
+        return [record_from_trial(t) for t in batched.read(self._rdb, trial_ids)]
+
     def records(self, keys: set[str] | None = None) -> list[TrialRecord]:
         """Every hpstudy trial in the study (or those with one of `keys`), by trial number."""
         trials = self._optuna.get_trials(deepcopy=False)
@@ -390,14 +429,3 @@ class Store(Liveness):
             if record.status.is_finished:
                 done.setdefault(record.key, record)
         return done
-
-
-def _json_floats(values: Iterable[float]) -> list[float | None]:
-    """JSON has no NaN or inf: a diverged loss is stored as null."""
-    return [float(v) if math.isfinite(v) else None for v in values]
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
