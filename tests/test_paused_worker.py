@@ -182,6 +182,35 @@ def test_the_trainer_drops_a_lost_trials_result_and_its_weights(tmp_path: Path):
     assert status(pair.paused, tid) is TrialStatus.INTERRUPTED
 
 
+def test_a_grid_member_taken_for_dead_stops_at_its_next_epoch(pair: Pair, tmp_path: Path):
+    """Paused past the grace period during epoch 1 (the pause is on the shared fake clock): the
+    other process ends its trials; at the end of that epoch the trainer sees its heartbeats were
+    silent past the grace, reads the trials, and stops them instead of training 4 epochs for a
+    result that will be dropped. A live process's trials are never read (`taken_over`)."""
+    study = load_study(write_study(tmp_path, name="paused", protocol="grid", max_epochs=4))
+    data = prepare_data(study, RunOptions(**QUICK))
+    study = study.with_data_shape(data.n_inputs, data.n_classes, data.input_shape)
+    configs = [c for group in grid_groups(study)[:3] for c in group]  # one seed each
+    paused = pair.paused
+    ids = paused.enqueue(configs, protocol="grid", split=data.split, space=study.space)
+    assert all(paused.claim(t) for t in ids)
+    assert paused.taken_over(ids) == set()  # beaten a moment ago: nothing read, nothing lost
+    events, taken = [], []
+
+    def on_event(event) -> None:
+        if isinstance(event, EpochDone) and not taken:
+            taken.append(pair.pause())
+        events.append(event)
+
+    trainer = Trainer(paused, data, protocol="grid", space=study.space, on_event=on_event)
+    results = trainer.train_trials(list(zip(ids, configs, strict=True)))
+    assert taken == [3]
+    assert [len(r.train_loss) for r in results] == [1, 1, 1]  # stopped at once, not at 4
+    assert [e.epoch for e in events if isinstance(e, EpochDone)] == [1]
+    assert len([e for e in events if isinstance(e, TrialLost)]) == 3 and trainer.trained == []
+    assert {status(paused, t) for t in ids} == {TrialStatus.INTERRUPTED}
+
+
 def test_a_lost_trial_is_one_line_even_when_quiet():
     stream = io.StringIO()
     printer = ProgressPrinter(stream, quiet=True)

@@ -170,7 +170,8 @@ class Trainer:
     ) -> list[TrialResult]:
         """Train claimed trials (trial_id, config) in one engine call and finish each.
 
-        `prune(trial_id, epoch, accuracy) -> bool` is asked after every epoch of every member.
+        `prune(trial_id, epoch, accuracy) -> bool` is asked after every epoch of every member;
+        a member whose trial another process has ended meanwhile stops at that epoch too.
         If training raises (or is interrupted), the trials are marked interrupted, so they are
         trained again by the next run instead of waiting for a heartbeat to go stale.
         """
@@ -185,11 +186,12 @@ class Trainer:
                                     event.epoch, max_epochs, event.n_members, len(configs),
                                     event.elapsed_s, event.progress,
                                     event.expected_progress))  # fmt: skip
-            if prune is None:
-                return []
+            # A member another process has ended (this one was paused past the grace period)
+            # stops now: its result would be dropped (`TrialLost`) however long it trained.
+            lost = self.store.taken_over(ids[i] for i in event.config_indices)
             return [
                 i for i, acc in zip(event.config_indices, event.eval_accuracy, strict=True)
-                if prune(ids[i], event.epoch, acc)
+                if ids[i] in lost or (prune is not None and prune(ids[i], event.epoch, acc))
             ]  # fmt: skip
 
         # A population's results arrive together when it ends: they are stored together, in

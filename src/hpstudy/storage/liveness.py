@@ -4,6 +4,7 @@
     ...     train(...)
     >>> store.fail_stale()               # trials whose process stopped beating: FAIL (re-done)
     >>> store.live_workers()             # ['host:pid', ...] beaten within the grace period
+    >>> store.taken_over(ids)            # held trials another process ended meanwhile
 
 On an RDB storage (SQLite, PostgreSQL) Optuna's own per-trial heartbeats decide which trials are
 stale; a journal file has none, so a worker's beat (a study attribute per worker) covers every
@@ -122,6 +123,18 @@ class Liveness:
         with self._lock:
             last, gap = self._beats.get(trial_id, (now, 0.0))
         return max(gap, now - last)
+
+    def taken_over(self, trial_ids: Iterable[int]) -> set[int]:
+        """The trials among these that another process has ended while this one held them (it
+        took this one for dead). Only a trial whose heartbeats have been silent for half the
+        grace period or more is read: a live process's trials cost nothing here."""
+        ended = set()
+        for trial_id in trial_ids:
+            if trial_id in self.held and self.silence_s(trial_id) >= self.grace_s / 2:
+                with contextlib.suppress(KeyError):  # a trial deleted with its study: not ours
+                    if self._rdb.get_trial(trial_id).state.is_finished():
+                        ended.add(trial_id)
+        return ended
 
     def live_workers(self) -> list[str]:
         """'host:pid' of every process whose last beat is younger than the grace period."""
