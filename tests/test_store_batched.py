@@ -176,3 +176,47 @@ def test_the_trainer_stores_each_population_in_one_transaction(tiny, tmp_path, m
     assert sorted(r.trial_id for r in trainer.trained) == sorted(r.trial_id for r in
                                                                  records.values())  # fmt: skip
     assert not store.held
+
+
+def _journal_mode(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+@contextlib.contextmanager
+def _read_only_copy(folder: Path, tmp_path: Path):
+    """`folder` copied onto a read-only file system (a tmpfs remounted read-only), or a skip
+    where this machine may not mount one."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount)], capture_output=True,
+                      check=False).returncode:  # fmt: skip
+        pytest.skip("this machine cannot mount a tmpfs (not root)")
+    try:
+        shutil.copytree(folder, mount / folder.name)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        yield mount / folder.name
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.slow  # a tiny run (2 to 3 s)
+def test_a_finished_run_leaves_one_file_that_opens_on_read_only_media(tmp_path: Path):
+    """A run writes in WAL mode, then folds the log into study.db and returns it to a rollback
+    journal: no study.db-wal to forget when copying the folder, and readers (report, status) of
+    an archived, read-only copy can open it, which they cannot in WAL mode."""
+    from hpstudy.runner.execute import run_study
+    from hpstudy.storage.rundir import open_run
+
+    study = load_study(write_study(tmp_path, name="grid", protocol="grid"))
+    run_dir = tmp_path / "run"
+    summary = run_study(study, RunOptions(out=str(run_dir), **QUICK))
+    db = run_dir / "study.db"
+    assert _journal_mode(db) == "delete" and not db.with_name("study.db-wal").exists()
+    assert len(open_run(run_dir).records()) == summary.n_trained == 8
+    assert _journal_mode(db) == "delete"  # a reader left it as it found it
+    with _read_only_copy(run_dir, tmp_path) as archived:
+        assert len(open_run(archived).records()) == 8

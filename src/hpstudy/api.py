@@ -342,7 +342,7 @@ def _param_columns(names: Sequence[str]) -> list[str]:
 def _existing_store(url: str, study: str, *, where: str) -> Store:
     """A Store on a storage that already holds `study`; opening it creates nothing."""
     _check_sqlite_file(url, where=where)
-    store = Store(url, study)
+    store = Store(url, study, reader=True)
     with storage_errors(url):
         if not store.exists():
             raise UserError(f"no study {study!r} in {redact_url(url)}; check the name (a run "

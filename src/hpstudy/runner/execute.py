@@ -135,6 +135,10 @@ def releasing(store: Store, *, private: bool) -> Iterator[None]:
             # one claimed a moment before the interrupt arrived.
             store.fail_stale(all_running=True) if private else store.release_held()
         raise
+    finally:
+        if private:  # study.db alone holds every trial, and opens on read-only media too
+            with contextlib.suppress(Exception):
+                store.close_log()
 
 
 @contextlib.contextmanager

@@ -73,7 +73,7 @@ def storage_status(url: str, study_name: str) -> dict:
     from hpstudy.errors import UserError
     from hpstudy.storage import Store, TrialStatus, redact_url, storage_errors
 
-    store = Store(url, study_name)
+    store = Store(url, study_name, reader=True)
     with storage_errors(url):
         if not store.exists():
             names = ", ".join(sorted(store.study_names())) or "none"

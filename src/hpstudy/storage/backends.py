@@ -72,9 +72,11 @@ def journal_path(url: str) -> str:
     return path
 
 
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S, *,
+                 wal: bool = True) -> Any:  # fmt: skip
     """Optuna's storage for a URL: its journal file for journal:///path (no server; the file on
-    a shared file system), else its RDB storage (SQLite, PostgreSQL)."""
+    a shared file system), else its RDB storage (SQLite, PostgreSQL). `wal=False`: a reader,
+    which leaves a SQLite file's journal mode as it finds it (see `end_wal`)."""
     if is_journal(url):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -89,7 +91,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
         # Writers wait for each other instead of failing with "database is locked".
         kwargs = {"connect_args": {"timeout": 60}}
     storage = _open_storage(_with_driver(url), kwargs, heartbeat_s, grace_s)
-    if url.startswith("sqlite"):
+    if url.startswith("sqlite") and wal:
         import sqlalchemy
 
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
@@ -105,6 +107,25 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_
 # of several fsyncs (docs/results.md). WAL needs every process on one machine (shared memory):
 # across machines use PostgreSQL or a journal file.
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL")
+
+
+def end_wal(storage: Any) -> None:
+    """Fold a SQLite store's write-ahead log into its file and return it to a rollback journal,
+    for readers: a WAL-mode file on read-only media (an archived run folder, a read-only
+    mount) cannot be opened at all, and a copy of the folder without its -wal file would miss
+    the last commits. Only the store's last user may call this (a run holding its folder's
+    lock); a file other processes have open stays in WAL mode, which is harmless. Later
+    connections of this storage no longer ask for WAL."""
+    import sqlalchemy
+
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.url.get_backend_name() != "sqlite":
+        return
+    if sqlalchemy.event.contains(engine, "connect", _sqlite_pragmas):
+        sqlalchemy.event.remove(engine, "connect", _sqlite_pragmas)
+    engine.dispose()  # the pool's connections: journal_mode changes only with none open
+    with contextlib.suppress(Exception), engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=DELETE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

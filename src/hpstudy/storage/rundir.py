@@ -300,11 +300,11 @@ def open_run(run_dir: str | Path, storage: str | None = None) -> Store:
     info = read_run_info(run_dir)
     if storage:
         _refuse_missing_sqlite(storage, run_dir, given=True)
-        return Store(storage, info["study"])
+        return Store(storage, info["study"], reader=True)
     url = info.get("storage") or default_url(run_dir)
     _refuse_missing_sqlite(url, run_dir, given=False)
     try:
-        return Store(url, info["study"])
+        return Store(url, info["study"], reader=True)
     except UserError as exc:
         reason = str(exc.__cause__ or exc).splitlines()[0]
         if "password" not in reason.lower():
@@ -338,5 +338,5 @@ def load_trials(run_dir_or_url: str | Path, study: str | None = None) -> list[Tr
         if study is None:
             raise UserError(f"give the study name to read {text!r} (a storage may hold several)")
         _refuse_missing_sqlite(text, text, given=True)
-        return Store(text, study).records()
+        return Store(text, study, reader=True).records()
     return open_run(run_dir_or_url).records()

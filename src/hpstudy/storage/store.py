@@ -51,7 +51,12 @@ from hpstudy.config.factors import searched
 from hpstudy.engine.results import TrialResult
 from hpstudy.errors import UserError
 from hpstudy.storage import GRACE_S, HEARTBEAT_S, batched, interrupts
-from hpstudy.storage.backends import defer_interrupts_in_sessions, is_journal, open_storage
+from hpstudy.storage.backends import (
+    defer_interrupts_in_sessions,
+    end_wal,
+    is_journal,
+    open_storage,
+)
 from hpstudy.storage.keys import distributions_of, identity_attrs, params_of
 from hpstudy.storage.liveness import Liveness
 from hpstudy.storage.records import (
@@ -74,8 +79,9 @@ class Store(Liveness):
     """One hpstudy study in an Optuna storage: enqueue, claim, finish, read."""
 
     def __init__(
-        self, url: str, study_name: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
-    ) -> None:
+        self, url: str, study_name: str, *, heartbeat_s: int = HEARTBEAT_S,
+        grace_s: int = GRACE_S, reader: bool = False,
+    ) -> None:  # fmt: skip
         check_durable(url)
         defer_interrupts_in_sessions()
         self.url, self.study_name = url, study_name
@@ -93,7 +99,7 @@ class Store(Liveness):
         self.heartbeat_s = heartbeat_s
         # Optuna's RDB storage (SQLite, PostgreSQL) or its journal file (`journal:///path`);
         # the name `_rdb` is kept for both.
-        self._rdb = open_storage(url, heartbeat_s, grace_s)
+        self._rdb = open_storage(url, heartbeat_s, grace_s, wal=not reader)
         self.is_journal = is_journal(url)
         # Many trials per transaction (`batched`), or Optuna's per-trial methods: on a journal
         # file, or an Optuna whose private helpers moved.
@@ -134,6 +140,11 @@ class Store(Liveness):
         """The Optuna study, for reading with Optuna's own tools (`trials_dataframe`, its
         plots, the dashboard); hpstudy writes only through this class."""
         return self._optuna
+
+    def close_log(self) -> None:
+        """A SQLite store's log folded into its file, for readers (`backends.end_wal`); the
+        last user of a private store calls it (a run under its folder's lock)."""
+        end_wal(self._rdb)
 
     def delete(self) -> None:
         """Remove the study and all its trials (`--fresh`)."""
