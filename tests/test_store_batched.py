@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from hpstudy.runner.options import RunOptions
 from hpstudy.storage import Store, TrialStatus, batched, default_url, sqlite_file
 from hpstudy.tabulate.plans import grid_groups
 from test_store import SPACE, SPLIT
-from tiny_studies import write_study
+from tiny_studies import hpstudy_cmd, subprocess_env, write_study
 
 QUICK = {"limit_train": 320, "limit_eval": 250}
 
@@ -188,7 +190,6 @@ def _read_only_copy(folder: Path, tmp_path: Path):
     """`folder` copied onto a read-only file system (a tmpfs remounted read-only), or a skip
     where this machine may not mount one."""
     import shutil
-    import subprocess
 
     mount = tmp_path / "readonly"
     mount.mkdir()
@@ -200,7 +201,7 @@ def _read_only_copy(folder: Path, tmp_path: Path):
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         yield mount / folder.name
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
 @pytest.mark.slow  # a tiny run (2 to 3 s)
@@ -218,5 +219,8 @@ def test_a_finished_run_leaves_one_file_that_opens_on_read_only_media(tmp_path: 
     assert _journal_mode(db) == "delete" and not db.with_name("study.db-wal").exists()
     assert len(open_run(run_dir).records()) == summary.n_trained == 8
     assert _journal_mode(db) == "delete"  # a reader left it as it found it
-    with _read_only_copy(run_dir, tmp_path) as archived:
-        assert len(open_run(archived).records()) == 8
+    with _read_only_copy(run_dir, tmp_path) as archived:  # read as a user would, by a command
+        shown = subprocess.run(hpstudy_cmd("status", str(archived), "--json"), env=subprocess_env(),
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert len(json.loads(shown.stdout)["trials"]) == 8
