@@ -6,8 +6,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from hpstudy.data import fashion_mnist, sources
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A run in this process with `threads=1` sets torch's thread count for the process: put it
+    back, so no test's speed depends on which tests ran before it."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
