@@ -11,10 +11,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hpstudy import Config
-from hpstudy.engine import make_split, train
+from hpstudy.engine import train
 from hpstudy.engine.optimizers import StackedOptimizer, engine_version
 from hpstudy.engine.population import Population, member_order_key
 from hpstudy.engine.reference import train_reference
+from slices import fashion_splits
 from test_engine import assert_one_step_matches_torch, max_weight_error
 
 N_TRAIN, N_EVAL = 1200, 400
@@ -38,11 +39,7 @@ def _config(rule: dict, seed: int = 11, epochs: int = 2) -> Config:
 
 
 def _splits(fashion, dtype):
-    kwargs = dict(mean=0.5, std=0.5, dtype=dtype)
-    return (
-        make_split(fashion.train_images[:N_TRAIN], fashion.train_labels[:N_TRAIN], **kwargs),
-        make_split(fashion.test_images[:N_EVAL], fashion.test_labels[:N_EVAL], **kwargs),
-    )
+    return fashion_splits(fashion, N_TRAIN, N_EVAL, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])

@@ -12,8 +12,9 @@ import torch
 
 from cuda_cases import ON_CUDA, use_stand_in_graphs
 from hpstudy import Config
-from hpstudy.engine import make_split, planning, train, training
+from hpstudy.engine import planning, train, training
 from hpstudy.engine.planning import bytes_per_member, n_admitted, population_bytes
+from slices import fashion_splits
 
 N_TRAIN, N_EVAL = 640, 300
 
@@ -41,11 +42,7 @@ PRUNED = 5  # index of the member the callback prunes after its second epoch
 
 @pytest.fixture(scope="module")
 def splits(fashion):
-    kwargs = dict(mean=0.5, std=0.5)
-    return (
-        make_split(fashion.train_images[:N_TRAIN], fashion.train_labels[:N_TRAIN], **kwargs),
-        make_split(fashion.test_images[:N_EVAL], fashion.test_labels[:N_EVAL], **kwargs),
-    )
+    return fashion_splits(fashion, N_TRAIN, N_EVAL)
 
 
 def _run(splits, *, together: bool, device="cpu", **kwargs):

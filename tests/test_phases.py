@@ -10,8 +10,9 @@ import torch
 
 from cuda_cases import ON_CUDA, use_stand_in_graphs
 from hpstudy import Config
-from hpstudy.engine import make_split, train
+from hpstudy.engine import train
 from hpstudy.engine.phases import ENGINE_PHASES
+from slices import fashion_splits
 
 N_TRAIN, N_EVAL = 640, 300
 
@@ -25,11 +26,7 @@ CONFIGS = [
 
 @pytest.fixture(scope="module")
 def splits(fashion):
-    kwargs = dict(mean=0.5, std=0.5)
-    return (
-        make_split(fashion.train_images[:N_TRAIN], fashion.train_labels[:N_TRAIN], **kwargs),
-        make_split(fashion.test_images[:N_EVAL], fashion.test_labels[:N_EVAL], **kwargs),
-    )
+    return fashion_splits(fashion, N_TRAIN, N_EVAL)
 
 
 def test_phases_are_reported_and_cover_the_call(splits):
