@@ -287,6 +287,7 @@ def test_grid_sections_equal_the_store(report_runs):
     assert rank["its final configuration"] == label(rows[winner][2])
     assert rank["rank in the grid"] == f"{1 + sum(a > mine for a in ranked)} of 16"
     assert rank["its grid acc (%)"] == pct(mine)
+    assert rank["it minus the best (pp)"] == f"{100 * (mine - ranked[0]):+.2f} (one seed)"
     for name in ("main_effects", "optimizer_lr", "importances", "curves"):
         assert (grid / "figures" / f"{name}.png").stat().st_size > 1000
 
@@ -429,3 +430,42 @@ def test_importances_name_their_method_without_scikit_learn(report_runs, monkeyp
     found = metrics.importances(load_run(report_runs["grid"]))
     assert found.method == "PED-ANOVA" and "scikit-learn" in found.reason
     assert set(found.values) <= set(FACTORS)
+
+
+@pytest.mark.slow  # a tiny two-seed grid (16 trials, a few seconds)
+def test_a_configurations_gap_to_the_grids_best_is_paired_over_seeds(tmp_path):
+    """rank_in's gap: the configuration minus the grid's best, seed by seed (scipy's paired
+    t-test and the t-interval over the pairs); a diverged seed leaves both sides."""
+    import dataclasses
+    import math
+
+    from hpstudy.engine.results import Outcome
+    from hpstudy.report import metrics
+    from hpstudy.storage.rundir import load_trials
+    from tiny_studies import write_study
+
+    study = load_study(write_study(tmp_path, name="grid", protocol="grid", n_seeds=2))
+    summary = run_study(study, RunOptions(out=str(tmp_path / "grid"), **QUICK, threads=1))
+    (table,) = summary.tables
+    records = [r for r in load_trials(summary.run_dir) if r.status.is_finished]
+    best, last = table.rows[0], table.rows[-1]
+
+    def accs(row):
+        return {r.seed: r.best_accuracy for r in records if r.number in row.trial_numbers}
+
+    rank = metrics.rank_in(table, last.config, records)
+    mine, top = accs(last), accs(best)
+    diffs = [100 * (mine[s] - top[s]) for s in (42, 43)]
+    assert rank.rank == len(table.rows) == 8 and rank.gap.n == 2
+    assert rank.gap.estimate == pytest.approx(sum(diffs) / 2)
+    assert rank.gap.p_value == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
+    half = stats.t.ppf(0.975, 1) * stats.sem(diffs)
+    assert [rank.gap.low, rank.gap.high] == pytest.approx([sum(diffs) / 2 - half,
+                                                           sum(diffs) / 2 + half])  # fmt: skip
+    assert metrics.rank_in(table, best.config, records).gap.estimate == 0.0
+    # seed 43 of the best diverged (constructed): the pair of seed 43 leaves, one seed is left
+    diverged = [dataclasses.replace(r, outcome=Outcome.DIVERGED)
+                if r.number in best.trial_numbers and r.seed == 43 else r
+                for r in records]  # fmt: skip
+    gap = metrics.rank_in(table, last.config, diverged).gap
+    assert gap.n == 1 and gap.estimate == pytest.approx(diffs[0]) and math.isnan(gap.low)

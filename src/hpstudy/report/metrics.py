@@ -25,8 +25,10 @@ from hpstudy.config.config import Config
 from hpstudy.config.factors import FACTORS, Range, factor_label, factors_of, searched
 from hpstudy.report.loader import FACTOR_KEYS, RunView
 from hpstudy.stats.tables import Cell, mean_ci
+from hpstudy.stats.verdict import Difference, paired_difference
 from hpstudy.storage import TrialRecord
 from hpstudy.storage.importance import Importances, param_importances
+from hpstudy.tabulate.rows import usable_accuracy
 
 # -- the final model ---------------------------------------------------------------------------
 
@@ -191,10 +193,13 @@ class Rank:
     n: int  # configurations in the table
     row: object  # hpstudy.stats.tables.Row of the configuration
     best: object  # the table's first row
+    # row - best in points, paired over the seeds both trained (95% paired t-interval)
+    gap: Difference | None = None
 
 
-def rank_in(table, config: Config) -> Rank | None:
-    """Where a configuration ranks in a grid's table, by its factors alone.
+def rank_in(table, config: Config, records: Iterable[TrialRecord] = ()) -> Rank | None:
+    """Where a configuration ranks in a grid's table, by its factors alone, and (given the
+    grid's `records`) its gap to the table's best, paired over their seeds.
 
     Seeds, epochs and batch size are ignored: they are the runs' budgets, which the report
     states beside the rank.
@@ -204,8 +209,24 @@ def rank_in(table, config: Config) -> Rank | None:
     for row in rows:
         if factors_of(row.config) == target:
             rank = 1 + sum(r.selection.mean > row.selection.mean for r in rows)
-            return Rank(rank, len(rows), row, rows[0])
+            gap = seed_paired_gap(row, rows[0], records) if records else None
+            return Rank(rank, len(rows), row, rows[0], gap)
     return None
+
+
+def seed_paired_gap(row, best, records: Iterable[TrialRecord]) -> Difference:
+    """`row` minus `best` (two rows of one table) in points, seed by seed over the seeds both
+    trained usably (a diverged seed counts on neither side): the runs of one seed share their
+    data order, so the seed-to-seed noise cancels in the pairs."""
+    by_number = {r.number: r for r in records}
+
+    def by_seed(r) -> dict[int, float]:
+        found = (by_number.get(n) for n in r.trial_numbers)
+        return {t.seed: usable_accuracy(t) for t in found if t is not None}
+
+    mine, theirs = by_seed(row), by_seed(best)
+    shared = sorted(set(mine) & set(theirs))
+    return paired_difference([mine[s] for s in shared], [theirs[s] for s in shared])
 
 
 @dataclass(frozen=True)

@@ -315,7 +315,7 @@ def comparison_section(view: RunView, related: list[RunView]) -> list[Block]:
     runs = [view, *related]
     staged = [r for r in runs if r.is_staged and r.winner is not None]
     grids = [r for r in runs if r.protocol is ProtocolKind.GRID and r.tables]
-    entries = [(s, g, metrics.rank_in(g.tables[0], s.winner.config))
+    entries = [(s, g, metrics.rank_in(g.tables[0], s.winner.config, g.finished))
                for s in staged for g in grids if view in (s, g)]  # fmt: skip
     if entries:
         blocks += [Heading(2, "What the staged search missed"), sibling_tables.rank_table(entries)]

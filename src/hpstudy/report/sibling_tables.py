@@ -1,7 +1,8 @@
 """The tables that set a run beside its sibling runs: the leakage gap and the staged winner's rank.
 
     >>> leakage_table(metrics.leakage_gap(paper, clean), paper, clean)  # test vs validation
-    >>> rank_table([(paper, grid, metrics.rank_in(grid.tables[0], paper.winner.config))])
+    >>> rank_table([(paper, grid, metrics.rank_in(grid.tables[0], paper.winner.config,
+    ...                                           grid.finished))])
     >>> budget(paper)   # 'paper: 60,000 training images, at most 20 epochs, patience 3, ...'
 
 A run's own tables (`hpstudy.report.report_tables`) read one run; these read two: the run and a
@@ -13,12 +14,14 @@ numbers come from `hpstudy.report.metrics`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from hpstudy.config.factors import config_label
 from hpstudy.report.loader import RunView
 from hpstudy.report.metrics import GapRow
 from hpstudy.report.report_tables import Table, cell_data, cell_text
+from hpstudy.stats.verdict import Difference
 
 
 def leakage_table(rows: Sequence[GapRow], leaky: RunView, clean: RunView) -> Table:
@@ -58,6 +61,24 @@ def leakage_table(rows: Sequence[GapRow], leaky: RunView, clean: RunView) -> Tab
     )
 
 
+def gap_text(gap: Difference | None) -> str:
+    """'-1.23 [-1.80, -0.66], p 0.004, n 5'; one seed: '-1.23 (one seed)'; '' for none."""
+    if gap is None or gap.n == 0:
+        return ""
+    if gap.n == 1:
+        return f"{gap.estimate:+.2f} (one seed)"
+    p = "p < 0.001" if gap.p_value < 0.001 else f"p {gap.p_value:.2g}"
+    return f"{gap.estimate:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}], {p}, n {gap.n}"
+
+
+def gap_data(gap: Difference | None) -> dict | None:
+    if gap is None:
+        return None
+    number = lambda x: None if math.isnan(x) else x  # noqa: E731
+    return {"estimate": number(gap.estimate), "ci95": [number(gap.low), number(gap.high)],
+            "p": number(gap.p_value), "n": gap.n}  # fmt: skip
+
+
 def budget(view: RunView) -> str:
     """'paper: 60,000 training images, at most 20 epochs, patience 3, batch 64, seeds 42'."""
     study = view.study
@@ -75,15 +96,17 @@ def rank_table(entries: Sequence[tuple[RunView, RunView, object]]) -> Table:
         winner = staged.winner
         label = config_label(winner.config)
         if rank is None:
-            rows.append((staged.name, label, grid.name, "not in the grid's space", "", ""))
+            rows.append((staged.name, label, grid.name, "not in the grid's space", "", "", ""))
             data.append({"staged": staged.name, "grid": grid.name, "rank": None})
             continue
         rows.append((staged.name, label, grid.name, f"{rank.rank} of {rank.n}",
                      cell_text(rank.row.selection),
-                     f"{rank.best.label}: {cell_text(rank.best.selection)}"))  # fmt: skip
+                     f"{rank.best.label}: {cell_text(rank.best.selection)}",
+                     gap_text(rank.gap)))  # fmt: skip
         data.append({"staged": staged.name, "grid": grid.name, "rank": rank.rank, "n": rank.n,
                      "accuracy": cell_data(rank.row.selection),
-                     "best": cell_data(rank.best.selection)})  # fmt: skip
+                     "best": cell_data(rank.best.selection),
+                     "gap": gap_data(rank.gap)})  # fmt: skip
     return Table(
         "staged-vs-grid",
         "What the staged search missed: its winner's rank in the full grid",
@@ -94,12 +117,16 @@ def rank_table(entries: Sequence[tuple[RunView, RunView, object]]) -> Table:
             "rank in the grid",
             "its grid acc (%)",
             "grid's best (%)",
+            "it minus the best (pp)",
         ),
         tuple(rows),
         (
             "Ranked by the grid run's own selection accuracy (its split, its seeds); rows with "
-            "equal means share a rank. Configurations match on topology, optimizer, learning rate "
-            "and activation; the budgets: "
+            "equal means share a rank. Its gap to the grid's best is paired seed by seed over the "
+            "seeds both trained: mean difference, 95% paired t-interval, paired t-test p and n "
+            "seeds (one seed: the difference alone). The best is the largest of many means, so "
+            "the gap leans large (the winner's curse). Configurations match on topology, "
+            "optimizer, learning rate and activation; the budgets: "
             + "; ".join(sorted({budget(v) for e in entries for v in e[:2]}))
             + ".",
         ),
