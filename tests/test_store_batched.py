@@ -266,3 +266,46 @@ def test_a_batched_finish_never_overwrites_a_trial_another_process_ended(tiny, t
     finished = store.record(ids[0]).status is TrialStatus.FINISHED
     assert done == [finished] and ended_there == [not finished]
     assert (ids[0] in store.lost) == (not finished)
+
+
+def test_taking_a_trial_for_dead_never_overwrites_a_finish(tiny, tmp_path, monkeypatch):
+    """The other direction: this process takes another's trial for dead (fail_stale) while that
+    one finishes it. Optuna's set_trial_state_values reads the state and then writes; on SQLite
+    the finish could commit in between and its result be overwritten by FAIL, although the
+    finishing process counts it as trained (and its protocol goes on with that result) while
+    the key is trained again elsewhere."""
+    import threading
+
+    study, data, configs, results = tiny
+    finishing = open_store(tmp_path, batched_writes=True)
+    ids = finishing.enqueue(configs[:1], protocol="grid", split=data.split, space=study.space)
+    assert finishing.claim_many([ids], limit=1) == ids
+    taking = open_store(tmp_path, batched_writes=True)
+    finished_there: list[list[bool]] = []
+
+    def finish_there():
+        finished_there.append(finishing.finish_many([(ids[0], results[0])],
+                                                    n_train=len(data.train.y),
+                                                    digests=data.digests))  # fmt: skip
+
+    there = threading.Thread(target=finish_there)
+    models = batched._models()
+    find = models.TrialModel.find_or_raise_by_id
+
+    def find_then_other_writes(trial_id, session, for_update=False):
+        trial = find(trial_id, session, for_update=for_update)
+        if threading.current_thread() is threading.main_thread() and not there.is_alive() \
+                and not finished_there:  # once, while taking it for dead is under way
+            there.start()
+            there.join(timeout=2)  # done at once unless this write holds the lock
+        return trial
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id",
+                        staticmethod(find_then_other_writes))  # fmt: skip
+    n_failed = taking.fail_stale(all_running=True)
+    if not finished_there and not there.is_alive():
+        there.start()  # the write took no read first: the finish comes after it
+    there.join()
+    monkeypatch.undo()
+    finished = taking.record(ids[0]).status is TrialStatus.FINISHED
+    assert finished_there == [[finished]] and n_failed == (not finished)

@@ -204,6 +204,29 @@ def finish(rdb: Any, items: Sequence[tuple[int, dict, TrialState, Sequence[float
     return done
 
 
+def end(rdb: Any, trial_ids: Sequence[int], state: TrialState) -> list[bool]:
+    """RUNNING -> `state` (FAIL: interrupted) for each trial still RUNNING, in one transaction,
+    each one conditional UPDATE; per trial whether it was ended here. Optuna's
+    `set_trial_state_values` reads the state and then writes, which on SQLite is not atomic
+    (pysqlite takes the write lock at the first write): a finish committed in between would be
+    overwritten, the result dropped although its process counts it as trained."""
+    import sqlalchemy
+
+    trials, ended = _models().TrialModel, []
+    if not trial_ids:
+        return ended
+    with _session(rdb) as session:
+        for trial_id in trial_ids:
+            fail = (
+                sqlalchemy.update(trials)
+                .where(trials.trial_id == trial_id, trials.state == TrialState.RUNNING)
+                .values(state=state, datetime_complete=datetime.now())
+                .execution_options(synchronize_session=False)
+            )
+            ended.append(session.execute(fail).rowcount == 1)
+    return ended
+
+
 def claim(rdb: Any, groups: Iterable[Sequence[int]], *, limit: int, worker: str) -> list[int]:
     """WAITING -> RUNNING for the first trial of each group that is still WAITING, up to `limit`
     groups, with its `worker` attribute and a first heartbeat, in one transaction; the trial ids
