@@ -237,8 +237,9 @@ def test_populations_together_prune_as_one_after_another(tmp_path: Path):
     def trials(together: bool) -> list[tuple]:
         folder = tmp_path / str(together)
         folder.mkdir()
+        options = {"concurrent_populations": together}
         summary = run_search(folder, n_trials=8, batch=8, pruner='"median"', n_seeds=2,
-                             max_epochs=6, options={"concurrent_populations": together})
+                             max_epochs=6, options=options)  # fmt: skip
         records = open_run(summary.run_dir).records()
         return sorted((r.key, r.outcome, len(r.eval_accuracy)) for r in records)
 

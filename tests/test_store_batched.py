@@ -226,8 +226,9 @@ def test_a_finished_run_leaves_one_file_that_opens_on_read_only_media(tmp_path: 
         assert len(json.loads(shown.stdout)["trials"]) == 8
 
 
-def test_a_batched_finish_never_overwrites_a_trial_another_process_ended(tiny, tmp_path,
-                                                                         monkeypatch):
+def test_a_batched_finish_never_overwrites_a_trial_another_process_ended(
+    tiny, tmp_path, monkeypatch
+):
     """Another process ends the trial (it took this one for dead) while this one finishes it:
     one of the two wins, whole. SQLite (pysqlite) begins a transaction at the first write, not
     at a read, so a finish that reads the trial's state and then writes could overwrite the
@@ -294,8 +295,11 @@ def test_taking_a_trial_for_dead_never_overwrites_a_finish(tiny, tmp_path, monke
 
     def find_then_other_writes(trial_id, session, for_update=False):
         trial = find(trial_id, session, for_update=for_update)
-        if threading.current_thread() is threading.main_thread() and not there.is_alive() \
-                and not finished_there:  # once, while taking it for dead is under way
+        if (
+            threading.current_thread() is threading.main_thread()
+            and not there.is_alive()
+            and not finished_there
+        ):  # once, while taking it for dead is under way
             there.start()
             there.join(timeout=2)  # done at once unless this write holds the lock
         return trial
