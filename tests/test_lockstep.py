@@ -146,9 +146,38 @@ def test_populations_together_give_the_same_bits_as_one_after_another(splits, se
 def test_graphed_populations_together_give_the_same_bits(splits, sequential, monkeypatch):
     """On the CPU stand-in for CUDA graphs: warm-ups and captures of several populations begin
     before any epoch finishes, and the scheduled member recaptures each epoch."""
+    from cuda_cases import StandInGraph
+    from hpstudy.engine import steps
+    from hpstudy.engine.population_run import PopulationRun
+
     use_stand_in_graphs(monkeypatch)
-    got, _, _ = _run(splits, together=True, cuda_graphs=True)
+    calls, running = [], [None]  # ("capture" | "finish", population)
+    real_begin, real_finish = PopulationRun.begin_training, PopulationRun.finish_training
+
+    def begin(self):
+        running[0] = self.index
+        real_begin(self)
+
+    def finish(self):
+        calls.append(("finish", self.index))
+        real_finish(self)
+
+    def capture(step, generators=()):
+        calls.append(("capture", running[0]))
+        return StandInGraph(step, generators)
+
+    monkeypatch.setattr(PopulationRun, "begin_training", begin)
+    monkeypatch.setattr(PopulationRun, "finish_training", finish)
+    monkeypatch.setattr(steps, "capture_graph", capture)
+    got, log, _ = _run(splits, together=True, cuda_graphs=True)
     assert_same_results(got, sequential[0])
+    # Every population captures in its first epoch, all before any epoch finishes.
+    first_finish = calls.index(("finish", 0))
+    assert sorted(p for kind, p in calls[:first_finish]) == [0, 1, 2, 3]
+    assert all(kind == "capture" for kind, _ in calls[:first_finish])
+    # Population 1 holds the scheduled member: a new capture in every epoch it runs.
+    epochs_of_1 = sum(1 for kind, p, *_ in log if kind == "epoch" and p == 1)
+    assert calls.count(("capture", 1)) == epochs_of_1 >= 3
 
 
 def test_populations_wait_for_memory_and_start_as_others_finish(splits, sequential, monkeypatch):

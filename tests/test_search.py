@@ -22,13 +22,15 @@ QUICK = {"limit_train": 320, "limit_eval": 250}
 SPACE = 2 * 2 * 2  # tiny_studies' space
 
 
-def run_search(tmp_path: Path, *, confirm_top: int = 0, confirm_seeds: int = 2, **search):
+def run_search(tmp_path: Path, *, confirm_top: int = 0, confirm_seeds: int = 2, n_seeds: int = 1,
+               max_epochs: int = 2, options: dict | None = None, **search):  # fmt: skip
     search = {"batch": 3, "pruner": '"none"', **search}
     extra = "[search]\n" + "".join(f"{k} = {v}\n" for k, v in search.items())
     extra += f"confirm_top = {confirm_top}\nconfirm_seeds = {confirm_seeds}\n"
-    study = load_study(write_study(tmp_path, name="search", protocol="search",
-                                   selection="validation", extra=extra))  # fmt: skip
-    return run_study(study, RunOptions(out=str(tmp_path / "search"), **QUICK))
+    study = load_study(write_study(tmp_path, name="search", protocol="search", n_seeds=n_seeds,
+                                   max_epochs=max_epochs, selection="validation",
+                                   extra=extra))  # fmt: skip
+    return run_study(study, RunOptions(out=str(tmp_path / "search"), **QUICK, **(options or {})))
 
 
 def n_told(run_dir: Path) -> int:
@@ -223,3 +225,24 @@ def test_confirming_trials_read_the_test_set_with_their_own_weights(tmp_path, mo
     summary = run_search(tmp_path, n_trials=4, confirm_top=2, confirm_seeds=3)
     assert len(open_run(summary.run_dir).test_accuracies()) == 2 * 3
     assert retrained and not any(retrained)
+
+
+@pytest.mark.slow  # two tiny searches of 16 trials, 6 epochs (about 10 s here)
+def test_populations_together_prune_as_one_after_another(tmp_path: Path):
+    """The median pruner judges a member against the trials finished so far. With the round's
+    two populations advancing together (`--concurrent-populations`, CUDA's default) none has
+    finished when the other's epochs are judged, so the search pruned other trials than with one
+    population after another; it must not depend on that choice."""
+
+    def trials(together: bool) -> list[tuple]:
+        folder = tmp_path / str(together)
+        folder.mkdir()
+        options = {"concurrent_populations": together}
+        summary = run_search(folder, n_trials=8, batch=8, pruner='"median"', n_seeds=2,
+                             max_epochs=6, options=options)  # fmt: skip
+        records = open_run(summary.run_dir).records()
+        return sorted((r.key, r.outcome, len(r.eval_accuracy)) for r in records)
+
+    one_after_another = trials(False)
+    assert any(outcome.value == "pruned" for _, outcome, _ in one_after_another)
+    assert trials(True) == one_after_another

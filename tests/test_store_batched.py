@@ -224,3 +224,92 @@ def test_a_finished_run_leaves_one_file_that_opens_on_read_only_media(tmp_path: 
                                capture_output=True, text=True, check=False)  # fmt: skip
         assert shown.returncode == 0, shown.stderr
         assert len(json.loads(shown.stdout)["trials"]) == 8
+
+
+def test_a_batched_finish_never_overwrites_a_trial_another_process_ended(
+    tiny, tmp_path, monkeypatch
+):
+    """Another process ends the trial (it took this one for dead) while this one finishes it:
+    one of the two wins, whole. SQLite (pysqlite) begins a transaction at the first write, not
+    at a read, so a finish that reads the trial's state and then writes could overwrite the
+    other's FAIL with its result: the key finished here and trained again there."""
+    import threading
+
+    study, data, configs, results = tiny
+    store = open_store(tmp_path, batched_writes=True)
+    ids = store.enqueue(configs[:1], protocol="grid", split=data.split, space=study.space)
+    assert store.claim_many([ids], limit=1) == ids
+    models = batched._models()
+    find, ended_there = models.TrialModel.find_or_raise_by_id, []
+
+    def end_there():  # the other process ends it, as an atomic conditional write
+        with contextlib.closing(sqlite3.connect(sqlite_file(store.url), timeout=60)) as db:
+            ended = db.execute("UPDATE trials SET state = 'FAIL' WHERE trial_id = ? AND state "
+                               "IN ('RUNNING', 'WAITING')", (ids[0],)).rowcount  # fmt: skip
+            db.commit()
+        ended_there.append(ended == 1)
+
+    there = threading.Thread(target=end_there)
+
+    def find_then_other_writes(trial_id, session, for_update=False):
+        trial = find(trial_id, session, for_update=for_update)
+        if not there.is_alive() and not ended_there:  # once, while this finish is under way
+            there.start()
+            there.join(timeout=2)  # done at once unless this finish holds the write lock
+        return trial
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id",
+                        staticmethod(find_then_other_writes))  # fmt: skip
+    done = store.finish_many([(ids[0], results[0])], n_train=len(data.train.y),
+                             digests=data.digests)  # fmt: skip
+    monkeypatch.undo()
+    there.join()
+    finished = store.record(ids[0]).status is TrialStatus.FINISHED
+    assert done == [finished] and ended_there == [not finished]
+    assert (ids[0] in store.lost) == (not finished)
+
+
+def test_taking_a_trial_for_dead_never_overwrites_a_finish(tiny, tmp_path, monkeypatch):
+    """The other direction: this process takes another's trial for dead (fail_stale) while that
+    one finishes it. Optuna's set_trial_state_values reads the state and then writes; on SQLite
+    the finish could commit in between and its result be overwritten by FAIL, although the
+    finishing process counts it as trained (and its protocol goes on with that result) while
+    the key is trained again elsewhere."""
+    import threading
+
+    study, data, configs, results = tiny
+    finishing = open_store(tmp_path, batched_writes=True)
+    ids = finishing.enqueue(configs[:1], protocol="grid", split=data.split, space=study.space)
+    assert finishing.claim_many([ids], limit=1) == ids
+    taking = open_store(tmp_path, batched_writes=True)
+    finished_there: list[list[bool]] = []
+
+    def finish_there():
+        finished_there.append(finishing.finish_many([(ids[0], results[0])],
+                                                    n_train=len(data.train.y),
+                                                    digests=data.digests))  # fmt: skip
+
+    there = threading.Thread(target=finish_there)
+    models = batched._models()
+    find = models.TrialModel.find_or_raise_by_id
+
+    def find_then_other_writes(trial_id, session, for_update=False):
+        trial = find(trial_id, session, for_update=for_update)
+        if (
+            threading.current_thread() is threading.main_thread()
+            and not there.is_alive()
+            and not finished_there
+        ):  # once, while taking it for dead is under way
+            there.start()
+            there.join(timeout=2)  # done at once unless this write holds the lock
+        return trial
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id",
+                        staticmethod(find_then_other_writes))  # fmt: skip
+    n_failed = taking.fail_stale(all_running=True)
+    if not finished_there and not there.is_alive():
+        there.start()  # the write took no read first: the finish comes after it
+    there.join()
+    monkeypatch.undo()
+    finished = taking.record(ids[0]).status is TrialStatus.FINISHED
+    assert finished_there == [[finished]] and n_failed == (not finished)

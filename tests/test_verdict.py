@@ -276,6 +276,20 @@ def test_tost_needs_two_seeds_and_handles_no_spread():
         eq.tost(a, b, margin=0.0)
 
 
+def test_tost_on_real_accuracies_that_differ_by_the_same_images_on_every_seed():
+    """Accuracies are counts over 10,000 images, not dyadic fractions: 50 images fewer on every
+    seed is exactly 0.5 pp, on the margin, so never shown equivalent within ±0.5 pp; float
+    noise in a - b (about 1e-14 pp) must not pass for a spread that a t-test then judges."""
+    correct = [8634, 8962, 8896, 8656, 8543]
+    a = [c / 10_000 for c in correct]
+    on_margin = eq.tost(a, [(c - 50) / 10_000 for c in correct], margin=0.5)
+    assert on_margin.ci90 == [0.5, 0.5] and on_margin.p_value == 1.0
+    inside = eq.tost(a, [(c - 49) / 10_000 for c in correct], margin=0.5)
+    assert inside.p_value == 0.0
+    (found,) = eq.equivalent_to(a, [("T1", [(c - 50) / 10_000 for c in correct])], margin=0.5)
+    assert not found.equivalent
+
+
 def test_equivalence_is_holm_adjusted_over_the_comparisons_with_the_reference():
     cases = [("near", _minus([0.1, 0.3, -0.1, 0.2, 0.0])),
              ("far", _minus([0.9, 2.8, 1.2, 2.5, 1.3])),

@@ -229,7 +229,11 @@ class SearchProtocol(Protocol):
 
         self.trainer.stage = stage
         started = time.monotonic()
-        results = self.trainer.train_trials([(t.trial_id, c) for t, c in asked], prune=prune)
+        # The median pruner judges a member against the trials finished so far: populations
+        # advancing together (CUDA's default) would finish none before the others' epochs, and
+        # the pruning, so the search, would differ from one population after another.
+        results = self.trainer.train_trials([(t.trial_id, c) for t, c in asked], prune=prune,
+                                            one_at_a_time=self.study.pruner != "none")  # fmt: skip
         self.clock.spent(time.monotonic() - started, sum(r.epochs_run for r in results))
 
     def _ask_fixed(self, config: Config) -> SearchTrial | None:

@@ -167,11 +167,15 @@ class Trainer:
         trials: Sequence[tuple[int, Config]],
         *,
         prune: Callable[[int, int, float], bool] | None = None,
+        one_at_a_time: bool = False,
     ) -> list[TrialResult]:
         """Train claimed trials (trial_id, config) in one engine call and finish each.
 
         `prune(trial_id, epoch, accuracy) -> bool` is asked after every epoch of every member;
         a member whose trial another process has ended meanwhile stops at that epoch too.
+        `one_at_a_time`: the engine runs the populations one after another even where it would
+        run them together (CUDA): for a `prune` that reads the trials finished so far (Optuna's
+        median pruner), whose answers would otherwise depend on that choice.
         If training raises (or is interrupted), the trials are marked interrupted, so they are
         trained again by the next run instead of waiting for a heartbeat to go stale.
         """
@@ -227,6 +231,9 @@ class Trainer:
             kept = [ids[i] for (i, _), ok in zip(done, stored, strict=True) if ok]
             self.trained += self.store.records_of(kept)
 
+        options = self.data.engine_options()
+        if one_at_a_time:
+            options["concurrent_populations"] = False
         try:
             with self.store.heartbeat(ids):
                 results = engine.train(
@@ -236,7 +243,7 @@ class Trainer:
                     on_epoch=on_epoch_members,
                     on_result=on_result,
                     on_phase=self.on_phase,
-                    **self.data.engine_options(),
+                    **options,
                 )
                 store_arrived()  # any the populations above did not cover
                 return results

@@ -31,6 +31,7 @@ from hpstudy.stats.intervals import seed_interval
 from hpstudy.stats.verdict import ALPHA, holm, paired_points
 
 TOST_CONFIDENCE = 1 - 2 * ALPHA  # 90%: the interval that TOST at ALPHA checks against the margin
+_DIGITS = 9  # differences in points rounded to this many decimals (float noise is ~1e-14)
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,19 @@ def tost(a: Sequence[float], b: Sequence[float], margin: float) -> Equivalence:
     order) against ±`margin` points."""
     if not margin > 0:
         raise ValueError(f"the equivalence margin must be > 0 points, got margin={margin!r}")
-    diffs = paired_points(a, b)
+    # Accuracies are counts over the evaluation images (k / n_eval), which floats hold only
+    # approximately: a - b in points carries noise of about 1e-14, so pairs that differ by the
+    # same number of images would show a spread of that size, and a t-test of it against the
+    # margin would be decided by the noise. Rounded to 1e-9 points (far below 100 / n_eval).
+    diffs = [round(d, _DIGITS) for d in paired_points(a, b)]
     n = len(diffs)
     interval = seed_interval(diffs, TOST_CONFIDENCE)
     mean = interval.mean
     if n < 2:
         return Equivalence(mean, math.nan, math.nan, n, margin, math.nan, math.nan)
-    if interval.sd == 0:  # every pair differs by the same amount: nothing to test against
+    if len(set(diffs)) == 1:  # every pair differs by the same amount: nothing to test against
+        # (the mean of equal values can still come out a rounding away from them)
+        mean = diffs[0]
         p = 0.0 if abs(mean) < margin else 1.0
         return Equivalence(mean, mean, mean, n, margin, p, p)
     p_low = float(stats.ttest_1samp(diffs, -margin, alternative="greater").pvalue)

@@ -171,22 +171,60 @@ def finish(rdb: Any, items: Sequence[tuple[int, dict, TrialState, Sequence[float
     """Write each (trial id, result payload, final state, values) as `Store.finish`'s two
     per-trial writes do, all in one transaction; False for a trial already ended (by another
     process that took this one for dead), which is left as it is."""
+    import sqlalchemy
+
     models, done = _models(), []
+    trials = models.TrialModel
     with _session(rdb) as session:
         for trial_id, payload, state, values in items:
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
-            if trial.state.is_finished():
+            # Taken first, and only while the trial is not ended: one conditional UPDATE, as a
+            # claim is. Reading the state and then writing is not atomic on SQLite: pysqlite
+            # begins the transaction (takes the file's write lock) at the first write, so
+            # another process could end the trial between the read and the writes and this
+            # finish would overwrite its FAIL (the key finished here and re-trained there).
+            take = (
+                sqlalchemy.update(trials)
+                .where(trials.trial_id == trial_id,
+                       trials.state.in_((TrialState.RUNNING, TrialState.WAITING)))
+                .values(datetime_complete=datetime.now())
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if session.execute(take).rowcount != 1:
+                trials.find_or_raise_by_id(trial_id, session)  # a missing trial still raises
                 done.append(False)
                 continue
+            trial = trials.find_or_raise_by_id(trial_id, session)
             rdb._set_trial_attr_without_commit(
                 session, models.TrialUserAttributeModel, trial_id, "result", payload
             )
             for objective, value in enumerate(values):
                 rdb._set_trial_value_without_commit(session, trial, objective, value)
-            trial.state = state
-            trial.datetime_complete = datetime.now()
+            trial.state = state  # the change that makes it count, last, as Optuna writes it
             done.append(True)
     return done
+
+
+def end(rdb: Any, trial_ids: Sequence[int], state: TrialState) -> list[bool]:
+    """RUNNING -> `state` (FAIL: interrupted) for each trial still RUNNING, in one transaction,
+    each one conditional UPDATE; per trial whether it was ended here. Optuna's
+    `set_trial_state_values` reads the state and then writes, which on SQLite is not atomic
+    (pysqlite takes the write lock at the first write): a finish committed in between would be
+    overwritten, the result dropped although its process counts it as trained."""
+    import sqlalchemy
+
+    trials, ended = _models().TrialModel, []
+    if not trial_ids:
+        return ended
+    with _session(rdb) as session:
+        for trial_id in trial_ids:
+            fail = (
+                sqlalchemy.update(trials)
+                .where(trials.trial_id == trial_id, trials.state == TrialState.RUNNING)
+                .values(state=state, datetime_complete=datetime.now())
+                .execution_options(synchronize_session=False)
+            )
+            ended.append(session.execute(fail).rowcount == 1)
+    return ended
 
 
 def claim(rdb: Any, groups: Iterable[Sequence[int]], *, limit: int, worker: str) -> list[int]:

@@ -54,18 +54,28 @@ class Liveness:
                 ids += [i for i in self._journal_stale_ids(tagged=False) if i not in ids]
             with self._lock:
                 ids = [i for i in ids if i not in self.held]
-        n = 0
-        for trial_id in ids:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                n += bool(self._rdb.set_trial_state_values(trial_id, TrialState.FAIL))
-        return n
+        return sum(self._end(ids))
 
     def fail_running(self, trial_ids: Iterable[int]) -> None:
         """Mark this process's trials interrupted (training raised or was stopped)."""
-        for trial_id in list(trial_ids):
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+        trial_ids = list(trial_ids)
+        self._end(trial_ids)
+        for trial_id in trial_ids:
             self._release(trial_id)
+
+    def _end(self, trial_ids: list[int]) -> list[bool]:
+        """RUNNING -> FAIL for each of these trials still running; whether each was ended here.
+        One conditional UPDATE each on an RDB storage (`batched.end`): a trial another process
+        finished meanwhile keeps its result."""
+        if self._batched:
+            return batched.end(self._rdb, trial_ids, TrialState.FAIL)
+        ended = []
+        for trial_id in trial_ids:
+            try:
+                ended.append(bool(self._rdb.set_trial_state_values(trial_id, TrialState.FAIL)))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                ended.append(False)
+        return ended
 
     def release_held(self) -> None:
         """Mark every trial this process still holds interrupted (it is stopping)."""
