@@ -11,6 +11,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from hpstudy.config.config import Config
+from hpstudy.config.cost import n_parameters
 from hpstudy.engine.planning import bytes_per_member, max_members, split_group
 from hpstudy.report import metrics
 from hpstudy.report.render import Code, Heading, Text, to_html, to_markdown
@@ -108,6 +109,9 @@ def test_planning_splits_evenly_and_sizes_from_memory():
     per_image = 10_000 * (4 + 2)  # loss and two correctness masks per evaluation image
     assert bytes_per_member(t4, torch.float32, 0) + per_image == bytes_per_member(t4, torch.float32)
     assert bytes_per_member(t4, torch.float64, 0) == 2 * bytes_per_member(t4, torch.float32, 0)
+    # the fused step's two scratch buffers: two more copies of the parameters at most
+    fused = bytes_per_member(t4, torch.float32, optimizer_step="fused")
+    assert fused - bytes_per_member(t4, torch.float32) == 2 * 4 * n_parameters(t4)
     cpu = torch.device("cpu")
     assert (
         max_members(t4, device=cpu, dtype=torch.float32)

@@ -27,6 +27,9 @@ from hpstudy.config.config import Config
 from hpstudy.config.cost import n_parameters
 
 _PARAMETER_COPIES = 5  # params, grads, exp_avg, exp_avg_sq, best-epoch snapshot
+# The fused step's update and denominator buffers (`fused.Scratch`): each as large as the
+# largest layer's rows, counted here as all parameters (an upper bound).
+_FUSED_SCRATCH_COPIES = 2
 _ACTIVATION_COPIES = 4  # pre-activation, activation, its gradient, a temporary
 _BUDGET_FRACTION = 0.6  # of free memory: leaves room for evaluation chunks and the data
 # Activations per evaluation chunk (128 MiB of float32); a chunk's pre-activations,
@@ -35,19 +38,22 @@ EVAL_CHUNK_ELEMENTS = 2**25
 _EVAL_CHUNK_COPIES = 3
 
 
-def bytes_per_member(config: Config, dtype: torch.dtype, n_eval: int = 10_000) -> int:
-    """Parameters and their copies, one step's activations, and the per-image buffers of an
-    evaluation (each image's loss, and the best epoch's correctness mask, one byte each)."""
+def bytes_per_member(config: Config, dtype: torch.dtype, n_eval: int = 10_000, *,
+                     optimizer_step: str = "grouped") -> int:  # fmt: skip
+    """Parameters and their copies (two more for the fused step's scratch), one step's
+    activations, and the per-image buffers of an evaluation (each image's loss, and the best
+    epoch's correctness mask, one byte each)."""
     element = torch.empty((), dtype=dtype).element_size()
+    copies = _PARAMETER_COPIES + (_FUSED_SCRATCH_COPIES if optimizer_step == "fused" else 0)
     per_image = n_eval * (element + 2)  # loss; this epoch's and the best epoch's masks
     if config.is_cnn:  # activations are one member's at a time (see shared_bytes)
         # running mean and var of every batch norm
         statistics = 2 * sum(c.c_out for c in config.conv_layers) if config.batch_norm else 0
-        return element * (_PARAMETER_COPIES * n_parameters(config) + 2 * statistics) + per_image
+        return element * (copies * n_parameters(config) + 2 * statistics) + per_image
     activations = config.batch_size * (
         config.n_inputs + _ACTIVATION_COPIES * sum(config.layer_sizes[1:])
     )
-    return element * (_PARAMETER_COPIES * n_parameters(config) + activations) + per_image
+    return element * (copies * n_parameters(config) + activations) + per_image
 
 
 def shared_bytes(config: Config, dtype: torch.dtype) -> int:
@@ -73,23 +79,26 @@ def free_bytes(device: torch.device) -> int:
 
 
 def max_members(
-    config: Config, *, device: torch.device, dtype: torch.dtype, n_eval: int = 10_000
-) -> int:
+    config: Config, *, device: torch.device, dtype: torch.dtype, n_eval: int = 10_000,
+    optimizer_step: str = "grouped",
+) -> int:  # fmt: skip
     """The largest population of `config`'s shape that fits the memory budget (at least 1)."""
     budget = memory_budget(device) - shared_bytes(config, dtype)
-    return max(1, int(budget // bytes_per_member(config, dtype, n_eval)))
+    per_member = bytes_per_member(config, dtype, n_eval, optimizer_step=optimizer_step)
+    return max(1, int(budget // per_member))
 
 
 def population_bytes(
-    config: Config, n_members: int, dtype: torch.dtype, n_eval: int = 10_000
-) -> int:
+    config: Config, n_members: int, dtype: torch.dtype, n_eval: int = 10_000, *,
+    optimizer_step: str = "grouped",
+) -> int:  # fmt: skip
     """Memory a population of `n_members` of `config`'s shape holds while it trains beside
     others: its members, what it needs once, and its evaluation chunk's working set (each
     population evaluates on its own stream, so the chunks of several coexist)."""
     element = torch.empty((), dtype=dtype).element_size()
     evaluation = _EVAL_CHUNK_COPIES * EVAL_CHUNK_ELEMENTS * element
     return (
-        n_members * bytes_per_member(config, dtype, n_eval)
+        n_members * bytes_per_member(config, dtype, n_eval, optimizer_step=optimizer_step)
         + shared_bytes(config, dtype)
         + evaluation
     )

@@ -135,7 +135,7 @@ def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
     train, evaluation = train.to(device, dtype), evaluation.to(device, dtype)
     populations = plan_populations(
         configs, device=device, dtype=dtype, max_size=options.max_population,
-        n_eval=len(evaluation),
+        n_eval=len(evaluation), optimizer_step=options.optimizer_step,
     )  # fmt: skip
     clock.mark("planning")
     budget = memory_budget(device)  # measured before any population holds memory
@@ -170,16 +170,19 @@ def plan_populations(
     dtype: torch.dtype,
     max_size: int | None = None,
     n_eval: int = 10_000,
+    optimizer_step: str = "grouped",
 ) -> list[list[int]]:
     """Indices of `configs` grouped into populations: one shape and batch size each, and no
-    more members than fit in memory (or `max_size`) with `n_eval` evaluation images."""
+    more members than fit in memory (or `max_size`) with `n_eval` evaluation images and the
+    `optimizer_step`'s buffers."""
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         shape = (config.layer_sizes, config.conv_layers, config.kernel_size, config.batch_norm)
         groups.setdefault((shape, config.batch_size), []).append(i)
     populations = []
     for indices in groups.values():
-        limit = max_members(configs[indices[0]], device=device, dtype=dtype, n_eval=n_eval)
+        limit = max_members(configs[indices[0]], device=device, dtype=dtype, n_eval=n_eval,
+                            optimizer_step=optimizer_step)  # fmt: skip
         populations += split_group(indices, min(limit, max_size or limit))
     return populations
 
@@ -274,7 +277,8 @@ def _train_together(configs, populations, train: Split, evaluation: Split, ctx: 
     device, dtype, n_eval = train.x.device, train.x.dtype, len(evaluation)
 
     def need(indices, n_members: int) -> int:
-        return population_bytes(configs[indices[0]], n_members, dtype, n_eval)
+        return population_bytes(configs[indices[0]], n_members, dtype, n_eval,
+                                optimizer_step=ctx.optimizer_step)  # fmt: skip
 
     waiting = [(p, indices, need(indices, len(indices))) for p, indices in enumerate(populations)]
     runs: list[PopulationRun] = []

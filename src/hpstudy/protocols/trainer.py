@@ -109,7 +109,8 @@ class Trainer:
         fit = None
         if config is not None:  # (a search's next configurations are not known yet)
             device, n_eval = torch.device(self.data.device), len(self.data.evaluation.y)
-            fit = max_members(config, device=device, dtype=self.data.dtype, n_eval=n_eval)
+            fit = max_members(config, device=device, dtype=self.data.dtype, n_eval=n_eval,
+                              optimizer_step=self.data.optimizer_step)  # fmt: skip
         self.store.beat_worker()
         n_live = len(self.store.live_workers())
         # A worker that sees no peer yet still leaves half: one started a few seconds later
