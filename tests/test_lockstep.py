@@ -4,6 +4,7 @@ over as soon as it finishes; the memory model says how many run together."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -214,6 +215,9 @@ class _StandInStream:
     def wait_stream(self, other):
         self.log.append(("wait", self.name, other.name))
 
+    def synchronize(self):
+        self.log.append(("synchronize", self.name))
+
 
 def test_each_population_launches_on_its_own_stream_and_a_wave_syncs_once(splits, monkeypatch):
     """The CUDA choreography, with stand-in streams on the CPU: every epoch, each stream waits
@@ -327,3 +331,42 @@ def test_populations_together_on_cuda_streams(splits, device, graphs):
     assert_results_handed_over_at_once(log)
     epochs = [(e, p) for kind, p, *e in log if kind == "epoch"]
     assert epochs == sorted(epochs)  # they ran in lockstep
+
+
+def test_an_error_mid_wave_waits_for_every_stream_before_unwinding(splits, monkeypatch):
+    """An error while a wave's work is queued (out of memory, an interrupt) unwinds through
+    the wave: every running population's stream is synchronised first, so no kernel still
+    queued there writes memory the unwinding frees and a later call reuses (stand-in streams;
+    the error is raised in the second population's evaluation launch of epoch 2)."""
+    from hpstudy.engine.population_run import PopulationRun
+
+    log: list[tuple] = []
+    current = _StandInStream("current", log)
+    counter = iter(range(100))
+    monkeypatch.setattr(training, "_new_stream", lambda device: _StandInStream(next(counter), log))
+    monkeypatch.setattr(training, "_current_stream", lambda stream: current)
+    monkeypatch.setattr(training, "on_stream", lambda stream: contextlib.nullcontext())
+
+    class OutOfMemory(Exception):
+        pass
+
+    launch = PopulationRun.launch_evaluation
+
+    def failing(self):
+        if self.index == 1 and self.epoch == 2:
+            raise OutOfMemory
+        return launch(self)
+
+    monkeypatch.setattr(PopulationRun, "launch_evaluation", failing)
+    train_split, eval_split = splits
+    with pytest.raises(OutOfMemory):
+        train(CONFIGS, train_split, eval_split, concurrent_populations=True)
+    waits = [name for kind, name, *_ in log if kind == "wait" and name != "current"]
+    last_wave = [waits[-1]]  # each wave begins with every running stream's wait, in order
+    for name in reversed(waits[:-1]):
+        if name >= last_wave[0]:
+            break
+        last_wave.insert(0, name)
+    synced = [name for kind, name, *_ in log if kind == "synchronize"]
+    assert 1 in last_wave and len(last_wave) > 1
+    assert synced == last_wave and log[-len(synced) :] == [("synchronize", n) for n in synced]

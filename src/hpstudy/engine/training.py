@@ -18,6 +18,7 @@ arithmetic is the same, so its result is too.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -282,13 +283,20 @@ def _train_together(configs, populations, train: Split, evaluation: Split, ctx: 
 
     waiting = [(p, indices, need(indices, len(indices))) for p, indices in enumerate(populations)]
     runs: list[PopulationRun] = []
-    while waiting or runs:
-        held = sum(need(populations[r.index], r.pop.n_members) for r in runs)
-        n_new = n_admitted(held, [bytes_ for _, _, bytes_ in waiting], budget)
-        for p, indices, _ in waiting[:n_new]:
-            runs.append(_start(configs, indices, train, evaluation, ctx, p, _new_stream(device)))
-        del waiting[:n_new]
-        yield from _advance(runs, ctx)
+    try:
+        while waiting or runs:
+            held = sum(need(populations[r.index], r.pop.n_members) for r in runs)
+            n_new = n_admitted(held, [bytes_ for _, _, bytes_ in waiting], budget)
+            for p, indices, _ in waiting[:n_new]:
+                stream = _new_stream(device)
+                runs.append(_start(configs, indices, train, evaluation, ctx, p, stream))
+            del waiting[:n_new]
+            yield from _advance(runs, ctx)
+    except BaseException:  # an interrupt, a caller's error, or the caller closing us early
+        # Their tensors are freed as the error unwinds: first let the work queued on their
+        # streams end, or a later allocation could take memory a kernel still writes.
+        _wait_for(runs)
+        raise
 
 
 def _advance(runs: list[PopulationRun], ctx: _RunContext):
@@ -333,6 +341,15 @@ def _advance(runs: list[PopulationRun], ctx: _RunContext):
             ctx.tracker.population_finished(run.index)
             yield from run.results(ctx.device_name, ctx.precision)
     ctx.clock.mark("other")
+
+
+def _wait_for(runs: list[PopulationRun]) -> None:
+    """Block until the work queued on these populations' streams has run (never raises: it
+    runs while another error unwinds)."""
+    for run in runs:
+        if run.stream is not None:
+            with contextlib.suppress(Exception):
+                run.stream.synchronize()
 
 
 def _new_stream(device: torch.device):
