@@ -184,6 +184,32 @@ def test_the_final_model_is_the_recommended_configuration_at_the_first_seed(repl
     )
 
 
+def test_a_model_file_that_is_not_the_verdicts_final_model_is_said_so(replicated, tmp_path):
+    """A folder whose final_best_model.pth is another configuration or seed than the verdict
+    chooses (saved under an older rule) gets a warning above the model card, not a silent
+    card of the wrong model; the folder as the run left it gets none."""
+    import shutil
+
+    from hpstudy.predict.modelfile import save_model
+    from hpstudy.report.sections import final_model_mismatch
+
+    assert "final_best_model.pth holds" not in (replicated / "report.md").read_text()
+    run = tmp_path / "run"
+    shutil.copytree(replicated, run)
+    model = load_model(run / MODEL_FILE)
+    other = model.config.replace(seed=43)  # the same network at another seed
+    save_model(run / MODEL_FILE, state_dict=model.model.state_dict(), config=other,
+               normalization=model.metadata["normalization"], metrics=model.metadata["metrics"],
+               data_digests=model.metadata["data_digests"],
+               class_names=model.class_names)  # fmt: skip
+    build_report(run, command="hpstudy report run")
+    md = (run / "report.md").read_text()
+    assert "final_best_model.pth holds" in md and "at seed 43, not the verdict's" in md
+    assert final_model_mismatch(other, model.config, 42) is not None
+    assert final_model_mismatch(model.config, model.config, 42) is None
+    assert final_model_mismatch(model.config, model.config.replace(lr=0.5), 42) is not None
+
+
 def test_the_run_counts_every_trial_it_trained_clean_arms_included(replicated, replicated_run):
     records = open_run(replicated).records()  # `replicated` marks the test slow (conftest)
     assert replicated_run.n_trained == len(records)  # was: only the paper's protocol's

@@ -86,7 +86,7 @@ def build_report(
         *opening.verdict_section(replication, view.study.seeds),
         *opening.noise_section(view),
         *sections.stage_section(view),
-        *sections.final_model_section(view, final, figdir),
+        *sections.final_model_section(view, final, figdir, replication),
         *sections.curves_section(view, final, figdir),
         *sections.space_section(view, figdir),
         *sections.comparison_section(view, related),

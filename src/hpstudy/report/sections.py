@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from hpstudy.config.config import Config
-from hpstudy.config.factors import Range, factor_label, factor_title
+from hpstudy.config.factors import Range, config_text, factor_label, factor_title
 from hpstudy.config.study import ProtocolKind
 from hpstudy.report import figures, metrics, model_card, opening, sibling_tables
 from hpstudy.report import report_tables as t
@@ -186,11 +186,21 @@ def stage_section(view: RunView) -> list[Block]:
     return blocks
 
 
-def final_model_section(view: RunView, final: FinalModel | None, figdir: Path) -> list[Block]:
+def final_model_section(view: RunView, final: FinalModel | None, figdir: Path,
+                        replication=None) -> list[Block]:  # fmt: skip
+    """The final model's card; `replication` (the verdict, if any) says which model it should
+    be, and a file that is another one says so above the card."""
     blocks: list[Block] = [Heading(2, "The final model", "final-model-section")]
     if final is None:
         return [*blocks, Text("No final_best_model.pth in the run folder yet: it is written "
                               "when `hpstudy run` finishes the study.", "warning")]  # fmt: skip
+    chosen = getattr(replication, "final_model", None)
+    mismatch = chosen and final_model_mismatch(final.config, chosen.cell.config, chosen.seed)
+    if mismatch:
+        blocks.append(Text(f"{mismatch} It was saved by an earlier run of this study (under an "
+                           f"older rule); `hpstudy run {view.study.name}` with the run's options "
+                           "saves the verdict's model (nothing else is trained).",
+                           "warning"))  # fmt: skip
     names = final.class_names
     cm = metrics.confusion_matrix(final.labels, final.predictions, len(names))
     paper = mentions_paper(view)
@@ -209,6 +219,15 @@ def final_model_section(view: RunView, final: FinalModel | None, figdir: Path) -
         blocks.append(Figure(path, "Misclassified test images (the first 24 in test-set "
                                    "order), with true and predicted class."))  # fmt: skip
     return blocks
+
+
+def final_model_mismatch(saved: Config, chosen: Config, seed: int) -> str | None:
+    """What differs between the model file's configuration and the verdict's final model (the
+    chosen configuration at `seed`), as a sentence; None when they are the same."""
+    if saved.replace(seed=seed) == chosen.replace(seed=seed) and saved.seed == seed:
+        return None
+    return (f"final_best_model.pth holds {config_text(saved)} at seed {saved.seed}, not the "
+            f"verdict's final model, {config_text(chosen)} at seed {seed}.")  # fmt: skip
 
 
 def curves_section(view: RunView, final: FinalModel | None, figdir: Path) -> list[Block]:
