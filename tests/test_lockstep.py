@@ -56,12 +56,12 @@ def _run(splits, *, together: bool, device="cpu", **kwargs):
         progress.append((event.progress, event.expected_progress))
         return [PRUNED] if event.epoch == 2 and PRUNED in event.config_indices else []
 
-    def on_result(i, result):
-        log.append(("result", i))
+    def on_results(population):
+        log.extend(("result", i) for i, _ in population)
 
     train_split, eval_split = (s.to(device, torch.float32) for s in splits)
     results = train(CONFIGS, train_split, eval_split, device=device, on_epoch=on_epoch,
-                    on_result=on_result, concurrent_populations=together, **kwargs)  # fmt: skip
+                    on_results=on_results, concurrent_populations=together, **kwargs)  # fmt: skip
     return results, log, progress
 
 

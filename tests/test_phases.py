@@ -33,11 +33,11 @@ def test_phases_are_reported_and_cover_the_call(splits):
     told: list[tuple[str, float]] = []
     results = []
 
-    def on_result(i, result):
-        results.append(i)
+    def on_results(population):
+        results.extend(i for i, _ in population)
 
     t0 = time.perf_counter()
-    train(CONFIGS, *splits, on_result=on_result, on_phase=lambda n, s: told.append((n, s)))
+    train(CONFIGS, *splits, on_results=on_results, on_phase=lambda n, s: told.append((n, s)))
     wall = time.perf_counter() - t0
     totals: dict[str, float] = {}
     for name, seconds in told:
@@ -46,7 +46,7 @@ def test_phases_are_reported_and_cover_the_call(splits):
     assert set(totals) <= set(ENGINE_PHASES)
     for name in ("planning", "training", "evaluation", "other"):
         assert totals.get(name, 0.0) > 0, name
-    assert "results" in totals  # on_result ran (too short to promise a nonzero time)
+    assert "results" in totals  # on_results ran (too short to promise a nonzero time)
     assert totals.get("capture", 0.0) == 0  # no graphs on the CPU
     assert sum(totals.values()) <= wall
     assert sorted(results) == [0, 1, 2]

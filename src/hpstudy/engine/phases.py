@@ -13,7 +13,7 @@ run.json) adds up what it is told. Phases (`ENGINE_PHASES`):
 - capture: recording CUDA graphs (warm-up steps count as training);
 - training: the training steps of an epoch;
 - evaluation: evaluating every member, the epoch's host sync and the best-epoch snapshots;
-- results: time spent in the caller's `on_result` (for the runner: storage);
+- results: time spent in the caller's `on_results` (for the runner: storage);
 - other: the `on_epoch` callback, dropping stopped members, copying their weights to the host.
 
 On CUDA the clock synchronises with the device at each mark, so that kernels count where they

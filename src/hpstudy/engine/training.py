@@ -63,6 +63,7 @@ class EpochEvent:
 
 
 EpochCallback = Callable[[EpochEvent], Iterable[int] | None]
+ResultsCallback = Callable[[list[tuple[int, TrialResult]]], None]  # one population's results
 
 
 def describe_device(device: torch.device) -> str:
@@ -82,16 +83,17 @@ def train(
     max_population: int | None = None,
     tf32: bool = False,
     cuda_graphs: bool = False,
-    on_result: Callable[[int, TrialResult], None] | None = None,
+    on_results: ResultsCallback | None = None,
     optimizer_step: str = "grouped",
     on_phase: PhaseCallback | None = None,
     concurrent_populations: bool | None = None,
 ) -> list[TrialResult]:
     """Train every configuration; results come back in the order of `configs`.
 
-    `on_result(i, result)` receives each configuration's result as soon as its population has
-    finished, before the next epoch of any population starts: a caller that stores it there
-    loses only the running populations' work when the call is interrupted.
+    `on_results([(i, result), ...])` receives a population's results (`i` indexes `configs`)
+    together, as soon as that population has finished and before the next epoch of any
+    population starts: a caller that stores them there (in one transaction) loses only the
+    running populations' work when the call is interrupted.
     `max_population` caps the members of one population (default: what fits in memory).
     `tf32=True` (CUDA, float32 only) lets matmuls use TensorFloat-32: faster on Ampere and
     later, opt-in, and recorded in each result's dtype as "float32+tf32".
@@ -113,7 +115,7 @@ def train(
         raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
     check_step(optimizer_step)
     together = device.type == "cuda" if concurrent_populations is None else concurrent_populations
-    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_result,
+    options = _TrainOptions(on_epoch, max_population, tf32, cuda_graphs, on_results,
                             optimizer_step, on_phase, bool(together))  # fmt: skip
     with training_numerics(tf32):
         return _train(configs, train, evaluation, device, dtype, options)
@@ -125,7 +127,7 @@ class _TrainOptions:
     max_population: int | None
     tf32: bool
     cuda_graphs: bool
-    on_result: Callable[[int, TrialResult], None] | None = None
+    on_results: ResultsCallback | None = None
     optimizer_step: str = "grouped"
     on_phase: PhaseCallback | None = None
     together: bool = False  # populations advance together (train's concurrent_populations)
@@ -150,15 +152,16 @@ def _train(configs, train, evaluation, device, dtype, options: _TrainOptions):
         finished = _train_together(configs, populations, train, evaluation, ctx, budget)
     else:
         finished = (
-            result
+            population
             for p, indices in enumerate(populations)
-            for result in _train_population(configs, indices, train, evaluation, ctx, p)
+            for population in _train_population(configs, indices, train, evaluation, ctx, p)
         )
-    for result_index, result in finished:
-        results[result_index] = result
-        if options.on_result is not None:
+    for population in finished:
+        for result_index, result in population:
+            results[result_index] = result
+        if options.on_results is not None:
             clock.mark("other")
-            options.on_result(result_index, result)
+            options.on_results(population)
             clock.mark("results")
     clock.mark("other")
     return results
@@ -264,8 +267,8 @@ def _start(configs, indices, train: Split, evaluation: Split, ctx: _RunContext, 
 
 def _train_population(configs, indices, train: Split, evaluation: Split, ctx: _RunContext,
                       p: int):  # fmt: skip
-    """Population `p` alone, epoch by epoch: (config index, result) of each member once all
-    have stopped."""
+    """Population `p` alone, epoch by epoch: the list of (config index, result) of its members
+    once all have stopped."""
     runs = [_start(configs, indices, train, evaluation, ctx, p)]
     while runs:
         yield from _advance(runs, ctx)
@@ -301,7 +304,8 @@ def _train_together(configs, populations, train: Split, evaluation: Split, ctx: 
 
 def _advance(runs: list[PopulationRun], ctx: _RunContext):
     """One epoch of every population in `runs`, with one host sync for all; a population whose
-    last member stopped leaves `runs`, and its results are yielded before any epoch starts."""
+    last member stopped leaves `runs`, and its results are yielded (one list per population)
+    before any epoch starts."""
     started = time.perf_counter()
     streams = [r.stream for r in runs if r.stream is not None]
     current = _current_stream(streams[0]) if streams else None
@@ -339,7 +343,7 @@ def _advance(runs: list[PopulationRun], ctx: _RunContext):
         if run.done:
             runs.remove(run)
             ctx.tracker.population_finished(run.index)
-            yield from run.results(ctx.device_name, ctx.precision)
+            yield list(run.results(ctx.device_name, ctx.precision))
     ctx.clock.mark("other")
 
 

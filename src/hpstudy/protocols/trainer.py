@@ -199,29 +199,13 @@ class Trainer:
                 if ids[i] in lost or (prune is not None and prune(ids[i], event.epoch, acc))
             ]  # fmt: skip
 
-        # A population's results arrive together when it ends: they are stored together, in
-        # one transaction, when the last of its members (all ran epoch 1) has arrived.
-        members: dict[int, set[int]] = {}  # population -> indices into `configs`
-        arrived: dict[int, TrialResult] = {}
-
-        def on_epoch_members(event) -> list[int]:
-            members.setdefault(event.population, set(event.config_indices))
-            return on_epoch(event)
-
-        def on_result(i: int, result: TrialResult) -> None:
-            arrived[i] = result
-            if any(i in m and m <= arrived.keys() for m in members.values()):
-                store_arrived()
-
-        def store_arrived() -> None:
-            if not arrived:
-                return
-            done = list(arrived.items())
-            arrived.clear()
-            stored = self.store.finish_many([(ids[i], r) for i, r in done],
+        def on_results(population: list[tuple[int, TrialResult]]) -> None:
+            # A population's results, stored in one transaction as it ends: an interrupt costs
+            # only the populations still training.
+            stored = self.store.finish_many([(ids[i], r) for i, r in population],
                                             n_train=len(self.data.train.y),
                                             digests=self.data.digests)  # fmt: skip
-            for (i, result), ok in zip(done, stored, strict=True):
+            for (i, result), ok in zip(population, stored, strict=True):
                 if not ok:
                     # Another process took this one for dead (paused past the grace period)
                     # and ended the trial: the key is trained again elsewhere, so these
@@ -229,7 +213,7 @@ class Trainer:
                     self.on_event(self._lost(ids[i]))
                 elif result.state_dict is not None:
                     self._keep(self.key(result.config), result)
-            kept = [ids[i] for (i, _), ok in zip(done, stored, strict=True) if ok]
+            kept = [ids[i] for (i, _), ok in zip(population, stored, strict=True) if ok]
             self.trained += self.store.records_of(kept)
 
         options = self.data.engine_options()
@@ -237,20 +221,16 @@ class Trainer:
             options["concurrent_populations"] = False
         try:
             with self.store.heartbeat(ids):
-                results = engine.train(
+                return engine.train(
                     configs,
                     self.data.train,
                     self.data.evaluation,
-                    on_epoch=on_epoch_members,
-                    on_result=on_result,
+                    on_epoch=on_epoch,
+                    on_results=on_results,
                     on_phase=self.on_phase,
                     **options,
                 )
-                store_arrived()  # any the populations above did not cover
-                return results
         except BaseException:
-            with contextlib.suppress(Exception):  # trained already: an interrupt keeps them
-                store_arrived()
             self.store.fail_running(ids)  # the trials not yet finished
             raise
 

@@ -24,7 +24,7 @@ from hpstudy.storage.rundir import read_run_info, update_run_info
 # the matmul throughput behind the FLOP floor; storage: every call of a Store method, opening
 # included; report: tables, final model and, added by `hpstudy run`, the HTML report) and what
 # the engine tells (engine.phases). Other is the rest of elapsed_s: the protocol's own
-# bookkeeping, progress lines, weights cached by on_result, the engine's "other".
+# bookkeeping, progress lines, weights cached by on_results, the engine's "other".
 RUN_PHASES = ("data", "probe", "planning", "capture", "training", "evaluation", "storage",
               "report", "other")  # fmt: skip
 _FROM_ENGINE = ("planning", "capture", "training", "evaluation")
