@@ -171,25 +171,16 @@ def finish(rdb: Any, items: Sequence[tuple[int, dict, TrialState, Sequence[float
     """Write each (trial id, result payload, final state, values) as `Store.finish`'s two
     per-trial writes do, all in one transaction; False for a trial already ended (by another
     process that took this one for dead), which is left as it is."""
-    import sqlalchemy
-
     models, done = _models(), []
     trials = models.TrialModel
     with _session(rdb) as session:
         for trial_id, payload, state, values in items:
-            # Taken first, and only while the trial is not ended: one conditional UPDATE, as a
-            # claim is. Reading the state and then writing is not atomic on SQLite: pysqlite
-            # begins the transaction (takes the file's write lock) at the first write, so
-            # another process could end the trial between the read and the writes and this
-            # finish would overwrite its FAIL (the key finished here and re-trained there).
-            take = (
-                sqlalchemy.update(trials)
-                .where(trials.trial_id == trial_id,
-                       trials.state.in_((TrialState.RUNNING, TrialState.WAITING)))
-                .values(datetime_complete=datetime.now())
-                .execution_options(synchronize_session=False)
-            )  # fmt: skip
-            if session.execute(take).rowcount != 1:
+            # Taken first, and only while the trial is not ended (`_move`): otherwise another
+            # process that ended it meanwhile would see its FAIL overwritten (the key finished
+            # here and re-trained there).
+            taken = _move(session, trial_id, (TrialState.RUNNING, TrialState.WAITING),
+                          datetime_complete=datetime.now())  # fmt: skip
+            if not taken:
                 trials.find_or_raise_by_id(trial_id, session)  # a missing trial still raises
                 done.append(False)
                 continue
@@ -210,43 +201,25 @@ def end(rdb: Any, trial_ids: Sequence[int], state: TrialState) -> list[bool]:
     `set_trial_state_values` reads the state and then writes, which on SQLite is not atomic
     (pysqlite takes the write lock at the first write): a finish committed in between would be
     overwritten, the result dropped although its process counts it as trained."""
-    import sqlalchemy
-
-    trials, ended = _models().TrialModel, []
     if not trial_ids:
-        return ended
+        return []
     with _session(rdb) as session:
-        for trial_id in trial_ids:
-            fail = (
-                sqlalchemy.update(trials)
-                .where(trials.trial_id == trial_id, trials.state == TrialState.RUNNING)
-                .values(state=state, datetime_complete=datetime.now())
-                .execution_options(synchronize_session=False)
-            )
-            ended.append(session.execute(fail).rowcount == 1)
-    return ended
+        return [_move(session, trial_id, (TrialState.RUNNING,), state=state,
+                      datetime_complete=datetime.now()) for trial_id in trial_ids]  # fmt: skip
 
 
 def claim(rdb: Any, groups: Iterable[Sequence[int]], *, limit: int, worker: str) -> list[int]:
     """WAITING -> RUNNING for the first trial of each group that is still WAITING, up to `limit`
     groups, with its `worker` attribute and a first heartbeat, in one transaction; the trial ids
     claimed, in order."""
-    import sqlalchemy
-
     models, claimed = _models(), []
-    trials = models.TrialModel
     with _session(rdb) as session:
         for group in groups:
             if len(claimed) >= limit:
                 break
             for trial_id in group:
-                update = (
-                    sqlalchemy.update(trials)
-                    .where(trials.trial_id == trial_id, trials.state == TrialState.WAITING)
-                    .values(state=TrialState.RUNNING, datetime_start=datetime.now())
-                    .execution_options(synchronize_session=False)
-                )
-                if session.execute(update).rowcount == 1:
+                if _move(session, trial_id, (TrialState.WAITING,), state=TrialState.RUNNING,
+                         datetime_start=datetime.now()):  # fmt: skip
                     rdb._set_trial_attr_without_commit(
                         session, models.TrialUserAttributeModel, trial_id, "worker", worker
                     )
@@ -279,6 +252,23 @@ def read(rdb: Any, trial_ids: Sequence[int]) -> list[Any]:
             for model in query.filter(trials.trial_id.in_(chunk)):
                 found[model.trial_id] = rdb._build_frozen_trial_from_trial_model(model)
     return [found[trial_id] for trial_id in trial_ids]
+
+
+def _move(session: Any, trial_id: int, states: Sequence[TrialState], **values: Any) -> bool:
+    """Set `values` on the trial only while its state is one of `states`, in one conditional
+    UPDATE; whether it was. The claims, finishes and ends above all go through here: reading
+    the state and then writing is not atomic on SQLite (pysqlite takes the write lock at the
+    first write), so two processes could both act on one trial."""
+    import sqlalchemy
+
+    trials = _models().TrialModel
+    update = (
+        sqlalchemy.update(trials)
+        .where(trials.trial_id == trial_id, trials.state.in_(tuple(states)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(update).rowcount == 1
 
 
 def _heartbeats(session: Any, trial_ids: Sequence[int]) -> None:
