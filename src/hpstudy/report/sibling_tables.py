@@ -14,14 +14,13 @@ numbers come from `hpstudy.report.metrics`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from hpstudy.config.factors import config_label
 from hpstudy.report.loader import RunView
 from hpstudy.report.metrics import GapRow
 from hpstudy.report.report_tables import Table, cell_data, cell_text
-from hpstudy.stats.verdict import Difference
+from hpstudy.stats.verdict import Difference, p_text
 
 
 def leakage_table(rows: Sequence[GapRow], leaky: RunView, clean: RunView) -> Table:
@@ -67,16 +66,8 @@ def gap_text(gap: Difference | None) -> str:
         return ""
     if gap.n == 1:
         return f"{gap.estimate:+.2f} (one seed)"
-    p = "p < 0.001" if gap.p_value < 0.001 else f"p {gap.p_value:.2g}"
-    return f"{gap.estimate:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}], {p}, n {gap.n}"
-
-
-def gap_data(gap: Difference | None) -> dict | None:
-    if gap is None:
-        return None
-    number = lambda x: None if math.isnan(x) else x  # noqa: E731
-    return {"estimate": number(gap.estimate), "ci95": [number(gap.low), number(gap.high)],
-            "p": number(gap.p_value), "n": gap.n}  # fmt: skip
+    interval = f"[{gap.low:+.2f}, {gap.high:+.2f}]"
+    return f"{gap.estimate:+.2f} {interval}, p {p_text(gap.p_value)}, n {gap.n}"
 
 
 def budget(view: RunView) -> str:
@@ -106,7 +97,7 @@ def rank_table(entries: Sequence[tuple[RunView, RunView, object]]) -> Table:
         data.append({"staged": staged.name, "grid": grid.name, "rank": rank.rank, "n": rank.n,
                      "accuracy": cell_data(rank.row.selection),
                      "best": cell_data(rank.best.selection),
-                     "gap": gap_data(rank.gap)})  # fmt: skip
+                     "gap": rank.gap.to_dict() if rank.gap else None})  # fmt: skip
     return Table(
         "staged-vs-grid",
         "What the staged search missed: its winner's rank in the full grid",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from scipy import stats
 
 from hpstudy.stats.intervals import seed_interval
-from hpstudy.stats.verdict import ALPHA, holm, paired_points
+from hpstudy.stats.verdict import ALPHA, holm, json_number, paired_points
 
 TOST_CONFIDENCE = 1 - 2 * ALPHA  # 90%: the interval that TOST at ALPHA checks against the margin
 _DIGITS = 9  # differences in points rounded to this many decimals (float noise is ~1e-14)
@@ -96,10 +96,11 @@ class EquivalenceComparison:
 
     def to_dict(self) -> dict:
         e = self.equivalence
-        return {"alternative": self.alternative, "estimate": _num(e.estimate),
-                "ci90": [_num(e.low), _num(e.high)], "n": e.n, "margin": e.margin,
-                "p_low": _num(e.p_low), "p_high": _num(e.p_high), "p": _num(e.p_value),
-                "p_holm": _num(self.p_holm), "equivalent": self.equivalent}  # fmt: skip
+        number = json_number
+        return {"alternative": self.alternative, "estimate": number(e.estimate),
+                "ci90": [number(e.low), number(e.high)], "n": e.n, "margin": e.margin,
+                "p_low": number(e.p_low), "p_high": number(e.p_high), "p": number(e.p_value),
+                "p_holm": number(self.p_holm), "equivalent": self.equivalent}  # fmt: skip
 
 
 def equivalent_to(reference: Sequence[float], candidates: Sequence[tuple[str, Sequence[float]]],
@@ -110,7 +111,3 @@ def equivalent_to(reference: Sequence[float], candidates: Sequence[tuple[str, Se
     adjusted = holm([e.p_value for _, e in found])
     return [EquivalenceComparison(name, e, p)
             for (name, e), p in zip(found, adjusted, strict=True)]  # fmt: skip
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)

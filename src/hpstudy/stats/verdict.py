@@ -125,6 +125,11 @@ class Difference:
     def ci95(self) -> list[float]:
         return [self.low, self.high]
 
+    def to_dict(self) -> dict:
+        """As JSON: estimate, ci95, n, p (null where untestable)."""
+        return {"estimate": json_number(self.estimate), "ci95": [json_number(self.low),
+                json_number(self.high)], "n": self.n, "p": json_number(self.p_value)}  # fmt: skip
+
 
 def paired_points(a: Sequence[float], b: Sequence[float]) -> list[float]:
     """a - b seed by seed in points (fractions in), pairs with a nan on either side dropped."""
@@ -173,10 +178,8 @@ class Comparison:
         return self.p_holm < ALPHA and self.difference.estimate < 0
 
     def to_dict(self) -> dict:
-        d = self.difference
-        return {"alternative": self.alternative, "estimate": _num(d.estimate),
-                "ci95": [_num(d.low), _num(d.high)], "n": d.n, "p": _num(d.p_value),
-                "p_holm": _num(self.p_holm)}  # fmt: skip
+        return {"alternative": self.alternative, **self.difference.to_dict(),
+                "p_holm": json_number(self.p_holm)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,8 @@ class Claim:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "text": self.text, "verdict": self.verdict, "test": self.test,
-                "estimate": _num(self.estimate), "ci95": [_num(v) for v in self.ci95],
+                "estimate": json_number(self.estimate),
+                "ci95": [json_number(v) for v in self.ci95],
                 "n": self.n, "comparisons": [c.to_dict() for c in self.comparisons],
                 "holds": list(self.holds), "fails": list(self.fails),
                 "unclear": list(self.unclear)}  # fmt: skip
@@ -290,7 +294,7 @@ def _deciding(comparisons: Sequence[Comparison], verdict: str) -> Comparison:
 def _best_sentences(name: str, comparisons: Sequence[Comparison]):
     holds, fails, unclear = [], [], []
     for c in comparisons:
-        d, p = c.difference, _p_text(c.p_holm)
+        d, p = c.difference, p_text(c.p_holm)
         if c.beats:
             holds.append(f"{name} beats {c.alternative} ({_pp(d.estimate)} pp, adjusted p {p})")
         elif c.beaten:
@@ -303,7 +307,7 @@ def _best_sentences(name: str, comparisons: Sequence[Comparison]):
 
 
 def _value_sentences(spec: ValueSpec, c: Comparison):
-    d, p = c.difference, _p_text(c.p_holm)
+    d, p = c.difference, p_text(c.p_holm)
     ours = 100 * seed_interval(spec.values).mean
     text = f"ours {ours:.2f}% ({_pp(d.estimate)} pp, adjusted p {p})"
     if c.beaten:
@@ -387,9 +391,11 @@ def _pp(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:+.2f}".replace("-", "−")
 
 
-def _p_text(p: float) -> str:
+def p_text(p: float) -> str:
+    """A p-value as printed: '0.004', '< 0.001', '–' where untestable."""
     return "–" if math.isnan(p) else f"{p:.2g}" if p >= 0.001 else "< 0.001"
 
 
-def _num(x: float | None) -> float | None:
+def json_number(x: float | None) -> float | None:
+    """`x` for JSON, which has no NaN: None where it is missing or nan."""
     return None if x is None or math.isnan(x) else float(x)
