@@ -9,6 +9,12 @@ connection half-way through its rollback, leaving SQLite's lock held by a connec
 the clean-up that marks held trials interrupted then waits on that lock. So while the main thread
 is in a database session, a signal is only noted, and raised as KeyboardInterrupt when the session
 has closed. SIGTERM takes the same path as Ctrl-C.
+
+Both raise `Interrupted`, a KeyboardInterrupt of our own: CPython (3.11 at least) notes a plain
+KeyboardInterrupt that passes through code run by exec() or eval() of a string (dataclasses and
+SQLAlchemy build methods that way, also while a run imports lazily) as unhandled, and then ends
+a `python -m hpstudy.cli` process by SIGINT at exit although the CLI caught it and returned 130.
+The note compares the exact type, so a subclass keeps the exit status ours.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _state = {"depth": 0, "pending": False}  # main thread only: signals are delivered there
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, raised by our handler (see the module's note on why not the base)."""
+
+
 def _handle(signum, frame) -> None:
     if _state["depth"]:
         _state["pending"] = True
         return
-    raise KeyboardInterrupt
+    raise Interrupted
 
 
 def _on_main_thread() -> bool:
@@ -35,7 +45,7 @@ def _on_main_thread() -> bool:
 
 @contextlib.contextmanager
 def installed() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, deferred inside `deferred()` blocks."""
+    """SIGINT and SIGTERM raise Interrupted, deferred inside `deferred()` blocks."""
     if not _on_main_thread():
         yield
         return
@@ -61,4 +71,4 @@ def deferred() -> Iterator[None]:
         _state["depth"] -= 1
         if not _state["depth"] and _state["pending"]:
             _state["pending"] = False
-            raise KeyboardInterrupt
+            raise Interrupted
