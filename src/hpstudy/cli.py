@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eda": ("hpstudy.commands.eda", "class balance, pixel statistics and sample images"),
     "predict": ("hpstudy.commands.predict", "classify images with a saved model"),
     "run": ("hpstudy.commands.run", "run or resume a study (default: the paper's)"),
-    "worker": ("hpstudy.commands.worker", "train a share of a grid study in a shared storage"),
+    "worker": ("hpstudy.commands.worker", "train a share of a study in a shared storage"),
     "status": ("hpstudy.commands.status", "counts, best configuration and costs of a run"),
     "report": ("hpstudy.commands.report", "tables, figures and model card of a run (HTML, MD)"),
     "dashboard": ("hpstudy.commands.dashboard", "browse a run in optuna-dashboard (extra)"),
