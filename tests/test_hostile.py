@@ -23,7 +23,7 @@ from hpstudy.config.studyfile import parse_study
 from hpstudy.errors import UserError
 from hpstudy.report.render import Figure, Heading, Text, to_html
 from hpstudy.report.report_tables import Table
-from hpstudy.storage import Store, TrialStatus, default_url
+from hpstudy.storage import Store, TrialStatus, default_url, interrupts
 from hpstudy.storage.rundir import RUN_FILE, load_trials, read_run_info
 from tiny_studies import HEADER, STAGES, hpstudy_cmd, subprocess_env, write_study
 
@@ -411,6 +411,48 @@ def test_an_interrupt_keeps_the_populations_that_finished(tmp_path, capsys, monk
     capsys.readouterr()
     assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) == 0
     assert "trained 4 trials now" in capsys.readouterr().out
+
+
+class _SignalledWhenCollected:
+    """Sends this process SIGTERM from its finalizer and spins there, so the handler's
+    Interrupted is raised inside `__del__`, which Python cannot let it leave."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):  # the handler runs at one of these bytecodes
+            pass
+
+
+def test_an_interrupt_lost_in_a_finalizer_is_raised_at_the_next_store_session(monkeypatch):
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    with interrupts.installed():
+        _SignalledWhenCollected()  # collected at once: the Interrupted dies in __del__
+        with pytest.raises(ValueError), interrupts.deferred():  # an error leaving goes on
+            raise ValueError
+        with pytest.raises(interrupts.Interrupted), interrupts.deferred():
+            pass
+    assert reported == []  # no "Exception ignored in ..." traceback for the user
+    with interrupts.deferred():  # the command is over: nothing pending any more
+        pass
+
+
+@pytest.mark.slow
+def test_a_run_whose_interrupt_lands_in_a_finalizer_still_stops(tmp_path, capsys, monkeypatch):
+    real = Store.taken_over  # asked at every epoch's end
+
+    def with_a_finalizer_signalled(self, *args, **kwargs):
+        _SignalledWhenCollected()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "taken_over", with_a_finalizer_signalled)
+    study = write_study(tmp_path, max_epochs=2)
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; rerun" in err and "Traceback" not in err, err
+    statuses = {r.status for r in load_trials(run_dir)}
+    assert TrialStatus.RUNNING not in statuses and TrialStatus.INTERRUPTED in statuses
 
 
 # A signal that lands while code from exec() of a string runs (dataclasses and SQLAlchemy build

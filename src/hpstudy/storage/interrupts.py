@@ -15,12 +15,18 @@ KeyboardInterrupt that passes through code run by exec() or eval() of a string (
 SQLAlchemy build methods that way, also while a run imports lazily) as unhandled, and then ends
 a `python -m hpstudy.cli` process by SIGINT at exit although the CLI caught it and returned 130.
 The note compares the exact type, so a subclass keeps the exit status ours.
+
+A signal stays pending until the command ends, because a raise can be lost: one that lands in a
+finalizer (`__del__`, a weakref callback during garbage collection) cannot leave it, and Python
+only reports it. So that report is kept quiet, and the end of every later `deferred()` block
+that no exception is leaving raises it again (the training asks the store something each epoch).
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -33,10 +39,17 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _handle(signum, frame) -> None:
-    if _state["depth"]:
-        _state["pending"] = True
-        return
-    raise Interrupted
+    _state["pending"] = True
+    if not _state["depth"]:
+        raise Interrupted
+
+
+def _quiet_if_interrupted(previous):
+    def hook(info) -> None:
+        if not isinstance(info.exc_value, Interrupted):
+            previous(info)  # an Interrupted lost in a finalizer stays pending: no report
+
+    return hook
 
 
 def _on_main_thread() -> bool:
@@ -50,17 +63,20 @@ def installed() -> Iterator[None]:
         yield
         return
     old = {s: signal.signal(s, _handle) for s in SIGNALS}
+    old_hook, sys.unraisablehook = sys.unraisablehook, _quiet_if_interrupted(sys.unraisablehook)
     try:
         yield
     finally:
         for signum, handler in old.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        sys.unraisablehook = old_hook
         _state["pending"] = False
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold an interrupt that arrives inside the block until the block has ended."""
+    """Hold an interrupt that arrives inside the block until the block has ended; raise one
+    still pending then, unless an exception is leaving the block (it carries on instead)."""
     if not _on_main_thread():
         yield
         return
@@ -69,6 +85,5 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _state["depth"] -= 1
-        if not _state["depth"] and _state["pending"]:
-            _state["pending"] = False
+        if not _state["depth"] and _state["pending"] and sys.exc_info()[1] is None:
             raise Interrupted
