@@ -413,6 +413,23 @@ def test_an_interrupt_keeps_the_populations_that_finished(tmp_path, capsys, monk
     assert "trained 4 trials now" in capsys.readouterr().out
 
 
+def test_status_of_a_run_stopped_before_it_began_says_rerun(tmp_path, capsys, monkeypatch):
+    import hpstudy.runner.execute as execute
+
+    def interrupted_probe(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the run measures the machine, before run.json
+
+    monkeypatch.setattr(execute, "write_run_info", interrupted_probe)
+    study = write_study(tmp_path, max_epochs=1)
+    run_dir = tmp_path / "run"
+    assert cli.main(["run", str(study), "--out", str(run_dir), *TINY]) == 130
+    capsys.readouterr()
+    assert cli.main(["status", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"hpstudy status: error: {run_dir} holds a run stopped before it began (no "
+                   "run.json yet); rerun the `hpstudy run` command that made it")  # fmt: skip
+
+
 class _SignalledWhenCollected:
     """Sends this process SIGTERM from its finalizer and spins there, so the handler's
     Interrupted is raised inside `__del__`, which Python cannot let it leave."""

@@ -249,6 +249,10 @@ def read_run_info(run_dir: str | Path) -> dict:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        made = [Path(run_dir) / name for name in (LOCK_FILE, "study.db")]
+        if any(path.exists() for path in made):  # `hpstudy run` made it, stopped before its probe
+            raise UserError(f"{run_dir} holds a run stopped before it began (no {RUN_FILE} yet); "
+                            "rerun the `hpstudy run` command that made it") from None  # fmt: skip
         raise UserError(
             f"{run_dir} is not an hpstudy run folder (no {RUN_FILE}); give the "
             "folder `hpstudy run` wrote, such as runs/paper"
