@@ -236,6 +236,18 @@ def test_status_and_report_are_the_commands(api_run):
     assert "<title>Study digits" in paths.html.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
+def test_status_of_a_cpu_run_loads_no_torch(api_run):
+    # `hpstudy status` is a quick look: torch alone took 0.7 s of its 2.3 s (now 1.1 s)
+    code = (f"import sys; from hpstudy.runner.status import run_status; "
+            f"s = run_status({str(api_run.folder)!r}); "
+            "print(s['counts']['complete'], s['floor_s'] > 0, 'torch' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=subprocess_env())  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["32", "True", "False"]
+
+
 # --- opening a run ---------------------------------------------------------------------------
 
 

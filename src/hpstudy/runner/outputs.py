@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpstudy.atomic import atomic_file
 from hpstudy.config.study import Study
-from hpstudy.engine.flops import measure_matmul_flops
-from hpstudy.protocols import Trainer
 from hpstudy.stats.tables import StageTable
 from hpstudy.storage import TrialRecord
 from hpstudy.storage.rundir import (
@@ -26,6 +25,9 @@ from hpstudy.storage.rundir import (
     read_run_info,
 )
 from hpstudy.tabulate import tabulate
+
+if TYPE_CHECKING:  # the trainer loads torch; `hpstudy status` reads a run without it
+    from hpstudy.protocols import Trainer
 
 
 def write_replication(run_dir: Path, replication) -> Path:
@@ -106,11 +108,14 @@ def cost_summary(
 
     done = [r for r in records if r.status.is_finished]
     flops = sum(model_epoch_flops(r.config, r.n_train) * r.epochs for r in done)
-    throughput = matmul_flops or measure_matmul_flops(device)
+    if not matmul_flops:  # not recorded: measured now (this loads torch, which status avoids)
+        from hpstudy.engine.flops import measure_matmul_flops
+
+        matmul_flops = measure_matmul_flops(device)
     return {
         "model_epochs": sum(r.epochs for r in done),
         "wall_s": sum(r.wall_s for r in done),
-        "floor_s": flops / throughput if flops else 0.0,
+        "floor_s": flops / matmul_flops if flops else 0.0,
     }
 
 

@@ -12,8 +12,6 @@ import math
 
 def run_status(run_dir: str, storage: str | None = None) -> dict:
     """The status object that `--json` prints; `storage` overrides run.json's storage URL."""
-    import torch
-
     from hpstudy.engine.results import Outcome
     from hpstudy.runner.outputs import cost_summary, recompute_tables
     from hpstudy.storage import TrialStatus, storage_errors
@@ -34,7 +32,7 @@ def run_status(run_dir: str, storage: str | None = None) -> dict:
                 "seeds": list(winner.seeds), "n": winner.selection.n,
                 "selection": tables[-1].selection}  # fmt: skip
     device = info.get("device", "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device.startswith("cuda") and not _has_cuda():  # torch only loaded for a GPU run's folder
         device = "cpu"
     trials = [
         {
@@ -112,3 +110,9 @@ def storage_status(url: str, study_name: str) -> dict:
         "live_workers": live,
         "eta_s": eta_s,
     }
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
