@@ -79,15 +79,20 @@ def leaky_run(tmp_path_factory) -> hs.Run:
 # --- importing -------------------------------------------------------------------------------
 
 
+def _python_prints(code: str) -> list[str]:
+    """The lines a fresh interpreter prints running `code` (which must succeed)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=subprocess_env())  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
 def test_import_hpstudy_loads_neither_torch_nor_optuna():
     heavy = "('torch', 'optuna', 'pandas', 'hpstudy.api')"
     code = (f"import sys, hpstudy as hs; s = hs.load_study('digits').replace(n_seeds=2); "
             f"print(sorted(m for m in {heavy} if m in sys.modules)); "
             "hs.Study; print('hpstudy.config.study' in sys.modules)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=subprocess_env())  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    heavy_loaded, lazy_loaded = done.stdout.splitlines()
+    heavy_loaded, lazy_loaded = _python_prints(code)
     assert heavy_loaded == "[]"  # a study file is read without the training stack
     assert lazy_loaded == "True"  # the check sees a module once a lazy name is used
 
@@ -242,10 +247,7 @@ def test_status_of_a_cpu_run_loads_no_torch(api_run):
     code = (f"import sys; from hpstudy.runner.status import run_status; "
             f"s = run_status({str(api_run.folder)!r}); "
             "print(s['counts']['complete'], s['floor_s'] > 0, 'torch' in sys.modules)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env=subprocess_env())  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["32", "True", "False"]
+    assert _python_prints(code) == ["32 True False"]
 
 
 # --- opening a run ---------------------------------------------------------------------------
