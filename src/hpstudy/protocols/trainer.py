@@ -27,7 +27,7 @@ from hpstudy.config.config import Config
 from hpstudy.data.prepare import Data
 from hpstudy.engine.results import TrialResult
 from hpstudy.protocols.events import Claiming, EpochDone, Event, TrialLost, Waiting
-from hpstudy.storage import Store, TrialRecord, TrialStatus, trial_key
+from hpstudy.storage import Store, TrialRecord, TrialStatus, interrupts, trial_key
 
 POLL_S = 2.0  # how often a process waiting for other processes' trials looks again
 MEMORY_WEIGHTS = 16  # best-epoch weights kept in memory (grid, search): the best trials only
@@ -187,6 +187,7 @@ class Trainer:
         max_epochs = max(c.max_epochs for c in configs)
 
         def on_epoch(event) -> list[int]:
+            interrupts.raise_pending()  # one a finalizer swallowed stops the run here
             self.on_event(EpochDone(self.stage, event.population, event.n_populations,
                                     event.epoch, max_epochs, event.n_members, len(configs),
                                     event.elapsed_s, event.progress,

@@ -19,7 +19,8 @@ The note compares the exact type, so a subclass keeps the exit status ours.
 A signal stays pending until the command ends, because a raise can be lost: one that lands in a
 finalizer (`__del__`, a weakref callback during garbage collection) cannot leave it, and Python
 only reports it. So that report is kept quiet, and the end of every later `deferred()` block
-that no exception is leaving raises it again (the training asks the store something each epoch).
+that no exception is leaving raises it again, as does `raise_pending()` (the training's every
+epoch).
 """
 
 from __future__ import annotations
@@ -85,5 +86,12 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _state["depth"] -= 1
-        if not _state["depth"] and _state["pending"] and sys.exc_info()[1] is None:
-            raise Interrupted
+        raise_pending()
+
+
+def raise_pending() -> None:
+    """Raise an interrupt still pending (one a finalizer swallowed), unless the main thread is
+    in a database session or an exception is already on its way out."""
+    in_flight = sys.exc_info()[1] is not None
+    if _state["pending"] and not _state["depth"] and not in_flight and _on_main_thread():
+        raise Interrupted
