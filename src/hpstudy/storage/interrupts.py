@@ -7,8 +7,8 @@
 Python raises KeyboardInterrupt between any two bytecodes. Inside SQLAlchemy that can stop a
 connection half-way through its rollback, leaving SQLite's lock held by a connection nobody owns;
 the clean-up that marks held trials interrupted then waits on that lock. So while the main thread
-is in a database session, a signal is only noted, and raised as KeyboardInterrupt when the session
-has closed. SIGTERM takes the same path as Ctrl-C.
+is in a database session, a signal is only noted, and raised when the session has closed.
+SIGTERM takes the same path as Ctrl-C.
 
 Both raise `Interrupted`, a KeyboardInterrupt of our own: CPython (3.11 at least) notes a plain
 KeyboardInterrupt that passes through code run by exec() or eval() of a string (dataclasses and

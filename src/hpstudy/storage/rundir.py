@@ -249,8 +249,8 @@ def read_run_info(run_dir: str | Path) -> dict:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        made = [Path(run_dir) / name for name in (LOCK_FILE, "study.db")]
-        if any(path.exists() for path in made):  # `hpstudy run` made it, stopped before its probe
+        # `hpstudy run` made the folder (its lock, its store), then stopped before its probe
+        if any((Path(run_dir) / name).exists() for name in (LOCK_FILE, "study.db")):
             raise UserError(f"{run_dir} holds a run stopped before it began (no {RUN_FILE} yet); "
                             "rerun the `hpstudy run` command that made it") from None  # fmt: skip
         raise UserError(
