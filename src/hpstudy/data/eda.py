@@ -126,7 +126,8 @@ def plot_class_distribution(
     ax.set_ylabel("images")
     ax.set_ylim(0, max(int(train.max()), int(test.max())) * 1.12)  # room for the bar labels
     ax.set_title(plot_text(f"{title}: images per class"))
-    ax.legend()
+    # A fixed place: "best" searches the bars, and warns when a busy machine makes that slow.
+    fig.legend(loc="outside upper right", ncol=2)
     return _save_atomic(fig, path)
 
 
