@@ -50,24 +50,37 @@ def _comparable(run_dir: Path) -> list[dict]:
     return tables
 
 
+# Enough images and epochs that a population trains for about half a second: with QUICK's 320
+# images and 3 epochs, the moments when some trials are stored and others still train lasted
+# about one poll each, and a quiet CI machine once ran through all of them unseen.
+VICTIM = ["--limit-train", "2400", "--limit-eval", "250"]
+
+
+def _mid_training(states: dict[str, int]) -> bool:
+    return states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) >= 1
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """One uninterrupted run, and one killed with SIGKILL mid-training and then rerun."""
     tmp = tmp_path_factory.mktemp("cli")
-    study = write_study(tmp, n_seeds=2, max_epochs=3)
+    study = write_study(tmp, n_seeds=2, max_epochs=6)
     env = subprocess_env()
     whole, killed = tmp / "whole", tmp / "killed"
-    args = ["run", str(study), *QUICK]
+    args = ["run", str(study), *VICTIM]
     uninterrupted = subprocess.Popen(hpstudy_cmd(*args, "--out", str(whole)), env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     victim = subprocess.Popen(hpstudy_cmd(*args, "--out", str(killed)), env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline, at_kill = time.monotonic() + 600, {}  # a safety net only
     while time.monotonic() < deadline and victim.poll() is None:
-        at_kill = _states(killed / "study.db")
-        if at_kill.get("COMPLETE", 0) >= 1 and at_kill.get("RUNNING", 0) >= 1:
-            os.kill(victim.pid, signal.SIGKILL)
-            break
+        if _mid_training(_states(killed / "study.db")):
+            victim.send_signal(signal.SIGSTOP)  # frozen: the state read now is the one killed
+            at_kill = _states(killed / "study.db")
+            if _mid_training(at_kill):
+                os.kill(victim.pid, signal.SIGKILL)
+                break
+            victim.send_signal(signal.SIGCONT)  # it moved on between the two reads
         time.sleep(0.05)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL, f"never caught mid-training: {at_kill}"
@@ -115,7 +128,7 @@ def test_run_prints_tables_progress_and_costs(runs):
         assert (runs["whole"] / "tables" / f"{name}.csv").is_file()
         assert (runs["whole"] / "tables" / f"{name}.json").is_file()
     assert "trained 0 trials now" in subprocess.run(
-        hpstudy_cmd("run", str(next(runs["whole"].parent.glob("*.toml"))), *QUICK,
+        hpstudy_cmd("run", str(next(runs["whole"].parent.glob("*.toml"))), *VICTIM,
                     "--out", str(runs["whole"])),
         capture_output=True, text=True, env=subprocess_env(), timeout=300,
     ).stdout  # fmt: skip
