@@ -259,6 +259,7 @@ def test_cut_off_response_is_retried_then_abandoned(mirror, tmp_path):
     assert any("(2 attempts)" in line for line in lines), lines
 
 
+@pytest.mark.slow  # waits out one 1.5 s timeout
 def test_timeout_moves_on(mirror, silent_url, tmp_path):
     good = mirror("good")
     lines: list[str] = []

@@ -226,6 +226,7 @@ def test_a_finished_run_leaves_one_file_that_opens_on_read_only_media(tmp_path: 
         assert len(json.loads(shown.stdout)["trials"]) == 8
 
 
+@pytest.mark.slow  # waits 2 s for the other writer on purpose
 def test_a_batched_finish_never_overwrites_a_trial_another_process_ended(
     tiny, tmp_path, monkeypatch
 ):
