@@ -243,7 +243,7 @@ def test_status_and_report_are_the_commands(api_run):
 
 @pytest.mark.slow
 def test_status_of_a_cpu_run_loads_no_torch(api_run):
-    # `hpstudy status` is a quick look: torch alone took 0.7 s of its 2.3 s (now 1.1 s)
+    # `hpstudy status` is a quick look: torch was half of its time (docs/results.md)
     code = (f"import sys; from hpstudy.runner.status import run_status; "
             f"s = run_status({str(api_run.folder)!r}); "
             "print(s['counts']['complete'], s['floor_s'] > 0, 'torch' in sys.modules)")  # fmt: skip

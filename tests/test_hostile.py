@@ -465,7 +465,7 @@ def test_a_run_whose_interrupt_lands_in_a_finalizer_still_stops(tmp_path, capsys
     monkeypatch.setattr(Store, "taken_over", with_a_finalizer_signalled)
     study = write_study(tmp_path, max_epochs=3)
     run_dir = tmp_path / "run"
-    three_epochs = ["--max-epochs", "3", *TINY[2:]]
+    three_epochs = [*TINY, "--max-epochs", "3"]  # the last --max-epochs counts
     assert cli.main(["run", str(study), "--out", str(run_dir), *three_epochs]) == 130
     err = capsys.readouterr().err
     assert "interrupted; rerun" in err and "Traceback" not in err, err
