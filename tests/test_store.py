@@ -243,3 +243,22 @@ def test_a_trial_a_process_died_holding_before_it_beat_is_freed(tmp_path):
     states = {t.number: t.state for t in optuna.load_study(study_name="orphan",
                                                             storage=url).trials}  # fmt: skip
     assert states[orphan.number] == TrialState.FAIL
+
+
+@pytest.mark.slow  # waits out the grace period, as the test above
+def test_a_trial_a_process_died_holding_between_its_tag_and_its_heartbeat_is_freed(tmp_path):
+    """Killed after the tag and before the first heartbeat row (what a loaded CI run did to a
+    search worker): the trial names a dead worker and has no heartbeat, so Optuna's check never
+    finds it, and every other worker waited for it forever."""
+    import optuna
+
+    url = default_url(tmp_path)
+    store = Store(url, "tagged", grace_s=1)
+    store.create_or_load()
+    study = optuna.load_study(study_name="tagged", storage=url)
+    trial = study.ask()  # no heartbeat row: this storage keeps none
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", "elsewhere:1")
+    assert store.fail_stale() == 0  # younger than the grace period: its holder may beat yet
+    time.sleep(1.5)
+    assert store.fail_stale() == 1
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.FAIL

@@ -47,11 +47,10 @@ class Liveness:
                 t._trial_id for t in self._optuna.get_trials(False, states=(TrialState.RUNNING,))
             ]
         else:
-            if self.is_journal:
-                ids = self._journal_stale_ids()
-            else:  # Optuna's heartbeats, and trials a process died holding before it beat them
-                ids = self._rdb._get_stale_trial_ids(self._optuna._study_id)
-                ids += [i for i in self._journal_stale_ids(tagged=False) if i not in ids]
+            ids = self._stale_by_worker_ids()
+            if not self.is_journal:  # and Optuna's per-trial heartbeats
+                ids += [i for i in self._rdb._get_stale_trial_ids(self._optuna._study_id)
+                        if i not in ids]  # fmt: skip
             with self._lock:
                 ids = [i for i in ids if i not in self.held]
         return sum(self._end(ids))
@@ -152,22 +151,22 @@ class Liveness:
         beats = self.get_meta_prefixed(WORKER_META)
         return sorted(w for w, t in beats.items() if now - float(t) <= self.grace_s)
 
-    def _journal_stale_ids(self, *, tagged: bool = True) -> list[int]:
-        """RUNNING trials whose worker has not beaten for the grace period (the journal file
-        has no per-trial heartbeats: a worker's beat covers every trial it holds), and trials
-        no process has tagged as its own for that long: a process killed between Optuna's
-        `ask` (or a claim) and its tag left them RUNNING without a heartbeat, which Optuna's own
-        check never finds stale (`tagged=False`: only those)."""
+    def _stale_by_worker_ids(self) -> list[int]:
+        """RUNNING trials older than the grace period whose worker has not beaten for that long,
+        or that no process has tagged as its own. The journal file has no per-trial heartbeats
+        (a worker's beat covers every trial it holds); on a database these are the trials a
+        process died holding before their first heartbeat row (killed between Optuna's `ask`
+        or a claim and its tag, or between the tag and the heartbeat), which Optuna's own check
+        never finds stale: the others would wait for them forever."""
         live = set(self.live_workers()) | {self.worker}
         running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         now = datetime.now()  # Optuna's trial times are local and naive
 
         def stale(trial: optuna.trial.FrozenTrial) -> bool:
-            if "worker" in trial.user_attrs:
-                return tagged and trial.user_attrs["worker"] not in live
-            # Claimed or asked a moment ago, its holder not yet written: give it the grace.
             started = trial.datetime_start or now
-            return (now - started).total_seconds() > self.grace_s
+            if (now - started).total_seconds() <= self.grace_s:
+                return False  # asked or claimed a moment ago: its holder may not have beaten yet
+            return trial.user_attrs.get("worker") not in live
 
         return [t._trial_id for t in running if stale(t)]
 
