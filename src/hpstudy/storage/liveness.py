@@ -158,15 +158,20 @@ class Liveness:
         process died holding before their first heartbeat row (killed between Optuna's `ask`
         or a claim and its tag, or between the tag and the heartbeat), which Optuna's own check
         never finds stale: the others would wait for them forever."""
+        beats = self.get_meta_prefixed(WORKER_META)  # every worker that ever beat: its last
         live = set(self.live_workers()) | {self.worker}
         running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         now = datetime.now()  # Optuna's trial times are local and naive
 
         def stale(trial: optuna.trial.FrozenTrial) -> bool:
+            worker = trial.user_attrs.get("worker")
+            if worker in live:
+                return False
+            if worker in beats:
+                return True  # it beat, then fell silent for the grace period
+            # Untagged, or its holder has not beaten yet: asked or claimed a moment ago?
             started = trial.datetime_start or now
-            if (now - started).total_seconds() <= self.grace_s:
-                return False  # asked or claimed a moment ago: its holder may not have beaten yet
-            return trial.user_attrs.get("worker") not in live
+            return (now - started).total_seconds() > self.grace_s
 
         return [t._trial_id for t in running if stale(t)]
 
