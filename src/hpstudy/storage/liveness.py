@@ -145,21 +145,23 @@ class Liveness:
                         ended.add(trial_id)
         return ended
 
-    def live_workers(self) -> list[str]:
-        """'host:pid' of every process whose last beat is younger than the grace period."""
+    def live_workers(self, beats: dict[str, float] | None = None) -> list[str]:
+        """'host:pid' of every process whose last beat (from `beats`, else read now) is younger
+        than the grace period."""
         now = self.clock()
-        beats = self.get_meta_prefixed(WORKER_META)
+        beats = self.get_meta_prefixed(WORKER_META) if beats is None else beats
         return sorted(w for w, t in beats.items() if now - float(t) <= self.grace_s)
 
     def _stale_by_worker_ids(self) -> list[int]:
-        """RUNNING trials older than the grace period whose worker has not beaten for that long,
-        or that no process has tagged as its own. The journal file has no per-trial heartbeats
+        """RUNNING trials whose worker beat and then fell silent for the grace period, and those
+        older than the grace period whose worker never beat or that no process has tagged as its
+        own. The journal file has no per-trial heartbeats
         (a worker's beat covers every trial it holds); on a database these are the trials a
         process died holding before their first heartbeat row (killed between Optuna's `ask`
         or a claim and its tag, or between the tag and the heartbeat), which Optuna's own check
         never finds stale: the others would wait for them forever."""
         beats = self.get_meta_prefixed(WORKER_META)  # every worker that ever beat: its last
-        live = set(self.live_workers()) | {self.worker}
+        live = set(self.live_workers(beats)) | {self.worker}
         running = self._optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         now = datetime.now()  # Optuna's trial times are local and naive
 
